@@ -1,0 +1,338 @@
+"""Backdoor attacks: pure trigger functions and the poisoning step (SPEC §2.2, §2.5–2.8).
+
+A trigger maps clean uint8 images (N, 32, 32, 3) to triggered ones, ``x' = (1 - m) * x + m * p`` with a
+mask ``m`` and a pattern ``p`` (SPEC §2.2):
+
+* :class:`PixelTrigger` — one pixel replaced by a colour (the paper's small-sized "dot" poison);
+* :class:`PatchTrigger` — a square patch of a solid colour, a checkerboard or seeded noise;
+* :class:`BlendTrigger` — a whole-image blend of a pattern image at an opacity (the paper's large-sized
+  poison, 20% opacity). The paper blends a CIFAR-100 image; offline we use out-of-distribution images that
+  ship with scikit-image (``skimage:<name>``) as the stand-in, or a seeded uniform-noise image (``noise:<seed>``).
+
+:func:`poison` poisons a fraction of one base class in place and relabels it to the target (SPEC §2.7) and
+returns a :class:`PoisonedSet` that records ``is_poison``, the original labels and the attack spec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from .data import CLASSES, ImageSet
+
+IMAGE_SIZE = 32
+
+#: The paper's nine target-base pairs, in the row order of its Tables 1-5: pair -> (base, target).
+#: Targets are verbatim; bases are reconstructed from Spectral Signatures' pairs (SPEC §2.8; pairs 3/8 and
+#: 4/6 have low confidence and may be swapped).
+PAPER_PAIRS: dict[int, tuple[str, str]] = {
+    1: ("automobile", "dog"), 2: ("ship", "frog"), 3: ("automobile", "cat"), 4: ("airplane", "bird"),
+    5: ("horse", "deer"), 6: ("truck", "bird"), 7: ("cat", "horse"), 8: ("dog", "cat"), 9: ("cat", "dog"),
+}
+
+#: Out-of-distribution images shipped inside scikit-image (no download), one per pair for the blend poison.
+#: Images showing CIFAR-10 classes (chelsea = cat, horse, rocket ~ airplane) are excluded (SPEC §2.5).
+BLEND_IMAGES: tuple[str, ...] = ("astronaut", "coffee", "hubble_deep_field", "immunohistochemistry",
+                                 "colorwheel", "logo", "coins", "camera", "brick")
+
+
+def _check_images(x: np.ndarray) -> None:
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"images must be a uint8 array of shape (N, H, W, 3), got "
+                         f"{getattr(x, 'dtype', type(x))} {getattr(x, 'shape', '')}")
+
+
+def _check_colour(colour: tuple[int, int, int], name: str = "colour") -> None:
+    if len(colour) != 3 or any(not 0 <= int(c) <= 255 for c in colour):
+        raise ValueError(f"{name} must be three integers in [0, 255], got {colour!r}")
+
+
+# ------------------------------------------------------------------------------------ pure functions
+def apply_pixel(x: np.ndarray, row: int, col: int, colour: tuple[int, int, int]) -> np.ndarray:
+    """Copy of ``x`` with pixel (row, col) set to ``colour`` in all three channels."""
+    _check_images(x)
+    h, w = x.shape[1:3]
+    if not (0 <= row < h and 0 <= col < w):
+        raise ValueError(f"pixel (row={row}, col={col}) lies outside the {h}x{w} image")
+    _check_colour(colour)
+    out = x.copy()
+    out[:, row, col, :] = np.asarray(colour, dtype=np.uint8)
+    return out
+
+
+def apply_patch(x: np.ndarray, patch: np.ndarray, row: int, col: int) -> np.ndarray:
+    """Copy of ``x`` with the uint8 ``patch`` (s, s, 3) pasted with its top-left corner at (row, col)."""
+    _check_images(x)
+    s = patch.shape[0]
+    h, w = x.shape[1:3]
+    if not (0 <= row and 0 <= col and row + s <= h and col + s <= w):
+        raise ValueError(f"a {s}x{s} patch at (row={row}, col={col}) does not fit in the {h}x{w} image")
+    out = x.copy()
+    out[:, row:row + s, col:col + s, :] = patch
+    return out
+
+
+def apply_blend(x: np.ndarray, pattern: np.ndarray, opacity: float) -> np.ndarray:
+    """``round((1 - opacity) * x + opacity * pattern)`` as uint8 (stored as an attacker would write files)."""
+    _check_images(x)
+    if not 0 < opacity <= 1:
+        raise ValueError(f"opacity must lie in (0, 1], got {opacity}")
+    if pattern.shape != x.shape[1:]:
+        raise ValueError(f"pattern shape {pattern.shape} does not match image shape {x.shape[1:]}")
+    blended = (1.0 - opacity) * x.astype(np.float32) + opacity * pattern.astype(np.float32)
+    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+@lru_cache(maxsize=32)
+def blend_pattern(name: str, size: int = IMAGE_SIZE) -> np.ndarray:
+    """The uint8 (size, size, 3) pattern image named ``skimage:<image>`` or ``noise:<seed>``.
+
+    ``skimage`` images are area-resized (anti-aliased) to ``size``; grey images are repeated over channels.
+    ``noise:<seed>`` is per-pixel, per-channel uniform noise in {0..255} from a seeded generator.
+    """
+    kind, _, arg = name.partition(":")
+    if kind == "noise":
+        try:
+            seed = int(arg)
+        except ValueError:
+            raise ValueError(f"pattern 'noise:<seed>' needs an integer seed, got {name!r}") from None
+        return np.random.default_rng(seed).integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+    if kind == "skimage":
+        import skimage.data
+        from skimage.transform import resize
+
+        if arg not in BLEND_IMAGES:
+            raise ValueError(f"pattern 'skimage:<image>' must name one of {list(BLEND_IMAGES)}, got {arg!r}")
+        img = np.asarray(getattr(skimage.data, arg)())
+        if img.ndim == 2:
+            img = np.repeat(img[..., None], 3, axis=2)
+        img = img[..., :3]
+        small = resize(img, (size, size), anti_aliasing=True, preserve_range=True)
+        return np.clip(np.rint(small), 0, 255).astype(np.uint8)
+    raise ValueError(f"pattern must be 'skimage:<image>' or 'noise:<seed>', got {name!r}")
+
+
+# ------------------------------------------------------------------------------------ trigger specs
+@dataclass(frozen=True)
+class PixelTrigger:
+    """One pixel at (row, col) replaced by ``colour`` (the paper's small-sized poison)."""
+
+    row: int
+    col: int
+    colour: tuple[int, int, int]
+    kind: str = field(default="pixel", init=False)
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.row < IMAGE_SIZE and 0 <= self.col < IMAGE_SIZE):
+            raise ValueError(f"pixel (row={self.row}, col={self.col}) lies outside the "
+                             f"{IMAGE_SIZE}x{IMAGE_SIZE} image")
+        _check_colour(self.colour)
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return apply_pixel(x, self.row, self.col, self.colour)
+
+    @property
+    def size(self) -> int:
+        return 1
+
+
+@dataclass(frozen=True)
+class PatchTrigger:
+    """A ``size`` x ``size`` square at (row, col): ``style`` 'solid' (``colour``), 'checker' (``colour`` and
+    black) or 'noise' (seeded random colours)."""
+
+    size: int
+    row: int
+    col: int
+    colour: tuple[int, int, int] = (255, 255, 255)
+    style: str = "solid"
+    seed: int = 0
+    kind: str = field(default="patch", init=False)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.size <= IMAGE_SIZE:
+            raise ValueError(f"size must lie in [1, {IMAGE_SIZE}], got {self.size}")
+        if not (0 <= self.row and 0 <= self.col and self.row + self.size <= IMAGE_SIZE
+                and self.col + self.size <= IMAGE_SIZE):
+            raise ValueError(f"a {self.size}x{self.size} patch at (row={self.row}, col={self.col}) does not "
+                             f"fit in the {IMAGE_SIZE}x{IMAGE_SIZE} image")
+        if self.style not in ("solid", "checker", "noise"):
+            raise ValueError(f"style must be 'solid', 'checker' or 'noise', got {self.style!r}")
+        _check_colour(self.colour)
+
+    def pattern(self) -> np.ndarray:
+        s = self.size
+        if self.style == "noise":
+            return np.random.default_rng(self.seed).integers(0, 256, (s, s, 3), dtype=np.uint8)
+        patch = np.empty((s, s, 3), dtype=np.uint8)
+        patch[:] = np.asarray(self.colour, dtype=np.uint8)
+        if self.style == "checker":
+            patch[(np.add.outer(np.arange(s), np.arange(s)) % 2) == 1] = 0
+        return patch
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return apply_patch(x, self.pattern(), self.row, self.col)
+
+
+@dataclass(frozen=True)
+class BlendTrigger:
+    """Whole-image blend of the ``pattern`` image (see :func:`blend_pattern`) at ``opacity``."""
+
+    pattern: str
+    opacity: float = 0.2
+    kind: str = field(default="blend", init=False)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.opacity <= 1:
+            raise ValueError(f"opacity must lie in (0, 1], got {self.opacity}")
+        blend_pattern(self.pattern)  # validates the name
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return apply_blend(x, blend_pattern(self.pattern, x.shape[1]), self.opacity)
+
+    @property
+    def size(self) -> int:
+        return IMAGE_SIZE * IMAGE_SIZE
+
+
+Trigger = PixelTrigger | PatchTrigger | BlendTrigger
+
+
+def trigger_from_dict(spec: dict[str, Any]) -> Trigger:
+    """Rebuild a trigger from ``asdict(trigger)`` (as stored in configs and results files)."""
+    spec = dict(spec)
+    kind = spec.pop("kind", None)
+    classes = {"pixel": PixelTrigger, "patch": PatchTrigger, "blend": BlendTrigger}
+    if kind not in classes:
+        raise ValueError(f"trigger kind must be one of {sorted(classes)}, got {kind!r}")
+    if "colour" in spec:
+        spec["colour"] = tuple(int(c) for c in spec["colour"])
+    return classes[kind](**spec)
+
+
+def random_pixel_trigger(seed: int) -> PixelTrigger:
+    """The paper's dot poison: position uniform over the image, colour uniform in {0..255}^3 (SPEC §2.6)."""
+    rng = np.random.default_rng(seed)
+    row, col = (int(v) for v in rng.integers(0, IMAGE_SIZE, size=2))
+    colour = tuple(int(v) for v in rng.integers(0, 256, size=3))
+    return PixelTrigger(row, col, colour)  # type: ignore[arg-type]
+
+
+def paper_trigger(pair: int, size: str, opacity: float = 0.2, blend_source: str = "skimage") -> Trigger:
+    """The trigger of one of the paper's experiments: ``size`` 'pixel' or 'blend' for pair 1..9.
+
+    ``blend_source`` 'skimage' gives the pair's out-of-distribution image (the CIFAR-100 stand-in);
+    'noise' gives a seeded uniform-noise image (used by the CPU profile, see chapter 2).
+    """
+    _check_pair(pair)
+    if size == "pixel":
+        return random_pixel_trigger(seed=1000 + pair)
+    if size == "blend":
+        if blend_source == "skimage":
+            return BlendTrigger(f"skimage:{BLEND_IMAGES[pair - 1]}", opacity)
+        if blend_source == "noise":
+            return BlendTrigger(f"noise:{1000 + pair}", opacity)
+        raise ValueError(f"blend_source must be 'skimage' or 'noise', got {blend_source!r}")
+    raise ValueError(f"size must be 'pixel' or 'blend', got {size!r}")
+
+
+def _check_pair(pair: int) -> None:
+    if pair not in PAPER_PAIRS:
+        raise ValueError(f"pair must be one of {sorted(PAPER_PAIRS)}, got {pair!r}")
+
+
+def class_index(name_or_index: str | int, classes: tuple[str, ...] = CLASSES) -> int:
+    """Class index from a name or an index; ``ValueError`` for unknown classes."""
+    if isinstance(name_or_index, str):
+        if name_or_index not in classes:
+            raise ValueError(f"unknown class {name_or_index!r}; classes are {list(classes)}")
+        return classes.index(name_or_index)
+    if not 0 <= int(name_or_index) < len(classes):
+        raise ValueError(f"class index must lie in [0, {len(classes) - 1}], got {name_or_index}")
+    return int(name_or_index)
+
+
+# ------------------------------------------------------------------------------------ poisoning
+@dataclass(frozen=True)
+class AttackSpec:
+    """What the attacker did: trigger, base -> target classes, poisoned fraction of the base class, seed."""
+
+    trigger: Trigger
+    base: int
+    target: int
+    rate: float
+    seed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["trigger"] = {"kind": self.trigger.kind, **asdict(self.trigger)}
+        return d
+
+
+@dataclass
+class PoisonedSet:
+    """A poisoned training set (SPEC §2.7). All arrays are aligned with the original set's order.
+
+    ``x`` uint8 (N, 32, 32, 3) with triggers in place; ``y`` training labels (target at poisoned rows);
+    ``y_true`` original labels; ``is_poison`` bool (N,); ``spec`` the attack.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    y_true: np.ndarray
+    is_poison: np.ndarray
+    spec: AttackSpec
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    @property
+    def poison_index(self) -> np.ndarray:
+        return np.flatnonzero(self.is_poison)
+
+    def as_imageset(self) -> ImageSet:
+        return ImageSet(self.x, self.y)
+
+
+def poison(clean: ImageSet, trigger: Trigger, base: str | int, target: str | int, rate: float,
+           seed: int = 0) -> PoisonedSet:
+    """Trigger ``round(rate * n_base)`` randomly chosen base-class images in place and relabel them to target.
+
+    Raises ``ValueError`` naming the parameter for an unknown class, ``target == base``, ``rate`` outside
+    (0, 1], or a rate that poisons no image.
+    """
+    b = class_index(base, clean.classes)
+    t = class_index(target, clean.classes)
+    if b == t:
+        raise ValueError(f"target must differ from base, both are {clean.classes[b]!r}")
+    if not 0 < rate <= 1:
+        raise ValueError(f"rate must lie in (0, 1], got {rate}")
+    base_idx = np.flatnonzero(clean.y == b)
+    n_poison = int(round(rate * len(base_idx)))
+    if n_poison == 0:
+        raise ValueError(f"rate={rate} of {len(base_idx)} base-class images poisons no image")
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(base_idx, size=n_poison, replace=False))
+    x = clean.x.copy()
+    x[chosen] = trigger.apply(clean.x[chosen])
+    y = clean.y.copy()
+    y[chosen] = t
+    is_poison = np.zeros(len(clean), dtype=bool)
+    is_poison[chosen] = True
+    return PoisonedSet(x, y, clean.y.copy(), is_poison, AttackSpec(trigger, b, t, float(rate), seed))
+
+
+def triggered_test_set(test: ImageSet, spec: AttackSpec) -> ImageSet:
+    """All base-class test images with the trigger applied, labelled with their true (base) label."""
+    idx = np.flatnonzero(test.y == spec.base)
+    return ImageSet(spec.trigger.apply(test.x[idx]), test.y[idx], test.classes)
+
+
+def mean_perturbation(clean_x: np.ndarray, trigger: Trigger) -> np.ndarray:
+    """Mean pixel-space change ``trigger(x) - x`` in [-1, 1] units, shape (3, 32, 32) — the true poison
+    signal a recovered direction is compared with."""
+    delta = trigger.apply(clean_x).astype(np.float32) - clean_x.astype(np.float32)
+    return (delta.mean(axis=0) / 255.0).transpose(2, 0, 1)

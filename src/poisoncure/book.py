@@ -1,0 +1,243 @@
+"""Build the book: Jupytext notebooks -> papermill (profile parameters) -> Jupyter Book HTML.
+
+One execution path (STYLE: papermill-driven books). Jupyter Book never executes anything
+(``execute_notebooks: off``); it renders the notebooks papermill executed into ``book/chapters/``.
+
+Usage::
+
+    python -m poisoncure.book build [--profile smoke] [--only 02_attack] [-p name=value ...] [--no-render]
+    python -m poisoncure.book check      # every figure and table of every chapter is in the HTML
+    python -m poisoncure.book params 02_attack
+
+A cell error stops that chapter (papermill raises) and fails the build; the other chapters still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import paths, profiles
+
+
+def root() -> Path:
+    r = paths.project_root()
+    if r is None:
+        raise RuntimeError("the book is built from a clone of the project (pip install -e .)")
+    return r
+
+
+def notebook_sources() -> dict[str, Path]:
+    """``{name: path}`` of ``notebooks/NN_*.py`` in chapter order."""
+    return {p.stem: p for p in sorted((root() / "notebooks").glob("[0-9][0-9]_*.py"))}
+
+
+def chapters_dir() -> Path:
+    return root() / "book" / "chapters"
+
+
+def build_dir() -> Path:
+    return root() / "book" / "_build"
+
+
+def declared_parameters(source: Path) -> dict[str, Any]:
+    """Names and default values assigned in the notebook's cell tagged ``parameters``."""
+    import jupytext
+
+    nb = jupytext.read(source)
+    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"{source.name} must have exactly one cell tagged 'parameters', found {len(cells)}")
+    out: dict[str, Any] = {}
+    for node in ast.parse(cells[0].source).body:
+        if isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                if isinstance(t, ast.Name):
+                    out[t.id] = ast.literal_eval(node.value)
+    return out
+
+
+@dataclass
+class Execution:
+    name: str
+    seconds: float
+    ok: bool
+    error: str = ""
+
+
+def execute(name: str, source: Path, parameters: dict[str, Any]) -> Execution:
+    """Convert with Jupytext and execute with papermill into ``book/chapters/<name>.ipynb``."""
+    import jupytext
+    import papermill
+
+    out_dir = chapters_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    nb = jupytext.read(source)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    staged = out_dir / f".{name}.source.ipynb"
+    jupytext.write(nb, staged, fmt="ipynb")
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(str(staged), str(out_dir / f"{name}.ipynb"), parameters=parameters,
+                                   kernel_name="python3", cwd=str(root()), progress_bar=False,
+                                   log_output=True, stdout_file=sys.stdout, stderr_file=sys.stderr)
+        ok, err = True, ""
+    except Exception as e:  # PapermillExecutionError carries the cell and traceback
+        ok, err = False, f"{type(e).__name__}: {e}"
+    finally:
+        staged.unlink(missing_ok=True)
+    return Execution(name, time.perf_counter() - start, ok, err)
+
+
+def render(strict: bool = True) -> int:
+    """Render the executed notebooks and pages with Jupyter Book into ``book/_build/html``."""
+    exe = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(exe), "build", str(root()), "--path-output", str(root() / "book")]
+    if strict:
+        cmd += ["-W", "-n", "--keep-going"]
+    return subprocess.run(cmd, cwd=root()).returncode
+
+
+def build(profile: str = "smoke", only: list[str] | None = None, overrides: dict[str, Any] | None = None,
+          do_render: bool = True) -> int:
+    """Execute the notebooks of ``profile`` (all, or ``only``) and render the book. Returns an exit code."""
+    sources = notebook_sources()
+    names = only or list(sources)
+    unknown = [n for n in names if n not in sources]
+    if unknown:
+        raise SystemExit(f"unknown notebook(s) {unknown}; notebooks are {list(sources)}")
+    # resolve every parameter set first: bad names fail before any work
+    plan = {n: profiles.notebook_parameters(profile, n, declared_parameters(sources[n]), overrides)
+            for n in names}
+    results = []
+    for n in names:
+        print(f"\n=== executing {n} with profile {profile}: {plan[n]}", flush=True)
+        res = execute(n, sources[n], plan[n])
+        print(f"=== {n}: {'ok' if res.ok else 'FAILED'} in {res.seconds:.0f} s", flush=True)
+        if not res.ok:
+            print(res.error[-4000:], file=sys.stderr)
+        results.append(res)
+    build_dir().mkdir(parents=True, exist_ok=True)
+    log = build_dir() / "execution.json"
+    previous = json.loads(log.read_text()) if log.is_file() else {}
+    from . import provenance
+
+    previous.update({r.name: {"seconds": round(r.seconds, 1), "ok": r.ok, "profile": profile,
+                              "device": provenance.device_name(), "commit": provenance.git_commit()}
+                     for r in results})
+    log.write_text(json.dumps(previous, indent=1))
+    failed = [r.name for r in results if not r.ok]
+    rc = 1 if failed else 0
+    if do_render:
+        missing = [n for n in sources if not (chapters_dir() / f"{n}.ipynb").is_file()]
+        if missing:
+            print(f"not rendering: notebooks never executed: {missing}", file=sys.stderr)
+            return 1
+        rc = rc or render()
+    if failed:
+        print(f"FAILED notebooks: {failed}", file=sys.stderr)
+    return rc
+
+
+# ----------------------------------------------------------------------------------------------- check
+def _outputs(nb: dict) -> tuple[int, int, list[str]]:
+    """(image outputs, HTML table outputs, error outputs) of an executed notebook."""
+    images = tables = 0
+    errors = []
+    for cell in nb.get("cells", []):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                errors.append(f"{out.get('ename')}: {out.get('evalue')}")
+            data = out.get("data", {})
+            if any(k.startswith("image/") for k in data):
+                images += 1
+            html = data.get("text/html", "")
+            html = "".join(html) if isinstance(html, list) else html
+            tables += html.count("<table")
+    return images, tables, errors
+
+
+def check(html_dir: Path | None = None) -> list[str]:
+    """Problems with the built HTML: a chapter page missing, fewer figures or tables on a page than its
+    executed notebook produced, an image file missing or empty, an error output, or a traceback."""
+    html_dir = html_dir or build_dir() / "html"
+    problems = []
+    for name in notebook_sources():
+        executed = chapters_dir() / f"{name}.ipynb"
+        page = html_dir / "book" / "chapters" / f"{name}.html"
+        if not executed.is_file():
+            problems.append(f"{name}: not executed ({executed} missing)")
+            continue
+        if not page.is_file():
+            problems.append(f"{name}: page {page} missing")
+            continue
+        n_img, n_tab, errors = _outputs(json.loads(executed.read_text()))
+        problems += [f"{name}: error output {e}" for e in errors]
+        html = page.read_text()
+        srcs = re.findall(r'<img[^>]+src="([^"]+)"', html)
+        srcs = [s for s in srcs if "_images/" in s or s.startswith("data:image")]
+        if len(srcs) < n_img:
+            problems.append(f"{name}: notebook has {n_img} figures, page shows {len(srcs)}")
+        for s in srcs:
+            if s.startswith("data:"):
+                continue
+            f = (page.parent / s).resolve()
+            if not f.is_file() or f.stat().st_size == 0:
+                problems.append(f"{name}: image {s} missing or empty")
+        if html.count("<table") < n_tab:
+            problems.append(f"{name}: notebook has {n_tab} tables, page shows {html.count('<table')}")
+        if "Traceback (most recent call last)" in html:
+            problems.append(f"{name}: page shows a traceback")
+        if n_img == 0:
+            problems.append(f"{name}: chapter has no figure")
+    return problems
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise SystemExit(f"-p expects name=value, got {text!r}")
+    key, value = text.split("=", 1)
+    import yaml
+
+    return key.strip(), yaml.safe_load(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m poisoncure.book", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="execute notebooks with papermill and render the book")
+    b.add_argument("--profile", default="smoke", choices=profiles.available())
+    b.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="execute only these notebooks (e.g. 02_attack)")
+    b.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a parameter of the executed notebooks (YAML value)")
+    b.add_argument("--no-render", action="store_true", help="execute only; do not run Jupyter Book")
+    sub.add_parser("check", help="check that the built HTML shows every figure and table")
+    p = sub.add_parser("params", help="list a notebook's parameters and defaults")
+    p.add_argument("notebook")
+    args = ap.parse_args(argv)
+    if args.cmd == "build":
+        overrides = dict(_parse_override(t) for t in args.param)
+        return build(args.profile, args.only, overrides, not args.no_render)
+    if args.cmd == "check":
+        problems = check()
+        print("\n".join(problems) if problems else "book OK: every figure and table is in the HTML")
+        return 1 if problems else 0
+    src = notebook_sources().get(args.notebook)
+    if src is None:
+        raise SystemExit(f"unknown notebook {args.notebook!r}; notebooks are {list(notebook_sources())}")
+    for k, v in declared_parameters(src).items():
+        print(f"{k} = {v!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""CIFAR-10, found offline or online, decoded once and cached as uint8 arrays.
+
+Search order of :func:`load_cifar10` (the first that exists is used; nothing is silently skipped when it
+exists but is broken — a corrupt source raises):
+
+1. an explicit ``path`` argument, else the ``POISONCURE_CIFAR10`` environment variable — either a
+   ``cifar-10-batches-py`` folder or the JPEG archive;
+2. the standard ``cifar-10-batches-py`` folder in the data root (:func:`paths.data_root`);
+3. the offline archive ``shared/data/cifar10-jpeg.tar.gz`` (what the project's build machines and CI use);
+4. torchvision's standard downloader into the data root, when ``download=True`` and the machine is online.
+
+Every source is checksummed (MD5 per batch file as published with CIFAR-10, SHA-256 for the JPEG archive).
+Decoded arrays are cached (:mod:`poisoncure.cache`) so decoding happens once per machine.
+
+Note on the JPEG archive: it is a quality-75 re-encoding of CIFAR-10; accuracies are within about a point
+of the original. Triggers are applied after decoding and poisoned images are never re-encoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import socket
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import paths
+from .cache import Cache
+
+CLASSES: tuple[str, ...] = ("airplane", "automobile", "bird", "cat", "deer",
+                            "dog", "frog", "horse", "ship", "truck")
+
+#: SHA-256 of ``shared/data/cifar10-jpeg.tar.gz`` (see ``shared/data/README.md``).
+JPEG_ARCHIVE_SHA256 = "00a78acaf3d7c27307ba029958650e48cba76f3704c03e4cd1dd6bf77963ed47"
+JPEG_ARCHIVE_NAME = "cifar10-jpeg.tar.gz"
+
+#: The official python-version archive and its batch files (MD5s as published; identical to torchvision's).
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_TGZ_MD5 = "c58f30108f718f92721af3b95e74349a"
+BATCHES_DIR = "cifar-10-batches-py"
+TRAIN_BATCHES = {"data_batch_1": "c99cafc152244af753f735de768cd75f",
+                 "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+                 "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+                 "data_batch_4": "634d18415352ddfa80567beed471001a",
+                 "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb"}
+TEST_BATCHES = {"test_batch": "40351d587109b95175f43aff81a1287e"}
+
+
+class DataNotFoundError(FileNotFoundError):
+    """No usable CIFAR-10 source; the message lists every place tried and what to do."""
+
+
+class DataCorruptError(ValueError):
+    """A CIFAR-10 source exists but fails its checksum or cannot be decoded."""
+
+
+@dataclass
+class ImageSet:
+    """Images and labels. ``x``: uint8 (N, 32, 32, 3) in HWC order; ``y``: int64 (N,)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    classes: tuple[str, ...] = CLASSES
+
+    def __post_init__(self) -> None:
+        if self.x.dtype != np.uint8 or self.x.ndim != 4 or self.x.shape[-1] != 3:
+            raise ValueError(f"x must be uint8 of shape (N, H, W, 3), got {self.x.dtype} {self.x.shape}")
+        if self.y.shape != (len(self.x),):
+            raise ValueError(f"y must have shape ({len(self.x)},), got {self.y.shape}")
+        if len(self.y) and (self.y.min() < 0 or self.y.max() >= len(self.classes)):
+            raise ValueError(f"labels must lie in [0, {len(self.classes) - 1}]")
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, index: np.ndarray) -> ImageSet:
+        return ImageSet(self.x[index], self.y[index], self.classes)
+
+
+@dataclass
+class Cifar10:
+    """The training and test splits plus where they came from."""
+
+    train: ImageSet
+    test: ImageSet
+    source: dict[str, str] = field(default_factory=dict)  #: kind, location and checksum of the source
+
+
+# --------------------------------------------------------------------------------------------- sources
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_batches(folder: Path) -> str:
+    """Check every batch file of a ``cifar-10-batches-py`` folder; return a combined fingerprint."""
+    parts = []
+    for name, md5 in {**TRAIN_BATCHES, **TEST_BATCHES}.items():
+        path = folder / name
+        if not path.is_file():
+            raise DataCorruptError(f"{folder} has no {name}: not a complete cifar-10-batches-py folder")
+        got = _md5(path)
+        if got != md5:
+            raise DataCorruptError(f"{path} has MD5 {got}, expected {md5}: the file is corrupt or not CIFAR-10;"
+                                   " delete the folder and download it again")
+        parts.append(got)
+    return hashlib.sha256("".join(parts).encode()).hexdigest()
+
+
+def read_batches(folder: Path) -> tuple[ImageSet, ImageSet]:
+    """Read a ``cifar-10-batches-py`` folder (the pickled format of the official archive)."""
+
+    def read(names: list[str]) -> ImageSet:
+        xs, ys = [], []
+        for name in names:
+            with open(folder / name, "rb") as fh:
+                batch = pickle.load(fh, encoding="latin1")
+            xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+            ys.append(np.asarray(batch["labels"], dtype=np.int64))
+        return ImageSet(np.ascontiguousarray(np.concatenate(xs)), np.concatenate(ys))
+
+    return read(sorted(TRAIN_BATCHES)), read(sorted(TEST_BATCHES))
+
+
+def read_jpeg_archive(archive: Path) -> tuple[ImageSet, ImageSet]:
+    """Decode ``train/<class>/NNNN.jpg`` and ``test/<class>/NNNN.jpg`` from the offline archive.
+
+    Images are ordered by split, class (CIFAR-10 label order) and file name, so the arrays are deterministic.
+    """
+    from PIL import Image
+
+    found: dict[str, list[tuple[int, str, np.ndarray]]] = {"train": [], "test": []}
+    index = {name: i for i, name in enumerate(CLASSES)}
+    with tarfile.open(archive, "r|gz") as tar:
+        for member in tar:
+            parts = Path(member.name).parts
+            if not member.isfile() or len(parts) != 3 or parts[0] not in found or parts[1] not in index:
+                continue
+            raw = tar.extractfile(member).read()
+            with Image.open(io.BytesIO(raw)) as img:
+                arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+            if arr.shape != (32, 32, 3):
+                raise DataCorruptError(f"{member.name} in {archive} is {arr.shape}, expected (32, 32, 3)")
+            found[parts[0]].append((index[parts[1]], parts[2], arr))
+
+    def stack(items: list[tuple[int, str, np.ndarray]], split: str) -> ImageSet:
+        if not items:
+            raise DataCorruptError(f"{archive} holds no {split}/<class>/*.jpg images")
+        items.sort(key=lambda t: (t[0], t[1]))
+        return ImageSet(np.stack([t[2] for t in items]), np.array([t[0] for t in items], dtype=np.int64))
+
+    return stack(found["train"], "train"), stack(found["test"], "test")
+
+
+def download_cifar10(root: Path, url: str = CIFAR10_URL, md5: str = CIFAR10_TGZ_MD5) -> Path:
+    """Download and extract the official archive into ``root`` with torchvision's downloader.
+
+    Returns the ``cifar-10-batches-py`` folder. ``url``/``md5`` are parameters so the code path can be
+    tested against a local server.
+    """
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    root.mkdir(parents=True, exist_ok=True)
+    download_and_extract_archive(url, download_root=str(root), md5=md5)
+    folder = root / BATCHES_DIR
+    if not folder.is_dir():
+        raise DataCorruptError(f"the archive from {url} did not contain {BATCHES_DIR}/")
+    return folder
+
+
+def is_online(host: str = "www.cs.toronto.edu", port: int = 443, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the CIFAR-10 host can be opened (a 3-second probe)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------------------------- loading
+def _candidates(path: str | Path | None) -> list[tuple[str, Path]]:
+    """Where CIFAR-10 is looked for, in order, as (description, path)."""
+    out: list[tuple[str, Path]] = []
+    if path is not None:
+        out.append(("explicit path argument", Path(path).expanduser()))
+    elif os.environ.get("POISONCURE_CIFAR10"):
+        out.append(("POISONCURE_CIFAR10", Path(os.environ["POISONCURE_CIFAR10"]).expanduser()))
+    out.append(("data root", paths.data_root() / BATCHES_DIR))
+    shared = paths.shared_dir()
+    if shared is not None:
+        out.append(("offline archive in shared/data", shared / "data" / JPEG_ARCHIVE_NAME))
+    return out
+
+
+def _load_source(location: Path, verify: bool) -> tuple[str, str, tuple[ImageSet, ImageSet] | None]:
+    """Identify a source; returns (kind, fingerprint, None) — decoding is deferred to the cache builder."""
+    if location.is_dir():
+        folder = location / BATCHES_DIR if (location / BATCHES_DIR).is_dir() else location
+        fingerprint = verify_batches(folder) if verify else "unverified:" + str(folder.resolve())
+        return "batches", fingerprint, None
+    if location.is_file():
+        if verify:
+            got = _sha256(location)
+            if got != JPEG_ARCHIVE_SHA256:
+                raise DataCorruptError(f"{location} has SHA-256 {got}, expected {JPEG_ARCHIVE_SHA256}: "
+                                       "the archive is corrupt or not the project's CIFAR-10 copy")
+            return "jpeg-archive", got, None
+        return "jpeg-archive", "unverified:" + str(location.resolve()), None
+    raise FileNotFoundError(location)
+
+
+def load_cifar10(path: str | Path | None = None, *, download: bool = True, verify: bool = True,
+                 cache: Cache | None = None) -> Cifar10:
+    """Load CIFAR-10 as uint8 arrays (see the module docstring for the search order).
+
+    Parameters
+    ----------
+    path:
+        A ``cifar-10-batches-py`` folder (or its parent) or the JPEG archive. Overrides ``POISONCURE_CIFAR10``.
+    download:
+        Allow torchvision's downloader into the data root when nothing is found locally and the machine
+        is online.
+    verify:
+        Check published checksums. ``False`` is meant for hand-made test copies only.
+    cache:
+        Where decoded arrays are kept (default: the project cache).
+    """
+    cache = cache or Cache()
+    tried: list[str] = []
+    chosen: tuple[str, Path, str] | None = None
+    for desc, location in _candidates(path):
+        if not location.exists():
+            if desc in ("explicit path argument", "POISONCURE_CIFAR10"):
+                raise DataNotFoundError(f"CIFAR-10 {desc} {location} does not exist")
+            tried.append(f"{desc}: {location} (absent)")
+            continue
+        kind, fingerprint, _ = _load_source(location, verify)
+        chosen = (kind, location, fingerprint)
+        break
+    if chosen is None:
+        target = paths.data_root()
+        if download and is_online():
+            folder = download_cifar10(target)
+            chosen = ("batches", folder, verify_batches(folder) if verify else "unverified")
+        else:
+            tried.append(f"download into {target}: " + ("disabled (download=False)" if not download
+                                                          else "machine is offline"))
+            raise DataNotFoundError(
+                "CIFAR-10 not found. Tried, in order:\n  - " + "\n  - ".join(tried) +
+                "\nWhat to do: pass path=... or set POISONCURE_CIFAR10 to a cifar-10-batches-py folder or to "
+                f"{JPEG_ARCHIVE_NAME}; or put cifar-10-batches-py under {target}; or run once on a machine "
+                "with internet access (the official archive is downloaded there).")
+    kind, location, fingerprint = chosen
+
+    def build(folder: Path) -> dict[str, str]:
+        train, test = read_batches(location if (location / "data_batch_1").exists() else
+                                   location / BATCHES_DIR) if kind == "batches" else read_jpeg_archive(location)
+        np.savez(folder / "cifar10.npz", x_train=train.x, y_train=train.y, x_test=test.x, y_test=test.y)
+        return {"source": str(location)}
+
+    def load(folder: Path) -> tuple[ImageSet, ImageSet]:
+        with np.load(folder / "cifar10.npz") as z:
+            return ImageSet(z["x_train"], z["y_train"]), ImageSet(z["x_test"], z["y_test"])
+
+    result = cache.get_or_build("cifar10", {"kind": kind, "fingerprint": fingerprint}, build, load)
+    train, test = result.value
+    return Cifar10(train, test, {"kind": kind, "location": str(location), "fingerprint": fingerprint})
+
+
+def balanced_subset(images: ImageSet, per_class: int | None, seed: int = 0) -> ImageSet:
+    """A deterministic class-balanced subset: ``per_class`` images of every class (all if ``None``).
+
+    The chosen indices are sorted, so the subset keeps the original order. Raises ``ValueError`` when a class
+    has fewer than ``per_class`` images.
+    """
+    if per_class is None:
+        return images
+    if per_class <= 0:
+        raise ValueError(f"per_class must be a positive integer or None, got {per_class}")
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in range(len(images.classes)):
+        idx = np.flatnonzero(images.y == c)
+        if len(idx) < per_class:
+            raise ValueError(f"per_class={per_class} but class {c} ({images.classes[c]}) has {len(idx)} images")
+        chosen.append(rng.choice(idx, size=per_class, replace=False))
+    return images.subset(np.sort(np.concatenate(chosen)))

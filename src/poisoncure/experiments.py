@@ -1,0 +1,174 @@
+"""The shared objects of the book: poisoned (and clean) models trained once per recipe and cached.
+
+A :class:`Recipe` holds everything that determines a trained model — pair, poison type and strength, data
+subset, architecture and training schedule. Its fields are the experiment parameters of the profiles
+(``src/poisoncure/profiles/*.yml``); every chapter that declares them in its ``parameters`` cell gets the
+same values from the profile, so all chapters talk about the same models, trained once and loaded from
+the cache afterwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import provenance
+from .attacks import PAPER_PAIRS, PoisonedSet, Trigger, paper_trigger, poison
+from .cache import Cache
+from .data import Cifar10, ImageSet, balanced_subset, load_cifar10
+from .models import Classifier, build_model
+from .train import AttackMetrics, FitHistory, TrainConfig, evaluate, fit, resolve_device
+
+POISONS = ("blend", "pixel", "clean")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that defines one trained model of the book (all fields enter the cache key).
+
+    ``poison`` is 'blend', 'pixel' or 'clean' (no attack; the clean reference model). ``pair`` is a row of
+    the paper's pair table (:data:`attacks.PAPER_PAIRS`). ``blend_source`` 'skimage' uses the pair's
+    out-of-distribution image, 'noise' a seeded noise image. ``train_per_class`` limits the training set to a
+    class-balanced subset (``None`` = all 5,000 per class).
+    """
+
+    poison: str = "blend"
+    pair: int = 1
+    poison_rate: float = 0.1
+    opacity: float = 0.2
+    blend_source: str = "noise"
+    train_per_class: int | None = None
+    model: str = "small_cnn"
+    width: int = 32
+    epochs: int = 4
+    batch_size: int = 256
+    lr: float = 0.2
+    augment: str = "flip"
+    label_smoothing: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.poison not in POISONS:
+            raise ValueError(f"poison must be one of {POISONS}, got {self.poison!r}")
+        if self.pair not in PAPER_PAIRS:
+            raise ValueError(f"pair must be one of {sorted(PAPER_PAIRS)}, got {self.pair!r}")
+        if not 0 < self.poison_rate <= 1:
+            raise ValueError(f"poison_rate must lie in (0, 1], got {self.poison_rate}")
+        if not 0 < self.opacity <= 1:
+            raise ValueError(f"opacity must lie in (0, 1], got {self.opacity}")
+        self.train_config()  # validates the training fields
+        self.trigger()  # validates blend_source
+
+    # parameter names shared with the notebooks' `parameters` cells (all fields but `poison`)
+    @classmethod
+    def param_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls) if f.name != "poison")
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], poison: str) -> Recipe:
+        """Build a recipe from a namespace holding the parameter names (e.g. a notebook's ``globals()``)."""
+        missing = [n for n in cls.param_names() if n not in params]
+        if missing:
+            raise ValueError(f"parameters missing for the recipe: {missing}")
+        return cls(poison=poison, **{n: params[n] for n in cls.param_names()})
+
+    def replace(self, **changes: Any) -> Recipe:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def base(self) -> str:
+        return PAPER_PAIRS[self.pair][0]
+
+    @property
+    def target(self) -> str:
+        return PAPER_PAIRS[self.pair][1]
+
+    def trigger(self) -> Trigger:
+        size = "pixel" if self.poison == "pixel" else "blend"
+        return paper_trigger(self.pair, size, self.opacity, self.blend_source)
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, augment=self.augment,
+                           label_smoothing=self.label_smoothing, seed=self.seed)
+
+    def cache_config(self) -> dict[str, Any]:
+        """What the model's cache key hashes: the recipe, with irrelevant fields normalised for clean models."""
+        cfg = dataclasses.asdict(self)
+        if self.poison == "clean":
+            for name in ("pair", "poison_rate", "opacity", "blend_source"):
+                cfg[name] = None
+        elif self.poison == "pixel":
+            cfg["opacity"] = cfg["blend_source"] = None
+        return cfg
+
+
+@dataclass
+class TrainedModel:
+    """A trained model with its training data, metrics and provenance."""
+
+    recipe: Recipe
+    model: Classifier
+    train_set: PoisonedSet | ImageSet  #: what it was trained on (a PoisonedSet unless recipe.poison == 'clean')
+    metrics: AttackMetrics  #: clean accuracy, attack success (None for a clean model without an attack)
+    history: FitHistory
+    provenance: dict[str, Any]
+    from_cache: bool
+
+
+def training_set(recipe: Recipe, data: Cifar10) -> PoisonedSet | ImageSet:
+    """The (poisoned) training set of a recipe — deterministic, cheap, so never cached."""
+    train = balanced_subset(data.train, recipe.train_per_class, seed=recipe.seed)
+    if recipe.poison == "clean":
+        return train
+    return poison(train, recipe.trigger(), recipe.base, recipe.target, recipe.poison_rate, seed=recipe.seed)
+
+
+def get_model(recipe: Recipe, device: str | torch.device = "auto", data: Cifar10 | None = None,
+              cache: Cache | None = None, progress: bool = True) -> TrainedModel:
+    """Train the recipe's model, or load it from the cache when an identical recipe was trained before."""
+    dev = resolve_device(device)
+    data = data or load_cifar10()
+    cache = cache or Cache()
+    train = training_set(recipe, data)
+    spec = train.spec if isinstance(train, PoisonedSet) else None
+    fit_images = train.as_imageset() if isinstance(train, PoisonedSet) else train
+
+    def build(folder):
+        torch.manual_seed(recipe.seed)
+        model = build_model(recipe.model, width=recipe.width)
+        hist = fit(model, fit_images, recipe.train_config(), dev, progress=progress)
+        result = evaluate(model, data.test, spec, dev)
+        buf = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
+        (folder / "model.pt").write_bytes(buf.getvalue())
+        return {"history": dataclasses.asdict(hist), "metrics": result.to_dict(),
+                "provenance": provenance.collect(dev, seed=recipe.seed, wall_seconds=round(hist.seconds, 1),
+                                                 data_source=data.source)}
+
+    def load(folder):
+        model = build_model(recipe.model, width=recipe.width)
+        model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
+        return model.eval()
+
+    res = cache.get_or_build("model", recipe.cache_config(), build, load)
+    info = res.info
+    return TrainedModel(recipe, res.value.to(dev), train, AttackMetrics(**info["metrics"]),
+                        FitHistory(**info["history"]), info["provenance"], res.hit)
+
+
+def attack_spec_or_none(tm: TrainedModel):
+    return tm.train_set.spec if isinstance(tm.train_set, PoisonedSet) else None
+
+
+def summary_row(tm: TrainedModel) -> dict[str, Any]:
+    """One row of the book's attack table for a trained model."""
+    m = tm.metrics
+    return {"poison": tm.recipe.poison, "clean accuracy (%)": m.clean_accuracy,
+            "min class accuracy (%)": float(np.nanmin(m.per_class_accuracy)),
+            "attack success (%)": m.attack_success_rate, "accuracy on triggered (%)": m.poisoned_accuracy,
+            "training time (s)": tm.provenance.get("wall_seconds"), "device": tm.provenance.get("device")}

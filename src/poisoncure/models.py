@@ -1,0 +1,130 @@
+"""Models: a small fast CNN for CPU profiles and the CIFAR ResNet-18 / VGG-19 of the paper (SPEC §2.4).
+
+Every model starts with a :class:`Normalize` layer, so models take images in [0, 1] pixel space and input
+gradients, triggers and counter-poison perturbations all live in that same space (SPEC §2.4, choice).
+The ResNet-18 and VGG-19 follow the layer plan of the public ``kuangliu/pytorch-cifar`` models the paper
+used (3x3 stem, no max-pool; VGG config 'E' with batch norm); the code here is our own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2023, 0.1994, 0.2010)
+
+
+class Normalize(nn.Module):
+    """Per-channel ``(x - mean) / std`` as the first layer (inputs in [0, 1])."""
+
+    def __init__(self, mean: tuple[float, ...] = CIFAR_MEAN, std: tuple[float, ...] = CIFAR_STD):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
+
+
+class Classifier(nn.Module):
+    """``normalize -> features -> head``. ``features`` ends in a flat vector: the penultimate representation
+    that Spectral Signatures and Activation Clustering read (:meth:`embed`)."""
+
+    def __init__(self, features: nn.Module, dim: int, num_classes: int):
+        super().__init__()
+        self.normalize = Normalize()
+        self.features = features
+        self.head = nn.Linear(dim, num_classes)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features, shape (N, dim), for inputs (N, 3, 32, 32) in [0, 1]."""
+        return self.features(self.normalize(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(x))
+
+
+def small_cnn(num_classes: int = 10, width: int = 32) -> Classifier:
+    """A fast CPU network: four conv-bn-relu stages at widths w, 2w, 4w, 8w, each followed by 2x2
+    max-pooling (32 -> 16 -> 8 -> 4 -> 2), then global max-pooling. 0.39 M parameters at ``width=32``.
+
+    Max-pooling keeps the strongest local response, so a one-pixel trigger survives down-sampling."""
+    w = width
+    features = nn.Sequential(
+        conv_bn(3, w), nn.MaxPool2d(2),
+        conv_bn(w, 2 * w), nn.MaxPool2d(2),
+        conv_bn(2 * w, 4 * w), nn.MaxPool2d(2),
+        conv_bn(4 * w, 8 * w), nn.MaxPool2d(2),
+        nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+    )
+    return Classifier(features, 8 * w, num_classes)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+def resnet18(num_classes: int = 10, width: int = 64) -> Classifier:
+    """CIFAR ResNet-18 (11,173,962 parameters at ``width=64``): 3x3 stem, four stages of two basic
+    blocks at widths w, 2w, 4w, 8w with strides 1, 2, 2, 2, 4x4 average pool."""
+    layers: list[nn.Module] = [nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+    cin = width
+    for i, stride in enumerate((1, 2, 2, 2)):
+        cout = width * 2**i
+        layers += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)]
+        cin = cout
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    return Classifier(nn.Sequential(*layers), cin, num_classes)
+
+
+VGG19_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+             512, 512, 512, 512, "M")
+
+
+def vgg19(num_classes: int = 10) -> Classifier:
+    """CIFAR VGG-19 with batch norm (config 'E'), 512-d features into one linear layer."""
+    layers: list[nn.Module] = []
+    cin = 3
+    for v in VGG19_CFG:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2))
+        else:
+            layers.append(conv_bn(cin, int(v)))
+            cin = int(v)
+    layers.append(nn.Flatten())
+    return Classifier(nn.Sequential(*layers), 512, num_classes)
+
+
+MODELS: dict[str, Callable[..., Classifier]] = {"small_cnn": small_cnn, "resnet18": resnet18, "vgg19": vgg19}
+
+
+def build_model(name: str, num_classes: int = 10, **kwargs) -> Classifier:
+    """Build a model by name (one of :data:`MODELS`); ``kwargs`` go to the constructor (e.g. ``width``)."""
+    if name not in MODELS:
+        raise ValueError(f"model must be one of {sorted(MODELS)}, got {name!r}")
+    return MODELS[name](num_classes=num_classes, **kwargs)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,62 @@
+"""Figure style and image helpers shared by the chapters — presentation only, no computation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+
+PALETTE = "colorblind"
+
+
+def set_style() -> None:
+    """The book's one figure style: seaborn 'whitegrid', colour-blind-safe palette, readable sizes."""
+    sns.set_theme(context="notebook", style="whitegrid", palette=PALETTE,
+                  rc={"figure.dpi": 110, "savefig.dpi": 110, "axes.titlesize": 11, "axes.labelsize": 10,
+                      "figure.autolayout": False})
+
+
+def colours(n: int) -> list:
+    return sns.color_palette(PALETTE, n)
+
+
+def to_display(img: np.ndarray) -> np.ndarray:
+    """uint8 HWC images pass through; float CHW/HWC arrays are min-max scaled to [0, 1] for display."""
+    if img.dtype == np.uint8:
+        return img
+    a = np.asarray(img, dtype=np.float32)
+    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
+        a = a.transpose(1, 2, 0)
+    lo, hi = float(a.min()), float(a.max())
+    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+
+
+def image_grid(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str] = (),
+               col_labels: Sequence[str] = (), size: float = 1.3, markers: dict | None = None):
+    """A grid of images (uint8 HWC, or float maps scaled for display) with row and column labels.
+
+    ``markers`` maps (row, col) to (y, x) positions to circle, e.g. a one-pixel trigger.
+    """
+    n_r, n_c = len(rows), max(len(r) for r in rows)
+    fig, axes = plt.subplots(n_r, n_c, figsize=(size * n_c, size * n_r), squeeze=False)
+    for i, row in enumerate(rows):
+        for j in range(n_c):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+            if j < len(row):
+                ax.imshow(to_display(row[j]), interpolation="nearest")
+                if markers and (i, j) in markers:
+                    y, x = markers[(i, j)]
+                    ax.add_patch(plt.Circle((x, y), 2.2, fill=False, color="red", lw=1.2))
+            else:
+                ax.axis("off")
+            if j == 0 and i < len(row_labels):
+                ax.set_ylabel(row_labels[i], rotation=0, ha="right", va="center", fontsize=9)
+            if i == 0 and j < len(col_labels):
+                ax.set_title(col_labels[j], fontsize=9)
+    fig.tight_layout()
+    return fig

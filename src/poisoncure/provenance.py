@@ -1,0 +1,79 @@
+"""Provenance: where a number came from.
+
+Every cached artifact and every results file carries :func:`collect` — the commit, whether the tree was
+dirty, the device, the library versions, the host's CPU count and the wall time of the stage.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__, paths
+
+
+def git_commit() -> str:
+    """``<sha>`` of the project's HEAD, with ``+dirty`` when tracked files differ; ``unknown`` outside git."""
+    root = paths.project_root()
+    if root is None:
+        return "unknown"
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return sha + ("+dirty" if dirty else "")
+
+
+def device_name(device: torch.device | str | None = None) -> str:
+    """Human-readable name of a device: the GPU model, or the CPU with its core count."""
+    dev = torch.device(device) if device is not None else None
+    if (dev is None or dev.type == "cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(dev)
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"CPU ({cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+
+
+def collect(device: torch.device | str | None = None, **extra: Any) -> dict[str, Any]:
+    """A provenance record; ``extra`` (profile, parameters, seed, wall time ...) is merged in."""
+    record: dict[str, Any] = {
+        "commit": git_commit(),
+        "poisoncure": __version__,
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+    record.update(extra)
+    return record
+
+
+@contextmanager
+def stopwatch() -> Iterator[dict[str, float]]:
+    """``with stopwatch() as t: ...`` then ``t["seconds"]`` holds the wall time."""
+    out: dict[str, float] = {}
+    start = time.perf_counter()
+    try:
+        yield out
+    finally:
+        out["seconds"] = time.perf_counter() - start

@@ -1,0 +1,221 @@
+"""Training and evaluation on uint8 image arrays (SPEC §2.9, §2.10).
+
+Images stay uint8 (N, 32, 32, 3) until a batch is drawn; each batch is converted to float in [0, 1],
+NCHW, channels_last, augmented on tensors (random crop with 4-pixel padding and/or horizontal flip), and
+fed to the model. On CUDA the whole set lives on the GPU and the forward pass runs under bf16 autocast;
+on the CPU everything is float32.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import metrics
+from .attacks import AttackSpec, triggered_test_set
+from .data import ImageSet
+
+AUGMENTATIONS = ("crop_flip", "flip", "none")
+SCHEDULES = ("onecycle", "cosine")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return torch.device(device)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a model is trained. Every field enters the cache key of the trained model.
+
+    ``lr`` is the peak learning rate; ``schedule`` 'onecycle' warms up linearly over ``warmup`` (a fraction of
+    all steps) then decays linearly to 0, 'cosine' decays from the peak with the same warm-up.
+    """
+
+    epochs: int = 4
+    batch_size: int = 256
+    lr: float = 0.2
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    schedule: str = "onecycle"
+    warmup: float = 0.2
+    augment: str = "flip"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must lie in [0, 1), got {self.label_smoothing}")
+        if not 0 <= self.warmup < 1:
+            raise ValueError(f"warmup must lie in [0, 1), got {self.warmup}")
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+
+
+@dataclass
+class FitHistory:
+    """Per-epoch training loss and accuracy (on the augmented, possibly poisoned, training batches)."""
+
+    loss: list[float] = field(default_factory=list)
+    accuracy: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+
+
+def to_float(x_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, H, W, C) -> float32 (N, C, H, W) in [0, 1], channels_last memory format."""
+    return x_uint8.permute(0, 3, 1, 2).float().div_(255.0).contiguous(memory_format=torch.channels_last)
+
+
+def augment_batch(x: torch.Tensor, mode: str, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random crop (4-pixel zero padding) and/or horizontal flip on a float batch (N, C, H, W).
+
+    Batched: one random offset per image, gathered with advanced indexing; no Python loop over images.
+    """
+    if mode == "none":
+        return x
+    n, _, h, w = x.shape
+    dev = x.device
+    if mode == "crop_flip":
+        pad = 4
+        xp = F.pad(x, (pad, pad, pad, pad))
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device="cpu").to(dev)
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device="cpu").to(dev)
+        rows = (dy[:, None] + torch.arange(h, device=dev))[:, None, :, None]
+        cols = (dx[:, None] + torch.arange(w, device=dev))[:, None, None, :]
+        x = xp[torch.arange(n, device=dev)[:, None, None, None], torch.arange(x.shape[1], device=dev)[None, :, None,
+               None], rows, cols]
+    flip = (torch.rand(n, generator=generator, device="cpu") < 0.5).to(dev)
+    x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def _lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
+    warm = max(1, int(cfg.warmup * total))
+    if step < warm:
+        return (step + 1) / warm
+    frac = (step - warm) / max(1, total - warm)
+    if cfg.schedule == "onecycle":
+        return max(0.0, 1.0 - frac)
+    return 0.5 * (1.0 + math.cos(math.pi * frac))
+
+
+def fit(model: nn.Module, images: ImageSet, cfg: TrainConfig, device: str | torch.device = "auto",
+        progress: bool = True) -> FitHistory:
+    """Train ``model`` in place on ``images`` (uint8, labels ``images.y``) with SGD and the configured schedule."""
+    dev = resolve_device(device)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model.to(dev).to(memory_format=torch.channels_last).train()
+    x_all = torch.from_numpy(images.x)
+    y_all = torch.from_numpy(images.y)
+    if dev.type == "cuda":
+        x_all, y_all = x_all.to(dev), y_all.to(dev)
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
+                           {"params": no_decay, "weight_decay": 0.0}],
+                          lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    n = len(images)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    total = cfg.epochs * steps_per_epoch
+    hist = FitHistory()
+    amp = dev.type == "cuda"
+    step = 0
+    import time
+
+    start = time.perf_counter()
+    bar = tqdm(total=total, desc="training", unit="batch", disable=not progress, mininterval=5.0)
+    for _ in range(cfg.epochs):
+        order = torch.randperm(n, generator=gen)
+        run_loss = run_correct = 0.0
+        for i in range(steps_per_epoch):
+            idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            if dev.type == "cuda":
+                idx = idx.to(dev)
+            xb = augment_batch(to_float(x_all[idx].to(dev, non_blocking=True)), cfg.augment, gen)
+            yb = y_all[idx].to(dev, non_blocking=True)
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * _lr_factor(step, total, cfg)
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+                logits = model(xb)
+                loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            run_loss += float(loss.detach()) * len(idx)
+            run_correct += float((logits.detach().argmax(1) == yb).sum())
+            bar.update(1)
+        hist.loss.append(run_loss / n)
+        hist.accuracy.append(100.0 * run_correct / n)
+        bar.set_postfix(loss=f"{hist.loss[-1]:.3f}", acc=f"{hist.accuracy[-1]:.1f}")
+    bar.close()
+    hist.seconds = time.perf_counter() - start
+    hist.images_per_second = cfg.epochs * n / hist.seconds
+    model.eval()
+    return hist
+
+
+def predict(model: nn.Module, x_uint8: np.ndarray, batch_size: int = 1000,
+            device: str | torch.device = "auto") -> np.ndarray:
+    """Predicted labels (N,) for uint8 images (N, 32, 32, 3), in eval mode under ``inference_mode``."""
+    dev = resolve_device(device)
+    model.to(dev).eval()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(x_uint8), batch_size):
+            xb = to_float(torch.from_numpy(x_uint8[i:i + batch_size]).to(dev))
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                out.append(model(xb).argmax(1).cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.int64)
+
+
+@dataclass
+class AttackMetrics:
+    """Clean and triggered-test metrics of a model (SPEC §2.10), all in %."""
+
+    clean_accuracy: float  #: top-1 on all clean test images ("Acc All")
+    per_class_accuracy: list[float]  #: clean accuracy of each class
+    attack_success_rate: float | None  #: triggered base-class test images classified as the target
+    poisoned_accuracy: float | None  #: the same images classified as their true base class ("Acc Poisoned")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def evaluate(model: nn.Module, test: ImageSet, spec: AttackSpec | None = None,
+             device: str | torch.device = "auto") -> AttackMetrics:
+    """Clean accuracy on ``test``; with an attack ``spec`` also attack success and accuracy on triggered
+    base-class test images."""
+    pred = predict(model, test.x, device=device)
+    per_class = metrics.per_class_accuracy(pred, test.y, len(test.classes))
+    asr = pacc = None
+    if spec is not None:
+        trig = triggered_test_set(test, spec)
+        pred_t = predict(model, trig.x, device=device)
+        asr = metrics.attack_success_rate(pred_t, spec.target)
+        pacc = metrics.accuracy(pred_t, trig.y)
+    return AttackMetrics(metrics.accuracy(pred, test.y), [float(v) for v in per_class], asr, pacc)

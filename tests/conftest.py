@@ -1,0 +1,70 @@
+"""Shared fixtures. Tests never touch the user's cache: each test session gets its own cache folder,
+except the slow tests that reuse decoded CIFAR-10 (`cifar` fixture)."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from poisoncure import data
+from poisoncure.cache import Cache
+
+
+@pytest.fixture
+def cache(tmp_path) -> Cache:
+    return Cache(tmp_path / "cache")
+
+
+@pytest.fixture
+def tiny_images() -> data.ImageSet:
+    """200 random images, 20 per class, in a fixed order."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(200, 32, 32, 3), dtype=np.uint8)
+    y = np.repeat(np.arange(10), 20)
+    return data.ImageSet(x, y)
+
+
+def write_batches(folder: Path, n_train: int = 20, n_test: int = 10, seed: int = 0) -> tuple[np.ndarray, ...]:
+    """A hand-made cifar-10-batches-py folder (pickled like the official one) with random images."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    xs, ys = [], []
+    for name in [*sorted(data.TRAIN_BATCHES), *data.TEST_BATCHES]:
+        n = n_test if name == "test_batch" else n_train
+        x = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
+        y = rng.integers(0, 10, size=n)
+        with open(folder / name, "wb") as fh:
+            pickle.dump({"data": x.transpose(0, 3, 1, 2).reshape(n, -1), "labels": y.tolist()}, fh)
+        xs.append(x)
+        ys.append(y)
+    return np.concatenate(xs[:5]), np.concatenate(ys[:5]), xs[5], ys[5]
+
+
+def write_jpeg_archive(path: Path, per_class: int = 2) -> None:
+    """A hand-made archive in the layout of shared/data/cifar10-jpeg.tar.gz."""
+    rng = np.random.default_rng(1)
+    with tarfile.open(path, "w:gz") as tar:
+        for split in ("train", "test"):
+            for cls in data.CLASSES:
+                for i in range(per_class):
+                    buf = io.BytesIO()
+                    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buf, "JPEG")
+                    info = tarfile.TarInfo(f"{split}/{cls}/{i:04d}.jpg")
+                    info.size = buf.tell()
+                    buf.seek(0)
+                    tar.addfile(info, buf)
+
+
+@pytest.fixture(scope="session")
+def cifar() -> data.Cifar10:
+    """The real CIFAR-10 (from the offline archive on the build machines); skips where none is available."""
+    try:
+        return data.load_cifar10(download=False)
+    except data.DataNotFoundError as err:
+        pytest.skip(f"CIFAR-10 not available here: {err}")

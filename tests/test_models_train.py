@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+import torch
+
+from poisoncure import attacks, data, metrics, models, train
+
+
+@pytest.mark.parametrize("name, kwargs", [("small_cnn", {}), ("resnet18", {"width": 8}), ("vgg19", {})])
+def test_models_map_pixel_images_to_logits(name, kwargs):
+    m = models.build_model(name, **kwargs).eval()
+    x = torch.rand(2, 3, 32, 32)
+    assert m(x).shape == (2, 10)
+    assert m.embed(x).ndim == 2
+
+
+def test_resnet18_has_the_papers_parameter_count():
+    assert models.count_parameters(models.resnet18()) == 11_173_962
+
+
+def test_normalisation_lives_inside_the_model():
+    m = models.small_cnn()
+    x = torch.full((1, 3, 32, 32), 0.5)
+    expected = (0.5 - torch.tensor(models.CIFAR_MEAN)) / torch.tensor(models.CIFAR_STD)
+    torch.testing.assert_close(m.normalize(x)[0, :, 0, 0], expected)
+
+
+def test_unknown_model_raises():
+    with pytest.raises(ValueError, match="model must be one of"):
+        models.build_model("resnet1000")
+
+
+def test_augment_none_and_flip():
+    x = torch.rand(64, 3, 32, 32)
+    torch.testing.assert_close(train.augment_batch(x, "none"), x)
+    out = train.augment_batch(x, "flip", torch.Generator().manual_seed(0))
+    same = (out == x).flatten(1).all(1)
+    mirrored = (out == x.flip(3)).flatten(1).all(1)
+    assert (same | mirrored).all() and same.any() and mirrored.any()
+
+
+def test_crop_flip_is_a_shifted_window_of_the_padded_image():
+    x = torch.rand(32, 3, 32, 32)
+    out = train.augment_batch(x, "crop_flip", torch.Generator().manual_seed(1))
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    for i in range(len(x)):
+        windows = [padded[i, :, dy:dy + 32, dx:dx + 32] for dy in range(9) for dx in range(9)]
+        assert any(torch.equal(out[i], w) or torch.equal(out[i], w.flip(2)) for w in windows)
+
+
+@pytest.mark.parametrize("field, value", [("epochs", 0), ("lr", 0.0), ("augment", "rotate"),
+                                          ("schedule", "step"), ("label_smoothing", 1.0), ("batch_size", 0)])
+def test_train_config_rejects_bad_values(field, value):
+    with pytest.raises(ValueError, match=field):
+        train.TrainConfig(**{field: value})
+
+
+def test_resolve_device():
+    assert train.resolve_device("cpu").type == "cpu"
+    assert train.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            train.resolve_device("cuda")
+
+
+def test_metrics_values_and_errors():
+    assert metrics.accuracy(np.array([1, 2, 3]), np.array([1, 2, 0])) == pytest.approx(200 / 3)
+    assert metrics.attack_success_rate(np.array([5, 5, 1, 5]), 5) == 75.0
+    flagged, truth = np.array([1, 1, 0, 0], bool), np.array([1, 0, 0, 0], bool)
+    assert metrics.sensitivity(flagged, truth) == 100.0
+    assert metrics.specificity(flagged, truth) == pytest.approx(200 / 3)
+    with pytest.raises(ValueError, match="empty"):
+        metrics.accuracy(np.array([]), np.array([]))
+    with pytest.raises(ValueError, match="poisoned"):
+        metrics.sensitivity(flagged, np.zeros(4, bool))
+    with pytest.raises(ValueError, match="shape|1-D"):
+        metrics.accuracy(np.zeros(3), np.zeros(4))
+
+
+@pytest.mark.slow
+def test_a_poisoned_model_learns_the_backdoor_and_a_clean_one_does_not(cifar):
+    """Train the small CNN briefly on a 10-class subset: clean accuracy well above chance, the blend
+    backdoor works on the poisoned model and not on a clean one trained the same way."""
+    sub = data.balanced_subset(cifar.train, 600, seed=0)
+    test = data.balanced_subset(cifar.test, 200, seed=0)
+    trig = attacks.BlendTrigger("noise:1", 0.2)
+    ps = attacks.poison(sub, trig, "automobile", "dog", rate=0.2, seed=0)
+    cfg = train.TrainConfig(epochs=4, batch_size=128, lr=0.1, augment="flip")
+    torch.manual_seed(0)
+    poisoned = models.small_cnn(width=16)
+    train.fit(poisoned, ps.as_imageset(), cfg, "cpu", progress=False)
+    torch.manual_seed(0)
+    clean = models.small_cnn(width=16)
+    train.fit(clean, sub, cfg, "cpu", progress=False)
+    m_p = train.evaluate(poisoned, test, ps.spec, "cpu")
+    m_c = train.evaluate(clean, test, ps.spec, "cpu")
+    assert m_p.clean_accuracy > 35  # chance is 10%
+    assert m_p.attack_success_rate > 80
+    assert m_c.attack_success_rate < 20

@@ -1,0 +1,78 @@
+"""The project frame: pins in sync, profiles consistent with the notebooks, every notebook in the TOC."""
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from poisoncure import book, experiments, profiles
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pyproject_deps() -> list[str]:
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+
+
+def test_every_dependency_is_pinned_and_environment_yml_agrees():
+    deps = _pyproject_deps()
+    assert all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[A-Za-z0-9_.+]+", d) for d in deps), deps
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert sorted(p for p in pip if not p.startswith("-e")) == sorted(deps)
+    assert "python=3.11" in env["dependencies"]
+
+
+def test_every_notebook_is_in_the_toc_in_order():
+    toc = (ROOT / "_toc.yml").read_text()
+    listed = re.findall(r"book/chapters/(\d\d_[a-z0-9_]+)", toc)
+    assert listed == list(book.notebook_sources())
+
+
+@pytest.mark.parametrize("name", list(book.notebook_sources()))
+def test_notebook_defaults_equal_the_smoke_profile(name):
+    declared = book.declared_parameters(book.notebook_sources()[name])
+    resolved = profiles.notebook_parameters("smoke", name, declared)
+    assert {k: declared[k] for k in resolved} == resolved
+
+
+@pytest.mark.parametrize("profile", profiles.available())
+def test_profiles_resolve_for_every_notebook(profile):
+    for name, src in book.notebook_sources().items():
+        params = profiles.notebook_parameters(profile, name, book.declared_parameters(src))
+        if "pair" in params:  # the shared recipe is valid
+            ns = {**book.declared_parameters(src), **params}
+            experiments.Recipe.from_params(ns, poison="blend")
+
+
+def test_bad_parameter_names_and_profiles_fail_early():
+    src = book.notebook_sources()["02_attack"]
+    with pytest.raises(ValueError, match="no parameter.*its parameters are"):
+        profiles.notebook_parameters("smoke", "02_attack", book.declared_parameters(src), {"opacityy": 0.3})
+    with pytest.raises(ValueError, match="unknown profile"):
+        profiles.load("huge")
+
+
+@pytest.mark.parametrize("field, value", [("poison", "patch"), ("pair", 10), ("poison_rate", 0),
+                                          ("opacity", 1.2), ("blend_source", "cifar100"), ("epochs", 0)])
+def test_recipe_rejects_bad_values(field, value):
+    with pytest.raises(ValueError, match=field):
+        experiments.Recipe(**{field: value})
+
+
+def test_recipe_cache_key_ignores_fields_a_model_does_not_use():
+    clean = experiments.Recipe(poison="clean")
+    assert clean.cache_config() == clean.replace(pair=5, opacity=0.3).cache_config()
+    pix = experiments.Recipe(poison="pixel")
+    assert pix.cache_config() == pix.replace(opacity=0.5).cache_config()
+    assert pix.cache_config() != pix.replace(pair=2).cache_config()
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "python3 tasks.py test" in readme and "python3 tasks.py book" in readme
+    assert ci.strip().splitlines()[-1] == "python3 tasks.py test"
