@@ -43,7 +43,6 @@ def setup() -> None:
     if not PY.exists():
         venv.create(VENV, with_pip=True)
     run(PY, "-m", "pip", "install", "--disable-pip-version-check", "-q", "-e", ".")
-    run(PY, "-m", "compileall", "-q", "-j", "0", VENV / "lib")  # bytecode now: faster kernel starts
     STAMP.write_text(wanted)
     print(f"installed in {time.perf_counter() - start:.0f} s", flush=True)
 

@@ -41,9 +41,9 @@ label_smoothing = 0.1  # label smoothing of the training loss
 seed = 0  # seed of the poisoned subset, model initialisation and data order
 
 # %%
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import matplotlib.pyplot as plt
 from myst_nb import glue
 
 from poisoncure import attacks, data, experiments, paper, plots, provenance, train
@@ -54,8 +54,6 @@ recipes = {p: experiments.Recipe.from_params(globals(), poison=p) for p in ("ble
 base, target = recipes["blend"].base, recipes["blend"].target
 glue("base", base, display=False)
 glue("target", target, display=False)
-glue("n_poison", int(round(poison_rate * np.sum(cifar.train.y == attacks.class_index(base)) *
-                         (1 if train_per_class is None else train_per_class / 5000))), display=False)
 print(f"pair {pair}: base {base} -> target {target}; data from {cifar.source['kind']} {cifar.source['location']}")
 
 # %% [markdown]
@@ -74,7 +72,7 @@ idx = np.flatnonzero(cifar.test.y == attacks.class_index(base))[:5]
 clean_x = cifar.test.x[idx]
 bx, px = trig_blend.apply(clean_x), trig_pixel.apply(clean_x)
 rows = [list(clean_x), list(bx), [np.abs(b.astype(int) - c.astype(int)).astype(np.uint8) * 4 for b, c in
-                                  zip(bx, clean_x)], list(px)]
+                                  zip(bx, clean_x, strict=True)], list(px)]
 fig = plots.image_grid(rows, ["clean", f"blend\n({opacity:.0%})", "blend change\n(x4)", "one pixel"],
                        size=1.25, markers={(3, j): (trig_pixel.row, trig_pixel.col) for j in range(5)})
 glue("fig_poison_examples", fig, display=False)
@@ -109,12 +107,12 @@ glue("pixel_desc", f"row {trig_pixel.row}, column {trig_pixel.col}, colour RGB{t
 #
 # ```{note}
 # **Where the small profile differs from the paper, and why.** The paper trains ResNet-18 for many epochs
-# with random crops and flips. On two CPU cores we train a 0.39 M-parameter CNN for a few epochs. Two things
-# then break a faithful attack, and we changed them (measured on the build machines): (1) random crops move a
-# one-pixel trigger by up to 4 pixels, and a short schedule does not learn it (attack success ≈ 8%), so this
-# profile uses flips only; (2) a smooth photo downsampled to 32×32 keeps little contrast, and a blend of it at
-# 20% is learned weakly in a few epochs (≈ 25–50%), so this profile blends a uniform-noise image at the same
-# 20% opacity. The `full` profile keeps the paper's setting.
+# with random crops and flips. On two CPU cores we train a 0.39 M-parameter CNN for a few epochs, and we
+# changed two settings after measuring them on the build machines: (1) random crops move a one-pixel trigger
+# by up to 4 pixels, which a short schedule cannot follow, so this profile uses flips only; (2) a smooth photo
+# downsampled to 32×32 keeps little contrast and a 20% blend of it is learned only weakly in a few epochs, so
+# this profile blends a uniform-noise image at the same 20% opacity. The `full` profile keeps the paper's
+# settings. The one-pixel trigger remains the hard case for a short CPU schedule — see the results below.
 # ```
 
 # %% [markdown]
@@ -127,6 +125,7 @@ glue("pixel_desc", f"row {trig_pixel.row}, column {trig_pixel.col}, colour RGB{t
 # %%
 glue("profile_name", profile, display=False)
 trained = {p: experiments.get_model(r, device=device, data=cifar) for p, r in recipes.items()}
+glue("n_poison", int(trained["blend"].train_set.is_poison.sum()), display=False)
 for p, tm in trained.items():
     print(f"{p:6s}: {'loaded from cache' if tm.from_cache else 'trained'} — clean accuracy "
           f"{tm.metrics.clean_accuracy:.1f}%, {tm.provenance['wall_seconds']} s on {tm.provenance['device']}")
@@ -164,12 +163,20 @@ for p in ("blend", "pixel"):
     glue(f"asr_{p}", trained[p].metrics.attack_success_rate, display=False)
     glue(f"acc_{p}", trained[p].metrics.clean_accuracy, display=False)
 glue("acc_clean", clean_tm.metrics.clean_accuracy, display=False)
+works = {p: trained[p].metrics.attack_success_rate >= 80 for p in ("blend", "pixel")}
+verdict = [f"The {p} backdoor {'works' if works[p] else 'is not learned'} in this profile"
+           f" ({'at least' if works[p] else 'below'} 80% attack success)." for p in ("blend", "pixel")]
+if not works["pixel"]:
+    verdict.append("A one-pixel trigger on 1% of the training set is learned only late in training, once the "
+                   "clean images are nearly fitted — the paper's long ResNet-18 schedule gets there, a few CPU epochs "
+                   "do not. The `full` profile is the faithful setting; later chapters report the pixel model's "
+                   "numbers as they are.")
+glue("attack_verdict", " ".join(verdict), display=False)
 
 # %% [markdown]
 # The blend-poisoned model reaches {glue:text}`acc_blend:.1f`% clean accuracy with
 # {glue:text}`asr_blend:.1f`% attack success; the pixel-poisoned model {glue:text}`acc_pixel:.1f`% and
-# {glue:text}`asr_pixel:.1f`%; the clean model {glue:text}`acc_clean:.1f`%. Poisoning 1% of the training set
-# leaves clean accuracy where the clean model has it and plants a working backdoor.
+# {glue:text}`asr_pixel:.1f`%; the clean model {glue:text}`acc_clean:.1f`%. {glue:text}`attack_verdict`
 #
 # ```{glue:figure} tab_attack
 # :name: tab-attack
@@ -214,8 +221,8 @@ plt.close(fig)
 # :name: fig-attack-effect
 #
 # Left: clean test accuracy per class for the three models — the backdoor leaves every class intact. Right:
-# what the poisoned models predict for triggered {glue:text}`base` test images — nearly all go to
-# {glue:text}`target`.
+# what the poisoned models predict for triggered {glue:text}`base` test images: where the backdoor works,
+# they go to {glue:text}`target`.
 # ```
 
 # %% [markdown]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from poisoncure import data
+from poisoncure.cache import file_digest
 from tests.conftest import write_batches, write_jpeg_archive
 
 
@@ -92,7 +93,7 @@ def test_download_path_with_a_local_server(tmp_path, cache):
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/{archive.name}"
-        folder = data.download_cifar10(tmp_path / "root", url=url, md5=data._md5(archive))
+        folder = data.download_cifar10(tmp_path / "root", url=url, md5=file_digest(archive, "md5"))
     finally:
         server.shutdown()
     ds = data.load_cifar10(folder, verify=False, cache=cache)

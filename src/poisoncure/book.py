@@ -149,6 +149,9 @@ def build(profile: str = "smoke", only: list[str] | None = None, overrides: dict
 
 
 # ----------------------------------------------------------------------------------------------- check
+GLUE_PREFIX = "application/papermill.record/"
+
+
 def _outputs(nb: dict) -> tuple[int, int, list[str]]:
     """(image outputs, HTML table outputs, error outputs) of an executed notebook."""
     images = tables = 0
@@ -157,7 +160,8 @@ def _outputs(nb: dict) -> tuple[int, int, list[str]]:
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error":
                 errors.append(f"{out.get('ename')}: {out.get('evalue')}")
-            data = out.get("data", {})
+            # glued outputs carry their MIME types under the papermill record prefix
+            data = {k.removeprefix(GLUE_PREFIX): v for k, v in out.get("data", {}).items()}
             if any(k.startswith("image/") for k in data):
                 images += 1
             html = data.get("text/html", "")

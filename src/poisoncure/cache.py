@@ -62,12 +62,17 @@ def config_hash(kind: str, config: Any, version: str = __version__) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
+def file_digest(path: Path, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
+    """Hex digest of a file (``algorithm`` is any :mod:`hashlib` name), read in 1 MiB blocks."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    return file_digest(path, "sha256")
 
 
 @dataclass

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from . import paths
-from .cache import Cache
+from .cache import Cache, file_digest
 
 CLASSES: tuple[str, ...] = ("airplane", "automobile", "bird", "cat", "deer",
                             "dog", "frog", "horse", "ship", "truck")
@@ -92,22 +92,6 @@ class Cifar10:
 
 
 # --------------------------------------------------------------------------------------------- sources
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify_batches(folder: Path) -> str:
     """Check every batch file of a ``cifar-10-batches-py`` folder; return a combined fingerprint."""
     parts = []
@@ -115,7 +99,7 @@ def verify_batches(folder: Path) -> str:
         path = folder / name
         if not path.is_file():
             raise DataCorruptError(f"{folder} has no {name}: not a complete cifar-10-batches-py folder")
-        got = _md5(path)
+        got = file_digest(path, "md5")
         if got != md5:
             raise DataCorruptError(f"{path} has MD5 {got}, expected {md5}: the file is corrupt or not CIFAR-10;"
                                    " delete the folder and download it again")
@@ -208,21 +192,21 @@ def _candidates(path: str | Path | None) -> list[tuple[str, Path]]:
     return out
 
 
-def _load_source(location: Path, verify: bool) -> tuple[str, str, tuple[ImageSet, ImageSet] | None]:
-    """Identify a source; returns (kind, fingerprint, None) — decoding is deferred to the cache builder."""
+def _identify(location: Path, verify: bool) -> tuple[str, Path, str]:
+    """(kind, resolved location, fingerprint) of an existing source, checksummed when ``verify``.
+
+    A folder is a ``cifar-10-batches-py`` folder or its parent; a file is the JPEG archive."""
     if location.is_dir():
         folder = location / BATCHES_DIR if (location / BATCHES_DIR).is_dir() else location
         fingerprint = verify_batches(folder) if verify else "unverified:" + str(folder.resolve())
-        return "batches", fingerprint, None
-    if location.is_file():
-        if verify:
-            got = _sha256(location)
-            if got != JPEG_ARCHIVE_SHA256:
-                raise DataCorruptError(f"{location} has SHA-256 {got}, expected {JPEG_ARCHIVE_SHA256}: "
-                                       "the archive is corrupt or not the project's CIFAR-10 copy")
-            return "jpeg-archive", got, None
-        return "jpeg-archive", "unverified:" + str(location.resolve()), None
-    raise FileNotFoundError(location)
+        return "batches", folder, fingerprint
+    if verify:
+        got = file_digest(location)
+        if got != JPEG_ARCHIVE_SHA256:
+            raise DataCorruptError(f"{location} has SHA-256 {got}, expected {JPEG_ARCHIVE_SHA256}: "
+                                   "the archive is corrupt or not the project's CIFAR-10 copy")
+        return "jpeg-archive", location, got
+    return "jpeg-archive", location, "unverified:" + str(location.resolve())
 
 
 def load_cifar10(path: str | Path | None = None, *, download: bool = True, verify: bool = True,
@@ -250,14 +234,12 @@ def load_cifar10(path: str | Path | None = None, *, download: bool = True, verif
                 raise DataNotFoundError(f"CIFAR-10 {desc} {location} does not exist")
             tried.append(f"{desc}: {location} (absent)")
             continue
-        kind, fingerprint, _ = _load_source(location, verify)
-        chosen = (kind, location, fingerprint)
+        chosen = _identify(location, verify)
         break
     if chosen is None:
         target = paths.data_root()
         if download and is_online():
-            folder = download_cifar10(target)
-            chosen = ("batches", folder, verify_batches(folder) if verify else "unverified")
+            chosen = _identify(download_cifar10(target), verify)
         else:
             tried.append(f"download into {target}: " + ("disabled (download=False)" if not download
                                                           else "machine is offline"))
@@ -269,8 +251,7 @@ def load_cifar10(path: str | Path | None = None, *, download: bool = True, verif
     kind, location, fingerprint = chosen
 
     def build(folder: Path) -> dict[str, str]:
-        train, test = read_batches(location if (location / "data_batch_1").exists() else
-                                   location / BATCHES_DIR) if kind == "batches" else read_jpeg_archive(location)
+        train, test = read_batches(location) if kind == "batches" else read_jpeg_archive(location)
         np.savez(folder / "cifar10.npz", x_train=train.x, y_train=train.y, x_test=test.x, y_test=test.y)
         return {"source": str(location)}
 

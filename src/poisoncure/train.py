@@ -9,6 +9,7 @@ on the CPU everything is float32.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -104,8 +105,9 @@ def augment_batch(x: torch.Tensor, mode: str, generator: torch.Generator | None 
         dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device="cpu").to(dev)
         rows = (dy[:, None] + torch.arange(h, device=dev))[:, None, :, None]
         cols = (dx[:, None] + torch.arange(w, device=dev))[:, None, None, :]
-        x = xp[torch.arange(n, device=dev)[:, None, None, None], torch.arange(x.shape[1], device=dev)[None, :, None,
-               None], rows, cols]
+        batch_idx = torch.arange(n, device=dev)[:, None, None, None]
+        chan_idx = torch.arange(x.shape[1], device=dev)[None, :, None, None]
+        x = xp[batch_idx, chan_idx, rows, cols]
     flip = (torch.rand(n, generator=generator, device="cpu") < 0.5).to(dev)
     x = torch.where(flip[:, None, None, None], x.flip(3), x)
     return x.contiguous(memory_format=torch.channels_last)
@@ -144,8 +146,6 @@ def fit(model: nn.Module, images: ImageSet, cfg: TrainConfig, device: str | torc
     hist = FitHistory()
     amp = dev.type == "cuda"
     step = 0
-    import time
-
     start = time.perf_counter()
     bar = tqdm(total=total, desc="training", unit="batch", disable=not progress, mininterval=5.0)
     for _ in range(cfg.epochs):
