@@ -217,14 +217,18 @@ plt.close(fig)
 model32 = learned[32]["model"]
 tg = data.y == -1
 g_learned = toy.mlp_input_gradients(model32, toy.ToyData(data.x[tg], data.y[tg], data.group[tg]))
-is_p = data.group[tg] == 2
-# scale-free per-sample statistic: gradient at the trigger feature relative to the label features
-dominance = np.abs(g_learned[:, 0]) / np.abs(g_learned[:, 1:]).mean(1)
+# scale-free per-sample statistic: gradient at the trigger feature relative to the label features;
+# samples the network fits so confidently that their whole gradient underflows to 0 carry no direction
+alive = np.abs(g_learned[:, 1:]).mean(1) > 0
+is_p = (data.group[tg] == 2)[alive]
+dominance = np.abs(g_learned[alive, 0]) / np.abs(g_learned[alive, 1:]).mean(1)
+glue("toy_zero_grads", int((~alive).sum()), display=False)
 fig, ax = plt.subplots(figsize=(6.2, 3.4))
 bins = np.logspace(np.log10(max(dominance.min(), 1e-6)), np.log10(dominance.max() * 1.05), 60)
 ax.hist(dominance[~is_p], bins=bins, alpha=0.7, label="clean, labelled -1", color=cols[1])
 ax.hist(dominance[is_p], bins=bins, alpha=0.7, label="poisoned, labelled -1", color=cols[2])
 ax.set_xscale("log")
+ax.xaxis.set_minor_formatter(plt.NullFormatter())
 ax.set_xlabel("|dL/dx_1| / mean |dL/dx_i|, i ≥ 2  (trained 32-unit network)")
 ax.set_ylabel("samples")
 ax.legend(fontsize=8)
@@ -239,7 +243,8 @@ glue("toy_dom_clean", float(np.median(dominance[~is_p])), display=False)
 #
 # How strongly each target-class training sample's input gradient (trained 32-unit network) concentrates on
 # the trigger feature: its magnitude at $x_1$ relative to the mean over the label features (log scale).
-# Median for poisoned samples: {glue:text}`toy_dom_poison:.1f`; for clean samples: {glue:text}`toy_dom_clean:.2f`.
+# Median for poisoned samples: {glue:text}`toy_dom_poison:.1f`; for clean samples: {glue:text}`toy_dom_clean:.2f`
+# ({glue:text}`toy_zero_grads` samples whose gradient underflows to exactly zero are left out).
 # ```
 #
 # **What to take away.** A backdoor in an otherwise uninformative feature is carried by a few hidden units

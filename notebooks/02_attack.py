@@ -30,7 +30,7 @@ pair = 1  # row of the paper's target-base pair table, 1..9 (pair 1: automobile 
 poison_rate = 0.1  # fraction of the base class poisoned, in (0, 1]
 opacity = 0.2  # blend opacity, in (0, 1]
 blend_source = "noise"  # blend pattern: "noise" (seeded noise image) or "skimage" (out-of-distribution photo)
-train_per_class = None  # training images per class (None = all 5,000)
+train_per_class = None  # training images per class; None means all 5,000
 model = "small_cnn"  # "small_cnn", "resnet18" or "vgg19"
 width = 32  # channel width of the model's first stage
 epochs = 4  # training epochs
@@ -188,18 +188,18 @@ glue("attack_verdict", " ".join(verdict), display=False)
 # ```
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), gridspec_kw={"width_ratios": [1.5, 1]})
+classes = list(cifar.train.classes)
+fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1.5, 1]})
 pcs = pd.DataFrame({p: trained[p].metrics.per_class_accuracy for p in ("clean", "blend", "pixel")},
-                   index=cifar.train.classes)
+                   index=classes)
 pcs.plot.bar(ax=axes[0], width=0.8, color=plots.colours(3))
 axes[0].set_ylabel("clean test accuracy (%)")
 axes[0].set_xlabel("class")
-axes[0].set_ylim(0, 100)
-axes[0].legend(title="model", fontsize=8, ncols=3, loc="lower right")
-axes[0].tick_params(axis="x", rotation=45)
+axes[0].set_ylim(0, 115)
+axes[0].legend(title="model", fontsize=8, title_fontsize=8, ncols=3, loc="upper center")
+axes[0].set_xticks(range(10), classes, rotation=45, ha="right")
 
 ax = axes[1]
-classes = list(cifar.train.classes)
 width_bar = 0.4
 for k, p in enumerate(("blend", "pixel")):
     spec = experiments.attack_spec_or_none(trained[p])
@@ -208,10 +208,11 @@ for k, p in enumerate(("blend", "pixel")):
     counts = np.bincount(pred, minlength=10) / len(pred) * 100
     ax.bar(np.arange(10) + (k - 0.5) * width_bar, counts, width_bar, label=f"{p}-poisoned model",
            color=plots.colours(3)[k + 1])
-ax.set_xticks(range(10), classes, rotation=45)
+ax.set_xticks(range(10), classes, rotation=45, ha="right")
+ax.set_ylim(0, 115)
 ax.set_ylabel(f"triggered {base} test images (%)")
 ax.set_xlabel("predicted class")
-ax.legend(fontsize=8)
+ax.legend(fontsize=8, loc="upper center", ncols=2)
 fig.tight_layout()
 glue("fig_attack_effect", fig, display=False)
 plt.close(fig)
