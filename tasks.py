@@ -11,7 +11,6 @@ Extra: ``python3 tasks.py book --profile full``, ``python3 tasks.py book --only 
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
 import time
@@ -59,7 +58,6 @@ def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in ("setup", "book", "test", "lint"):
         sys.exit(__doc__)
     cmd, rest = sys.argv[1], sys.argv[2:]
-    os.environ.setdefault("MPLBACKEND", "Agg")
     setup()
     if cmd == "lint":
         run(PY, "-m", "ruff", "check", ".")

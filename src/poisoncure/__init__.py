@@ -9,6 +9,9 @@ One concept per module; notebooks import this package as ``pc`` and stay thin:
 ``models``         small fast CNN, CIFAR ResNet-18 and VGG-19, normalisation inside the model
 ``train``          :func:`train.fit` and :func:`train.evaluate` (clean accuracy, attack success)
 ``cache``          artifact store keyed by a hash of the full config; atomic, verified
+``gradients``      per-sample input gradients, one backward pass per batch
+``signal``         the paper's maths: signal extraction, PC1 scores, GMM filter, target and base class
+``metrics``        accuracy, attack success, sensitivity, specificity — evaluation lives only here
 ``experiments``    the shared objects of the book (poisoned models per profile), cached
 ``profiles``       named parameter sets (``smoke``, ``full``) for papermill
 ``toy``            the Gaussian toy model of the paper's Appendix A (chapter 1)

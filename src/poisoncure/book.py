@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import re
 import subprocess
 import sys
@@ -115,6 +116,9 @@ def build(profile: str = "smoke", only: list[str] | None = None, overrides: dict
     unknown = [n for n in names if n not in sources]
     if unknown:
         raise SystemExit(f"unknown notebook(s) {unknown}; notebooks are {list(sources)}")
+    # kernels inherit this environment: figures must render inline (a headless MPLBACKEND=Agg would make
+    # glue() store text instead of images, and the pages would silently lose their figures)
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     # resolve every parameter set first: bad names fail before any work
     plan = {n: profiles.notebook_parameters(profile, n, declared_parameters(sources[n]), overrides)
             for n in names}

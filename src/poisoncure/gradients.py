@@ -1,0 +1,75 @@
+"""Per-sample input gradients, one backward pass per batch (SPEC §3(a), Algorithm G).
+
+For a classifier ``f`` in eval mode with frozen parameters, the gradient of the summed cross-entropy with
+respect to a batch of inputs has, in row ``i``, exactly the gradient of sample ``i``'s own loss: batch-norm
+uses its running statistics in eval mode, so samples do not interact. One backward pass therefore yields the
+whole batch of per-sample gradients. Computations are float32 (no autocast: bf16 would underflow the softmax
+tails that carry the signal). Gradients live in [0, 1] pixel space because normalisation is inside the model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .train import resolve_device, to_float
+
+
+def _labels(labels: int | np.ndarray, n: int, num_classes: int) -> np.ndarray:
+    """Broadcast a label choice (one class for all, or one per sample) to an int64 array (n,), validated."""
+    y = np.full(n, labels, dtype=np.int64) if np.ndim(labels) == 0 else np.asarray(labels, dtype=np.int64)
+    if y.shape != (n,):
+        raise ValueError(f"labels must be one int or an array of shape ({n},), got shape {y.shape}")
+    if n and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes - 1}], got range [{y.min()}, {y.max()}]")
+    return y
+
+
+def input_gradients(model: nn.Module, x_uint8: np.ndarray, labels: int | np.ndarray, batch_size: int = 500,
+                    device: str | torch.device = "auto", num_classes: int = 10) -> np.ndarray:
+    """Gradients of the cross-entropy w.r.t. the input pixels, one row per image.
+
+    Parameters
+    ----------
+    model:
+        A classifier taking (N, 3, 32, 32) images in [0, 1].
+    x_uint8:
+        uint8 images (N, 32, 32, 3).
+    labels:
+        The cross-entropy target: one class for every image (e.g. the base class), or an array (N,) of per-sample
+        labels (e.g. each sample's own label).
+    batch_size:
+        Images per backward pass (any size gives the same result).
+
+    Returns
+    -------
+    float32 array (N, 3072): row ``i`` is d CE(f(x_i), y_i) / d x_i flattened in (C, H, W) order.
+    """
+    if not isinstance(x_uint8, np.ndarray) or x_uint8.dtype != np.uint8 or x_uint8.ndim != 4 or x_uint8.shape[-1] != 3:
+        raise ValueError(f"images must be uint8 of shape (N, H, W, 3), got "
+                         f"{getattr(x_uint8, 'dtype', type(x_uint8))} {getattr(x_uint8, 'shape', '')}")
+    if len(x_uint8) == 0:
+        raise ValueError("no images given: cannot compute input gradients of an empty set")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    y = torch.from_numpy(_labels(labels, len(x_uint8), num_classes))
+    dev = resolve_device(device)
+    was_training = model.training
+    requires = [p.requires_grad for p in model.parameters()]
+    model.to(dev).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    out = np.empty((len(x_uint8), int(np.prod(x_uint8.shape[1:]))), dtype=np.float32)
+    try:
+        for i in range(0, len(x_uint8), batch_size):
+            xb = to_float(torch.from_numpy(x_uint8[i:i + batch_size]).to(dev)).requires_grad_(True)
+            loss = F.cross_entropy(model(xb), y[i:i + batch_size].to(dev), reduction="sum")
+            (g,) = torch.autograd.grad(loss, xb)
+            out[i:i + len(xb)] = g.contiguous().reshape(len(xb), -1).float().cpu().numpy()
+    finally:
+        for p, r in zip(model.parameters(), requires, strict=True):
+            p.requires_grad_(r)
+        model.train(was_training)
+    return out
