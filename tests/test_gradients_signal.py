@@ -165,3 +165,20 @@ def test_base_class_is_the_label_with_the_largest_mean_abs_pc1():
 def test_detection_steps_reject_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_gradients_are_cached_per_model_indices_and_labels(cache, tiny_images, monkeypatch):
+    from poisoncure import experiments, train
+
+    torch.manual_seed(0)
+    tm = experiments.TrainedModel(experiments.Recipe(poison="clean", width=8), models.small_cnn(width=8).eval(),
+                                  tiny_images, train.AttackMetrics(0.0, [], None, None), train.FitHistory(), {},
+                                  False)
+    idx = np.arange(0, 40, 3)
+    first = experiments.get_gradients(tm, idx, 2, device="cpu", cache=cache)
+    assert first.shape == (len(idx), 3072)
+    monkeypatch.setattr(gradients, "input_gradients", lambda *a, **k: pytest.fail("recomputed"))
+    np.testing.assert_array_equal(experiments.get_gradients(tm, idx, 2, device="cpu", cache=cache), first)
+    monkeypatch.undo()
+    other = experiments.get_gradients(tm, idx, 3, device="cpu", cache=cache)
+    assert not np.allclose(other, first)

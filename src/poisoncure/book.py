@@ -10,6 +10,8 @@ Usage::
     python -m poisoncure.book params 02_attack
 
 A cell error stops that chapter (papermill raises) and fails the build; the other chapters still run.
+On the pages, every code cell but the ``parameters`` cell is folded behind a toggle (tag a cell ``show-input`` to
+keep it open); the notebooks in ``notebooks/`` stay plain code.
 """
 
 from __future__ import annotations
@@ -84,6 +86,10 @@ def execute(name: str, source: Path, parameters: dict[str, Any]) -> Execution:
     out_dir.mkdir(parents=True, exist_ok=True)
     nb = jupytext.read(source)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    for cell in nb.cells:  # pages show prose, figures and the parameters; code folds behind a toggle
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if cell.cell_type == "code" and not {"parameters", "show-input", "hide-input"} & set(tags):
+            tags.append("hide-input")
     staged = out_dir / f".{name}.source.ipynb"
     jupytext.write(nb, staged, fmt="ipynb")
     start = time.perf_counter()

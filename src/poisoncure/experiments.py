@@ -172,3 +172,36 @@ def summary_row(tm: TrainedModel) -> dict[str, Any]:
             "min class accuracy (%)": float(np.nanmin(m.per_class_accuracy)),
             "attack success (%)": m.attack_success_rate, "accuracy on triggered (%)": m.poisoned_accuracy,
             "training time (s)": tm.provenance.get("wall_seconds"), "device": tm.provenance.get("device")}
+
+
+def get_gradients(tm: TrainedModel, index: np.ndarray, labels: int | np.ndarray, images: np.ndarray | None = None,
+                  device: str | torch.device = "auto", cache: Cache | None = None) -> np.ndarray:
+    """Input gradients (len(index), 3072) of a trained model's training images ``index`` with CE target ``labels``,
+    cached under the model's recipe, the indices and the labels (SPEC 3(a); BOOK: shared objects).
+
+    ``images`` defaults to the model's training images (poisoned where the recipe poisons).
+    """
+    from .gradients import input_gradients
+
+    cache = cache or Cache()
+    dev = resolve_device(device)
+    index = np.asarray(index, dtype=np.int64)
+    lab = np.asarray(labels, dtype=np.int64)
+    x = tm.train_set.x if images is None else images
+    config = {"model": tm.recipe.cache_config(), "index_sha": _array_sha(index),
+              "labels_sha": _array_sha(np.broadcast_to(lab, index.shape)),
+              "images_sha": _array_sha(x[index]) if images is not None else "train"}
+
+    def build(folder):
+        with provenance.stopwatch() as t:
+            grads = input_gradients(tm.model, x[index], labels, device=dev)
+        np.save(folder / "gradients.npy", grads)
+        return {"provenance": provenance.collect(dev, n=len(index), wall_seconds=round(t["seconds"], 2))}
+
+    return cache.get_or_build("gradients", config, build, lambda folder: np.load(folder / "gradients.npy")).value
+
+
+def _array_sha(a: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
