@@ -118,7 +118,7 @@ glue("pixel_desc", f"row {trig_pixel.row}, column {trig_pixel.col}, colour RGB{t
 # %% [markdown]
 # ## Training the models
 #
-# Three models share one recipe (profile `{glue:text}`profile_name``): one trained on the blend-poisoned set,
+# Three models share one recipe (profile {glue:text}`profile_name`): one trained on the blend-poisoned set,
 # one on the pixel-poisoned set, and a clean reference. Each is trained once and cached under a hash of its
 # recipe; later chapters load the same models.
 
