@@ -165,15 +165,6 @@ def attack_spec_or_none(tm: TrainedModel):
     return tm.train_set.spec if isinstance(tm.train_set, PoisonedSet) else None
 
 
-def summary_row(tm: TrainedModel) -> dict[str, Any]:
-    """One row of the book's attack table for a trained model."""
-    m = tm.metrics
-    return {"poison": tm.recipe.poison, "clean accuracy (%)": m.clean_accuracy,
-            "min class accuracy (%)": float(np.nanmin(m.per_class_accuracy)),
-            "attack success (%)": m.attack_success_rate, "accuracy on triggered (%)": m.poisoned_accuracy,
-            "training time (s)": tm.provenance.get("wall_seconds"), "device": tm.provenance.get("device")}
-
-
 def get_gradients(tm: TrainedModel, index: np.ndarray, labels: int | np.ndarray, images: np.ndarray | None = None,
                   device: str | torch.device = "auto", cache: Cache | None = None) -> np.ndarray:
     """Input gradients (len(index), 3072) of a trained model's training images ``index`` with CE target ``labels``,
