@@ -157,7 +157,7 @@ for p in ("blend", "pixel"):
 rows.append({"poison": "none (clean model)", "clean accuracy (%)": clean_tm.metrics.clean_accuracy,
              "lowest class accuracy (%)": min(clean_tm.metrics.per_class_accuracy),
              "training time (s)": clean_tm.provenance["wall_seconds"]})
-attack_table = pd.DataFrame(rows).set_index("poison").round(1)
+attack_table = pd.DataFrame(rows).set_index("poison").round(1).astype(object).fillna("—")
 glue("tab_attack", attack_table, display=False)
 for p in ("blend", "pixel"):
     glue(f"asr_{p}", trained[p].metrics.attack_success_rate, display=False)
@@ -169,7 +169,7 @@ verdict = [f"The {p} backdoor {'works' if works[p] else 'is not learned'} in thi
 if not works["pixel"]:
     verdict.append("A one-pixel trigger on 1% of the training set is learned only late in training, once the "
                    "clean images are nearly fitted — the paper's long ResNet-18 schedule gets there, a few CPU epochs "
-                   "do not. The `full` profile is the faithful setting; later chapters report the pixel model's "
+                   "do not. The full profile is the faithful setting; later chapters report the pixel model's "
                    "numbers as they are.")
 glue("attack_verdict", " ".join(verdict), display=False)
 
