@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import CLASSES, ImageSet
+from .data import CLASSES, ImageSet, check_images
 
 IMAGE_SIZE = 32
 
@@ -39,12 +39,6 @@ BLEND_IMAGES: tuple[str, ...] = ("astronaut", "coffee", "hubble_deep_field", "im
                                  "colorwheel", "logo", "coins", "camera", "brick")
 
 
-def _check_images(x: np.ndarray) -> None:
-    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3:
-        raise ValueError(f"images must be a uint8 array of shape (N, H, W, 3), got "
-                         f"{getattr(x, 'dtype', type(x))} {getattr(x, 'shape', '')}")
-
-
 def _check_colour(colour: tuple[int, int, int], name: str = "colour") -> None:
     if len(colour) != 3 or any(not 0 <= int(c) <= 255 for c in colour):
         raise ValueError(f"{name} must be three integers in [0, 255], got {colour!r}")
@@ -53,7 +47,7 @@ def _check_colour(colour: tuple[int, int, int], name: str = "colour") -> None:
 # ------------------------------------------------------------------------------------ pure functions
 def apply_pixel(x: np.ndarray, row: int, col: int, colour: tuple[int, int, int]) -> np.ndarray:
     """Copy of ``x`` with pixel (row, col) set to ``colour`` in all three channels."""
-    _check_images(x)
+    check_images(x)
     h, w = x.shape[1:3]
     if not (0 <= row < h and 0 <= col < w):
         raise ValueError(f"pixel (row={row}, col={col}) lies outside the {h}x{w} image")
@@ -65,7 +59,7 @@ def apply_pixel(x: np.ndarray, row: int, col: int, colour: tuple[int, int, int])
 
 def apply_patch(x: np.ndarray, patch: np.ndarray, row: int, col: int) -> np.ndarray:
     """Copy of ``x`` with the uint8 ``patch`` (s, s, 3) pasted with its top-left corner at (row, col)."""
-    _check_images(x)
+    check_images(x)
     s = patch.shape[0]
     h, w = x.shape[1:3]
     if not (0 <= row and 0 <= col and row + s <= h and col + s <= w):
@@ -77,7 +71,7 @@ def apply_patch(x: np.ndarray, patch: np.ndarray, row: int, col: int) -> np.ndar
 
 def apply_blend(x: np.ndarray, pattern: np.ndarray, opacity: float) -> np.ndarray:
     """``round((1 - opacity) * x + opacity * pattern)`` as uint8 (stored as an attacker would write files)."""
-    _check_images(x)
+    check_images(x)
     if not 0 < opacity <= 1:
         raise ValueError(f"opacity must lie in (0, 1], got {opacity}")
     if pattern.shape != x.shape[1:]:

@@ -51,6 +51,13 @@ TRAIN_BATCHES = {"data_batch_1": "c99cafc152244af753f735de768cd75f",
 TEST_BATCHES = {"test_batch": "40351d587109b95175f43aff81a1287e"}
 
 
+def check_images(x: np.ndarray) -> None:
+    """Raise ``ValueError`` unless ``x`` is a uint8 array of images (N, H, W, 3)."""
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"images must be a uint8 array of shape (N, H, W, 3), got "
+                         f"{getattr(x, 'dtype', type(x))} {getattr(x, 'shape', '')}")
+
+
 class DataNotFoundError(FileNotFoundError):
     """No usable CIFAR-10 source; the message lists every place tried and what to do."""
 

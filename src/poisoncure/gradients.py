@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data import check_images
 from .train import resolve_device, to_float
 
 
@@ -47,9 +48,7 @@ def input_gradients(model: nn.Module, x_uint8: np.ndarray, labels: int | np.ndar
     -------
     float32 array (N, 3072): row ``i`` is d CE(f(x_i), y_i) / d x_i flattened in (C, H, W) order.
     """
-    if not isinstance(x_uint8, np.ndarray) or x_uint8.dtype != np.uint8 or x_uint8.ndim != 4 or x_uint8.shape[-1] != 3:
-        raise ValueError(f"images must be uint8 of shape (N, H, W, 3), got "
-                         f"{getattr(x_uint8, 'dtype', type(x_uint8))} {getattr(x_uint8, 'shape', '')}")
+    check_images(x_uint8)
     if len(x_uint8) == 0:
         raise ValueError("no images given: cannot compute input gradients of an empty set")
     if batch_size < 1:
