@@ -6,13 +6,15 @@ from __future__ import annotations
 import io
 import pickle
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from poisoncure import data
+from poisoncure import attacks, data, models, train
 from poisoncure.cache import Cache
 
 
@@ -68,3 +70,29 @@ def cifar() -> data.Cifar10:
         return data.load_cifar10(download=False)
     except data.DataNotFoundError as err:
         pytest.skip(f"CIFAR-10 not available here: {err}")
+
+
+@dataclass
+class TinyModels:
+    sub: data.ImageSet  #: 600 training images per class
+    test: data.ImageSet  #: 200 test images per class
+    ps: attacks.PoisonedSet  #: sub with 20% of the automobiles blended and relabelled dog
+    poisoned: torch.nn.Module
+    clean: torch.nn.Module
+
+
+@pytest.fixture(scope="session")
+def tiny_models(cifar) -> TinyModels:
+    """A poisoned and a clean small CNN (width 16, 4 epochs on 6,000 CIFAR-10 images; ~15 s each on 2 cores),
+    shared by the slow tests."""
+    sub = data.balanced_subset(cifar.train, 600, seed=0)
+    test = data.balanced_subset(cifar.test, 200, seed=0)
+    ps = attacks.poison(sub, attacks.BlendTrigger("noise:1", 0.2), "automobile", "dog", rate=0.2, seed=0)
+    cfg = train.TrainConfig(epochs=4, batch_size=128, lr=0.1, augment="flip")
+    nets = []
+    for images in (ps.as_imageset(), sub):
+        torch.manual_seed(0)
+        net = models.small_cnn(width=16)
+        train.fit(net, images, cfg, "cpu", progress=False)
+        nets.append(net)
+    return TinyModels(sub, test, ps, *nets)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from poisoncure import attacks, data, metrics, models, train
+from poisoncure import metrics, models, train
 
 
 @pytest.mark.parametrize("name, kwargs", [("small_cnn", {}), ("resnet18", {"width": 8}), ("vgg19", {})])
@@ -77,22 +77,11 @@ def test_metrics_values_and_errors():
 
 
 @pytest.mark.slow
-def test_a_poisoned_model_learns_the_backdoor_and_a_clean_one_does_not(cifar):
-    """Train the small CNN briefly on a 10-class subset: clean accuracy well above chance, the blend
-    backdoor works on the poisoned model and not on a clean one trained the same way."""
-    sub = data.balanced_subset(cifar.train, 600, seed=0)
-    test = data.balanced_subset(cifar.test, 200, seed=0)
-    trig = attacks.BlendTrigger("noise:1", 0.2)
-    ps = attacks.poison(sub, trig, "automobile", "dog", rate=0.2, seed=0)
-    cfg = train.TrainConfig(epochs=4, batch_size=128, lr=0.1, augment="flip")
-    torch.manual_seed(0)
-    poisoned = models.small_cnn(width=16)
-    train.fit(poisoned, ps.as_imageset(), cfg, "cpu", progress=False)
-    torch.manual_seed(0)
-    clean = models.small_cnn(width=16)
-    train.fit(clean, sub, cfg, "cpu", progress=False)
-    m_p = train.evaluate(poisoned, test, ps.spec, "cpu")
-    m_c = train.evaluate(clean, test, ps.spec, "cpu")
+def test_a_poisoned_model_learns_the_backdoor_and_a_clean_one_does_not(tiny_models):
+    """The small CNN trained briefly on a 10-class subset (conftest): clean accuracy well above chance, the
+    blend backdoor works on the poisoned model and not on a clean one trained the same way."""
+    m_p = train.evaluate(tiny_models.poisoned, tiny_models.test, tiny_models.ps.spec, "cpu")
+    m_c = train.evaluate(tiny_models.clean, tiny_models.test, tiny_models.ps.spec, "cpu")
     assert m_p.clean_accuracy > 35  # chance is 10%
     assert m_p.attack_success_rate > 80
     assert m_c.attack_success_rate < 20

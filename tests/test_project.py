@@ -39,6 +39,17 @@ def test_notebook_defaults_equal_the_smoke_profile(name):
     assert {k: declared[k] for k in resolved} == resolved
 
 
+@pytest.mark.parametrize("name", list(book.notebook_sources()))
+def test_parameter_comments_have_no_equals_sign(name):
+    """papermill cannot parse a parameter line whose comment contains '=' and then warns of unknown names."""
+    import jupytext
+
+    nb = jupytext.read(book.notebook_sources()[name])
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    bad = [line for line in cell.source.splitlines() if "#" in line and "=" in line.split("#", 1)[1]]
+    assert not bad, bad
+
+
 @pytest.mark.parametrize("profile", profiles.available())
 def test_profiles_resolve_for_every_notebook(profile):
     for name, src in book.notebook_sources().items():

@@ -143,6 +143,7 @@ class MixtureFilter:
     stds: np.ndarray  #: component standard deviations (2,)
     weights: np.ndarray  #: component weights (2,)
     poisoned_component: int
+    posterior: np.ndarray  #: probability of the poisoned component for each sample (n,)
 
     @property
     def wasserstein(self) -> float:
@@ -172,7 +173,8 @@ def gmm_filter(scores: np.ndarray, seed: int = 0, n_init: int = 10) -> MixtureFi
     labels = gmm.predict(s[:, None])
     means = gmm.means_.ravel()
     k_p = int(np.argmax(np.abs(means)))
-    return MixtureFilter(labels == k_p, s, labels, means, np.sqrt(gmm.covariances_.ravel()), gmm.weights_, k_p)
+    return MixtureFilter(labels == k_p, s, labels, means, np.sqrt(gmm.covariances_.ravel()), gmm.weights_, k_p,
+                         gmm.predict_proba(s[:, None])[:, k_p])
 
 
 # ------------------------------------------------------------------------------ target class (SPEC 3(e))
@@ -225,3 +227,28 @@ def detect_base(m: np.ndarray, target: int) -> int:
     masked = m.copy()
     masked[target] = -np.inf
     return int(np.argmax(masked))
+
+
+# ----------------------------------------------------------------------- filtering error (Theorem 5.1)
+def filter_gradients(g: np.ndarray, seed: int = 0) -> MixtureFilter:
+    """The filtering pipeline of SPEC 3(d) on a gradient matrix: extraction, PC1 scores, 2-component mixture."""
+    sig = extract_signal(g, seed=seed)
+    return gmm_filter(pc1_scores(g, sig.v_hat), seed=seed)
+
+
+def filtering_error(n: int, d: int, eps: float, signal_norm: float, sigma: float = 1.0, seed: int = 0) -> float:
+    """Fraction m / n of samples the real pipeline (SVD + mixture) misclassifies on synthetic gradients drawn
+    from the model of Theorem 4.1 (``planted_gradients``) — one Monte-Carlo draw of Theorem 5.1's error."""
+    g, _, is_poison = planted_gradients(n, d, eps, signal_norm, sigma, seed=seed)
+    return float(np.mean(filter_gradients(g, seed=seed).flagged != is_poison))
+
+
+def subsample_class(is_poison: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Indices of ``n`` samples drawn without replacement keeping the poisoned share of ``is_poison`` (stratified)."""
+    is_poison = np.asarray(is_poison, dtype=bool)
+    if not 2 <= n <= len(is_poison):
+        raise ValueError(f"n must lie in [2, {len(is_poison)}], got {n}")
+    rng = np.random.default_rng(seed)
+    pois, clean = np.flatnonzero(is_poison), np.flatnonzero(~is_poison)
+    k = int(round(n * len(pois) / len(is_poison)))
+    return np.sort(np.concatenate([rng.choice(pois, k, replace=False), rng.choice(clean, n - k, replace=False)]))

@@ -1,7 +1,8 @@
 """Training and evaluation on uint8 image arrays (SPEC §2.9, §2.10).
 
 Images stay uint8 (N, 32, 32, 3) until a batch is drawn; each batch is converted to float in [0, 1],
-NCHW, channels_last, augmented on tensors (random crop with 4-pixel padding and/or horizontal flip), and
+NCHW, channels_last, optionally shifted by a per-sample additive perturbation (counter-poison copies, kept
+in float and never re-quantised), augmented on tensors (random crop with 4-pixel padding and/or horizontal flip), and
 fed to the model. On CUDA the whole set lives on the GPU and the forward pass runs under bf16 autocast;
 on the CPU everything is float32.
 """
@@ -23,7 +24,7 @@ from .attacks import AttackSpec, triggered_test_set
 from .data import ImageSet
 
 AUGMENTATIONS = ("crop_flip", "flip", "none")
-SCHEDULES = ("onecycle", "cosine")
+SCHEDULES = ("onecycle", "cosine", "constant")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -42,7 +43,8 @@ class TrainConfig:
     """How a model is trained. Every field enters the cache key of the trained model.
 
     ``lr`` is the peak learning rate; ``schedule`` 'onecycle' warms up linearly over ``warmup`` (a fraction of
-    all steps) then decays linearly to 0, 'cosine' decays from the peak with the same warm-up.
+    all steps) then decays linearly to 0, 'cosine' decays from the peak with the same warm-up, 'constant'
+    keeps ``lr`` throughout (fine-tuning; ``warmup`` is ignored).
     """
 
     epochs: int = 4
@@ -114,6 +116,8 @@ def augment_batch(x: torch.Tensor, mode: str, generator: torch.Generator | None 
 
 
 def _lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
+    if cfg.schedule == "constant":
+        return 1.0
     warm = max(1, int(cfg.warmup * total))
     if step < warm:
         return (step + 1) / warm
@@ -123,10 +127,38 @@ def _lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * frac))
 
 
+def _check_offsets(offsets: np.ndarray | None, offset_index: np.ndarray | None, images: ImageSet):
+    if (offsets is None) != (offset_index is None):
+        raise ValueError("offsets and offset_index must be given together")
+    if offsets is None:
+        return None, None
+    h, w = images.x.shape[1:3]
+    offsets = np.asarray(offsets, dtype=np.float32)
+    if offsets.ndim != 4 or offsets.shape[1:] != (3, h, w):
+        raise ValueError(f"offsets must have shape (M, 3, {h}, {w}), got {offsets.shape}")
+    if not np.isfinite(offsets).all():
+        raise ValueError("offsets contain NaN or infinity")
+    offset_index = np.asarray(offset_index, dtype=np.int64)
+    if offset_index.shape != (len(images),):
+        raise ValueError(f"offset_index must have shape ({len(images)},), got {offset_index.shape}")
+    if len(offset_index) and (offset_index.min() < -1 or offset_index.max() >= len(offsets)):
+        raise ValueError(f"offset_index must lie in [-1, {len(offsets) - 1}] (-1 = no offset)")
+    # one extra all-zero row, addressed by -1, so a batch is shifted with one gather
+    table = np.concatenate([offsets, np.zeros((1, 3, h, w), np.float32)])
+    return torch.from_numpy(table), torch.from_numpy(np.where(offset_index < 0, len(offsets), offset_index))
+
+
 def fit(model: nn.Module, images: ImageSet, cfg: TrainConfig, device: str | torch.device = "auto",
-        progress: bool = True) -> FitHistory:
-    """Train ``model`` in place on ``images`` (uint8, labels ``images.y``) with SGD and the configured schedule."""
+        progress: bool = True, offsets: np.ndarray | None = None,
+        offset_index: np.ndarray | None = None) -> FitHistory:
+    """Train ``model`` in place on ``images`` (uint8, labels ``images.y``) with SGD and the configured schedule.
+
+    ``offsets`` (M, 3, H, W) float and ``offset_index`` (N,) int optionally add ``offsets[offset_index[i]]`` to
+    image ``i`` (in [0, 1] units, then clipped to [0, 1]) each time it is drawn; ``-1`` means no offset. This
+    is how the counter-poison copies of the neutralization step are trained on without storing them.
+    """
     dev = resolve_device(device)
+    table, which = _check_offsets(offsets, offset_index, images)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     model.to(dev).to(memory_format=torch.channels_last).train()
@@ -134,6 +166,8 @@ def fit(model: nn.Module, images: ImageSet, cfg: TrainConfig, device: str | torc
     y_all = torch.from_numpy(images.y)
     if dev.type == "cuda":
         x_all, y_all = x_all.to(dev), y_all.to(dev)
+        if table is not None:
+            table, which = table.to(dev), which.to(dev)
     decay, no_decay = [], []
     for p in model.parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
@@ -155,7 +189,10 @@ def fit(model: nn.Module, images: ImageSet, cfg: TrainConfig, device: str | torc
             idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
             if dev.type == "cuda":
                 idx = idx.to(dev)
-            xb = augment_batch(to_float(x_all[idx].to(dev, non_blocking=True)), cfg.augment, gen)
+            xb = to_float(x_all[idx].to(dev, non_blocking=True))
+            if table is not None:
+                xb = (xb + table[which[idx]].to(dev)).clamp_(0.0, 1.0).contiguous(memory_format=torch.channels_last)
+            xb = augment_batch(xb, cfg.augment, gen)
             yb = y_all[idx].to(dev, non_blocking=True)
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * _lr_factor(step, total, cfg)
