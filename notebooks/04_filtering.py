@@ -259,6 +259,8 @@ fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
 axes[0].errorbar(by_size["n"], by_size["mean"], yerr=[by_size["mean"] - by_size["min"],
                  by_size["max"] - by_size["mean"]], fmt="o-", color=cols[0], capsize=3)
 axes[0].set_xscale("log")
+axes[0].set_xticks(class_sizes, [str(n) for n in class_sizes])
+axes[0].minorticks_off()
 axes[0].set_xlabel("target-class size n (poisoned share fixed)")
 axes[0].set_ylabel("filtering error %")
 axes[0].set_title(f"blend, {size_seeds} subsamples per size (range shown)", fontsize=9)

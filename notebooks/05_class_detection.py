@@ -138,7 +138,8 @@ for ax, (p, c) in zip(axes[0], flagged.items(), strict=False):
     ax.set_ylabel("m_j = mean |PC1|")
     ax.set_title(f"{p}: base found = {classes[b.base]} (true: {classes[c.trained.train_set.spec.base]})",
                  fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.set_ylim(0, 1.4 * max(b.m.max(), m_true.max()))  # room above the bars for the legend
+    ax.legend(fontsize=7, loc="upper right")
     for j in range(len(classes)):
         base_rows.append({"model": p, "CE target j": classes[j], "m_j (flagged)": b.m[j], "m_j (truth)": m_true[j]})
     glue(f"base_{p}", classes[b.base], display=False)

@@ -201,10 +201,14 @@ class CuredModel:
 
     trained: TrainedModel
     result: Any  #: :class:`poisoncure.defenses.poison_cure.PoisonCureResult`
-    before: AttackMetrics
     after: AttackMetrics | None  #: None when no class was flagged (nothing to neutralize) or not requested
     provenance: dict[str, Any]  #: of the detection artefacts
     neutralize_provenance: dict[str, Any] | None
+
+    @property
+    def before(self) -> AttackMetrics:
+        """The poisoned model's test metrics (those of the trained model)."""
+        return self.trained.metrics
 
 
 def poison_cure_for(recipe: Recipe, **overrides: Any):
@@ -280,7 +284,7 @@ def get_poison_cure(tm: TrainedModel, defense=None, neutralize: bool = True, dat
         res.seconds["neutralize"] = res.history.seconds
         after = AttackMetrics(**neut.info["metrics"])
         neut_prov = neut.info["provenance"]
-    return CuredModel(tm, res, tm.metrics, after, det.info["provenance"], neut_prov)
+    return CuredModel(tm, res, after, det.info["provenance"], neut_prov)
 
 
 def build_model_arch(recipe: Recipe) -> Classifier:

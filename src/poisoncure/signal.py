@@ -230,10 +230,15 @@ def detect_base(m: np.ndarray, target: int) -> int:
 
 
 # ----------------------------------------------------------------------- filtering error (Theorem 5.1)
-def filter_gradients(g: np.ndarray, seed: int = 0) -> MixtureFilter:
+def extract_and_filter(g: np.ndarray, seed: int = 0) -> tuple[Signal, MixtureFilter]:
     """The filtering pipeline of SPEC 3(d) on a gradient matrix: extraction, PC1 scores, 2-component mixture."""
     sig = extract_signal(g, seed=seed)
-    return gmm_filter(pc1_scores(g, sig.v_hat), seed=seed)
+    return sig, gmm_filter(pc1_scores(g, sig.v_hat), seed=seed)
+
+
+def filter_gradients(g: np.ndarray, seed: int = 0) -> MixtureFilter:
+    """The mixture of :func:`extract_and_filter` (the signal itself not needed)."""
+    return extract_and_filter(g, seed)[1]
 
 
 def filtering_error(n: int, d: int, eps: float, signal_norm: float, sigma: float = 1.0, seed: int = 0) -> float:

@@ -79,10 +79,6 @@ class ClassScan(_Arrays):
     weights: np.ndarray  #: (K, 2) mixture weights
     far_component: np.ndarray  #: (K,) index of the far-from-zero component
 
-    @property
-    def flagged_class(self) -> int | None:
-        return self.target if self.poisoned else None
-
 
 @dataclass
 class BaseScan(_Arrays):
@@ -161,10 +157,9 @@ def _check_train(train: ImageSet, num_classes: int) -> None:
         raise ValueError(f"labels must lie in [0, {num_classes - 1}], got range [{train.y.min()}, {train.y.max()}]")
 
 
-def _oriented(g: np.ndarray, seed: int, mixture_seed: int) -> tuple[signal.Signal, signal.MixtureFilter]:
+def _oriented(g: np.ndarray, seed: int) -> tuple[signal.Signal, signal.MixtureFilter]:
     """Extraction, PC1 and mixture, with v̂ and the scores flipped so the far component has a positive mean."""
-    sig = signal.extract_signal(g, seed=seed)
-    mf = signal.gmm_filter(signal.pc1_scores(g, sig.v_hat), seed=mixture_seed)
+    sig, mf = signal.extract_and_filter(g, seed)
     if mf.means[mf.poisoned_component] < 0:
         sig = dataclasses.replace(sig, v_hat=-sig.v_hat)
         mf = dataclasses.replace(mf, scores=-mf.scores, means=-mf.means)
@@ -238,7 +233,7 @@ class PoisonCure:
             rows = np.flatnonzero(train.y == k)
             if len(rows) < 2:
                 raise ValueError(f"class {k} has {len(rows)} training samples; every class needs at least 2")
-            sig, mf = _oriented(self._grads(model, train.x[rows], k), self.seed, self.seed)
+            sig, mf = _oriented(self._grads(model, train.x[rows], k), self.seed)
             scores[rows], far[rows] = mf.scores, mf.flagged
             signals[k], eig[k] = sig.v_hat, sig.eigenvalues[:2]
             means[k], stds[k], weights[k], far_comp[k] = mf.means, mf.stds, mf.weights, mf.poisoned_component
@@ -263,7 +258,7 @@ class PoisonCure:
         scores = np.zeros((self.num_classes, len(rows)))
         signals, eig = np.zeros((self.num_classes, d)), np.zeros((self.num_classes, 2))
         for j in tqdm(range(self.num_classes), desc="scoring labels", disable=not self.progress):
-            sig, mf = _oriented(self._grads(model, train.x[rows], j), self.seed, self.seed)
+            sig, mf = _oriented(self._grads(model, train.x[rows], j), self.seed)
             scores[j], signals[j], eig[j] = mf.scores, sig.v_hat, sig.eigenvalues[:2]
         m = signal.base_scores(scores, in_flagged)
         return BaseScan(target, rows, scores, signals, eig, m, signal.detect_base(m, target))
