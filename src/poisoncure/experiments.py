@@ -304,3 +304,96 @@ def load_weights(recipe: Recipe, folder) -> Classifier:
     model = build_model_arch(recipe)
     model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
     return model.eval()
+
+
+# ------------------------------------------------------------------------- the baselines (chapter 7), cached
+def defender_split(test: ImageSet, per_class: int, seed: int = 0) -> tuple[ImageSet, ImageSet]:
+    """Split the test set into the small clean set a defender holds (``per_class`` images of every class, seeded)
+    and the rest, on which repaired models are evaluated (so no defense is scored on images it trained on)."""
+    if per_class < 1:
+        raise ValueError(f"per_class must be >= 1, got {per_class}")
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in range(len(test.classes)):
+        rows = np.flatnonzero(test.y == c)
+        if len(rows) <= per_class:
+            raise ValueError(f"class {c} has {len(rows)} test images; per_class must be smaller, got {per_class}")
+        chosen.append(rng.choice(rows, size=per_class, replace=False))
+    held = np.sort(np.concatenate(chosen))
+    return test.subset(held), test.subset(np.setdiff1d(np.arange(len(test)), held))
+
+
+def get_features(tm: TrainedModel, layer: str | None = None, rows: np.ndarray | None = None,
+                 device: str | torch.device = "auto", cache: Cache | None = None) -> np.ndarray:
+    """Representations (len(rows), d) of a trained model's training images at ``layer`` (None: the penultimate
+    features), cached under the model's recipe, the layer and the rows (default: all training images)."""
+    from .gradients import features
+
+    cache = cache or Cache()
+    dev = resolve_device(device)
+    rows = np.arange(len(tm.train_set)) if rows is None else np.asarray(rows, dtype=np.int64)
+    config = {"model": tm.recipe.cache_config(), "layer": layer, "rows_sha": _array_sha(rows)}
+
+    def build(folder):
+        with provenance.stopwatch() as t:
+            reps = features(tm.model, tm.train_set.x[rows], layer, device=dev)
+        np.save(folder / "features.npy", reps)
+        return {"provenance": provenance.collect(dev, n=len(rows), wall_seconds=round(t["seconds"], 2))}
+
+    return cache.get_or_build("features", config, build, lambda folder: np.load(folder / "features.npy")).value
+
+
+@dataclass
+class Retrained:
+    """A model retrained from scratch on its recipe's training set minus the samples a defense removed."""
+
+    model: Classifier
+    removed: int  #: how many samples were removed
+    history: FitHistory
+    provenance: dict[str, Any]
+    from_cache: bool
+
+
+def get_retrained(tm: TrainedModel, removed: np.ndarray, device: str | torch.device = "auto",
+                  cache: Cache | None = None, progress: bool = True) -> Retrained:
+    """Retrain the recipe's architecture from a fresh initialisation (seed + 1) with the recipe's schedule on the
+    training set without ``removed`` (N,) bool — the repair of Spectral Signatures and Activation Clustering —
+    cached under the recipe and the removed set."""
+    from .defenses.base import retrain_without
+
+    cache = cache or Cache()
+    dev = resolve_device(device)
+    removed = np.asarray(removed, dtype=bool)
+    train = tm.train_set.as_imageset() if isinstance(tm.train_set, PoisonedSet) else tm.train_set
+
+    def build(folder):
+        model, hist = retrain_without(build_model_arch(tm.recipe), train, removed, tm.recipe.train_config(), dev,
+                                      progress)
+        save_weights(model, folder)
+        return {"history": dataclasses.asdict(hist), "removed": int(removed.sum()),
+                "provenance": provenance.collect(dev, seed=tm.recipe.seed + 1, wall_seconds=round(hist.seconds, 1))}
+
+    res = cache.get_or_build("retrained", {"model": tm.recipe.cache_config(), "removed_sha": _array_sha(removed)},
+                             build, lambda folder: load_weights(tm.recipe, folder))
+    info = res.info
+    return Retrained(res.value.to(dev), info["removed"], FitHistory(**info["history"]), info["provenance"], res.hit)
+
+
+def get_reversed_triggers(tm: TrainedModel, defense, clean: ImageSet, cache: Cache | None = None):
+    """Neural Cleanse's reverse-engineered triggers for a trained model and a clean set, cached under the recipe,
+    the defense's parameters and the clean images. Returns (:class:`ReversedTriggers`, provenance)."""
+    from .defenses.neural_cleanse import ReversedTriggers
+
+    cache = cache or Cache()
+    config = {"model": tm.recipe.cache_config(), "defense": defense.config(),
+              "clean_sha": _array_sha(clean.x), "labels_sha": _array_sha(clean.y)}
+
+    def build(folder):
+        with provenance.stopwatch() as t:
+            trig = defense.reverse_engineer(tm.model, clean)
+        trig.save(folder / "triggers.npz")
+        return {"provenance": provenance.collect(defense.device, seed=defense.seed,
+                                                 wall_seconds=round(t["seconds"], 1))}
+
+    res = cache.get_or_build("neural_cleanse", config, build, lambda f: ReversedTriggers.load(f / "triggers.npz"))
+    return res.value, res.info["provenance"]

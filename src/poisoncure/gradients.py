@@ -72,3 +72,43 @@ def input_gradients(model: nn.Module, x_uint8: np.ndarray, labels: int | np.ndar
             p.requires_grad_(r)
         model.train(was_training)
     return out
+
+
+def features(model: nn.Module, x_uint8: np.ndarray, layer: str | None = None, batch_size: int = 1000,
+             device: str | torch.device = "auto", pool: bool = False) -> np.ndarray:
+    """Representations of images at one layer of a classifier, flattened: float32 (N, d).
+
+    ``pool`` averages a (N, C, H, W) output over its spatial positions first, giving (N, C).
+
+    ``layer`` None reads the penultimate features (``model.embed``: what the linear head sees); otherwise it names
+    a module of ``model.named_modules()`` whose output is captured with a forward hook. Eval mode (batch-norm
+    running statistics), ``torch.inference_mode``, float32 (no autocast: the SVDs downstream need the precision).
+    """
+    check_images(x_uint8)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    modules = dict(model.named_modules())
+    if layer is not None and layer not in modules:
+        raise ValueError(f"layer {layer!r} is not a module of the model; choose one of {sorted(modules)[:20]} ...")
+    dev = resolve_device(device)
+    was_training = model.training
+    model.to(dev).eval()
+    captured: list[torch.Tensor] = []
+    hook = modules[layer].register_forward_hook(lambda m, i, o: captured.append(o)) if layer is not None else None
+    out = []
+    try:
+        with torch.inference_mode():
+            for i in range(0, len(x_uint8), batch_size):
+                xb = to_float(torch.from_numpy(x_uint8[i:i + batch_size]).to(dev))
+                if hook is None:
+                    out.append(model.embed(xb).float().reshape(len(xb), -1).cpu())
+                else:
+                    captured.clear()
+                    model(xb)
+                    o = captured[-1].float()
+                    out.append((o.mean(dim=(2, 3)) if pool and o.ndim == 4 else o).reshape(len(xb), -1).cpu())
+    finally:
+        if hook is not None:
+            hook.remove()
+        model.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)

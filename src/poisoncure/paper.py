@@ -54,3 +54,18 @@ def after(poison: str, pair: int) -> tuple[float, float]:
     if table is None:
         raise ValueError(f"poison must be 'blend' or 'pixel', got {poison!r}")
     return table[pair][2], table[pair][3]
+
+
+#: Table 5 (final neutralisation): pair -> attack success rate (%) after the paper's method ("ours") and after
+#: Spectral Signatures ("ss"); the poison type is not stated in the paper (SPEC §5).
+TABLE5_ASR = {
+    "ours": {1: 6.0, 2: 0.0, 3: 3.7, 4: 0.4, 5: 0.4, 6: 0.1, 7: 6.1, 8: 5.4, 9: 0.0},
+    "ss": {1: 7.2, 2: 0.1, 3: 0.1, 4: 1.1, 5: 1.7, 6: 0.4, 7: 0.7, 8: 6.7, 9: 0.0},
+}
+
+
+def final_asr(pair: int, method: str) -> float:
+    """Attack success rate (%) after the defense, Table 5 ('ours' or 'ss')."""
+    if method not in TABLE5_ASR:
+        raise ValueError(f"method must be 'ours' or 'ss', got {method!r}")
+    return TABLE5_ASR[method][pair]

@@ -256,3 +256,15 @@ def evaluate(model: nn.Module, test: ImageSet, spec: AttackSpec | None = None,
         asr = metrics.attack_success_rate(pred_t, spec.target)
         pacc = metrics.accuracy(pred_t, trig.y)
     return AttackMetrics(metrics.accuracy(pred, test.y), [float(v) for v in per_class], asr, pacc)
+
+
+def reinitialise(model: nn.Module, seed: int) -> nn.Module:
+    """Reset every parameter and batch-norm statistic of ``model`` in place to a fresh random draw from ``seed``
+    (each layer's own ``reset_parameters``): the "retrain from random initialisation" of the baselines."""
+    torch.manual_seed(seed)
+    for m in model.modules():
+        if hasattr(m, "reset_running_stats"):
+            m.reset_running_stats()
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    return model

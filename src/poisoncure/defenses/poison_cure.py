@@ -26,7 +26,6 @@ import copy
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,6 +37,7 @@ from .. import signal
 from ..data import ImageSet
 from ..gradients import input_gradients
 from ..train import FitHistory, TrainConfig, fit, resolve_device
+from .base import Arrays, check_train
 
 #: SPEC 3.0: the fine-tuning of the neutralization step (one epoch, constant lr 0.01, plain momentum SGD).
 FINETUNE = TrainConfig(epochs=1, batch_size=128, lr=0.01, momentum=0.9, nesterov=False, weight_decay=5e-4,
@@ -45,21 +45,8 @@ FINETUNE = TrainConfig(epochs=1, batch_size=128, lr=0.01, momentum=0.9, nesterov
 
 
 # ------------------------------------------------------------------------------------------ artefacts
-class _Arrays:
-    """Dataclasses made only of arrays and scalars, saved to / loaded from one ``.npz`` file."""
-
-    def save(self, path: Path) -> None:
-        np.savez(path, **{f.name: np.asarray(getattr(self, f.name)) for f in dataclasses.fields(self)})
-
-    @classmethod
-    def load(cls, path: Path):
-        with np.load(path) as z:
-            values = {k: (z[k].item() if z[k].ndim == 0 else z[k]) for k in z.files}
-        return cls(**values)
-
-
 @dataclass
-class ClassScan(_Arrays):
+class ClassScan(Arrays):
     """Algorithm 1a on every class (K classes, N training samples, d = 3072).
 
     PC1 scores are oriented so that each class's far-from-zero mixture component has a positive mean.
@@ -81,7 +68,7 @@ class ClassScan(_Arrays):
 
 
 @dataclass
-class BaseScan(_Arrays):
+class BaseScan(Arrays):
     """Algorithm 1b: the target class's PC1 scores with every label j as the cross-entropy target."""
 
     target: int
@@ -94,7 +81,7 @@ class BaseScan(_Arrays):
 
 
 @dataclass
-class Filtering(_Arrays):
+class Filtering(Arrays):
     """Algorithm 2: the mixture on the target class's base-label PC1 scores and the poison set it filters."""
 
     rows: np.ndarray  #: (n_t,) training indices of the target class
@@ -114,7 +101,7 @@ class Filtering(_Arrays):
 
 
 @dataclass
-class CounterPoison(_Arrays):
+class CounterPoison(Arrays):
     """Algorithm 3's per-class signals v_c (unit norm; the target's row is zero) and the step size."""
 
     signals: np.ndarray  #: (K, 3, 32, 32)
@@ -148,15 +135,6 @@ class PoisonCureResult:
 
 
 # ------------------------------------------------------------------------------------------ the method
-def _check_train(train: ImageSet, num_classes: int) -> None:
-    if not isinstance(train, ImageSet):
-        raise TypeError(f"train must be an ImageSet (use PoisonedSet.as_imageset()), got {type(train).__name__}")
-    if len(train) == 0:
-        raise ValueError("the training set is empty")
-    if train.y.min() < 0 or train.y.max() >= num_classes:
-        raise ValueError(f"labels must lie in [0, {num_classes - 1}], got range [{train.y.min()}, {train.y.max()}]")
-
-
 def _oriented(g: np.ndarray, seed: int) -> tuple[signal.Signal, signal.MixtureFilter]:
     """Extraction, PC1 and mixture, with v̂ and the scores flipped so the far component has a positive mean."""
     sig, mf = signal.extract_and_filter(g, seed)
@@ -221,7 +199,7 @@ class PoisonCure:
     # -- Algorithm 1a
     def scan(self, model: nn.Module, train: ImageSet) -> ClassScan:
         """Own-label gradients, signal, PC1 and mixture for every class; W_k and the target test."""
-        _check_train(train, self.num_classes)
+        check_train(train, self.num_classes)
         k_all = self.num_classes
         d = int(np.prod(train.x.shape[1:]))
         scores = np.zeros(len(train))
@@ -245,7 +223,7 @@ class PoisonCure:
     # -- Algorithm 1b
     def find_base(self, model: nn.Module, train: ImageSet, target: int, flagged_rows: np.ndarray) -> BaseScan:
         """m_j = mean |PC1| over ``flagged_rows`` (training indices) with CE target j, for every label j."""
-        _check_train(train, self.num_classes)
+        check_train(train, self.num_classes)
         if not 0 <= target < self.num_classes:
             raise ValueError(f"target must lie in [0, {self.num_classes - 1}], got {target}")
         rows = np.flatnonzero(train.y == target)
@@ -276,7 +254,7 @@ class PoisonCure:
                        flagged_index: np.ndarray) -> CounterPoison:
         """One unit signal per non-target class c from the filtered poison set alone (CE target c, no centring),
         oriented towards loss ascent for label c."""
-        _check_train(train, self.num_classes)
+        check_train(train, self.num_classes)
         flagged_index = np.asarray(flagged_index, dtype=np.int64)
         if len(flagged_index) < 2:
             raise ValueError(f"the filtered poison set has {len(flagged_index)} samples; need at least 2")

@@ -1,0 +1,186 @@
+"""Fine-Pruning: Liu, Dolan-Gavitt & Garg, *Fine-Pruning: Defending Against Backdooring Attacks on Deep Neural
+Networks* (RAID 2018), §4; SPEC-related-defenses B.3.10. Discussed, not run, by Chan & Ong (2019).
+
+A backdoor often lives in channels that clean images leave dormant. Fine-Pruning ranks the channels of the last
+convolutional layer by their mean activation on the defender's clean data and removes the least active ones, in
+that order, for as long as the clean accuracy stays within ``max_accuracy_drop`` points of the unpruned model's; the
+pruned model is then fine-tuned on the same clean data, which also erases backdoor behaviour that pruning left.
+
+Pruning is a per-channel 0/1 mask after the layer (:class:`ChannelMask`), so pruned channels stay at zero during
+fine-tuning and the weights of the architecture are untouched.
+
+What the defender must know: a small clean data set (for the ranking, the stopping rule and the fine-tuning).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import metrics
+from ..data import ImageSet
+from ..gradients import features
+from ..train import TrainConfig, fit, predict, resolve_device
+from .base import CLEAN_FINETUNE, Arrays, check_train
+
+#: Default candidate pruning ratios: 0, 5, ..., 95 % of the channels.
+RATIOS = tuple(round(0.05 * i, 2) for i in range(20))
+
+
+class ChannelMask(nn.Module):
+    """Wraps a layer and multiplies its (N, C, H, W) output by a per-channel 0/1 buffer ``keep`` (C,)."""
+
+    def __init__(self, layer: nn.Module, channels: int):
+        super().__init__()
+        self.layer = layer
+        self.register_buffer("keep", torch.ones(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x) * self.keep.view(1, -1, 1, 1).to(x.dtype)
+
+
+def last_conv_layer(model: nn.Module) -> str:
+    """Name of the last child of ``model.features`` that contains a convolution (the layer Fine-Pruning prunes)."""
+    feats = getattr(model, "features", None)
+    if feats is None:
+        raise ValueError("the model has no `features` module; pass `layer` explicitly")
+    names = [n for n, m in feats.named_children() if any(isinstance(s, nn.Conv2d) for s in m.modules())]
+    if not names:
+        raise ValueError("no convolutional layer found in model.features; pass `layer` explicitly")
+    return f"features.{names[-1]}"
+
+
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+def add_channel_mask(model: nn.Module, layer: str, channels: int) -> ChannelMask:
+    """Wrap ``model``'s module ``layer`` in place with an all-ones :class:`ChannelMask`; returns the mask module."""
+    mask = ChannelMask(model.get_submodule(layer), channels)
+    _set_module(model, layer, mask)
+    return mask
+
+
+@dataclass
+class Pruning(Arrays):
+    """The ranking and the pruning curve on the defender's clean data (C channels, R candidate ratios)."""
+
+    activation: np.ndarray  #: (C,) mean activation of each channel on the clean data
+    order: np.ndarray  #: (C,) channels, least active first (the pruning order)
+    ratios: np.ndarray  #: (R,) fractions of channels pruned
+    clean_accuracy: np.ndarray  #: (R,) accuracy (%) on the defender's clean data at each ratio
+    chosen_ratio: float  #: the largest ratio whose accuracy stays within ``max_accuracy_drop`` of ratio 0
+
+
+class FinePruning:
+    """Fine-Pruning with validated parameters.
+
+    Parameters
+    ----------
+    layer:
+        Module name of the layer to prune; None = the last convolutional block (:func:`last_conv_layer`).
+    ratios:
+        Candidate fractions of channels to prune, each in [0, 1), increasing (default 0, 0.05, ..., 0.95).
+    max_accuracy_drop:
+        Prune as far as the clean accuracy stays within this many points of the unpruned model's (>= 0; 4,
+        our choice: the paper stops "before accuracy degrades" without one number for all tasks).
+    finetune:
+        How the pruned model is fine-tuned on the clean data (default :data:`CLEAN_FINETUNE`).
+    num_classes, device, progress:
+        K; "auto" (CUDA when present), "cpu" or "cuda"; progress bars.
+    """
+
+    def __init__(self, layer: str | None = None, ratios=RATIOS,
+                 max_accuracy_drop: float = 4.0, finetune: TrainConfig = CLEAN_FINETUNE, num_classes: int = 10,
+                 device: str | torch.device = "auto", progress: bool = True):
+        ratios = np.asarray(ratios, dtype=np.float64)
+        if (ratios.ndim != 1 or len(ratios) == 0 or ratios.min() < 0 or ratios.max() >= 1
+                or (np.diff(ratios) <= 0).any()):
+            raise ValueError(f"ratios must be a non-empty increasing list in [0, 1), got {ratios.tolist()}")
+        if not max_accuracy_drop >= 0:
+            raise ValueError(f"max_accuracy_drop must be >= 0, got {max_accuracy_drop}")
+        if not isinstance(finetune, TrainConfig):
+            raise ValueError(f"finetune must be a TrainConfig, got {type(finetune).__name__}")
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        self.layer, self.ratios, self.max_accuracy_drop = layer, ratios, float(max_accuracy_drop)
+        self.finetune, self.num_classes = finetune, num_classes
+        self.device = resolve_device(device)
+        self.progress = progress
+
+    def config(self) -> dict:
+        """The parameters that determine the results (for cache keys and provenance)."""
+        return {"method": "fine_pruning", "layer": self.layer, "ratios": self.ratios.tolist(),
+                "max_accuracy_drop": self.max_accuracy_drop, "finetune": dataclasses.asdict(self.finetune)}
+
+    def layer_name(self, model: nn.Module) -> str:
+        return self.layer if self.layer is not None else last_conv_layer(model)
+
+    def masked_copy(self, model: nn.Module) -> tuple[nn.Module, ChannelMask]:
+        """A copy of ``model`` with an all-ones :class:`ChannelMask` on the pruned layer (set ``mask.keep``)."""
+        name = self.layer_name(model)
+        new = copy.deepcopy(model).to(self.device).eval()
+        if isinstance(new.get_submodule(name), ChannelMask):
+            return new, new.get_submodule(name)
+        channels = self.activations(new, None, name)[1]
+        return new, add_channel_mask(new, name, channels)
+
+    def activations(self, model: nn.Module, clean: ImageSet | None, name: str | None = None) -> tuple[np.ndarray, int]:
+        """Mean activation (C,) of each channel of the layer over ``clean``, and C (None: one blank image, to count
+        the channels)."""
+        x = clean.x if clean is not None else np.zeros((1, 32, 32, 3), np.uint8)
+        act = features(model, x, name or self.layer_name(model), device=self.device, pool=True).mean(axis=0)
+        return act, len(act)
+
+    def prune_curve(self, model: nn.Module, clean: ImageSet) -> Pruning:
+        """Rank the channels on ``clean`` and measure the clean accuracy at every candidate ratio."""
+        check_train(clean, self.num_classes, "clean")
+        act, channels = self.activations(model, clean)
+        order = np.argsort(act, kind="stable")
+        pruned, mask = self.masked_copy(model)
+        acc = np.zeros(len(self.ratios))
+        for i, r in enumerate(self.ratios):
+            mask.keep.copy_(torch.from_numpy(keep_mask(order, r)))
+            acc[i] = metrics.accuracy(predict(pruned, clean.x, device=self.device), clean.y)
+        ok = np.flatnonzero(acc >= acc[0] - self.max_accuracy_drop)
+        return Pruning(act, order, self.ratios, acc, float(self.ratios[ok.max()]))
+
+    def prune(self, model: nn.Module, pruning: Pruning, ratio: float | None = None) -> nn.Module:
+        """A copy of ``model`` with the ``ratio`` (default: the chosen one) least active channels masked."""
+        ratio = pruning.chosen_ratio if ratio is None else ratio
+        if not 0 <= ratio < 1:
+            raise ValueError(f"ratio must lie in [0, 1), got {ratio}")
+        pruned, mask = self.masked_copy(model)
+        mask.keep.copy_(torch.from_numpy(keep_mask(pruning.order, ratio)))
+        return pruned
+
+    def score(self, model: nn.Module, clean: ImageSet) -> np.ndarray:
+        """(C,) suspicion of each channel: minus its mean clean activation (dormant channels first)."""
+        check_train(clean, self.num_classes, "clean")
+        return -self.activations(model, clean)[0]
+
+    def detect(self, model: nn.Module, clean: ImageSet) -> np.ndarray:
+        """(C,) bool: the channels pruned at the chosen ratio."""
+        p = self.prune_curve(model, clean)
+        return keep_mask(p.order, p.chosen_ratio) == 0
+
+    def repair(self, model: nn.Module, clean: ImageSet, pruning: Pruning | None = None) -> nn.Module:
+        """Prune at the chosen ratio, then fine-tune on ``clean`` (a new model; the input is unchanged)."""
+        pruning = pruning if pruning is not None else self.prune_curve(model, clean)
+        pruned = self.prune(model, pruning)
+        fit(pruned, clean, self.finetune, self.device, progress=self.progress)
+        return pruned
+
+
+def keep_mask(order: np.ndarray, ratio: float) -> np.ndarray:
+    """float32 (C,) 1 for kept channels, 0 for the ``floor(ratio * C)`` first channels of ``order``."""
+    keep = np.ones(len(order), dtype=np.float32)
+    keep[order[: int(np.floor(ratio * len(order) + 1e-9))]] = 0.0
+    return keep
