@@ -48,6 +48,8 @@ class Clustering(Arrays):
 def reduce(acts: np.ndarray, n_components: int = 10, method: str = "ica", seed: int = 0) -> np.ndarray:
     """(n, n_components) reduced activations; FastICA (max_iter 1000, tol 0.005, as Chen et al.'s code) or PCA.
 
+    The whitening uses the eigendecomposition of the (d, d) covariance rather than an SVD of the (n, d) data: the same
+    whitening, about three times faster when n is much larger than d, as for a label's activations.
     FastICA's convergence warning is silenced: a clean label's activations are close to Gaussian, which has no
     independent components to converge to; the whitened projection it returns is still what k-means needs."""
     if method not in REDUCTIONS:
@@ -55,7 +57,7 @@ def reduce(acts: np.ndarray, n_components: int = 10, method: str = "ica", seed: 
     n_components = min(n_components, *acts.shape)
     if method == "ica":
         proj = FastICA(n_components=n_components, max_iter=1000, tol=0.005, random_state=seed,
-                       whiten="unit-variance")
+                       whiten="unit-variance", whiten_solver="eigh" if acts.shape[0] >= acts.shape[1] else "svd")
     else:
         proj = PCA(n_components=n_components, random_state=seed)
     with warnings.catch_warnings():
