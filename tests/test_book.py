@@ -1,5 +1,6 @@
 """Checks on the built book (run by `python3 tasks.py test` after the build; marker `book`)."""
 
+import os
 import shutil
 
 import pytest
@@ -46,3 +47,45 @@ def test_pages_have_no_error_output(html_dir):
         text = page.read_text()
         assert "Traceback (most recent call last)" not in text, page.name
         assert "output stderr" not in text or "Error" not in text, page.name
+
+
+# ------------------------------------------------------------------ the pages in a real browser
+def _chromium_or_skip() -> None:
+    from poisoncure import browser
+
+    if browser.find_chromium() is None:
+        msg = ("no Chromium: install Debian's chromium-headless-shell (python3 tasks.py test does it as root) "
+               "or set POISONCURE_CHROMIUM")
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+def test_every_page_renders_in_a_browser(html_dir):
+    """Every page in headless Chromium: figures load, tables render, no errors, links resolve, math typeset."""
+    from poisoncure import browser
+
+    _chromium_or_skip()
+    reports = browser.check_book(html_dir, screenshots=book.build_dir() / "screenshots")
+    assert {f"book/chapters/{n}.html" for n in book.notebook_sources()} <= {r.page for r in reports}
+    assert [(r.page, r.problems) for r in reports if r.problems] == []
+    by_page = {r.page: r for r in reports}
+    assert by_page["book/chapters/01_theory_toy.html"].math > 0  # the theory chapter is all formulas
+    assert all(r.images > 0 for p, r in by_page.items() if "/chapters/" in p)
+    assert all((book.build_dir() / "screenshots").glob("*.png"))
+
+
+def test_the_browser_check_fails_when_a_figure_is_removed(html_dir, tmp_path):
+    """Delete one figure file from a copy of the build: the browser sees a broken image on that page."""
+    import re
+
+    from poisoncure import browser
+
+    _chromium_or_skip()
+    copy = tmp_path / "html"
+    shutil.copytree(html_dir, copy)
+    page = copy / "book" / "chapters" / "02_attack.html"
+    src = re.findall(r'<img[^>]+src="([^"]+_images/[^"]+)"', page.read_text())[0]
+    (page.parent / src).resolve().unlink()
+    (report,) = browser.check_book(copy, only=["02_attack"])
+    assert any("did not load" in p for p in report.problems), report.problems

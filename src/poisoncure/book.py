@@ -98,6 +98,7 @@ def execute(name: str, source: Path, parameters: dict[str, Any]) -> Execution:
                                    kernel_name="python3", cwd=str(root()), progress_bar=False,
                                    log_output=True, stdout_file=sys.stdout, stderr_file=sys.stderr)
         ok, err = True, ""
+        fold_injected_parameters(out_dir / f"{name}.ipynb")
     except Exception as e:  # PapermillExecutionError carries the cell and traceback
         ok, err = False, f"{type(e).__name__}: {e}"
     finally:
@@ -105,8 +106,47 @@ def execute(name: str, source: Path, parameters: dict[str, Any]) -> Execution:
     return Execution(name, time.perf_counter() - start, ok, err)
 
 
+def static_dir() -> Path:
+    """``book/_static``: files copied into the HTML build (generated, not tracked)."""
+    return root() / "book" / "_static"
+
+
+def vendor_mathjax() -> Path:
+    """Copy MathJax (2.7, from the pinned ``jupyter-server-mathjax`` wheel) into ``book/_static/mathjax``.
+
+    The pages then typeset their math with no network access: offline readers, course machines and the headless
+    browser test all see rendered formulas instead of raw TeX (``_config.yml`` points ``mathjax_path`` here)."""
+    import shutil
+
+    import jupyter_server_mathjax
+
+    src = Path(jupyter_server_mathjax.__file__).parent / "static"
+    dst = static_dir() / "mathjax"
+    stamp = dst / ".source"
+    if stamp.is_file() and stamp.read_text() == str(src):
+        return dst
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+    stamp.write_text(str(src))
+    return dst
+
+
+def fold_injected_parameters(path: Path) -> None:
+    """Fold papermill's injected-parameters cell (the values this build used) behind a toggle, like the code."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if "injected-parameters" in tags and "hide-input" not in tags:
+            tags.append("hide-input")
+    nbformat.write(nb, path)
+
+
 def render(strict: bool = True) -> int:
     """Render the executed notebooks and pages with Jupyter Book into ``book/_build/html``."""
+    vendor_mathjax()
     exe = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(exe), "build", str(root()), "--path-output", str(root() / "book")]
     if strict:
