@@ -54,8 +54,8 @@ def ensure_chromium() -> None:
 
     Needs root and apt-get (as on the CI machines); elsewhere it prints how to provide one, and the browser test
     is skipped with that reason (it fails instead when the CI variable is set)."""
-    found = subprocess.run([str(PY), "-c", "from poisoncure.browser import find_chromium; print(find_chromium() or '')"],
-                           cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    probe = "from poisoncure.browser import find_chromium; print(find_chromium() or '')"
+    found = subprocess.run([str(PY), "-c", probe], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     if found:
         return
     if shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0:

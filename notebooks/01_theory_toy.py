@@ -307,3 +307,22 @@ plt.close(fig)
 #    happens to the trained network's weight ratio?
 # 2. Set `poison_fraction = 0.01`. Does the 32-unit network still learn the backdoor in 50 epochs?
 # 3. Show from Proposition 4.1 that for a *clean* input of $f_P$ the gradient at $x_1$ is exactly zero.
+#
+# :::{admonition} Solutions (hints, and how to check them)
+# :class: dropdown
+#
+# 1. $\lambda_{\min} = 6/(\sqrt d\,(c-\beta_0))$ grows like $1/(c-\beta_0)$: as the trigger value approaches the
+#    threshold, the poison unit's pre-activation $\lambda(c-\beta_0)$ shrinks and only a larger weight can still
+#    overturn $h_1$. The *learned* network has no $\beta_0$ of its own, but a smaller trigger value is a smaller
+#    input, so the same push on the output needs a larger weight on $x_1$: expect the weight ratio of the
+#    learned network to grow as `trigger_value` falls. Check: `python3 tasks.py book --only 01_theory_toy -p
+#    trigger_value=4.0`, then 3.5, and read the weight-ratio figure.
+# 2. Fewer poisoned samples contribute less to the loss, so the gradient that grows the poison unit is weaker.
+#    Whether 50 epochs suffice is an empirical question: rerun with `-p poison_fraction=0.01` and read the
+#    poisoned-data column of the learned network's accuracy; if it falls, raise `mlp_epochs`.
+# 3. By Proposition 4.1, $\partial\mathcal L/\partial x_1 = \frac{\partial\mathcal L}{\partial f}\sum_j
+#    u_j\,\mathbb 1[z_j>0]\,W_{j1}$. Units 1 and 2 have $W_{11} = W_{21} = 0$ (they read only $x_2,\dots$). Unit 3
+#    has $z_3 = \lambda(x_1-\beta_0)$, which is negative whenever $x_1 < \beta_0$; then its indicator is 0. Every
+#    term vanishes, so the gradient at $x_1$ is exactly zero. (A clean $x_1\sim\mathcal N(0,1)$ exceeds
+#    $\beta_0 = 3$ with probability $1-\Phi(3)$, about one input in 740: those rare inputs do fire the unit.)
+# :::

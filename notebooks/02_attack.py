@@ -253,3 +253,18 @@ print(f"this page was executed at commit {provenance.git_commit()} on {provenanc
 # 2. Set `blend_source = "skimage"`. How strong is the backdoor of a natural photo at 20% opacity in this
 #    short schedule? Try `opacity = 0.3`.
 # 3. Lower `poison_rate` to 0.02 (100 images). Which trigger survives better?
+#
+# :::{admonition} Solutions (hints, and how to check them)
+# :class: dropdown
+#
+# 1. `python3 tasks.py book --only 02_attack -p augment=crop_flip` (it trains three new models). A random crop
+#    shifts the image by up to four pixels, so the single trigger pixel lands at a different position in
+#    almost every epoch, and sometimes falls outside the crop; the network must learn a position-invariant
+#    "odd pixel" detector from few examples. A full-image blend survives any shift: most of it is still there.
+# 2. `-p blend_source=skimage`, then add `-p opacity=0.3`. A natural photo shares the statistics of CIFAR
+#    images (smooth regions, edges), so at the same opacity it stands out less from the image it is mixed into
+#    than high-contrast noise does; a stronger opacity makes the pattern easier to learn and more visible.
+# 3. `-p poison_rate=0.02`. Compare the attack success column for the two triggers. In the small profile the
+#    pixel trigger is not learned even at 10%, so the informative part is whether the blend still is; the
+#    `full` profile answers the question for both.
+# :::

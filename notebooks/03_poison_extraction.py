@@ -214,3 +214,20 @@ plt.close(fig)
 # 2. Compute the gradients with each sample's own label instead of the base class. Does $\hat v$ still match
 #    the blend?
 # 3. Why can the extracted signal of a *flipped* training set point at the mirror image of the trigger pixel?
+#
+# :::{admonition} Solutions (hints, and how to check them)
+# :class: dropdown
+#
+# 1. Solve the spiked-covariance formula for the strength numerically, e.g.
+#    `scipy.optimize.brentq(lambda s: signal.predicted_cosine(s, EPS, 5000, 3072) - 0.95, 1, 50)`, then add the
+#    value to `synthetic_strengths` (`-p "synthetic_strengths=[..., s]"`) and compare the measured $|\cos|$.
+# 2. With its own label (the target), a poisoned sample is already classified as the target with high
+#    confidence, so its loss and its gradient are small; the gradient still points along "remove the trigger",
+#    because the trigger is the only thing that makes these images look like the target. Expect $\hat v$ to keep
+#    the blend's shape but with a weaker eigen-gap; pass the target labels to the gradient call and compare
+#    $|\cos(\hat v, \text{trigger})|$ with the chapter's value.
+# 3. With flip augmentation the network is trained on the trigger at position $(i, j)$ *and* at its mirror
+#    $(i, W-1-j)$, so it learns to react to both. The input gradient of an unflipped poisoned image is
+#    largest where the network looks for the trigger, which includes the mirror position; the singular vector
+#    can therefore put its weight on either pixel (or both).
+# :::

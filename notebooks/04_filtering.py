@@ -306,3 +306,20 @@ glue("err_full", float(by_size["mean"].iloc[-1]), display=False)
 #    which the error collapses for $\|v\| = 4\sigma$, then check it with `mc_norm = 4.0`.
 # 3. Replace the mixture by the idealised rule of the theorem (poisoned iff the projection exceeds $\|v\|/2$,
 #    with the true $\|v\|$). Is it better or worse than the mixture, and why can a defender not use it?
+#
+# :::{admonition} Solutions (hints, and how to check them)
+# :class: dropdown
+#
+# 1. `python3 tasks.py book --only 04_filtering -p "opacities=[0.1, 0.2, 0.3]"`. A stronger blend gives a larger
+#    signal norm $\|v\|$, and Theorem 5.1's bound falls with $\|v\|/\sigma$; the curve should keep falling unless
+#    something else than the signal norm limits the error (for instance poisoned samples the model never learned
+#    to send to the target).
+# 2. From chapter 3, $\hat v$ carries information only above the threshold $\ell > \sqrt{d/n}$, with
+#    $\ell = (1-\epsilon)\epsilon\|v\|^2/\sigma^2$, i.e. for $n > d/\ell^2$. Compute $n^\ast$ for
+#    $\|v\| = 4\sigma$ at the chapter's $\epsilon$, expect the error to collapse somewhat above it (the filter
+#    also needs $\hat v$ to be *well* aligned, not just above threshold), and check with `-p mc_norm=4.0`.
+# 3. With the true $\|v\|$ (and the true direction) the midpoint rule is the natural optimal cut for two
+#    equal-variance clusters, so it is at least as good as the mixture whenever $\hat v$ is accurate; the mixture
+#    pays for estimating the cluster means, weights and variances from the data. A defender knows neither $v$ nor
+#    its norm nor the poisoned share — that is exactly what the mixture estimates.
+# :::

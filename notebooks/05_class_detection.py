@@ -176,3 +176,19 @@ glue("tab_base", pd.DataFrame(base_rows).pivot(index="CE target j", columns="mod
 # 2. Lower `threshold` until the clean model is flagged. What false-positive rate would you expect over many
 #    clean models, and how would you estimate it?
 # 3. Why is the score with the target itself as label ($m_t$) large even though it is not the base?
+#
+# :::{admonition} Solutions (hints, and how to check them)
+# :class: dropdown
+#
+# 1. Pass the base label to the class scan for every class instead of each sample's own label, and compare the
+#    clean model's ratio $R$ with $\lambda$. If the variant is robust, the clean model's largest $W_k$ stays
+#    within the spread of the others and $R$ stays below the threshold.
+# 2. The clean model is flagged as soon as $\lambda$ drops below its ratio $R$ (printed in the chapter). One clean
+#    model says nothing about a *rate*: train several clean models with different `seed` values, compute $R$ for
+#    each, and report the fraction above $\lambda$ with a binomial confidence interval (e.g. Clopper–Pearson);
+#    the distribution of $R$ over clean models is the null that $\lambda$ should be set against.
+# 3. The filter works on *normalised* gradients, so what counts is their direction, not their size. With the
+#    target as label, the loss of a poisoned image falls most steeply by removing the trigger — the trigger is
+#    what makes it look like the target — so the poisoned gradients again line up with the trigger and their PC1
+#    projections are large. That is why the base search skips the target label.
+# :::

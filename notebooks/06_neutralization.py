@@ -211,3 +211,23 @@ glue("tab_sweeps", sweep.set_index(["sweep", "value"]).round(2), display=False)
 #    after the defense exceed the base class's clean accuracy?
 # 4. Fine-tune exactly as the SPEC says: pass `finetune=dataclasses.replace(base_ft, augment="crop_flip",
 #    label_smoothing=0.0)` to `cure`. How much clean accuracy does the switch cost the small CNN?
+#
+# :::{admonition} Solutions (hints, and how to check them)
+# :class: dropdown
+#
+# 1. The base-label signal is (an estimate of) the trigger itself, so adding it to every class's counter-poison
+#    copies teaches "trigger-like perturbation → own class" everywhere, which is what the per-class signals
+#    approximate; expect the backdoor to fall as well. Build the single-signal defense in a code cell and compare
+#    the attack success and clean accuracy with the chapter's table.
+# 2. Relabelling teaches "trigger → base" on the poisoned base images only; counter-poison copies teach
+#    "perturbation → own label" for every class. The attack success is measured on triggered images of all
+#    non-target classes, so expect the counter-poison copies to do most of the work there and the relabelling to
+#    matter mainly for base images; switch each off in turn and compare.
+# 3. After the defense the trigger has become evidence *for* the base class (the relabelled samples taught
+#    exactly that), so a triggered base image carries its own base features plus a cue pointing the same way;
+#    a clean base image has only the former.
+# 4. Add a code cell with `cure("blend", finetune=dataclasses.replace(base_ft, augment="crop_flip",
+#    label_smoothing=0.0))` and compare its clean accuracy with the chapter's. The small CNN was trained with
+#    flips only and label smoothing; crops at fine-tuning time shift the input distribution for one epoch, and
+#    the change of loss shifts the logits' scale, which costs accuracy that one epoch cannot win back.
+# :::

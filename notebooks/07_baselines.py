@@ -476,3 +476,19 @@ glue("tab_final", final.set_index(["poison", "defense"]).round(1).astype(object)
 #    say about reading one run of a detector with a fixed threshold?
 # 4. Fine-Pruning's stopping rule uses {glue:text}`n_clean` clean images. Halve `clean_per_class`: does the chosen
 #    ratio move?
+#
+# :::{admonition} Solutions (hints, and how to check them)
+# :class: dropdown
+#
+# 1. With `labels="all"` the method removes $1.5\,\epsilon$ of *every* label, so about ten times as many samples,
+#    nearly all clean in the nine untouched labels. The poison caught in the target label is the same, so the
+#    retrained model's attack success should not change much; its clean accuracy can drop slightly with the
+#    lost data. Build `SpectralSignatures(labels="all", eps=eps, layer=ss_layer)` in a code cell and compare.
+# 2. `python3 tasks.py book --only 07_baselines -p ac_layer=features.5`. Compare the flagged labels and the
+#    sensitivity/specificity in the target with the chapter's layer ablation table.
+# 3. `-p nc_steps=400`. If a flag appears or disappears, the decision depended on the optimisation budget, not on
+#    the model: one run of a detector compared with a fixed threshold is a single noisy measurement. Repeat it
+#    (budgets, seeds) and report how often a label is flagged.
+# 4. `-p clean_per_class=50`. With fewer clean images the accuracy estimate behind the stopping rule is noisier
+#    (its standard error grows like $1/\sqrt n$), so the chosen ratio can move by a step or two of the curve.
+# :::

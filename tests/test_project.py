@@ -87,3 +87,14 @@ def test_ci_runs_exactly_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "python3 tasks.py test" in readme and "python3 tasks.py book" in readme
     assert ci.strip().splitlines()[-1] == "python3 tasks.py test"
+
+
+@pytest.mark.parametrize("name", [n for n in book.notebook_sources() if n != "99_parameters"])
+def test_every_chapter_ends_with_exercises_and_folded_solutions(name):
+    text = book.notebook_sources()[name].read_text()
+    exercises = text.index("# ## Exercises")
+    items = re.findall(r"^# \d\. ", text[exercises:text.index(":::{admonition} Solutions", exercises)], re.M)
+    assert 2 <= len(items) <= 4, items
+    solutions = text[text.index(":::{admonition} Solutions", exercises):]
+    assert "# :class: dropdown" in solutions
+    assert len(re.findall(r"^# \d\. ", solutions, re.M)) == len(items)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import paths, profiles
+from . import parameters, paths, profiles
 
 
 def root() -> Path:
@@ -53,20 +53,59 @@ def build_dir() -> Path:
 
 def declared_parameters(source: Path) -> dict[str, Any]:
     """Names and default values assigned in the notebook's cell tagged ``parameters``."""
-    import jupytext
-
-    nb = jupytext.read(source)
-    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
-    if len(cells) != 1:
-        raise ValueError(f"{source.name} must have exactly one cell tagged 'parameters', found {len(cells)}")
     out: dict[str, Any] = {}
-    for node in ast.parse(cells[0].source).body:
+    for node in ast.parse(parameters_cell(source)).body:
         if isinstance(node, ast.Assign | ast.AnnAssign):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for t in targets:
                 if isinstance(t, ast.Name):
                     out[t.id] = ast.literal_eval(node.value)
     return out
+
+
+def parameters_cell(source: Path) -> str:
+    """Source of the notebook's cell tagged ``parameters``."""
+    import jupytext
+
+    cells = [c for c in jupytext.read(source).cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"{source.name} must have exactly one cell tagged 'parameters', found {len(cells)}")
+    return cells[0].source
+
+
+def parameter_comments(source: Path) -> dict[str, str]:
+    """``{name: meaning}`` from the comments of the notebook's parameters cell."""
+    return parameters.comments(parameters_cell(source))
+
+
+def parameter_table(profile_names: tuple[str, ...] = ("smoke", "full")) -> Any:
+    """One row per (chapter, parameter): meaning, valid values and the value in each profile (a DataFrame)."""
+    import pandas as pd
+
+    rows = []
+    for name, src in notebook_sources().items():
+        declared, notes = declared_parameters(src), parameter_comments(src)
+        per_profile = {p: profiles.notebook_parameters(p, name, declared) for p in profile_names}
+        for k, default in declared.items():
+            if k == "profile":
+                continue
+            rule = parameters.RULES.get(k)
+            row = {"chapter": name, "parameter": k, "meaning": notes.get(k, ""),
+                   "valid values": rule.describe() if rule else ""}
+            row.update({f"{p} profile": repr(per_profile[p].get(k, default)) for p in profile_names})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def execution_times() -> Any:
+    """Each chapter's last recorded execution (``book/_build/execution.json``) as a DataFrame."""
+    import pandas as pd
+
+    log = build_dir() / "execution.json"
+    data = json.loads(log.read_text()) if log.is_file() else {}
+    rows = [{"chapter": n, "seconds": data[n]["seconds"], "ok": data[n]["ok"], "profile": data[n]["profile"],
+             "device": data[n]["device"], "commit": data[n]["commit"]} for n in notebook_sources() if n in data]
+    return pd.DataFrame(rows, columns=["chapter", "seconds", "ok", "profile", "device", "commit"])
 
 
 @dataclass
@@ -156,7 +195,11 @@ def render(strict: bool = True) -> int:
 
 def build(profile: str = "smoke", only: list[str] | None = None, overrides: dict[str, Any] | None = None,
           do_render: bool = True) -> int:
-    """Execute the notebooks of ``profile`` (all, or ``only``) and render the book. Returns an exit code."""
+    """Execute the notebooks of ``profile`` (all, or ``only``) and render the book. Returns an exit code.
+
+    ``overrides`` ({name: value}) apply to the executed notebooks that declare them; names and values are
+    checked before anything runs. With ``only`` on a fresh clone, the chapters never executed run first (with the
+    profile's values), so that one command always ends with a complete book."""
     sources = notebook_sources()
     names = only or list(sources)
     unknown = [n for n in names if n not in sources]
@@ -166,8 +209,21 @@ def build(profile: str = "smoke", only: list[str] | None = None, overrides: dict
     # glue() store text instead of images, and the pages would silently lose their figures)
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     # resolve every parameter set first: bad names fail before any work
-    plan = {n: profiles.notebook_parameters(profile, n, declared_parameters(sources[n]), overrides)
-            for n in names}
+    # a page needs every chapter executed once: chapters never executed (a fresh clone) run first, in book order,
+    # with the profile's values; the overrides apply to the chapters asked for
+    never = [n for n in sources if n not in names and not (chapters_dir() / f"{n}.ipynb").is_file()] \
+        if do_render else []
+    if never:
+        print(f"chapters never executed, run first with profile {profile!r}: {never}", flush=True)
+    names = [n for n in sources if n in set(names) | set(never)]
+    plan = {}
+    for n in names:
+        declared = declared_parameters(sources[n])
+        try:
+            plan[n] = profiles.notebook_parameters(profile, n, declared, None if n in never else overrides)
+            parameters.check(n, {**declared, **plan[n]})
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
     results = []
     for n in names:
         print(f"\n=== executing {n} with profile {profile}: {plan[n]}", flush=True)
@@ -275,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="override a parameter of the executed notebooks (YAML value)")
     b.add_argument("--no-render", action="store_true", help="execute only; do not run Jupyter Book")
     sub.add_parser("check", help="check that the built HTML shows every figure and table")
-    p = sub.add_parser("params", help="list a notebook's parameters and defaults")
+    p = sub.add_parser("params", help="list a notebook's parameters: default, meaning, valid values")
     p.add_argument("notebook")
     args = ap.parse_args(argv)
     if args.cmd == "build":
@@ -288,8 +344,10 @@ def main(argv: list[str] | None = None) -> int:
     src = notebook_sources().get(args.notebook)
     if src is None:
         raise SystemExit(f"unknown notebook {args.notebook!r}; notebooks are {list(notebook_sources())}")
+    notes = parameter_comments(src)
     for k, v in declared_parameters(src).items():
-        print(f"{k} = {v!r}")
+        rule = parameters.RULES.get(k)
+        print(f"{k} = {v!r}\n    {notes.get(k, '')}\n    valid: {rule.describe() if rule else '?'}")
     return 0
 
 

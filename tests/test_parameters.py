@@ -1,0 +1,95 @@
+"""Valid values of the notebook parameters: every parameter has a rule and a meaning, defaults and profiles pass,
+bad values fail before any work with the valid range in the message."""
+
+import pytest
+
+from poisoncure import book, parameters, profiles
+
+NOTEBOOKS = list(book.notebook_sources())
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_every_parameter_has_a_rule_and_a_meaning(name):
+    src = book.notebook_sources()[name]
+    declared = book.declared_parameters(src)
+    notes = book.parameter_comments(src)
+    assert set(declared) <= set(parameters.RULES), set(declared) - set(parameters.RULES)
+    assert [k for k in declared if not notes.get(k)] == []
+
+
+@pytest.mark.parametrize("profile", profiles.available())
+def test_defaults_and_profiles_are_valid(profile):
+    for name, src in book.notebook_sources().items():
+        declared = book.declared_parameters(src)
+        parameters.check(name, declared)
+        parameters.check(name, {**declared, **profiles.notebook_parameters(profile, name, declared)})
+
+
+@pytest.mark.parametrize(("name", "value", "expected"), [
+    ("opacity", 1.5, "float in (0, 1]"), ("opacity", 0, "float in (0, 1]"), ("pair", 10, "int in [1, 9]"),
+    ("pair", 1.0, "int in [1, 9]"), ("augment", "crop", "one of 'crop_flip'"), ("epochs", True, "int ≥ 1"),
+    ("retrain", ["bogus"], "non-empty list"), ("mc_ns", [], "non-empty list"), ("train_per_class", 0, "None or int"),
+    ("device", "gpu", "one of 'auto'"), ("seed", None, "int ≥ 0"),
+])
+def test_bad_values_fail_with_the_valid_range(name, value, expected):
+    with pytest.raises(ValueError, match="invalid parameter") as err:
+        parameters.check("02_attack", {name: value})
+    assert expected in str(err.value)
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("opacity", 1), ("train_per_class", None), ("device", "cuda:1"), ("retrain", None),
+    ("lr", 3), ("ss_layer", None), ("ss_layer", "features.9"),
+])
+def test_good_values_pass(name, value):
+    parameters.check("x", {name: value})
+
+
+def test_unknown_parameter_without_a_rule_is_reported():
+    with pytest.raises(ValueError, match="no rule"):
+        parameters.check("x", {"brand_new": 1})
+
+
+def test_choices_mirror_the_library():
+    from poisoncure import attacks, experiments, models, train  # noqa: F401
+
+    assert set(parameters.MODELS) == set(models.MODELS)
+    assert set(parameters.AUGMENTATIONS) == set(train.AUGMENTATIONS)
+    with pytest.raises(ValueError):
+        attacks.paper_trigger(1, "blend", blend_source="unknown")
+    for source in parameters.BLEND_SOURCES:
+        attacks.paper_trigger(1, "blend", blend_source=source)
+
+
+def test_the_build_refuses_bad_values_before_any_work(capsys):
+    with pytest.raises(SystemExit, match="opacity=1.5"):
+        book.build("smoke", ["04_filtering"], {"opacity": 1.5}, do_render=False)
+
+
+def test_comments_are_read_per_name():
+    src = 'a = 1  # first thing\nb = [1, 2]  # second, with = inside\nc = 3\n'
+    assert parameters.comments(src) == {"a": "first thing", "b": "second, with = inside"}
+
+
+def test_a_rerun_on_a_fresh_clone_executes_the_missing_chapters_first(tmp_path, monkeypatch):
+    """`build --only 04_filtering -p opacity=0.1` with nothing executed: every chapter runs, in book order, and
+    only the chapter asked for gets the override."""
+    calls = []
+
+    def fake_execute(name, source, params):
+        calls.append((name, params.get("opacity")))
+        (tmp_path / "chapters" / f"{name}.ipynb").write_text("{}")
+        return book.Execution(name, 0.0, True)
+
+    (tmp_path / "chapters").mkdir()
+    monkeypatch.setattr(book, "chapters_dir", lambda: tmp_path / "chapters")
+    monkeypatch.setattr(book, "build_dir", lambda: tmp_path / "_build")
+    monkeypatch.setattr(book, "execute", fake_execute)
+    monkeypatch.setattr(book, "render", lambda: 0)
+    assert book.build("smoke", ["04_filtering"], {"opacity": 0.1}) == 0
+    assert [c[0] for c in calls] == list(book.notebook_sources())
+    assert dict(calls)["04_filtering"] == 0.1
+    assert dict(calls)["02_attack"] == 0.2  # the profile's value, not the override
+    calls.clear()
+    assert book.build("smoke", ["04_filtering"], {"opacity": 0.1}) == 0  # now all executed: only the one
+    assert calls == [("04_filtering", 0.1)]
