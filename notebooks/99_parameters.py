@@ -102,7 +102,10 @@ ax.invert_yaxis()
 ax.set_xlabel("execution time (minutes)")
 for y, (sec, prof) in enumerate(zip(times["seconds"], times["profile"], strict=True)):
     ax.annotate(f"{sec:.0f} s ({prof})", (sec / 60, y), xytext=(4, 0), textcoords="offset points", va="center")
-ax.set_xlim(0, times["seconds"].max() / 60 * 1.3)
+if len(times):
+    ax.set_xlim(0, times["seconds"].max() / 60 * 1.3)
+else:  # a build that executed only this page, with no record of the others
+    ax.text(0.5, 0.5, "no chapter run recorded yet", ha="center", va="center", transform=ax.transAxes)
 fig.tight_layout()
 glue("fig_times", fig, display=False)
 plt.close(fig)

@@ -93,3 +93,25 @@ def test_a_rerun_on_a_fresh_clone_executes_the_missing_chapters_first(tmp_path, 
     calls.clear()
     assert book.build("smoke", ["04_filtering"], {"opacity": 0.1}) == 0  # now all executed: only the one
     assert calls == [("04_filtering", 0.1)]
+
+
+def test_each_chapter_is_logged_before_the_next_one_runs(tmp_path, monkeypatch):
+    """The run-times page executes last and reads execution.json: earlier chapters of the same build are in it."""
+    import json
+
+    seen = []
+
+    def fake_execute(name, source, params):
+        log = tmp_path / "_build" / "execution.json"
+        seen.append(sorted(json.loads(log.read_text())) if log.is_file() else [])
+        (tmp_path / "chapters" / f"{name}.ipynb").write_text("{}")
+        return book.Execution(name, 1.0, True)
+
+    (tmp_path / "chapters").mkdir()
+    monkeypatch.setattr(book, "chapters_dir", lambda: tmp_path / "chapters")
+    monkeypatch.setattr(book, "build_dir", lambda: tmp_path / "_build")
+    monkeypatch.setattr(book, "execute", fake_execute)
+    monkeypatch.setattr(book, "render", lambda: 0)
+    assert book.build("smoke") == 0
+    names = list(book.notebook_sources())
+    assert seen[-1] == sorted(names[:-1])

@@ -193,6 +193,20 @@ def render(strict: bool = True) -> int:
     return subprocess.run(cmd, cwd=root()).returncode
 
 
+def record_execution(res: Execution, profile: str) -> None:
+    """Add one chapter's run to ``book/_build/execution.json`` (written atomically)."""
+    from . import provenance
+
+    build_dir().mkdir(parents=True, exist_ok=True)
+    log = build_dir() / "execution.json"
+    data = json.loads(log.read_text()) if log.is_file() else {}
+    data[res.name] = {"seconds": round(res.seconds, 1), "ok": res.ok, "profile": profile,
+                      "device": provenance.device_name(), "commit": provenance.git_commit()}
+    tmp = log.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(log)
+
+
 def build(profile: str = "smoke", only: list[str] | None = None, overrides: dict[str, Any] | None = None,
           do_render: bool = True) -> int:
     """Execute the notebooks of ``profile`` (all, or ``only``) and render the book. Returns an exit code.
@@ -232,15 +246,7 @@ def build(profile: str = "smoke", only: list[str] | None = None, overrides: dict
         if not res.ok:
             print(res.error[-4000:], file=sys.stderr)
         results.append(res)
-    build_dir().mkdir(parents=True, exist_ok=True)
-    log = build_dir() / "execution.json"
-    previous = json.loads(log.read_text()) if log.is_file() else {}
-    from . import provenance
-
-    previous.update({r.name: {"seconds": round(r.seconds, 1), "ok": r.ok, "profile": profile,
-                              "device": provenance.device_name(), "commit": provenance.git_commit()}
-                     for r in results})
-    log.write_text(json.dumps(previous, indent=1))
+        record_execution(res, profile)  # after each chapter: a later chapter (the run-times page) reads it
     failed = [r.name for r in results if not r.ok]
     rc = 1 if failed else 0
     if do_render:
