@@ -25,7 +25,7 @@ def test_every_chapter_shows_every_figure_and_table(html_dir):
 def test_every_chapter_executed_and_was_recorded(html_dir):
     import json
 
-    log = json.loads((book.build_dir() / "execution.json").read_text())
+    log = json.loads((book.execution_log()).read_text())
     for name in book.notebook_sources():
         assert log[name]["ok"], name
 

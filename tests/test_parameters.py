@@ -12,7 +12,7 @@ NOTEBOOKS = list(book.notebook_sources())
 def test_every_parameter_has_a_rule_and_a_meaning(name):
     src = book.notebook_sources()[name]
     declared = book.declared_parameters(src)
-    notes = book.parameter_comments(src)
+    notes = parameters.comments(book.parameters_cell(src))
     assert set(declared) <= set(parameters.RULES), set(declared) - set(parameters.RULES)
     assert [k for k in declared if not notes.get(k)] == []
 
@@ -71,21 +71,35 @@ def test_comments_are_read_per_name():
     assert parameters.comments(src) == {"a": "first thing", "b": "second, with = inside"}
 
 
-def test_a_rerun_on_a_fresh_clone_executes_the_missing_chapters_first(tmp_path, monkeypatch):
-    """`build --only 04_filtering -p opacity=0.1` with nothing executed: every chapter runs, in book order, and
-    only the chapter asked for gets the override."""
-    calls = []
+@pytest.fixture
+def fake_build(tmp_path, monkeypatch):
+    """``book.build`` with a stand-in executor (records each call, writes an empty notebook) and no render, in a
+    scratch build folder. Yields the list of calls; ``on_execute(name, params)`` may be set on it as a hook."""
+
+    class Calls(list):
+        on_execute = None
+
+    calls = Calls()
 
     def fake_execute(name, source, params):
+        if calls.on_execute is not None:
+            calls.on_execute(name, params)
         calls.append((name, params.get("opacity")))
         (tmp_path / "chapters" / f"{name}.ipynb").write_text("{}")
-        return book.Execution(name, 0.0, True)
+        return book.Execution(name, 1.0, True)
 
     (tmp_path / "chapters").mkdir()
     monkeypatch.setattr(book, "chapters_dir", lambda: tmp_path / "chapters")
     monkeypatch.setattr(book, "build_dir", lambda: tmp_path / "_build")
     monkeypatch.setattr(book, "execute", fake_execute)
     monkeypatch.setattr(book, "render", lambda: 0)
+    return calls
+
+
+def test_a_rerun_on_a_fresh_clone_executes_the_missing_chapters_first(fake_build):
+    """`build --only 04_filtering -p opacity=0.1` with nothing executed: every chapter runs, in book order, and
+    only the chapter asked for gets the override."""
+    calls = fake_build
     assert book.build("smoke", ["04_filtering"], {"opacity": 0.1}) == 0
     assert [c[0] for c in calls] == list(book.notebook_sources())
     assert dict(calls)["04_filtering"] == 0.1
@@ -95,23 +109,17 @@ def test_a_rerun_on_a_fresh_clone_executes_the_missing_chapters_first(tmp_path, 
     assert calls == [("04_filtering", 0.1)]
 
 
-def test_each_chapter_is_logged_before_the_next_one_runs(tmp_path, monkeypatch):
+def test_each_chapter_is_logged_before_the_next_one_runs(fake_build):
     """The run-times page executes last and reads execution.json: earlier chapters of the same build are in it."""
     import json
 
     seen = []
 
-    def fake_execute(name, source, params):
-        log = tmp_path / "_build" / "execution.json"
+    def look_at_log(name, params):
+        log = book.execution_log()
         seen.append(sorted(json.loads(log.read_text())) if log.is_file() else [])
-        (tmp_path / "chapters" / f"{name}.ipynb").write_text("{}")
-        return book.Execution(name, 1.0, True)
 
-    (tmp_path / "chapters").mkdir()
-    monkeypatch.setattr(book, "chapters_dir", lambda: tmp_path / "chapters")
-    monkeypatch.setattr(book, "build_dir", lambda: tmp_path / "_build")
-    monkeypatch.setattr(book, "execute", fake_execute)
-    monkeypatch.setattr(book, "render", lambda: 0)
+    fake_build.on_execute = look_at_log
     assert book.build("smoke") == 0
     names = list(book.notebook_sources())
     assert seen[-1] == sorted(names[:-1])

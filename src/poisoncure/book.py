@@ -53,8 +53,13 @@ def build_dir() -> Path:
 
 def declared_parameters(source: Path) -> dict[str, Any]:
     """Names and default values assigned in the notebook's cell tagged ``parameters``."""
+    return cell_defaults(parameters_cell(source))
+
+
+def cell_defaults(cell_source: str) -> dict[str, Any]:
+    """Names and literal values assigned in a parameters cell's source."""
     out: dict[str, Any] = {}
-    for node in ast.parse(parameters_cell(source)).body:
+    for node in ast.parse(cell_source).body:
         if isinstance(node, ast.Assign | ast.AnnAssign):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for t in targets:
@@ -73,18 +78,14 @@ def parameters_cell(source: Path) -> str:
     return cells[0].source
 
 
-def parameter_comments(source: Path) -> dict[str, str]:
-    """``{name: meaning}`` from the comments of the notebook's parameters cell."""
-    return parameters.comments(parameters_cell(source))
-
-
 def parameter_table(profile_names: tuple[str, ...] = ("smoke", "full")) -> Any:
     """One row per (chapter, parameter): meaning, valid values and the value in each profile (a DataFrame)."""
     import pandas as pd
 
     rows = []
     for name, src in notebook_sources().items():
-        declared, notes = declared_parameters(src), parameter_comments(src)
+        cell = parameters_cell(src)
+        declared, notes = cell_defaults(cell), parameters.comments(cell)
         per_profile = {p: profiles.notebook_parameters(p, name, declared) for p in profile_names}
         for k, default in declared.items():
             if k == "profile":
@@ -97,11 +98,16 @@ def parameter_table(profile_names: tuple[str, ...] = ("smoke", "full")) -> Any:
     return pd.DataFrame(rows)
 
 
+def execution_log() -> Path:
+    """``book/_build/execution.json``: each chapter's last run (seconds, ok, profile, device, commit)."""
+    return build_dir() / "execution.json"
+
+
 def execution_times() -> Any:
     """Each chapter's last recorded execution (``book/_build/execution.json``) as a DataFrame."""
     import pandas as pd
 
-    log = build_dir() / "execution.json"
+    log = execution_log()
     data = json.loads(log.read_text()) if log.is_file() else {}
     rows = [{"chapter": n, "seconds": data[n]["seconds"], "ok": data[n]["ok"], "profile": data[n]["profile"],
              "device": data[n]["device"], "commit": data[n]["commit"]} for n in notebook_sources() if n in data]
@@ -197,8 +203,8 @@ def record_execution(res: Execution, profile: str) -> None:
     """Add one chapter's run to ``book/_build/execution.json`` (written atomically)."""
     from . import provenance
 
-    build_dir().mkdir(parents=True, exist_ok=True)
-    log = build_dir() / "execution.json"
+    log = execution_log()
+    log.parent.mkdir(parents=True, exist_ok=True)
     data = json.loads(log.read_text()) if log.is_file() else {}
     data[res.name] = {"seconds": round(res.seconds, 1), "ok": res.ok, "profile": profile,
                       "device": provenance.device_name(), "commit": provenance.git_commit()}
@@ -350,8 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     src = notebook_sources().get(args.notebook)
     if src is None:
         raise SystemExit(f"unknown notebook {args.notebook!r}; notebooks are {list(notebook_sources())}")
-    notes = parameter_comments(src)
-    for k, v in declared_parameters(src).items():
+    cell = parameters_cell(src)
+    notes = parameters.comments(cell)
+    for k, v in cell_defaults(cell).items():
         rule = parameters.RULES.get(k)
         print(f"{k} = {v!r}\n    {notes.get(k, '')}\n    valid: {rule.describe() if rule else '?'}")
     return 0

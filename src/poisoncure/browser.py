@@ -40,7 +40,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SKIP_DIRS = {"_static", "_sources", "_images", "_sphinx_design_static", "_panels_static"}
 SKIP_PAGES = {"genindex.html", "search.html"}
-MATH_TIMEOUT_MS = 60_000
 
 
 def find_chromium() -> str | None:
