@@ -40,6 +40,7 @@ lr = 0.2  # peak learning rate
 augment = "flip"  # "flip", "crop_flip" or "none"
 label_smoothing = 0.1  # label smoothing of the training loss
 seed = 0  # seed of the poisoned subset, model initialisation and data order
+poisons = ["blend"]  # poisoned models of chapter 2: "blend" and/or "pixel" (the pixel model needs the full profile)
 synthetic_d = 3072  # dimension of the synthetic gradients (3 x 32 x 32)
 synthetic_n = 5000  # synthetic samples per draw
 synthetic_strengths = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]  # eps ||v||^2 / sigma^2 values to sweep
@@ -139,14 +140,14 @@ glue("syn_first95", float(first95.min()) if len(first95) else float("nan"), disp
 
 # %%
 cifar = data.load_cifar10()
-recipes = {p: experiments.Recipe.from_params(globals(), poison=p) for p in ("blend", "pixel", "clean")}
+recipes = {p: experiments.Recipe.from_params(globals(), poison=p) for p in (*poisons, "clean")}
 trained = {p: experiments.get_model(r, device=device, data=cifar) for p, r in recipes.items()}
 target_idx = attacks.class_index(recipes["blend"].target)
 base_idx = attacks.class_index(recipes["blend"].base)
 clean_train = trained["clean"].train_set
 
 results, images = [], {}
-for p in ("blend", "pixel"):
+for p in poisons:
     tm = trained[p]
     ps = tm.train_set
     rows_t = np.flatnonzero(ps.y == target_idx)  # what the defender sees as the target class
@@ -177,10 +178,19 @@ for p in ("blend", "pixel"):
 
 table = pd.DataFrame(results).set_index(["poison", "gradients from"]).round(3)
 glue("tab_extraction", table, display=False)
-pix = trained["pixel"].train_set.spec.trigger
-fig = plots.image_grid([images["blend"], images["pixel"]], ["blend", "one pixel"],
+pix = trained["pixel"].train_set.spec.trigger if "pixel" in poisons else None
+fig = plots.image_grid([images[p] for p in poisons], [{"blend": "blend", "pixel": "one pixel"}[p] for p in poisons],
                        ["true trigger δ̄", "v̂: target class", "v̂: poisoned\nrows removed", "v̂: clean model"],
-                       size=1.7, markers={(1, j): (pix.row, pix.col) for j in range(4)})
+                       size=1.7,
+                       markers={(poisons.index("pixel"), j): (pix.row, pix.col) for j in range(4)} if pix else None)
+if "pixel" in poisons:
+    cos_pixel = table.loc[("pixel", "poisoned model, target class"), "|cos(v̂, δ̄)|"]
+    glue("pixel_extraction", f"For the pixel model, |cos| = {cos_pixel:.2f} "
+         f"at attack success {trained['pixel'].metrics.attack_success_rate:.1f}% (chapter 2): where that backdoor was "
+         "not learned there is no poison neuron for the gradients to expose.", display=False)
+else:
+    glue("pixel_extraction", "The one-pixel model is trained in the `full` profile only (chapter 2); the paper's "
+         "pixel result needs it.", display=False)
 glue("fig_extracted_signals", fig, display=False)
 plt.close(fig)
 
@@ -189,23 +199,20 @@ plt.close(fig)
 # :name: fig-extracted-signals
 #
 # The true poison signal (mean pixel change of the trigger) beside the extracted $\hat v$ and the two controls,
-# each shown min–max scaled (the sign of a singular vector is arbitrary). The circle marks the one-pixel trigger.
+# each shown min–max scaled (the sign of a singular vector is arbitrary). A circle marks a one-pixel trigger.
 # ```
 #
 # ```{glue:figure} tab_extraction
 # :name: tab-extraction
 #
-# Agreement between $\hat v$ and the trigger's mean pixel change, the ratio of the top two eigenvalues, and for the
+# Agreement between $\hat v$ and the trigger's mean pixel change, the ratio of the top two eigenvalues, and for a
 # pixel trigger whether the brightest pixel of $\hat v$ (summed over channels) is the trigger pixel or its mirror
 # image (training flips images).
 # ```
 #
 # For the blend model, whose backdoor works (attack success {glue:text}`asr_blend:.1f`%), $|\cos(\hat v,
 # \bar\delta)| =$ {glue:text}`cos_blend:.2f`, and {glue:text}`cos_blend_removed:.2f` once the poisoned rows are
-# removed: the direction comes from the poisoned samples. For the pixel model,
-# $|\cos| =$ {glue:text}`cos_pixel:.2f` — but in this small profile its backdoor was not learned (attack success
-# {glue:text}`asr_pixel:.1f`%, chapter 2), so there is no poison neuron for the gradients to expose; the paper's
-# pixel result needs the `full` profile.
+# removed: the direction comes from the poisoned samples. {glue:text}`pixel_extraction`
 #
 # ## Exercises
 #

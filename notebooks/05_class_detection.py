@@ -42,6 +42,7 @@ lr = 0.2  # peak learning rate
 augment = "flip"  # "flip", "crop_flip" or "none"
 label_smoothing = 0.1  # label smoothing of the training loss
 seed = 0  # seed of the poisoned subset, model initialisation and data order
+poisons = ["blend"]  # poisoned models of chapter 2: "blend" and/or "pixel" (the pixel model needs the full profile)
 threshold = 2.0  # lambda: flag the class whose W exceeds lambda times the mean W of the others
 
 # %%
@@ -57,7 +58,7 @@ cols = plots.colours(4)
 classes = data.CLASSES
 
 cifar = data.load_cifar10()
-recipes = {p: experiments.Recipe.from_params(globals(), poison=p) for p in ("blend", "pixel", "clean")}
+recipes = {p: experiments.Recipe.from_params(globals(), poison=p) for p in (*poisons, "clean")}
 cured = {}
 for p, r in recipes.items():
     tm = experiments.get_model(r, device=device, data=cifar)
@@ -67,10 +68,10 @@ for p, r in recipes.items():
 # %% [markdown]
 # ## The target: which class splits in two?
 #
-# We run the scan on the two poisoned models of chapter 2 and on the clean model, which no class should fail.
+# We run the scan on the poisoned models of chapter 2 and on the clean model, which no class should fail.
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(13, 3.2), sharey=False)
+fig, axes = plt.subplots(1, len(cured), figsize=(4.4 * len(cured), 3.2), sharey=False)
 rows = []
 for ax, (p, c) in zip(axes, cured.items(), strict=True):
     scan = c.result.scan
@@ -94,6 +95,14 @@ glue("fig_wasserstein", fig, display=False)
 plt.close(fig)
 glue("tab_target", pd.DataFrame(rows).set_index("model").round(2), display=False)
 glue("target_blend", classes[cured["blend"].result.scan.target], display=False)
+if "pixel" in cured:
+    pix_flag = cured["pixel"].result.scan.poisoned
+    glue("pixel_scan_note", f"The pixel model reaches R = {cured['pixel'].result.scan.ratio:.2f} (attack success "
+         f"{cured['pixel'].before.attack_success_rate:.1f}%): " + ("flagged." if pix_flag else
+         "not flagged; where its backdoor was not learned there is nothing to find, and the defense leaves it "
+         "alone."), display=False)
+else:
+    glue("pixel_scan_note", "(The one-pixel model is trained in the `full` profile only.)", display=False)
 
 # %% [markdown]
 # ```{glue:figure} fig_wasserstein
@@ -112,8 +121,7 @@ glue("target_blend", classes[cured["blend"].result.scan.target], display=False)
 #
 # On the blend model, {glue:text}`target_blend` has by far the largest distance, $R =$
 # {glue:text}`R_blend:.2f`. On the clean model the largest class reaches only $R =$ {glue:text}`R_clean:.2f`,
-# under $\lambda$. The pixel model, whose backdoor was not learned in this profile, looks like the clean one
-# ($R =$ {glue:text}`R_pixel:.2f`): there is nothing to find, and the defense correctly leaves it alone. The
+# under $\lambda$. {glue:text}`pixel_scan_note` The
 # paper leaves the value of $\lambda$ unstated; the ratios above show how much room there is around our choice.
 
 # %% [markdown]

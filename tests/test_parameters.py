@@ -59,6 +59,7 @@ def test_choices_mirror_the_library():
         attacks.paper_trigger(1, "blend", blend_source="unknown")
     for source in parameters.BLEND_SOURCES:
         attacks.paper_trigger(1, "blend", blend_source=source)
+    assert set(parameters.ADDITIVE_PATTERNS) == set(attacks.ADDITIVE_PATTERNS) == set(experiments.ADDITIVE)
 
 
 def test_the_build_refuses_bad_values_before_any_work(capsys):

@@ -7,10 +7,14 @@ mask ``m`` and a pattern ``p`` (SPEC §2.2):
 * :class:`PatchTrigger` — a square patch of a solid colour, a checkerboard or seeded noise;
 * :class:`BlendTrigger` — a whole-image blend of a pattern image at an opacity (the paper's large-sized
   poison, 20% opacity). The paper blends a CIFAR-100 image; offline we use out-of-distribution images that
-  ship with scikit-image (``skimage:<name>``) as the stand-in, or a seeded uniform-noise image (``noise:<seed>``).
+  ship with scikit-image (``skimage:<name>``) as the stand-in, or a seeded uniform-noise image (``noise:<seed>``);
+* :class:`AdditiveTrigger` — a small pattern *added* to the image, ``x' = clip(x + v)``: the global chessboard
+  or the sparse 4-pixel pattern of Xiang, Miller & Kesidis (SPEC-related-defenses B.2), scaled to an L2 norm.
 
 :func:`poison` poisons a fraction of one base class in place and relabels it to the target (SPEC §2.7) and
 returns a :class:`PoisonedSet` that records ``is_poison``, the original labels and the attack spec.
+:func:`poison_add` is Xiang et al.'s construction instead: triggered copies of source-class images are *added*
+with the target label, the originals stay (single- or multi-source).
 """
 
 from __future__ import annotations
@@ -192,14 +196,89 @@ class BlendTrigger:
         return IMAGE_SIZE * IMAGE_SIZE
 
 
-Trigger = PixelTrigger | PatchTrigger | BlendTrigger
+ADDITIVE_PATTERNS = ("chessboard", "sparse")
+
+
+def chessboard_pattern(l2: float, seed: int = 0, phase: int = 0, size: int = IMAGE_SIZE) -> np.ndarray:
+    """Xiang et al.'s global pattern (H, W, 3) float32 in [0, 1] units: pixels with (row + col) % 2 == phase get
+    a positive value in all three channels, ``g ~ N(1, 0.05²)`` per pixel, then the whole pattern is scaled to
+    L2 norm ``l2`` (0.2 in the paper: entries of about 5.1e-3, 1.3 grey levels; SPEC-related-defenses B.2, X-5)."""
+    if not l2 > 0:
+        raise ValueError(f"l2 must be > 0, got {l2}")
+    if phase not in (0, 1):
+        raise ValueError(f"phase must be 0 or 1, got {phase}")
+    g = np.random.default_rng(seed).normal(1.0, 0.05, size=(size, size))
+    on = (np.add.outer(np.arange(size), np.arange(size)) % 2) == phase
+    v = np.repeat((g * on)[..., None], 3, axis=2)
+    return (v * (l2 / np.linalg.norm(v))).astype(np.float32)
+
+
+def sparse_pattern(l2: float, seed: int = 0, n_pixels: int = 4, size: int = IMAGE_SIZE) -> np.ndarray:
+    """Xiang et al.'s local pattern (H, W, 3) float32: ``n_pixels`` distinct pixels, one random channel each, value
+    ``±g`` with ``g ~ N(1, 0.05²)`` and a random sign, scaled to L2 norm ``l2`` (0.6 in the paper; B.2, X-6)."""
+    if not l2 > 0:
+        raise ValueError(f"l2 must be > 0, got {l2}")
+    if not 1 <= n_pixels <= size * size:
+        raise ValueError(f"n_pixels must lie in [1, {size * size}], got {n_pixels}")
+    rng = np.random.default_rng(seed)
+    flat = rng.choice(size * size, size=n_pixels, replace=False)
+    ch = rng.integers(0, 3, size=n_pixels)
+    val = rng.choice([-1.0, 1.0], size=n_pixels) * rng.normal(1.0, 0.05, size=n_pixels)
+    v = np.zeros((size, size, 3), dtype=np.float64)
+    v[flat // size, flat % size, ch] = val
+    return (v * (l2 / np.linalg.norm(v))).astype(np.float32)
+
+
+def apply_additive(x: np.ndarray, pattern: np.ndarray) -> np.ndarray:
+    """``round(255 · clip(x/255 + pattern, 0, 1))`` as uint8 — the pattern (H, W, 3) is in [0, 1] units.
+
+    The library stores images as uint8, so the added pattern is quantised to whole grey levels. Xiang et al.
+    keep float images; at their chessboard norm of 0.2 (1.3 grey levels per entry) the stored pattern becomes
+    a uniform one-level chessboard (norm ≈ 0.154). At the norms of our CPU profile the rounding is negligible."""
+    check_images(x)
+    if pattern.shape != x.shape[1:]:
+        raise ValueError(f"pattern shape {pattern.shape} does not match image shape {x.shape[1:]}")
+    out = x.astype(np.float32) / 255.0 + pattern[None].astype(np.float32)
+    return np.rint(np.clip(out, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class AdditiveTrigger:
+    """An additive pattern (:func:`chessboard_pattern` or :func:`sparse_pattern`) of L2 norm ``l2`` in [0, 1]
+    pixel units, drawn from ``seed``."""
+
+    pattern: str = "chessboard"
+    l2: float = 0.2
+    seed: int = 0
+    kind: str = field(default="additive", init=False)
+
+    def __post_init__(self) -> None:
+        if self.pattern not in ADDITIVE_PATTERNS:
+            raise ValueError(f"pattern must be one of {ADDITIVE_PATTERNS}, got {self.pattern!r}")
+        if not 0 < self.l2 <= 50:
+            raise ValueError(f"l2 must lie in (0, 50], got {self.l2}")
+
+    def delta(self, size: int = IMAGE_SIZE) -> np.ndarray:
+        """The pattern v (H, W, 3) float32 before clipping and rounding."""
+        make = chessboard_pattern if self.pattern == "chessboard" else sparse_pattern
+        return make(self.l2, seed=self.seed, size=size)
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return apply_additive(x, self.delta(x.shape[1]))
+
+    @property
+    def size(self) -> int:
+        return IMAGE_SIZE * IMAGE_SIZE // 2 if self.pattern == "chessboard" else 4
+
+
+Trigger = PixelTrigger | PatchTrigger | BlendTrigger | AdditiveTrigger
 
 
 def trigger_from_dict(spec: dict[str, Any]) -> Trigger:
     """Rebuild a trigger from ``asdict(trigger)`` (as stored in configs and results files)."""
     spec = dict(spec)
     kind = spec.pop("kind", None)
-    classes = {"pixel": PixelTrigger, "patch": PatchTrigger, "blend": BlendTrigger}
+    classes = {"pixel": PixelTrigger, "patch": PatchTrigger, "blend": BlendTrigger, "additive": AdditiveTrigger}
     if kind not in classes:
         raise ValueError(f"trigger kind must be one of {sorted(classes)}, got {kind!r}")
     if "colour" in spec:
@@ -252,13 +331,23 @@ def class_index(name_or_index: str | int, classes: tuple[str, ...] = CLASSES) ->
 # ------------------------------------------------------------------------------------ poisoning
 @dataclass(frozen=True)
 class AttackSpec:
-    """What the attacker did: trigger, base -> target classes, poisoned fraction of the base class, seed."""
+    """What the attacker did: trigger, base -> target classes, poisoned fraction of the base class, seed.
+
+    ``sources`` lists every attacked source class of a multi-source attack (:func:`poison_add`); empty means
+    the base class alone. ``added`` is True when the poisons were added as copies rather than replacing images.
+    """
 
     trigger: Trigger
     base: int
     target: int
     rate: float
     seed: int
+    sources: tuple[int, ...] = ()
+    added: bool = False
+
+    @property
+    def source_classes(self) -> tuple[int, ...]:
+        return self.sources or (self.base,)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -319,9 +408,46 @@ def poison(clean: ImageSet, trigger: Trigger, base: str | int, target: str | int
     return PoisonedSet(x, y, clean.y.copy(), is_poison, AttackSpec(trigger, b, t, float(rate), seed))
 
 
+def poison_add(clean: ImageSet, trigger: Trigger, sources: str | int | list | tuple, target: str | int,
+               n_per_source: int, seed: int = 0) -> PoisonedSet:
+    """Xiang et al.'s construction: ``n_per_source`` random images of each source class, triggered and labelled
+    ``target``, are *appended* to the clean set (which stays whole: N grows by ``n_per_source · len(sources)``).
+
+    The returned arrays are the clean set followed by the poisons; ``y_true`` holds the poisons' source labels.
+    Raises ``ValueError`` for an unknown class, a target among the sources, or ``n_per_source`` outside
+    [1, images of the smallest source class].
+    """
+    src = [sources] if isinstance(sources, (str, int, np.integer)) else list(sources)
+    s_idx = sorted({class_index(s, clean.classes) for s in src})
+    if not s_idx:
+        raise ValueError("sources must name at least one class")
+    t = class_index(target, clean.classes)
+    if t in s_idx:
+        raise ValueError(f"target {clean.classes[t]!r} must not be a source")
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for s in s_idx:
+        rows = np.flatnonzero(clean.y == s)
+        if not 1 <= n_per_source <= len(rows):
+            raise ValueError(f"n_per_source must lie in [1, {len(rows)}] (images of class "
+                             f"{clean.classes[s]!r}), got {n_per_source}")
+        chosen.append(np.sort(rng.choice(rows, size=n_per_source, replace=False)))
+    chosen = np.concatenate(chosen)
+    x = np.concatenate([clean.x, trigger.apply(clean.x[chosen])])
+    y = np.concatenate([clean.y, np.full(len(chosen), t, dtype=clean.y.dtype)])
+    y_true = np.concatenate([clean.y, clean.y[chosen]])
+    is_poison = np.zeros(len(y), dtype=bool)
+    is_poison[len(clean):] = True
+    rate = n_per_source / int(np.sum(clean.y == s_idx[0]))
+    spec = AttackSpec(trigger, s_idx[0], t, float(rate), seed,
+                      sources=tuple(s_idx) if len(s_idx) > 1 else (), added=True)
+    return PoisonedSet(x, y, y_true, is_poison, spec)
+
+
 def triggered_test_set(test: ImageSet, spec: AttackSpec) -> ImageSet:
-    """All base-class test images with the trigger applied, labelled with their true (base) label."""
-    idx = np.flatnonzero(test.y == spec.base)
+    """All source-class test images (the base class, or every source of a multi-source attack) with the trigger
+    applied, labelled with their true label."""
+    idx = np.flatnonzero(np.isin(test.y, spec.source_classes))
     return ImageSet(spec.trigger.apply(test.x[idx]), test.y[idx], test.classes)
 
 

@@ -18,20 +18,26 @@ import numpy as np
 import torch
 
 from . import provenance
-from .attacks import PAPER_PAIRS, PoisonedSet, Trigger, paper_trigger, poison
+from .attacks import PAPER_PAIRS, AdditiveTrigger, PoisonedSet, Trigger, paper_trigger, poison, poison_add
 from .cache import Cache
 from .data import Cifar10, ImageSet, balanced_subset, load_cifar10
 from .models import Classifier, build_model
 from .train import AttackMetrics, FitHistory, TrainConfig, evaluate, fit, resolve_device
 
-POISONS = ("blend", "pixel", "clean")
+POISONS = ("blend", "pixel", "clean", "chessboard", "sparse")
+ADDITIVE = ("chessboard", "sparse")  #: Xiang et al.'s additive patterns, added as copies (chapter 8)
+XIANG_PAIR = ("automobile", "truck")  #: (source, target) of Xiang et al.'s single-source attacks, used for ADDITIVE
+_NOT_PARAMS = ("poison", "additive_l2")  #: recipe fields that are not shared notebook parameters
 
 
 @dataclass(frozen=True)
 class Recipe:
     """Everything that defines one trained model of the book (all fields enter the cache key).
 
-    ``poison`` is 'blend', 'pixel' or 'clean' (no attack; the clean reference model). ``pair`` is a row of
+    ``poison`` is 'blend', 'pixel' or 'clean' (no attack; the clean reference model), or one of Xiang et al.'s
+    additive patterns 'chessboard' and 'sparse' (L2 norm ``additive_l2``; ``round(poison_rate · n_base)``
+    triggered base-class copies are *added*, see :func:`attacks.poison_add`; their pair is Xiang et al.'s
+    automobile -> truck, :data:`XIANG_PAIR`, whatever ``pair`` says). ``pair`` is a row of
     the paper's pair table (:data:`attacks.PAPER_PAIRS`). ``blend_source`` 'skimage' uses the pair's
     out-of-distribution image, 'noise' a seeded noise image. ``train_per_class`` limits the training set to a
     class-balanced subset (``None`` = all 5,000 per class).
@@ -51,6 +57,7 @@ class Recipe:
     augment: str = "flip"
     label_smoothing: float = 0.1
     seed: int = 0
+    additive_l2: float = 2.0
 
     def __post_init__(self) -> None:
         if self.poison not in POISONS:
@@ -64,10 +71,10 @@ class Recipe:
         self.train_config()  # validates the training fields
         self.trigger()  # validates blend_source
 
-    # parameter names shared with the notebooks' `parameters` cells (all fields but `poison`)
+    # parameter names shared with the notebooks' `parameters` cells (all fields but `poison`, `additive_l2`)
     @classmethod
     def param_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls) if f.name != "poison")
+        return tuple(f.name for f in dataclasses.fields(cls) if f.name not in _NOT_PARAMS)
 
     @classmethod
     def from_params(cls, params: dict[str, Any], poison: str) -> Recipe:
@@ -82,13 +89,15 @@ class Recipe:
 
     @property
     def base(self) -> str:
-        return PAPER_PAIRS[self.pair][0]
+        return XIANG_PAIR[0] if self.poison in ADDITIVE else PAPER_PAIRS[self.pair][0]
 
     @property
     def target(self) -> str:
-        return PAPER_PAIRS[self.pair][1]
+        return XIANG_PAIR[1] if self.poison in ADDITIVE else PAPER_PAIRS[self.pair][1]
 
     def trigger(self) -> Trigger:
+        if self.poison in ADDITIVE:
+            return AdditiveTrigger(self.poison, self.additive_l2, seed=2000 + self.seed)
         size = "pixel" if self.poison == "pixel" else "blend"
         return paper_trigger(self.pair, size, self.opacity, self.blend_source)
 
@@ -104,6 +113,10 @@ class Recipe:
                 cfg[name] = None
         elif self.poison == "pixel":
             cfg["opacity"] = cfg["blend_source"] = None
+        elif self.poison in ADDITIVE:
+            cfg["opacity"] = cfg["blend_source"] = cfg["pair"] = None
+        if self.poison not in ADDITIVE:
+            del cfg["additive_l2"]  # keeps the keys of the other models as they were
         return cfg
 
 
@@ -125,6 +138,9 @@ def training_set(recipe: Recipe, data: Cifar10) -> PoisonedSet | ImageSet:
     train = balanced_subset(data.train, recipe.train_per_class, seed=recipe.seed)
     if recipe.poison == "clean":
         return train
+    if recipe.poison in ADDITIVE:
+        n_add = max(1, round(recipe.poison_rate * int(np.sum(train.y == train.classes.index(recipe.base)))))
+        return poison_add(train, recipe.trigger(), recipe.base, recipe.target, n_add, seed=recipe.seed)
     return poison(train, recipe.trigger(), recipe.base, recipe.target, recipe.poison_rate, seed=recipe.seed)
 
 
@@ -379,21 +395,41 @@ def get_retrained(tm: TrainedModel, removed: np.ndarray, device: str | torch.dev
     return Retrained(res.value.to(dev), info["removed"], FitHistory(**info["history"]), info["provenance"], res.hit)
 
 
-def get_reversed_triggers(tm: TrainedModel, defense, clean: ImageSet, cache: Cache | None = None):
-    """Neural Cleanse's reverse-engineered triggers for a trained model and a clean set, cached under the recipe,
-    the defense's parameters and the clean images. Returns (:class:`ReversedTriggers`, provenance)."""
-    from .defenses.neural_cleanse import ReversedTriggers
-
+def _model_defense_artefact(kind: str, tm: TrainedModel, defense, clean: ImageSet, run, artefact_cls, filename: str,
+                            cache: Cache | None = None):
+    """Cache what a model-inspecting defense computes from a trained model and a clean set, keyed by the recipe,
+    the defense's parameters and the clean images. ``run(model, clean)`` returns an ``Arrays`` artefact saved to
+    ``filename``. Returns (artefact, provenance)."""
     cache = cache or Cache()
     config = {"model": tm.recipe.cache_config(), "defense": defense.config(),
               "clean_sha": _array_sha(clean.x), "labels_sha": _array_sha(clean.y)}
 
     def build(folder):
         with provenance.stopwatch() as t:
-            trig = defense.reverse_engineer(tm.model, clean)
-        trig.save(folder / "triggers.npz")
+            artefact = run(tm.model, clean)
+        artefact.save(folder / filename)
         return {"provenance": provenance.collect(defense.device, seed=defense.seed,
                                                  wall_seconds=round(t["seconds"], 1))}
 
-    res = cache.get_or_build("neural_cleanse", config, build, lambda f: ReversedTriggers.load(f / "triggers.npz"))
+    res = cache.get_or_build(kind, config, build, lambda f: artefact_cls.load(f / filename))
     return res.value, res.info["provenance"]
+
+
+def get_reversed_triggers(tm: TrainedModel, defense, clean: ImageSet, cache: Cache | None = None):
+    """Neural Cleanse's reverse-engineered triggers for a trained model and a clean set, cached under the recipe,
+    the defense's parameters and the clean images. Returns (:class:`ReversedTriggers`, provenance)."""
+    from .defenses.neural_cleanse import ReversedTriggers
+
+    return _model_defense_artefact("neural_cleanse", tm, defense, clean, defense.reverse_engineer, ReversedTriggers,
+                                   "triggers.npz", cache)
+
+
+def get_pair_search(tm: TrainedModel, detector, clean: ImageSet, cache: Cache | None = None):
+    """Xiang et al.'s all-pairs perturbation search for a trained model and a clean set (chapter 8), cached under the
+    recipe, the detector's parameters and the clean images. Returns (:class:`ReverseEngineeringResult`, provenance);
+    the statistics, nulls and decision are recomputed from the cached search (cheap, and θ may change)."""
+    from .defenses.reverse_engineer import PairSearch
+
+    search, prov = _model_defense_artefact("pair_search", tm, detector, clean, detector.search, PairSearch,
+                                           "search.npz", cache)
+    return detector.analyse(search), prov

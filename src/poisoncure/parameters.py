@@ -93,6 +93,7 @@ MODELS = ("small_cnn", "resnet18", "vgg19")
 AUGMENTATIONS = ("crop_flip", "flip", "none")
 BLEND_SOURCES = ("noise", "skimage")
 RETRAINABLE = ("spectral", "activation_clustering")
+ADDITIVE_PATTERNS = ("chessboard", "sparse")
 
 RULES: dict[str, Rule] = {
     # shared model recipe (experiments.Recipe)
@@ -111,6 +112,7 @@ RULES: dict[str, Rule] = {
     "lr": POSITIVE,
     "augment": _choice(*AUGMENTATIONS),
     "label_smoothing": _float(0, 1, high_open=True),
+    "poisons": Rule(str, choices=("blend", "pixel"), many=True),
     # chapter 1: the toy model
     "d": _int(2),
     "trigger_value": POSITIVE,
@@ -148,6 +150,17 @@ RULES: dict[str, Rule] = {
     "fp_max_drop": _float(0, 100),
     "min_asr": _float(0, 100),
     "retrain": Rule(str, choices=RETRAINABLE, many=True, optional=True),
+    # chapter 8: detection without the training set
+    "additive_pattern": _choice(*ADDITIVE_PATTERNS),
+    "additive_l2": _float(0, 50, low_open=True),
+    "additive_rate": UNIT,
+    "additive_train_per_class": _int(1, 5000, optional=True),
+    "clean_sizes": _int(1, 5000, many=True, optional=True),
+    "search_per_class": _int(2, 1000),
+    "search_eta": POSITIVE,
+    "search_bound": POSITIVE,
+    "pi": UNIT,
+    "theta": _float(0, 1, low_open=True, high_open=True),
 }
 
 
