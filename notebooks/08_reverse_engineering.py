@@ -345,6 +345,9 @@ plt.close(fig)
 n_false = int(sum(results[n].detected for n in clean_names))
 glue("n_false", n_false, display=False)
 glue("n_clean_models", len(clean_names), display=False)
+by_acc = sorted(clean_names, key=lambda n: trained[n].metrics.clean_accuracy)
+glue("fa_trend", "; ".join(f"p = {results[n].null.p_value:.1e} at {trained[n].metrics.clean_accuracy:.1f}% clean "
+                           f"accuracy ({n})" for n in by_acc), display=False)
 
 # %% [markdown]
 # ```{glue:figure} fig_false_alarms
@@ -356,9 +359,9 @@ glue("n_clean_models", len(clean_names), display=False)
 #
 # {glue:text}`n_false` of the {glue:text}`n_clean_models` clean models are called attacked. At this scale the
 # p-values are not calibrated, and the statement "p < 0.05" should be read as "one pair is unusually close",
-# which a backdoor causes and a fragile natural pair can too. The paper's false-positive rate needs its
-# well-trained models (the `full` profile on a GPU); the more accurate the model, the further apart its natural
-# classes — compare the models above, and rerun with larger `clean_sizes` to extend the trend.
+# which a backdoor causes and a fragile natural pair can too. Against training, from the least to the most
+# accurate clean model: {glue:text}`fa_trend`. The paper's false-positive rate needs its well-trained models (the
+# `full` profile on a GPU); rerun with larger `clean_sizes` to extend the trend.
 
 # %% [markdown]
 # ## Side by side with Neural Cleanse and the paper's method

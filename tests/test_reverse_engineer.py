@@ -128,6 +128,18 @@ def test_rejects_too_few_clean_images(planted):
         rem.ReverseEngineeringDetector(per_class=10, device="cpu").search(model, model.images(5))
 
 
+def test_a_pair_confused_without_perturbation_is_the_most_extreme():
+    rng = np.random.default_rng(0)
+    k = 10
+    norms = rng.uniform(1.0, 3.0, size=(k, k))
+    np.fill_diagonal(norms, 0.0)
+    norms[4, 6] = 0.0  # 80% of class 4 already classified as 6
+    search = rem.PairSearch(norms, norms, np.ones((k, k), bool), np.zeros((k, k), int), np.ones((k, k)),
+                            np.zeros((k, k)), np.zeros((k, k, 3, 32, 32), np.float32))
+    res = rem.ReverseEngineeringDetector(eta=0.1, device="cpu").analyse(search)
+    assert (res.source, res.target) == (4, 6) and res.detected
+
+
 def test_statistics_reject_bad_norms():
     with pytest.raises(ValueError):
         rem.reciprocal_statistics(np.ones((3, 4)))

@@ -346,12 +346,15 @@ class ReverseEngineeringDetector:
 
     # ---------------------------------------------------------------------------------------- the decision
     def analyse(self, search: PairSearch) -> ReverseEngineeringResult:
-        """Statistics, truncated and naive nulls, p-values, decision and the inferred pair (pure numpy)."""
+        """Statistics, truncated and naive nulls, p-values, decision and the inferred pair (pure numpy).
+
+        A pair already confused at v = 0 (ρ0 ≥ π, norm 0) gets the search's resolution, η/64, as its norm: the
+        most extreme statistic possible (the paper's class-confusion correction, AD-J-C, is not implemented)."""
         k = self.num_classes
         if search.norms.shape != (k, k):
             raise ValueError(f"search has {search.norms.shape[0]} classes, the detector {k}")
-        r = reciprocal_statistics(search.norms)
         off = ~np.eye(k, dtype=bool)
+        r = reciprocal_statistics(np.where(off & (search.norms <= 0), self.eta / 64, search.norms))
         null = gamma_null(r[off], k, truncated=True)
         naive = gamma_null(r[off], k, truncated=False)
         s, t = np.unravel_index(int(np.argmax(r)), r.shape)
