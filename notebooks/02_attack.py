@@ -168,8 +168,7 @@ glue("acc_blend", trained["blend"].metrics.clean_accuracy, display=False)
 glue("acc_clean", clean_tm.metrics.clean_accuracy, display=False)
 works = {p: trained[p].metrics.attack_success_rate >= 80 for p in poisons}
 verdict = [f"The {p}-poisoned model reaches {trained[p].metrics.clean_accuracy:.1f}% clean accuracy with "
-           f"{trained[p].metrics.attack_success_rate:.1f}% attack success: the backdoor "
-           f"{'works' if works[p] else 'is not learned'} in this profile." for p in poisons if p != "blend"]
+           f"{trained[p].metrics.attack_success_rate:.1f}% attack success." for p in poisons if p != "blend"]
 verdict += [f"The {p} backdoor {'works' if works[p] else 'is not learned'} in this profile"
             f" ({'at least' if works[p] else 'below'} 80% attack success)." for p in poisons]
 if not works.get("pixel", True):

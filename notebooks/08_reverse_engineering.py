@@ -167,19 +167,19 @@ for name, tm in trained.items():
     results[name], search_prov[name] = experiments.get_pair_search(tm, detector, clean_set)
 
 shown = [additive_pattern, "blend", "clean"]
-fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+fig, axes = plt.subplots(1, 3, figsize=(13, 4.8))
 for ax, name in zip(axes, shown, strict=True):
     n = results[name].search.norms.copy()
     np.fill_diagonal(n, np.nan)
     im = ax.imshow(n, cmap="viridis", vmin=0, vmax=np.nanpercentile(n, 95))
-    ax.set_xticks(range(10), classes, rotation=60, fontsize=8)
-    ax.set_yticks(range(10), classes, fontsize=8)
+    ax.set_xticks(range(10), classes, rotation=60, fontsize=10)
+    ax.set_yticks(range(10), classes, fontsize=10)
     ax.set_xlabel("target t")
     ax.set_ylabel("source s")
     ax.grid(False)
     r = results[name]
     ax.add_patch(plt.Rectangle((r.target - 0.5, r.source - 0.5), 1, 1, fill=False, color="red", lw=2))
-    ax.set_title(f"{name} model: p = {r.p_value:.1e}", fontsize=10)
+    ax.set_title(f"{name} model: p = {r.p_value:.1e}", fontsize=12)
     fig.colorbar(im, ax=ax, fraction=0.046, label="‖v_st‖₂")
 fig.tight_layout()
 glue("fig_heatmaps", fig, display=False)
@@ -201,7 +201,7 @@ plt.close(fig)
 # included, which widens it and weakens the test — the comparison of the paper's Table 5.
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(14, 3.3))
+fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
 off = ~np.eye(10, dtype=bool)
 for ax, name in zip(axes, shown, strict=True):
     r = results[name]
@@ -211,9 +211,9 @@ for ax, name in zip(axes, shown, strict=True):
     ax.plot(grid, stats.gamma.pdf(grid, r.null.shape, scale=r.null.scale), color="k", label="truncated null")
     ax.plot(grid, stats.gamma.pdf(grid, r.naive.shape, scale=r.naive.scale), color="k", ls="--", label="naive null")
     ax.axvline(r.null.r_max, color=cols[3], lw=1.5, label="largest")
-    ax.set_title(f"{name}: p = {r.null.p_value:.1e} (naive {r.naive.p_value:.1e})", fontsize=9)
+    ax.set_title(f"{name}: p = {r.null.p_value:.1e} (naive {r.naive.p_value:.1e})", fontsize=11)
     ax.set_xlabel("r")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=9)
 fig.tight_layout()
 glue("fig_nulls", fig, display=False)
 plt.close(fig)

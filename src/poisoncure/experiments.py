@@ -18,14 +18,23 @@ import numpy as np
 import torch
 
 from . import provenance
-from .attacks import PAPER_PAIRS, AdditiveTrigger, PoisonedSet, Trigger, paper_trigger, poison, poison_add
+from .attacks import (
+    ADDITIVE_PATTERNS,
+    PAPER_PAIRS,
+    AdditiveTrigger,
+    PoisonedSet,
+    Trigger,
+    paper_trigger,
+    poison,
+    poison_add,
+)
 from .cache import Cache
 from .data import Cifar10, ImageSet, balanced_subset, load_cifar10
 from .models import Classifier, build_model
 from .train import AttackMetrics, FitHistory, TrainConfig, evaluate, fit, resolve_device
 
-POISONS = ("blend", "pixel", "clean", "chessboard", "sparse")
-ADDITIVE = ("chessboard", "sparse")  #: Xiang et al.'s additive patterns, added as copies (chapter 8)
+ADDITIVE = ADDITIVE_PATTERNS  #: Xiang et al.'s additive patterns, added as copies (chapter 8)
+POISONS = ("blend", "pixel", "clean", *ADDITIVE)
 XIANG_PAIR = ("automobile", "truck")  #: (source, target) of Xiang et al.'s single-source attacks, used for ADDITIVE
 _NOT_PARAMS = ("poison", "additive_l2")  #: recipe fields that are not shared notebook parameters
 

@@ -25,7 +25,6 @@ set, no retraining. Not implemented: the class-confusion correction (AD-J-C) and
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -375,12 +374,6 @@ class ReverseEngineeringDetector:
         out = np.zeros(self.num_classes, dtype=bool)
         out[res.target] = res.detected
         return out
-
-
-def result_to_dict(res: ReverseEngineeringResult) -> dict:
-    """The scalars of a result (for cache info and result files): nulls, decision, pair."""
-    return {"null": dataclasses.asdict(res.null), "naive": dataclasses.asdict(res.naive), "theta": res.theta,
-            "detected": res.detected, "source": res.source, "target": res.target}
 
 
 def pattern_correlation(estimated: np.ndarray, true: np.ndarray) -> float:
