@@ -22,7 +22,13 @@ from . import __version__, paths
 
 
 def git_commit() -> str:
-    """``<sha>`` of the project's HEAD, with ``+dirty`` when tracked files differ; ``unknown`` outside git."""
+    """``<sha>`` of the project's HEAD, with ``+dirty`` when tracked files differ; ``unknown`` outside git.
+
+    ``POISONCURE_COMMIT`` overrides it, for runs on a copy of a clean checkout that has no ``.git`` (a rented GPU
+    machine that receives the working tree only)."""
+    env = os.environ.get("POISONCURE_COMMIT")
+    if env:
+        return env
     root = paths.project_root()
     if root is None:
         return "unknown"

@@ -184,7 +184,9 @@ def fit(model: nn.Module, images: ImageSet, cfg: TrainConfig, device: str | torc
     bar = tqdm(total=total, desc="training", unit="batch", disable=not progress, mininterval=5.0)
     for _ in range(cfg.epochs):
         order = torch.randperm(n, generator=gen)
-        run_loss = run_correct = 0.0
+        # running sums stay on the device: a float() per step would wait for the GPU after every batch
+        run_loss = torch.zeros((), device=dev)
+        run_correct = torch.zeros((), device=dev)
         for i in range(steps_per_epoch):
             idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
             if dev.type == "cuda":
@@ -203,11 +205,11 @@ def fit(model: nn.Module, images: ImageSet, cfg: TrainConfig, device: str | torc
             loss.backward()
             opt.step()
             step += 1
-            run_loss += float(loss.detach()) * len(idx)
-            run_correct += float((logits.detach().argmax(1) == yb).sum())
+            run_loss += loss.detach().float() * len(idx)
+            run_correct += (logits.detach().argmax(1) == yb).sum()
             bar.update(1)
-        hist.loss.append(run_loss / n)
-        hist.accuracy.append(100.0 * run_correct / n)
+        hist.loss.append(float(run_loss) / n)
+        hist.accuracy.append(100.0 * float(run_correct) / n)
         bar.set_postfix(loss=f"{hist.loss[-1]:.3f}", acc=f"{hist.accuracy[-1]:.1f}")
     bar.close()
     hist.seconds = time.perf_counter() - start

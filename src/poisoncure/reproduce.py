@@ -1,0 +1,425 @@
+"""The full reproduction: the paper's grid run experiment by experiment, one result file each, resumable.
+
+``python -m poisoncure.reproduce --profile full`` runs every experiment of a profile's ``reproduce`` section
+that has no valid result file yet and writes ``results/<profile>/<grid>/<name>.json``. Two grids:
+
+``main``
+    The paper's Tables 1-5: for every (pair, poison, poison rate, seed), train the poisoned model of the
+    profile's recipe, run the paper's full defense (target scan, base class, filtering, one-epoch
+    neutralization), Activation Clustering and Spectral Signatures on the same training set, and optionally
+    Spectral Signatures' retraining from scratch (Table 5).
+``reverse``
+    Chapter 8's models at the profile's scale (the additive attack, the blend attack and clean models of
+    several training-set sizes): Xiang et al.'s pair search with both nulls, Neural Cleanse and the paper's
+    target scan on each.
+
+A result file holds every number the chapters read, the experiment's parameters, its provenance (commit,
+device, library versions, profile, seed, wall time of every stage) and a SHA-256 of its content. It is written
+atomically (temporary file, then rename), and :func:`read_result` accepts it only when it parses, names the
+same experiment key and its checksum matches: a corrupt, partial or stale file counts as missing, so the
+next run redoes that experiment, and :func:`load_results` never shows it. Trained models stay in the cache.
+
+Experiments are independent, so the grid can be split without any scheduler: ``--shard 1/3`` runs every
+third experiment, and several processes (on one GPU, or on several machines sharing ``results/``) can run
+disjoint shards at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from . import paths, profiles, provenance
+from .cache import canonical
+
+GRIDS = ("main", "reverse")
+FORMAT = 1  #: version of the result-file layout; files of another version count as stale
+_RECORD_KEYS = ("format", "grid", "name", "key", "profile", "params", "results", "provenance", "sha256")
+
+
+class ResultWarning(UserWarning):
+    """A result file was unusable (corrupt, partial, stale) and is treated as missing."""
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One unit of the grid: what to run (``params``, JSON values) and where its result goes (``grid/name``)."""
+
+    grid: str
+    name: str
+    params: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        """SHA-256 of the grid and the canonical parameters: a result file is valid only for this key."""
+        blob = json.dumps({"grid": self.grid, "params": canonical(self.params), "format": FORMAT}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def path(self, profile: str, root: Path | None = None) -> Path:
+        return (root or results_root()) / profile / self.grid / f"{self.name}.json"
+
+
+def results_root() -> Path:
+    """``<project>/results`` (override with ``POISONCURE_RESULTS``)."""
+    env = os.environ.get("POISONCURE_RESULTS")
+    if env:
+        return Path(env).expanduser()
+    root = paths.project_root()
+    return (root if root is not None else Path.cwd()) / "results"
+
+
+# ------------------------------------------------------------------------------------------ the grids
+def plan(profile: str, grids: Iterable[str] | None = None, only: Iterable[str] | None = None) -> list[Experiment]:
+    """The experiments of ``profile``'s ``reproduce`` section, in a fixed order; ``only`` keeps the names that
+    match any of its shell patterns (e.g. ``pair1-*``, ``*-pixel-*``)."""
+    prof = profiles.load(profile)
+    section = prof.get("reproduce") or {}
+    grids = list(grids) if grids else [g for g in GRIDS if g in section]
+    exps: list[Experiment] = []
+    for grid in grids:
+        if grid not in GRIDS:
+            raise ValueError(f"unknown grid {grid!r}; grids are {GRIDS}")
+        if grid not in section:
+            raise ValueError(f"profile {profile!r} has no reproduce.{grid} section")
+        exps += (_main_grid if grid == "main" else _reverse_grid)(prof, section[grid] or {})
+    if only:
+        patterns = list(only)
+        exps = [e for e in exps if any(fnmatch.fnmatchcase(e.name, p) for p in patterns)]
+        if not exps:
+            raise ValueError(f"no experiment of profile {profile!r} matches {patterns}")
+    return exps
+
+
+def _recipe_fields(prof: dict[str, Any]) -> dict[str, Any]:
+    from .experiments import Recipe
+
+    return {k: v for k, v in prof["experiment"].items() if k in Recipe.param_names()}
+
+
+def _main_grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[Experiment]:
+    base = _recipe_fields(prof)
+    nb6, nb7 = prof["notebooks"].get("06_neutralization", {}), prof["notebooks"].get("07_baselines", {})
+    defense = {"threshold": spec.get("threshold", nb6.get("threshold", 2.0)),
+               "eta": spec.get("eta", nb6.get("eta", 2.0)),
+               "eps": nb7.get("eps", 0.1), "ss_layer": nb7.get("ss_layer"), "ac_layer": nb7.get("ac_layer"),
+               "retrain": sorted(spec.get("retrain") or [])}
+    out = []
+    for rate in spec.get("poison_rates", [base["poison_rate"]]):
+        for seed in spec.get("seeds", [base["seed"]]):
+            for poison in spec.get("poisons", ["blend", "pixel"]):
+                for pair in spec.get("pairs", list(range(1, 10))):
+                    recipe = {**base, "pair": pair, "poison_rate": rate, "seed": seed}
+                    name = f"pair{pair}-{poison}-{base['model']}-r{rate:g}-s{seed}"
+                    out.append(Experiment("main", name, {"poison": poison, "recipe": recipe, "defense": defense}))
+    return out
+
+
+def _reverse_grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[Experiment]:
+    base = _recipe_fields(prof)
+    nb = {**prof["notebooks"].get("08_reverse_engineering", {}), **spec}
+    detector = {"per_class": nb["search_per_class"], "eta": nb["search_eta"], "bound": nb["search_bound"],
+                "pi": nb["pi"], "theta": nb["theta"]}
+    others = {"threshold": nb["threshold"], "clean_per_class": nb["clean_per_class"], "nc_steps": nb["nc_steps"]}
+    models = {nb["additive_pattern"]: {"poison": nb["additive_pattern"], "additive_l2": nb["additive_l2"],
+                                       "poison_rate": nb["additive_rate"],
+                                       "train_per_class": nb["additive_train_per_class"]},
+              "blend": {"poison": "blend"}, "clean": {"poison": "clean"},
+              **{f"clean-{n}": {"poison": "clean", "train_per_class": n} for n in nb.get("clean_sizes") or []}}
+    out = []
+    for label, change in models.items():
+        recipe = {**base, **{k: v for k, v in change.items() if k != "poison"}}
+        out.append(Experiment("reverse", f"{label}-{base['model']}-s{base['seed']}",
+                              {"poison": change["poison"], "recipe": recipe, "detector": detector, **others}))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ one experiment
+def _stage(stages: dict[str, float], name: str):
+    class _Timer:
+        def __enter__(self):
+            self.t = time.perf_counter()
+
+        def __exit__(self, *exc):
+            stages[name] = round(time.perf_counter() - self.t, 2)
+
+    return _Timer()
+
+
+def _rates(flagged: np.ndarray, is_poison: np.ndarray) -> dict[str, float | None]:
+    from . import metrics
+
+    return {"sensitivity": metrics.sensitivity(flagged, is_poison) if is_poison.any() else None,
+            "specificity": metrics.specificity(flagged, is_poison) if not is_poison.all() else None,
+            "flagged": int(np.asarray(flagged).sum())}
+
+
+def run_main(params: dict[str, Any], device: str = "auto", data=None, progress: bool = False) -> tuple[dict, dict]:
+    """One experiment of the ``main`` grid. Returns (results, stage wall times in seconds)."""
+    from . import experiments
+    from .defenses.activation_clustering import ActivationClustering
+    from .defenses.spectral import SpectralSignatures
+    from .train import evaluate
+
+    data = data or experiments.load_cifar10()
+    recipe = experiments.Recipe(poison=params["poison"], **params["recipe"])
+    d = params["defense"]
+    stages: dict[str, float] = {}
+    with _stage(stages, "train"):
+        tm = experiments.get_model(recipe, device=device, data=data, progress=progress)
+    spec = tm.train_set.spec
+    target, base = spec.target, spec.base
+    rows = np.flatnonzero(tm.train_set.y == target)
+    is_poison = tm.train_set.is_poison
+    out: dict[str, Any] = {"target": target, "base": base, "n_train": len(tm.train_set),
+                           "n_poison": int(is_poison.sum()), "before": tm.metrics.to_dict(),
+                           "train_seconds": round(tm.history.seconds, 1),
+                           "images_per_second": round(tm.history.images_per_second, 1)}
+    with _stage(stages, "poison_cure"):
+        cure = experiments.get_poison_cure(tm, experiments.poison_cure_for(
+            recipe, threshold=d["threshold"], eta=d["eta"], device=device, progress=progress), data=data)
+    scan, bscan = cure.result.scan, cure.result.base
+    out["ours"] = {"distances": scan.distances.tolist(), "ratio": float(scan.ratio), "candidate": int(scan.target),
+                   "poisoned": bool(scan.poisoned), "target_found": bool(scan.poisoned and scan.target == target),
+                   "base": None if bscan is None else int(bscan.base),
+                   "base_found": bool(bscan is not None and bscan.base == base),
+                   **_rates(cure.result.is_poison(len(tm.train_set))[rows], is_poison[rows]),
+                   "after": None if cure.after is None else cure.after.to_dict(),
+                   "seconds": {k: round(v, 1) for k, v in cure.result.seconds.items()}}
+    with _stage(stages, "activation_clustering"):
+        ac = ActivationClustering(layer=d["ac_layer"], seed=recipe.seed, device=device, progress=progress)
+        ac_res = ac.score_features(experiments.get_features(tm, d["ac_layer"], device=device), tm.train_set.y)
+    out["activation_clustering"] = {"flagged_labels": np.flatnonzero(ac_res.poisoned).tolist(),
+                                    "own_rule": _rates(ac_res.flagged[rows], is_poison[rows]),
+                                    "smaller_cluster": _rates(ac_res.cluster[rows] == 1, is_poison[rows])}
+    with _stage(stages, "spectral"):
+        ss = SpectralSignatures(eps=d["eps"], labels=int(target), layer=d["ss_layer"], seed=recipe.seed,
+                                device=device, progress=progress)
+        ss_res = ss.score_features(experiments.get_features(tm, d["ss_layer"], rows, device=device),
+                                   tm.train_set.y[rows])
+    out["spectral"] = _rates(ss_res.removed, is_poison[rows])
+    if "spectral" in d["retrain"]:
+        removed = np.zeros(len(tm.train_set), dtype=bool)
+        removed[rows] = ss_res.removed
+        with _stage(stages, "spectral_retrain"):
+            re = experiments.get_retrained(tm, removed, device=device, progress=progress)
+            out["spectral"]["after"] = evaluate(re.model, data.test, spec, device).to_dict()
+    return out, stages
+
+
+def run_reverse(params: dict[str, Any], device: str = "auto", data=None, progress: bool = False) -> tuple[dict, dict]:
+    """One experiment of the ``reverse`` grid (chapter 8's measurements on one model)."""
+    from . import experiments
+    from .defenses.neural_cleanse import NeuralCleanse
+    from .defenses.reverse_engineer import ReverseEngineeringDetector, pattern_correlation
+
+    data = data or experiments.load_cifar10()
+    recipe = experiments.Recipe(poison=params["poison"], **params["recipe"])
+    stages: dict[str, float] = {}
+    with _stage(stages, "train"):
+        tm = experiments.get_model(recipe, device=device, data=data, progress=progress)
+    spec = experiments.attack_spec_or_none(tm)
+    clean_set, _ = experiments.defender_split(data.test, params["clean_per_class"], seed=recipe.seed)
+    out: dict[str, Any] = {"target": None if spec is None else spec.target, "base": None if spec is None else spec.base,
+                           "n_train": len(tm.train_set), "before": tm.metrics.to_dict(),
+                           "train_seconds": round(tm.history.seconds, 1)}
+    detector = ReverseEngineeringDetector(**params["detector"], seed=recipe.seed, device=device, progress=progress)
+    with _stage(stages, "pair_search"):
+        r, _ = experiments.get_pair_search(tm, detector, clean_set)
+    out["xiang"] = {"norms": r.search.norms.tolist(), "reached": r.search.reached.tolist(),
+                    "p_value": float(r.null.p_value), "p_naive": float(r.naive.p_value),
+                    "null": [float(r.null.shape), float(r.null.scale)],
+                    "naive": [float(r.naive.shape), float(r.naive.scale)],
+                    "detected": bool(r.detected), "source": int(r.source), "target": int(r.target)}
+    if params["poison"] in experiments.ADDITIVE:
+        v = spec.trigger.delta()
+        est = r.search.patterns[spec.base, spec.target]
+        out["xiang"]["pattern_correlation"] = pattern_correlation(est, v)
+        out["xiang"]["pattern_correlation_mirror"] = pattern_correlation(est, v[:, ::-1])
+    nc = NeuralCleanse(steps=params["nc_steps"], seed=recipe.seed, device=device, progress=progress)
+    with _stage(stages, "neural_cleanse"):
+        trig, _ = experiments.get_reversed_triggers(tm, nc, clean_set)
+    out["neural_cleanse"] = {"anomaly": trig.anomaly.tolist(), "flagged": np.flatnonzero(trig.flagged).tolist()}
+    with _stage(stages, "poison_cure"):
+        cure = experiments.get_poison_cure(tm, experiments.poison_cure_for(
+            recipe, threshold=params["threshold"], device=device, progress=progress), neutralize=False, data=data)
+    scan, bscan = cure.result.scan, cure.result.base
+    out["ours"] = {"distances": scan.distances.tolist(), "ratio": float(scan.ratio), "poisoned": bool(scan.poisoned),
+                   "candidate": int(scan.target), "base": None if bscan is None else int(bscan.base)}
+    return out, stages
+
+
+RUNNERS: dict[str, Callable[..., tuple[dict, dict]]] = {"main": run_main, "reverse": run_reverse}
+
+
+# ------------------------------------------------------------------------------------------ result files
+def _checksum(record: dict[str, Any]) -> str:
+    body = {k: record[k] for k in _RECORD_KEYS if k != "sha256"}
+    return hashlib.sha256(json.dumps(canonical(body), sort_keys=True).encode()).hexdigest()
+
+
+def write_result(path: Path, record: dict[str, Any]) -> None:
+    """Write ``record`` (with its checksum) to ``path`` atomically: a reader sees the old file or the new one."""
+    record = {**record, "sha256": ""}
+    record["sha256"] = _checksum(record)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(canonical(record), fh, indent=1, sort_keys=True)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_result(path: Path, exp: Experiment | None = None) -> dict[str, Any] | None:
+    """The record in ``path`` if it is complete and intact (and belongs to ``exp`` when given), else ``None``
+    with a :class:`ResultWarning` saying why (a missing file is ``None`` without a warning)."""
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        problem = None
+        if not isinstance(record, dict) or any(k not in record for k in _RECORD_KEYS):
+            problem = "fields missing"
+        elif record["format"] != FORMAT:
+            problem = f"format {record['format']} (this library writes {FORMAT})"
+        elif record["sha256"] != _checksum(record):
+            problem = "checksum mismatch (edited or damaged)"
+        elif exp is not None and (record["key"] != exp.key or record["grid"] != exp.grid):
+            problem = "made with other parameters (stale)"
+    except (OSError, ValueError, TypeError) as err:
+        problem = f"unreadable ({err.__class__.__name__}: {err})"
+    if problem:
+        warnings.warn(f"result {path} ignored: {problem}; it will be recomputed", ResultWarning, stacklevel=2)
+        return None
+    return record
+
+
+def load_results(profile: str, grid: str, root: Path | None = None) -> list[dict[str, Any]]:
+    """Every valid result of ``profile``'s ``grid`` found under ``results/`` (for the chapters), sorted by name.
+
+    Files that fail :func:`read_result`, or whose key is not the current plan's, are left out with a warning."""
+    folder = (root or results_root()) / profile / grid
+    if not folder.is_dir():
+        return []
+    try:
+        planned = {e.name: e for e in plan(profile, [grid])}
+    except ValueError:
+        planned = {}
+    out = []
+    for path in sorted(folder.glob("*.json")):
+        exp = planned.get(path.stem)
+        record = read_result(path, exp)
+        if record is not None and exp is None:
+            warnings.warn(f"result {path} is not in profile {profile!r}'s plan; ignored", ResultWarning, stacklevel=2)
+            continue
+        if record is not None:
+            out.append(record)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ running
+def run(profile: str, grids: Iterable[str] | None = None, only: Iterable[str] | None = None,
+        root: Path | None = None, device: str = "auto", shard: tuple[int, int] = (1, 1), force: bool = False,
+        progress: bool = True, runners: dict[str, Callable[..., tuple[dict, dict]]] | None = None
+        ) -> list[tuple[Experiment, str]]:
+    """Run the planned experiments that have no valid result (all of them with ``force``); ``shard = (k, n)``
+    keeps every n-th experiment starting at the k-th. Returns (experiment, 'done' | 'skipped') in order.
+    An interrupted run loses at most the experiment in progress."""
+    k, n = shard
+    if not 1 <= k <= n:
+        raise ValueError(f"shard must be k/n with 1 <= k <= n, got {k}/{n}")
+    runners = runners or RUNNERS
+    exps = plan(profile, grids, only)[k - 1::n]
+    todo = [e for e in exps if force or read_result(e.path(profile, root), e) is None]
+    status = {e.name: "skipped" for e in exps}
+    data = None
+    bar = tqdm(todo, desc=f"reproduce {profile}", unit="experiment", disable=not progress)
+    for exp in bar:
+        bar.set_postfix_str(exp.name)
+        if data is None and runners is RUNNERS:
+            from .data import load_cifar10
+
+            data = load_cifar10()
+        with provenance.stopwatch() as t:
+            results, stages = runners[exp.grid](exp.params, device=device, data=data, progress=False)
+        seed = exp.params.get("recipe", {}).get("seed")
+        record = {"format": FORMAT, "grid": exp.grid, "name": exp.name, "key": exp.key, "profile": profile,
+                  "params": exp.params, "results": results,
+                  "provenance": provenance.collect(_device_of(device), seed=seed, stages=stages,
+                                                   wall_seconds=round(t["seconds"], 1), versions=_versions())}
+        write_result(exp.path(profile, root), record)
+        status[exp.name] = "done"
+    return [(e, status[e.name]) for e in exps]
+
+
+def _device_of(device: str):
+    from .train import resolve_device
+
+    return resolve_device(device)
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("torch", "torchvision", "numpy", "scipy", "scikit-learn"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m poisoncure.reproduce", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="full", help="profile with a 'reproduce' section (default: full)")
+    parser.add_argument("--grid", action="append", choices=GRIDS, help="grid(s) to run (default: all of the profile's)")
+    parser.add_argument("--only", action="append", metavar="PATTERN",
+                        help="run only experiments whose name matches this shell pattern (repeatable)")
+    parser.add_argument("--shard", default="1/1", metavar="K/N", help="run every N-th experiment from the K-th")
+    parser.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda'")
+    parser.add_argument("--results", type=Path, default=None, help="results folder (default: <project>/results)")
+    parser.add_argument("--force", action="store_true", help="rerun experiments that already have a valid result")
+    parser.add_argument("--list", action="store_true", help="list the experiments and their state; run nothing")
+    args = parser.parse_args(argv)
+    try:
+        k, n = (int(x) for x in args.shard.split("/"))
+        exps = plan(args.profile, args.grid, args.only)
+    except ValueError as err:
+        parser.error(str(err))
+    if args.list:
+        for e in exps:
+            state = "done" if read_result(e.path(args.profile, args.results), e) is not None else "to do"
+            print(f"{state:6s} {e.grid}/{e.name}")
+        return 0
+    done = run(args.profile, args.grid, args.only, args.results, args.device, (k, n), args.force)
+    print(f"{sum(s == 'done' for _, s in done)} run, {sum(s == 'skipped' for _, s in done)} already done "
+          f"(results under {(args.results or results_root()) / args.profile})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["Experiment", "GRIDS", "ResultWarning", "load_results", "plan", "read_result", "run", "run_main",
+           "run_reverse", "write_result"]
