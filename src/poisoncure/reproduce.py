@@ -336,6 +336,32 @@ def load_results(profile: str, grid: str, root: Path | None = None) -> list[dict
     return out
 
 
+def reverse_table(records: list[dict[str, Any]]):
+    """One row per ``reverse`` result (chapter 8's table of committed runs): accuracy, attack success, the pair
+    search's reported pair, norms and p-values, what Neural Cleanse and the paper's method flag, and where it ran."""
+    import pandas as pd
+
+    from .data import CLASSES
+
+    rows = []
+    for rec in records:
+        res, x = rec["results"], rec["results"]["xiang"]
+        norms = np.asarray(x["norms"], dtype=float)
+        off = ~np.eye(len(norms), dtype=bool)
+        rows.append({
+            "model": f"{rec['params']['poison']} ({rec['params']['recipe']['train_per_class'] or 5000}/class)",
+            "clean accuracy %": res["before"]["clean_accuracy"],
+            "attack success %": res["before"]["attack_success_rate"],
+            "reported pair": f"{CLASSES[x['source']]} → {CLASSES[x['target']]}",
+            "its norm": norms[x["source"], x["target"]], "median norm": float(np.median(norms[off])),
+            "p (truncated)": x["p_value"], "p (naive)": x["p_naive"], "Xiang: attacked": x["detected"],
+            "Neural Cleanse flags": ", ".join(CLASSES[k] for k in res["neural_cleanse"]["flagged"]) or "none",
+            "ours flags": CLASSES[res["ours"]["candidate"]] if res["ours"]["poisoned"] else "none",
+            "device, commit": f"{rec['provenance']['device'].replace('NVIDIA ', '')}, "
+                              f"{rec['provenance']['commit'][:7]}"})
+    return pd.DataFrame(rows).set_index("model") if rows else pd.DataFrame()
+
+
 # ------------------------------------------------------------------------------------------ running
 def run(profile: str, grids: Iterable[str] | None = None, only: Iterable[str] | None = None,
         root: Path | None = None, device: str = "auto", shard: tuple[int, int] = (1, 1), force: bool = False,
@@ -421,5 +447,5 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["Experiment", "GRIDS", "ResultWarning", "load_results", "plan", "read_result", "run", "run_main",
-           "run_reverse", "write_result"]
+__all__ = ["Experiment", "GRIDS", "ResultWarning", "load_results", "plan", "read_result", "reverse_table", "run",
+           "run_main", "run_reverse", "write_result"]

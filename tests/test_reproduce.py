@@ -1,0 +1,140 @@
+"""The reproduction runner: planning, result files (atomic, checked, never trusted when damaged), resuming."""
+
+import json
+import warnings
+
+import pytest
+
+from poisoncure import reproduce
+from poisoncure.reproduce import ResultWarning, load_results, plan, read_result, run
+
+
+def fake_runners(calls):
+    """Runners that record what they were asked and return numbers derived from the parameters."""
+
+    def runner(params, device="auto", data=None, progress=False):
+        calls.append(params["recipe"].get("pair", params["poison"]))
+        return {"value": params["recipe"]["seed"] + 1}, {"train": 0.01}
+
+    return {"main": runner, "reverse": runner}
+
+
+def test_full_plan_is_the_papers_grid_and_chapter_8s_models():
+    main = plan("full", ["main"])
+    assert len(main) == 18  # 9 pairs x 2 poison sizes (SPEC §2.8)
+    assert {e.params["poison"] for e in main} == {"blend", "pixel"}
+    assert {e.params["recipe"]["pair"] for e in main} == set(range(1, 10))
+    assert all(e.params["recipe"]["model"] == "resnet18" and e.params["recipe"]["poison_rate"] == 0.1 for e in main)
+    assert len({e.name for e in main}) == len({e.key for e in main}) == 18
+    reverse = plan("full", ["reverse"])
+    assert [e.params["poison"] for e in reverse] == ["chessboard", "blend", "clean", "clean", "clean"]
+    assert [e.params["recipe"]["train_per_class"] for e in reverse[2:]] == [None, 1000, 2500]
+
+
+def test_only_and_bad_grids():
+    names = [e.name for e in plan("full", only=["pair1-*", "clean-*"])]
+    assert names == ["pair1-blend-resnet18-r0.1-s0", "pair1-pixel-resnet18-r0.1-s0",
+                     "clean-resnet18-s0", "clean-1000-resnet18-s0", "clean-2500-resnet18-s0"]
+    with pytest.raises(ValueError, match="no experiment"):
+        plan("full", only=["nothing-*"])
+    with pytest.raises(ValueError, match="unknown grid"):
+        plan("full", ["tables"])
+    with pytest.raises(ValueError, match="shard"):
+        run("smoke", shard=(3, 2), runners=fake_runners([]))
+
+
+def test_run_writes_provenance_then_skips_finished_work(tmp_path):
+    calls = []
+    first = run("smoke", ["main"], root=tmp_path, progress=False, runners=fake_runners(calls))
+    assert [s for _, s in first] == ["done"] and calls == [1]
+    exp = first[0][0]
+    record = read_result(exp.path("smoke", tmp_path), exp)
+    assert record["results"] == {"value": 1} and record["profile"] == "smoke"
+    for key in ("commit", "device", "torch", "seed", "stages", "wall_seconds", "versions"):
+        assert key in record["provenance"]
+    again = run("smoke", ["main"], root=tmp_path, progress=False, runners=fake_runners(calls))
+    assert [s for _, s in again] == ["skipped"] and calls == [1]
+    assert [r["name"] for r in load_results("smoke", "main", tmp_path)] == [exp.name]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "edit", "garbage", "stale"])
+def test_damaged_result_is_detected_rerun_and_never_shown(tmp_path, damage):
+    calls = []
+    (exp, _), = run("smoke", ["main"], root=tmp_path, progress=False, runners=fake_runners(calls))
+    path = exp.path("smoke", tmp_path)
+    text = path.read_text()
+    if damage == "truncate":
+        path.write_text(text[: len(text) // 2])
+    elif damage == "edit":  # a hand-typed number: valid JSON, wrong checksum
+        path.write_text(text.replace('"value": 1', '"value": 99'))
+    elif damage == "garbage":
+        path.write_bytes(b"\x00\xff not json")
+    else:  # written for other parameters: rebuild the record with its own (valid) checksum but another key
+        record = json.loads(text)
+        record["key"] = "0" * 64
+        reproduce.write_result(path, {k: v for k, v in record.items() if k != "sha256"})
+    with pytest.warns(ResultWarning):
+        assert read_result(path, exp) is None
+    with pytest.warns(ResultWarning):
+        assert load_results("smoke", "main", tmp_path) == []
+    with pytest.warns(ResultWarning):
+        (_, status), = run("smoke", ["main"], root=tmp_path, progress=False, runners=fake_runners(calls))
+    assert status == "done" and calls == [1, 1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_result(path, exp)["results"] == {"value": 1}
+
+
+def test_interrupted_experiment_leaves_no_file_and_keeps_finished_ones(tmp_path):
+    calls = []
+
+    def flaky(params, device="auto", data=None, progress=False):
+        if params["poison"] == "blend" and params["recipe"]["train_per_class"] is None:
+            raise KeyboardInterrupt
+        calls.append(params["poison"])
+        return {"value": 0}, {}
+
+    with pytest.raises(KeyboardInterrupt):
+        run("smoke", ["reverse"], root=tmp_path, progress=False, runners={"reverse": flaky})
+    done = {p.stem for p in (tmp_path / "smoke" / "reverse").glob("*")}
+    assert done == {"chessboard-small_cnn-s0"}  # the one before the interruption; no temporary file left
+    status = run("smoke", ["reverse"], root=tmp_path, progress=False,
+                 runners={"reverse": fake_runners([])["reverse"]})
+    assert [s for _, s in status] == ["skipped", "done", "done", "done"]
+
+
+def test_shards_partition_the_grid(tmp_path):
+    names = [e.name for e in plan("full", ["main"])]
+    parts = []
+    for k in (1, 2, 3):
+        calls = []
+        res = run("full", ["main"], root=tmp_path / str(k), shard=(k, 3), progress=False, runners=fake_runners(calls))
+        parts += [e.name for e, _ in res]
+    assert sorted(parts) == sorted(names)
+
+
+def test_cli_lists_state(tmp_path, capsys):
+    run("smoke", ["main"], root=tmp_path, progress=False, runners=fake_runners([]))
+    assert reproduce.main(["--profile", "smoke", "--list", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("done") and all(line.startswith("to do") for line in out[1:])
+    with pytest.raises(SystemExit):
+        reproduce.main(["--profile", "smoke", "--shard", "x"])
+
+
+def test_committed_results_are_valid():
+    """Every result file in the repository passes the checks the chapters rely on (checksum, current plan)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResultWarning)
+        records = [r for grid in reproduce.GRIDS for r in load_results("full", grid)]
+    assert records, "results/full holds no valid result"
+    for record in records:
+        assert record["provenance"]["commit"] != "unknown" and record["provenance"]["device"]
+
+
+def test_reverse_table_reads_the_committed_runs():
+    records = load_results("full", "reverse")
+    table = reproduce.reverse_table(records)
+    assert len(table) == len(records) and {"p (truncated)", "reported pair", "device, commit"} <= set(table.columns)
+    assert ((table["p (truncated)"] >= 0) & (table["p (truncated)"] <= 1)).all()
+    assert reproduce.reverse_table([]).empty
