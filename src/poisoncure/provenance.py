@@ -74,6 +74,20 @@ def collect(device: torch.device | str | None = None, **extra: Any) -> dict[str,
     return record
 
 
+def library_versions(names: tuple[str, ...] = ("torch", "torchvision", "numpy", "scipy", "scikit-learn")
+                     ) -> dict[str, str]:
+    """Installed versions of the libraries whose numerics a result depends on ('not installed' where absent)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
 @contextmanager
 def stopwatch() -> Iterator[dict[str, float]]:
     """``with stopwatch() as t: ...`` then ``t["seconds"]`` holds the wall time."""

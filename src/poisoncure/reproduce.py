@@ -33,9 +33,9 @@ import json
 import os
 import sys
 import tempfile
-import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from tqdm import tqdm
 
 from . import paths, profiles, provenance
 from .cache import canonical
+from .train import resolve_device
 
 GRIDS = ("main", "reverse")
 FORMAT = 1  #: version of the result-file layout; files of another version count as stale
@@ -148,15 +149,29 @@ def _reverse_grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[Experiment
 
 
 # ------------------------------------------------------------------------------------------ one experiment
-def _stage(stages: dict[str, float], name: str):
-    class _Timer:
-        def __enter__(self):
-            self.t = time.perf_counter()
+@contextmanager
+def _stage(stages: dict[str, float], name: str) -> Iterator[None]:
+    """Record the wall time of the block in ``stages[name]`` (seconds)."""
+    with provenance.stopwatch() as t:
+        yield
+    stages[name] = round(t["seconds"], 2)
 
-        def __exit__(self, *exc):
-            stages[name] = round(time.perf_counter() - self.t, 2)
 
-    return _Timer()
+def _trained(params: dict[str, Any], device: str, data, progress: bool, stages: dict[str, float]):
+    """The experiment's recipe and its trained model (from the cache when it exists), timed as stage 'train'."""
+    from . import experiments
+
+    recipe = experiments.Recipe(poison=params["poison"], **params["recipe"])
+    with _stage(stages, "train"):
+        tm = experiments.get_model(recipe, device=device, data=data, progress=progress)
+    return recipe, tm
+
+
+def _scan_summary(cure) -> dict[str, Any]:
+    """What the paper's target scan and base scan found (both grids report it)."""
+    scan, bscan = cure.result.scan, cure.result.base
+    return {"distances": scan.distances.tolist(), "ratio": float(scan.ratio), "candidate": int(scan.target),
+            "poisoned": bool(scan.poisoned), "base": None if bscan is None else int(bscan.base)}
 
 
 def _rates(flagged: np.ndarray, is_poison: np.ndarray) -> dict[str, float | None]:
@@ -175,11 +190,9 @@ def run_main(params: dict[str, Any], device: str = "auto", data=None, progress: 
     from .train import evaluate
 
     data = data or experiments.load_cifar10()
-    recipe = experiments.Recipe(poison=params["poison"], **params["recipe"])
     d = params["defense"]
     stages: dict[str, float] = {}
-    with _stage(stages, "train"):
-        tm = experiments.get_model(recipe, device=device, data=data, progress=progress)
+    recipe, tm = _trained(params, device, data, progress, stages)
     spec = tm.train_set.spec
     target, base = spec.target, spec.base
     rows = np.flatnonzero(tm.train_set.y == target)
@@ -191,11 +204,9 @@ def run_main(params: dict[str, Any], device: str = "auto", data=None, progress: 
     with _stage(stages, "poison_cure"):
         cure = experiments.get_poison_cure(tm, experiments.poison_cure_for(
             recipe, threshold=d["threshold"], eta=d["eta"], device=device, progress=progress), data=data)
-    scan, bscan = cure.result.scan, cure.result.base
-    out["ours"] = {"distances": scan.distances.tolist(), "ratio": float(scan.ratio), "candidate": int(scan.target),
-                   "poisoned": bool(scan.poisoned), "target_found": bool(scan.poisoned and scan.target == target),
-                   "base": None if bscan is None else int(bscan.base),
-                   "base_found": bool(bscan is not None and bscan.base == base),
+    ours = _scan_summary(cure)
+    out["ours"] = {**ours, "target_found": ours["poisoned"] and ours["candidate"] == target,
+                   "base_found": ours["base"] == base,
                    **_rates(cure.result.is_poison(len(tm.train_set))[rows], is_poison[rows]),
                    "after": None if cure.after is None else cure.after.to_dict(),
                    "seconds": {k: round(v, 1) for k, v in cure.result.seconds.items()}}
@@ -227,10 +238,8 @@ def run_reverse(params: dict[str, Any], device: str = "auto", data=None, progres
     from .defenses.reverse_engineer import ReverseEngineeringDetector, pattern_correlation
 
     data = data or experiments.load_cifar10()
-    recipe = experiments.Recipe(poison=params["poison"], **params["recipe"])
     stages: dict[str, float] = {}
-    with _stage(stages, "train"):
-        tm = experiments.get_model(recipe, device=device, data=data, progress=progress)
+    recipe, tm = _trained(params, device, data, progress, stages)
     spec = experiments.attack_spec_or_none(tm)
     clean_set, _ = experiments.defender_split(data.test, params["clean_per_class"], seed=recipe.seed)
     out: dict[str, Any] = {"target": None if spec is None else spec.target, "base": None if spec is None else spec.base,
@@ -256,9 +265,7 @@ def run_reverse(params: dict[str, Any], device: str = "auto", data=None, progres
     with _stage(stages, "poison_cure"):
         cure = experiments.get_poison_cure(tm, experiments.poison_cure_for(
             recipe, threshold=params["threshold"], device=device, progress=progress), neutralize=False, data=data)
-    scan, bscan = cure.result.scan, cure.result.base
-    out["ours"] = {"distances": scan.distances.tolist(), "ratio": float(scan.ratio), "poisoned": bool(scan.poisoned),
-                   "candidate": int(scan.target), "base": None if bscan is None else int(bscan.base)}
+    out["ours"] = _scan_summary(cure)
     return out, stages
 
 
@@ -390,29 +397,12 @@ def run(profile: str, grids: Iterable[str] | None = None, only: Iterable[str] | 
         seed = exp.params.get("recipe", {}).get("seed")
         record = {"format": FORMAT, "grid": exp.grid, "name": exp.name, "key": exp.key, "profile": profile,
                   "params": exp.params, "results": results,
-                  "provenance": provenance.collect(_device_of(device), seed=seed, stages=stages,
-                                                   wall_seconds=round(t["seconds"], 1), versions=_versions())}
+                  "provenance": provenance.collect(resolve_device(device), seed=seed, stages=stages,
+                                                   wall_seconds=round(t["seconds"], 1),
+                                                   versions=provenance.library_versions())}
         write_result(exp.path(profile, root), record)
         status[exp.name] = "done"
     return [(e, status[e.name]) for e in exps]
-
-
-def _device_of(device: str):
-    from .train import resolve_device
-
-    return resolve_device(device)
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("torch", "torchvision", "numpy", "scipy", "scikit-learn"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
