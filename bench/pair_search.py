@@ -1,4 +1,4 @@
-"""Batched all-pairs search (chapter 8) vs one pair per forward/backward pass, on the same model and images.
+"""Batched all-pairs search (chapter 10) vs one pair per forward/backward pass, on the same model and images.
 
 Runs Xiang et al.'s perturbation search for a fixed number of steps (every pair stays active, so all versions do
 the same arithmetic): all 90 pairs in one batch per step (the library's default ``chunk``), 25 pairs per pass,

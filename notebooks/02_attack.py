@@ -32,7 +32,7 @@ opacity = 0.2  # blend opacity, in (0, 1]
 blend_source = "noise"  # blend pattern: "noise" (seeded noise image) or "skimage" (out-of-distribution photo)
 train_per_class = None  # training images per class; None means all 5,000
 model = "small_cnn"  # "small_cnn", "resnet18" or "vgg19"
-width = 32  # channel width of the model's first stage
+width = 24  # channel width of the model's first stage
 epochs = 4  # training epochs
 batch_size = 256  # training batch size
 lr = 0.2  # peak learning rate (SGD, Nesterov momentum 0.9, weight decay 5e-4)
@@ -56,6 +56,9 @@ trig_blend, trig_pixel = (experiments.Recipe.from_params(globals(), poison=p).tr
 base, target = recipes["blend"].base, recipes["blend"].target
 glue("base", base, display=False)
 glue("target", target, display=False)
+n_params = sum(t.numel() for t in experiments.build_model_arch(recipes["clean"]).parameters())
+model_names = {"small_cnn": "CNN", "resnet18": "ResNet-18", "vgg19": "VGG-19"}
+glue("model_size", f"{n_params / 1e6:.2f} M-parameter {model_names[model]}", display=False)
 print(f"pair {pair}: base {base} -> target {target}; data from {cifar.source['kind']} {cifar.source['location']}")
 
 # %% [markdown]
@@ -108,7 +111,7 @@ glue("pixel_desc", f"row {trig_pixel.row}, column {trig_pixel.col}, colour RGB{t
 #
 # ```{note}
 # **Where the small profile differs from the paper, and why.** The paper trains ResNet-18 for many epochs
-# with random crops and flips. On two CPU cores we train a 0.39 M-parameter CNN for a few epochs, and we
+# with random crops and flips. On two CPU cores we train a {glue:text}`model_size` for a few epochs, and we
 # changed two settings after measuring them on the build machines: (1) random crops move a one-pixel trigger
 # by up to 4 pixels, which a short schedule cannot follow, so this profile uses flips only; (2) a smooth photo
 # downsampled to 32×32 keeps little contrast and a 20% blend of it is learned only weakly in a few epochs, so

@@ -138,3 +138,50 @@ def test_reverse_table_reads_the_committed_runs():
     assert len(table) == len(records) and {"p (truncated)", "reported pair", "device, commit"} <= set(table.columns)
     assert ((table["p (truncated)"] >= 0) & (table["p (truncated)"] <= 1)).all()
     assert reproduce.reverse_table([]).empty
+
+
+def arithmetic_runner(params, device="auto", data=None, progress=False):
+    """A deterministic stand-in for an experiment: numbers drawn from a generator seeded by the parameters;
+    the process id goes to the stage times, to see where it ran."""
+    import os
+
+    import numpy as np
+
+    r = params["recipe"]
+    rng = np.random.default_rng([r["pair"], r["seed"], len(params["poison"])])
+    return {"value": rng.normal(size=3).tolist(), "pair": r["pair"], "poison": params["poison"]}, {"pid": os.getpid()}
+
+
+@pytest.mark.parametrize("engine, options", [("ray", {"num_cpus": 2}), ("submitit", {"cluster": "local"})])
+def test_engines_give_the_sequential_results(tmp_path, engine, options):
+    """Ray (a local instance) and submitit (its local executor) run the experiments in other processes and the
+    records they bring back equal the sequential run's (parameters, key, results)."""
+    import os
+    import sys
+
+    import cloudpickle
+    from ray import cloudpickle as ray_cloudpickle
+
+    for pickler in (cloudpickle, ray_cloudpickle):  # workers cannot import the tests package: send it by value
+        pickler.register_pickle_by_value(sys.modules[__name__])
+    runners = {"main": arithmetic_runner, "reverse": arithmetic_runner}
+    only = ["pair1-*", "pair2-*"]
+    seq = run("full", ["main"], only, root=tmp_path / "seq", progress=False, runners=runners)
+    par = run("full", ["main"], only, root=tmp_path / engine, progress=False, runners=runners, engine=engine,
+              engine_options={**options, "folder": tmp_path / "jobs" / "%j", "gpus": 0})
+    assert [e.name for e, _ in par] == [e.name for e, _ in seq] and {s for _, s in par} == {"done"}
+    assert len(par) == 4
+    for exp, _ in seq:
+        a = read_result(exp.path("full", tmp_path / "seq"), exp)
+        b = read_result(exp.path("full", tmp_path / engine), exp)
+        assert b is not None and (a["key"], a["params"], a["results"]) == (b["key"], b["params"], b["results"])
+        assert b["provenance"]["stages"]["pid"] != os.getpid()  # it ran in a worker, not here
+    # a second run finds everything done
+    again = run("full", ["main"], only, root=tmp_path / engine, progress=False, runners=runners, engine=engine,
+                engine_options=options)
+    assert {s for _, s in again} == {"skipped"}
+
+
+def test_unknown_engine_raises(tmp_path):
+    with pytest.raises(ValueError, match="engine"):
+        run("smoke", ["main"], root=tmp_path, progress=False, runners=fake_runners([]), engine="dask")

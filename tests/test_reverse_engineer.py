@@ -1,4 +1,4 @@
-"""Chapter 8: Xiang, Miller & Kesidis's detection without the training set, and their additive attacks.
+"""Chapter 10: Xiang, Miller & Kesidis's detection without the training set, and their additive attacks.
 
 A hand-built model with a known backdoor pair must be found (pair, p-value, pattern); the Gamma null and the
 order-statistic p-value are checked on simulated statistics (SPEC-related-defenses C.2, T-B1 to T-B4, T-B6).

@@ -33,7 +33,7 @@ from .data import Cifar10, ImageSet, balanced_subset, load_cifar10
 from .models import Classifier, build_model
 from .train import AttackMetrics, FitHistory, TrainConfig, evaluate, fit, resolve_device
 
-ADDITIVE = ADDITIVE_PATTERNS  #: Xiang et al.'s additive patterns, added as copies (chapter 8)
+ADDITIVE = ADDITIVE_PATTERNS  #: Xiang et al.'s additive patterns, added as copies (chapter 10)
 POISONS = ("blend", "pixel", "clean", *ADDITIVE)
 XIANG_PAIR = ("automobile", "truck")  #: (source, target) of Xiang et al.'s single-source attacks, used for ADDITIVE
 _NOT_PARAMS = ("poison", "additive_l2")  #: recipe fields that are not shared notebook parameters
@@ -434,7 +434,7 @@ def get_reversed_triggers(tm: TrainedModel, defense, clean: ImageSet, cache: Cac
 
 
 def get_pair_search(tm: TrainedModel, detector, clean: ImageSet, cache: Cache | None = None):
-    """Xiang et al.'s all-pairs perturbation search for a trained model and a clean set (chapter 8), cached under the
+    """Xiang et al.'s all-pairs perturbation search for a trained model and a clean set (chapter 10), cached under the
     recipe, the detector's parameters and the clean images. Returns (:class:`ReverseEngineeringResult`, provenance);
     the statistics, nulls and decision are recomputed from the cached search (cheap, and θ may change)."""
     from .defenses.reverse_engineer import PairSearch

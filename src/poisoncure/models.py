@@ -54,7 +54,8 @@ class Classifier(nn.Module):
 
 def small_cnn(num_classes: int = 10, width: int = 32) -> Classifier:
     """A fast CPU network: four conv-bn-relu stages at widths w, 2w, 4w, 8w, each followed by 2x2
-    max-pooling (32 -> 16 -> 8 -> 4 -> 2), then global max-pooling. 0.39 M parameters at ``width=32``.
+    max-pooling (32 -> 16 -> 8 -> 4 -> 2), then global max-pooling. 0.39 M parameters at ``width=32``,
+    0.22 M at 24 (the smoke profile).
 
     Max-pooling keeps the strongest local response, so a one-pixel trigger survives down-sampling."""
     w = width

@@ -150,7 +150,10 @@ RULES: dict[str, Rule] = {
     "fp_max_drop": _float(0, 100),
     "min_asr": _float(0, 100),
     "retrain": Rule(str, choices=RETRAINABLE, many=True, optional=True),
-    # chapter 8: detection without the training set
+    # chapter 8: the paper's tables from the committed results
+    "results_profile": Rule(str),  # a profile with a reproduce section (plan() says so otherwise)
+    "tolerance": _float(0, 100),
+    # chapter 10: detection without the training set
     "additive_pattern": _choice(*ADDITIVE_PATTERNS),
     "additive_l2": _float(0, 50, low_open=True),
     "additive_rate": UNIT,

@@ -9,9 +9,9 @@ that has no valid result file yet and writes ``results/<profile>/<grid>/<name>.j
     neutralization), Activation Clustering and Spectral Signatures on the same training set, and optionally
     Spectral Signatures' retraining from scratch (Table 5).
 ``reverse``
-    Chapter 8's models at the profile's scale (the additive attack, the blend attack and clean models of
-    several training-set sizes): Xiang et al.'s pair search with both nulls, Neural Cleanse and the paper's
-    target scan on each.
+    The models of the reverse-engineering chapter (``10_reverse_engineering``) at the profile's scale (the
+    additive attack, the blend attack and clean models of several training-set sizes): Xiang et al.'s pair
+    search with both nulls, Neural Cleanse and the paper's target scan on each.
 
 A result file holds every number the chapters read, the experiment's parameters, its provenance (commit,
 device, library versions, profile, seed, wall time of every stage) and a SHA-256 of its content. It is written
@@ -19,9 +19,11 @@ atomically (temporary file, then rename), and :func:`read_result` accepts it onl
 same experiment key and its checksum matches: a corrupt, partial or stale file counts as missing, so the
 next run redoes that experiment, and :func:`load_results` never shows it. Trained models stay in the cache.
 
-Experiments are independent, so the grid can be split without any scheduler: ``--shard 1/3`` runs every
-third experiment, and several processes (on one GPU, or on several machines sharing ``results/``) can run
-disjoint shards at once.
+Experiments are independent units. ``--engine ray`` runs them as Ray tasks (a local Ray instance, or a cluster
+with ``--ray-address``: several GPUs on one or more nodes) and ``--engine submitit`` as Slurm jobs through
+submitit (``--cluster local`` runs the jobs as subprocesses here); the default runs them one after another in
+this process. Without any engine, ``--shard 1/3`` runs every third experiment, so several processes (on one
+GPU, or on several machines sharing ``results/``) can run disjoint shards at once.
 """
 
 from __future__ import annotations
@@ -131,7 +133,7 @@ def _main_grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[Experiment]:
 
 def _reverse_grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[Experiment]:
     base = _recipe_fields(prof)
-    nb = {**prof["notebooks"].get("08_reverse_engineering", {}), **spec}
+    nb = {**prof["notebooks"].get("10_reverse_engineering", {}), **spec}
     detector = {"per_class": nb["search_per_class"], "eta": nb["search_eta"], "bound": nb["search_bound"],
                 "pi": nb["pi"], "theta": nb["theta"]}
     others = {"threshold": nb["threshold"], "clean_per_class": nb["clean_per_class"], "nc_steps": nb["nc_steps"]}
@@ -232,7 +234,7 @@ def run_main(params: dict[str, Any], device: str = "auto", data=None, progress: 
 
 
 def run_reverse(params: dict[str, Any], device: str = "auto", data=None, progress: bool = False) -> tuple[dict, dict]:
-    """One experiment of the ``reverse`` grid (chapter 8's measurements on one model)."""
+    """One experiment of the ``reverse`` grid (the reverse-engineering chapter's measurements on one model)."""
     from . import experiments
     from .defenses.neural_cleanse import NeuralCleanse
     from .defenses.reverse_engineer import ReverseEngineeringDetector, pattern_correlation
@@ -344,8 +346,9 @@ def load_results(profile: str, grid: str, root: Path | None = None) -> list[dict
 
 
 def reverse_table(records: list[dict[str, Any]]):
-    """One row per ``reverse`` result (chapter 8's table of committed runs): accuracy, attack success, the pair
-    search's reported pair, norms and p-values, what Neural Cleanse and the paper's method flag, and where it ran."""
+    """One row per ``reverse`` result (the reverse-engineering chapter's table of committed runs): accuracy,
+    attack success, the pair search's reported pair, norms and p-values, what Neural Cleanse and the paper's
+    method flag, and where it ran."""
     import pandas as pd
 
     from .data import CLASSES
@@ -370,38 +373,127 @@ def reverse_table(records: list[dict[str, Any]]):
 
 
 # ------------------------------------------------------------------------------------------ running
-def run(profile: str, grids: Iterable[str] | None = None, only: Iterable[str] | None = None,
-        root: Path | None = None, device: str = "auto", shard: tuple[int, int] = (1, 1), force: bool = False,
-        progress: bool = True, runners: dict[str, Callable[..., tuple[dict, dict]]] | None = None
-        ) -> list[tuple[Experiment, str]]:
-    """Run the planned experiments that have no valid result (all of them with ``force``); ``shard = (k, n)``
-    keeps every n-th experiment starting at the k-th. Returns (experiment, 'done' | 'skipped') in order.
-    An interrupted run loses at most the experiment in progress."""
-    k, n = shard
-    if not 1 <= k <= n:
-        raise ValueError(f"shard must be k/n with 1 <= k <= n, got {k}/{n}")
+def execute(profile: str, exp: Experiment, device: str = "auto", runners: dict | None = None, data=None
+            ) -> dict[str, Any]:
+    """Run one experiment where this function is called (this process, a Ray worker or a Slurm job) and return
+    its complete record with provenance (device, versions, stage times); :func:`write_result` stores it."""
     runners = runners or RUNNERS
-    exps = plan(profile, grids, only)[k - 1::n]
-    todo = [e for e in exps if force or read_result(e.path(profile, root), e) is None]
-    status = {e.name: "skipped" for e in exps}
+    with provenance.stopwatch() as t:
+        results, stages = runners[exp.grid](exp.params, device=device, data=data, progress=False)
+    seed = exp.params.get("recipe", {}).get("seed")
+    return {"format": FORMAT, "grid": exp.grid, "name": exp.name, "key": exp.key, "profile": profile,
+            "params": exp.params, "results": results,
+            "provenance": provenance.collect(resolve_device(device), seed=seed, stages=stages,
+                                             wall_seconds=round(t["seconds"], 1),
+                                             versions=provenance.library_versions())}
+
+
+def _local(profile, todo, device, runners, options) -> Iterator[tuple[Experiment, dict]]:
     data = None
-    bar = tqdm(todo, desc=f"reproduce {profile}", unit="experiment", disable=not progress)
-    for exp in bar:
-        bar.set_postfix_str(exp.name)
+    for exp in todo:
         if data is None and runners is RUNNERS:
             from .data import load_cifar10
 
             data = load_cifar10()
-        with provenance.stopwatch() as t:
-            results, stages = runners[exp.grid](exp.params, device=device, data=data, progress=False)
-        seed = exp.params.get("recipe", {}).get("seed")
-        record = {"format": FORMAT, "grid": exp.grid, "name": exp.name, "key": exp.key, "profile": profile,
-                  "params": exp.params, "results": results,
-                  "provenance": provenance.collect(resolve_device(device), seed=seed, stages=stages,
-                                                   wall_seconds=round(t["seconds"], 1),
-                                                   versions=provenance.library_versions())}
+        yield exp, execute(profile, exp, device, runners, data)
+
+
+def _gpus(options: dict[str, Any], device: str) -> float:
+    """GPUs each experiment asks the engine for: the option, else 1 when this machine sees CUDA and the device
+    is not 'cpu' (several experiments then share no GPU), else 0."""
+    if options.get("gpus") is not None:
+        return float(options["gpus"])
+    import torch
+
+    return 1.0 if device != "cpu" and torch.cuda.is_available() else 0.0
+
+
+def _ray(profile, todo, device, runners, options) -> Iterator[tuple[Experiment, dict]]:
+    """One Ray task per experiment (``ray.init(address)``: an existing cluster, or a local instance when None);
+    records come back to this process in completion order."""
+    try:
+        import ray
+    except ImportError as err:
+        raise RuntimeError("engine 'ray' needs Ray: pip install 'ray[default]'") from err
+    if not todo:
+        return
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=options.get("address"), num_cpus=options.get("num_cpus"), include_dashboard=False,
+                 log_to_driver=False)
+    try:
+        task = ray.remote(num_gpus=_gpus(options, device), num_cpus=options.get("cpus_per_experiment", 1))(execute)
+        refs = {task.remote(profile, exp, device, None if runners is RUNNERS else runners): exp for exp in todo}
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                yield refs[ref], ray.get(ref)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _submitit(profile, todo, device, runners, options) -> Iterator[tuple[Experiment, dict]]:
+    """One job per experiment through submitit: Slurm where ``sbatch`` exists (``cluster=None``), or
+    ``cluster='local'`` (subprocesses on this machine) / ``'debug'`` (in this process)."""
+    try:
+        import submitit
+    except ImportError as err:
+        raise RuntimeError("engine 'submitit' needs submitit: pip install submitit") from err
+    if not todo:
+        return
+    from .cache import Cache
+
+    folder = options.get("folder") or Cache().root / "submitit" / "%j"
+    executor = submitit.AutoExecutor(folder=folder, cluster=options.get("cluster"))
+    params = {"timeout_min": int(options.get("timeout_min", 60)), "gpus_per_node": int(_gpus(options, device)),
+              "cpus_per_task": int(options.get("cpus_per_experiment", 1))}
+    if options.get("partition"):
+        params["slurm_partition"] = options["partition"]
+    executor.update_parameters(**params)
+    jobs = {}
+    with executor.batch():
+        for exp in todo:
+            jobs[exp.name] = (exp, executor.submit(execute, profile, exp, device,
+                                                   None if runners is RUNNERS else runners))
+    by_job = {id(job): exp for exp, job in jobs.values()}
+    for job in submitit.helpers.as_completed([job for _, job in jobs.values()]):
+        yield by_job[id(job)], job.result()
+
+
+ENGINES: dict[str, Callable[..., Iterator[tuple[Experiment, dict]]]] = {
+    "local": _local, "ray": _ray, "submitit": _submitit}
+
+
+def run(profile: str, grids: Iterable[str] | None = None, only: Iterable[str] | None = None,
+        root: Path | None = None, device: str = "auto", shard: tuple[int, int] = (1, 1), force: bool = False,
+        progress: bool = True, runners: dict[str, Callable[..., tuple[dict, dict]]] | None = None,
+        engine: str = "local", engine_options: dict[str, Any] | None = None) -> list[tuple[Experiment, str]]:
+    """Run the planned experiments that have no valid result (all of them with ``force``); ``shard = (k, n)``
+    keeps every n-th experiment starting at the k-th. Returns (experiment, 'done' | 'skipped') in order.
+
+    ``engine`` 'local' runs them one after another in this process; 'ray' and 'submitit' hand each experiment
+    to Ray or submitit (Slurm) as an independent task and write each record here as it comes back
+    (``engine_options``: 'address', 'num_cpus' for Ray; 'cluster', 'partition', 'timeout_min', 'folder' for
+    submitit; 'gpus' and 'cpus_per_experiment' for both). Either way an interrupted run loses at most the
+    experiments in progress, and the records are the same as the local run's (up to wall times and device)."""
+    k, n = shard
+    if not 1 <= k <= n:
+        raise ValueError(f"shard must be k/n with 1 <= k <= n, got {k}/{n}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {tuple(ENGINES)}, got {engine!r}")
+    runners = runners or RUNNERS
+    exps = plan(profile, grids, only)[k - 1::n]
+    todo = [e for e in exps if force or read_result(e.path(profile, root), e) is None]
+    status = {e.name: "skipped" for e in exps}
+    bar = tqdm(total=len(todo), desc=f"reproduce {profile} ({engine})", unit="experiment", disable=not progress)
+    for exp, record in ENGINES[engine](profile, todo, device, runners, engine_options or {}):
         write_result(exp.path(profile, root), record)
         status[exp.name] = "done"
+        bar.set_postfix_str(exp.name)
+        bar.update()
+    bar.close()
     return [(e, status[e.name]) for e in exps]
 
 
@@ -416,6 +508,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=None, help="results folder (default: <project>/results)")
     parser.add_argument("--force", action="store_true", help="rerun experiments that already have a valid result")
     parser.add_argument("--list", action="store_true", help="list the experiments and their state; run nothing")
+    parser.add_argument("--engine", default="local", choices=tuple(ENGINES),
+                        help="'local' (one after another, here; default), 'ray' (a Ray cluster or a local Ray "
+                             "instance) or 'submitit' (Slurm, or --cluster local)")
+    parser.add_argument("--ray-address", default=None, help="Ray cluster to join (default: start a local one)")
+    parser.add_argument("--cluster", default=None, choices=("slurm", "local", "debug"),
+                        help="submitit executor (default: Slurm when available, else local)")
+    parser.add_argument("--partition", default=None, help="Slurm partition (submitit)")
+    parser.add_argument("--timeout-min", type=int, default=60, help="time limit per experiment job (submitit)")
+    parser.add_argument("--gpus", type=float, default=None,
+                        help="GPUs per experiment for ray/submitit (default: 1 if this machine sees CUDA, else 0)")
     args = parser.parse_args(argv)
     try:
         k, n = (int(x) for x in args.shard.split("/"))
@@ -427,7 +529,10 @@ def main(argv: list[str] | None = None) -> int:
             state = "done" if read_result(e.path(args.profile, args.results), e) is not None else "to do"
             print(f"{state:6s} {e.grid}/{e.name}")
         return 0
-    done = run(args.profile, args.grid, args.only, args.results, args.device, (k, n), args.force)
+    options = {"address": args.ray_address, "cluster": args.cluster, "partition": args.partition,
+               "timeout_min": args.timeout_min, "gpus": args.gpus}
+    done = run(args.profile, args.grid, args.only, args.results, args.device, (k, n), args.force,
+               engine=args.engine, engine_options=options)
     print(f"{sum(s == 'done' for _, s in done)} run, {sum(s == 'skipped' for _, s in done)} already done "
           f"(results under {(args.results or results_root()) / args.profile})")
     return 0
@@ -437,5 +542,5 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["Experiment", "GRIDS", "ResultWarning", "load_results", "plan", "read_result", "reverse_table", "run",
-           "run_main", "run_reverse", "write_result"]
+__all__ = ["ENGINES", "Experiment", "GRIDS", "ResultWarning", "execute", "load_results", "plan", "read_result",
+           "reverse_table", "run", "run_main", "run_reverse", "write_result"]

@@ -180,12 +180,14 @@ class ReverseEngineeringDetector:
     theta:
         Detection threshold on the p-value, in (0, 1) (0.05).
     num_classes, seed, chunk, device, progress:
-        K (>= 3); seed of the image draw; images per forward pass (>= 1); "auto"/"cpu"/"cuda"; progress bar.
+        K (>= 3); seed of the image draw; images per forward pass (>= 1; ``None`` = 256 on a CPU, where larger
+        batches were slower on two cores (``bench/pair_search.py``), 4096 on a GPU); "auto"/"cpu"/"cuda";
+        progress bar. ``chunk`` changes only the batching, not the results (beyond float rounding).
     """
 
     def __init__(self, per_class: int = 10, pi: float = 0.8, eta: float = 0.05, bound: float = 5.0,
                  max_iter: int = 2000, refine: bool = True, objective: str = "J", theta: float = 0.05,
-                 num_classes: int = 10, seed: int = 0, chunk: int = 4096, device: str | torch.device = "auto",
+                 num_classes: int = 10, seed: int = 0, chunk: int | None = None, device: str | torch.device = "auto",
                  progress: bool = True):
         if per_class < 2:
             raise ValueError(f"per_class must be >= 2, got {per_class}")
@@ -203,12 +205,13 @@ class ReverseEngineeringDetector:
             raise ValueError(f"theta must lie in (0, 1), got {theta}")
         if num_classes < 3:
             raise ValueError(f"num_classes must be >= 3, got {num_classes}")
-        if chunk < 1:
-            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        if chunk is not None and chunk < 1:
+            raise ValueError(f"chunk must be >= 1 or None, got {chunk}")
         self.per_class, self.pi, self.eta, self.bound = int(per_class), float(pi), float(eta), float(bound)
         self.max_iter, self.refine, self.objective, self.theta = int(max_iter), bool(refine), objective, float(theta)
-        self.num_classes, self.seed, self.chunk = int(num_classes), int(seed), int(chunk)
         self.device = resolve_device(device)
+        self.num_classes, self.seed = int(num_classes), int(seed)
+        self.chunk = int(chunk) if chunk is not None else (256 if self.device.type == "cpu" else 4096)
         self.progress = progress
 
     def config(self) -> dict:

@@ -42,7 +42,7 @@ opacity = 0.2  # blend opacity, in (0, 1]
 blend_source = "noise"  # blend pattern: "noise" or "skimage"
 train_per_class = None  # training images per class; None means all 5,000
 model = "small_cnn"  # "small_cnn", "resnet18" or "vgg19"
-width = 32  # channel width of the model's first stage
+width = 24  # channel width of the model's first stage
 epochs = 4  # training epochs
 batch_size = 256  # training batch size
 lr = 0.2  # peak learning rate
@@ -517,7 +517,7 @@ glue("tab_xiang_needs", needs, display=False)
 # :::{admonition} Solutions (hints, and how to check them)
 # :class: dropdown
 #
-# 1. `python3 tasks.py book --only 08_reverse_engineering -p additive_pattern=sparse -p additive_l2=0.6`
+# 1. `python3 tasks.py book --only 10_reverse_engineering -p additive_pattern=sparse -p additive_l2=0.6`
 #    (one more model to train). Four pixels at a total norm of 0.6 are a weak pattern for a four-epoch model:
 #    check the attack success first — if the backdoor is not learned there is nothing to find. Where it is, the
 #    paper's Fig. 9 suggests the estimate is a blob near one of the four pixels, not all four.

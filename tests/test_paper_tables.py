@@ -1,0 +1,123 @@
+"""The paper's Tables 1-5 rebuilt from result records (chapter 8): paper, ours, difference, spread, gaps."""
+
+import math
+
+import numpy as np
+import pytest
+
+from poisoncure import paper, paper_tables, reproduce
+
+
+def record(pair=1, poison="blend", seed=0, acc=90.0, trig=5.0, acc_after=88.0, trig_after=90.0, ours=(99.0, 95.0),
+           ac=(70.0, 50.0), asr_ours=1.0, asr_ss=2.0, found=True):
+    """A minimal ``main`` result record with the fields the tables read (rates as (specificity, sensitivity))."""
+    return {
+        "grid": "main", "name": f"pair{pair}-{poison}-resnet18-r0.1-s{seed}", "profile": "full",
+        "params": {"poison": poison, "recipe": {"pair": pair, "seed": seed, "poison_rate": 0.1, "model": "resnet18"}},
+        "provenance": {"device": "NVIDIA H100", "commit": "abcdef123456", "wall_seconds": 500.0},
+        "results": {
+            "before": {"clean_accuracy": acc, "poisoned_accuracy": trig, "attack_success_rate": 100 - trig},
+            "ours": {"specificity": ours[0], "sensitivity": ours[1], "target_found": found, "base_found": found,
+                     "ratio": 3.0 if found else 1.2,
+                     "after": {"clean_accuracy": acc_after, "poisoned_accuracy": trig_after,
+                               "attack_success_rate": asr_ours} if found else None},
+            "activation_clustering": {"smaller_cluster": {"specificity": ac[0], "sensitivity": ac[1]},
+                                      "own_rule": {"specificity": 0.0, "sensitivity": 0.0}},
+            "spectral": {"specificity": 90.0, "sensitivity": 90.0, "after": {"attack_success_rate": asr_ss}},
+        },
+    }
+
+
+def test_before_after_table_puts_paper_ours_and_difference_side_by_side():
+    rows = paper_tables.experiment_rows([record(pair=2, acc=91.0, trig=4.0), record(pair=2, seed=1, acc=93.0, trig=6.0),
+                                         record(pair=5, poison="pixel")])
+    t1 = paper_tables.before_after_table(rows, "blend")
+    assert len(t1) == 9 and t1.index[1] == paper_tables.pair_label(2) == "2: ship→frog"
+    p_acc, p_trig = paper.before("blend", 2)
+    row = t1.loc["2: ship→frog"]
+    assert row[("before: all", "paper")] == p_acc
+    assert row[("before: all", "ours")] == pytest.approx(92.0)  # mean of the two seeds
+    assert row[("before: all", "Δ")] == pytest.approx(92.0 - p_acc)
+    assert row[("before: all", "± sd")] == pytest.approx(np.std([91.0, 93.0], ddof=1))
+    assert row[("", "seeds")] == 2
+    assert row[("after: all", "paper")] == paper.after("blend", 2)[0]
+    # pairs without a blend result: the paper's number, no ours, no difference
+    empty = t1.loc[paper_tables.pair_label(5)]
+    assert empty[("before: all", "paper")] == paper.before("blend", 5)[0] and math.isnan(empty[("before: all", "ours")])
+    assert empty[("", "seeds")] == 0
+    # one seed per row: no spread column
+    t2 = paper_tables.before_after_table(rows, "pixel")
+    assert ("before: all", "± sd") not in t2.columns
+    assert t2.loc[paper_tables.pair_label(5), ("before: triggered", "ours")] == 5.0
+
+
+def test_detection_table_reads_ac_smaller_cluster_and_a_missed_target():
+    rows = paper_tables.experiment_rows([record(pair=3, ours=(100.0, 0.0), ac=(62.0, 99.0), found=False)])
+    t3 = paper_tables.detection_table(rows, "blend")
+    row = t3.loc[paper_tables.pair_label(3)]
+    spec_p, sens_p = paper.detection("blend", 3, "ac")
+    assert row[("AC: specificity", "ours")] == 62.0 and row[("AC: specificity", "paper")] == spec_p
+    assert row[("AC: sensitivity", "Δ")] == pytest.approx(99.0 - sens_p)
+    assert row[("ours: sensitivity", "ours")] == 0.0
+    # no neutralization when the target was missed: the after-columns are empty, not zero
+    t1 = paper_tables.before_after_table(rows, "blend")
+    assert math.isnan(t1.loc[paper_tables.pair_label(3), ("after: all", "ours")])
+
+
+def test_final_asr_table_shows_both_poisons_without_a_difference():
+    rows = paper_tables.experiment_rows([record(pair=1, asr_ours=0.8, asr_ss=1.5),
+                                         record(pair=1, poison="pixel", asr_ours=0.2, asr_ss=0.0)])
+    t5 = paper_tables.final_asr_table(rows)
+    row = t5.loc[paper_tables.pair_label(1)]
+    assert row[("ours", "paper")] == paper.final_asr(1, "ours") and row[("SS", "paper")] == paper.final_asr(1, "ss")
+    assert (row[("ours", "ours, blend")], row[("ours", "ours, pixel")]) == (0.8, 0.2)
+    assert (row[("SS", "ours, blend")], row[("SS", "ours, pixel")]) == (1.5, 0.0)
+    assert not any(sub == "Δ" for _, sub in t5.columns)
+
+
+def test_large_gaps_lists_exactly_the_cells_beyond_the_tolerance():
+    p_acc = paper.before("blend", 1)[0]
+    rows = paper_tables.experiment_rows([record(pair=1, acc=p_acc - 4.5, trig=paper.before("blend", 1)[1] + 1.0,
+                                                acc_after=paper.after("blend", 1)[0],
+                                                trig_after=paper.after("blend", 1)[1])])
+    t1 = paper_tables.before_after_table(rows, "blend")
+    gaps = paper_tables.large_gaps({"T1": t1}, tolerance=3.0)
+    assert gaps["quantity"].tolist() == ["before: all"]
+    assert gaps["Δ"].iloc[0] == pytest.approx(-4.5)
+    assert gaps["likely reason"].iloc[0] == paper_tables.REASONS["all"]
+    assert len(paper_tables.large_gaps({"T1": t1}, tolerance=0.5)) == 2  # the triggered cell (+1) joins
+    with pytest.raises(ValueError):
+        paper_tables.large_gaps({"T1": t1}, tolerance=-1)
+
+
+def test_bad_input_raises():
+    with pytest.raises(ValueError, match="main"):
+        paper_tables.experiment_rows([{**record(), "grid": "reverse"}])
+    rows = paper_tables.experiment_rows([record()])
+    with pytest.raises(ValueError, match="poison"):
+        paper_tables.before_after_table(rows, "patch")
+    with pytest.raises(ValueError, match="poison"):
+        paper_tables.detection_table(rows, "clean")
+
+
+def test_coverage_marks_missing_experiments():
+    rows = paper_tables.experiment_rows([record(pair=1), record(pair=3, found=False)])
+    cov = paper_tables.coverage(rows, [f"pair{k}-{p}-resnet18-r0.1-s0" for p in ("blend", "pixel") for k in (1, 2, 3)])
+    assert cov.shape == (3, 2) and list(cov.columns) == ["blend-resnet18-r0.1-s0", "pixel-resnet18-r0.1-s0"]
+    assert cov["blend-resnet18-r0.1-s0"].tolist() == ["target and base", "missing", "missed"]
+    assert set(cov["pixel-resnet18-r0.1-s0"]) == {"missing"}
+    with pytest.raises(ValueError, match="main-grid"):
+        paper_tables.coverage(rows, ["chessboard-resnet18-s0"])
+
+
+def test_committed_results_fill_the_tables_with_their_own_numbers():
+    records = reproduce.load_results("full", "main")
+    if not records:
+        pytest.skip("no committed results/full/main")
+    rows = paper_tables.experiment_rows(records)
+    for rec in records:
+        poison, pair = rec["params"]["poison"], rec["params"]["recipe"]["pair"]
+        t = paper_tables.before_after_table(rows, poison)
+        assert t.loc[paper_tables.pair_label(pair), ("before: all", "ours")] == \
+            pytest.approx(rec["results"]["before"]["clean_accuracy"])
+    assert "missing" not in paper_tables.coverage(rows, [r["name"] for r in records]).to_numpy()
