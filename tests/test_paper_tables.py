@@ -8,12 +8,12 @@ import pytest
 from poisoncure import paper, paper_tables, reproduce
 
 
-def record(pair=1, poison="blend", seed=0, acc=90.0, trig=5.0, acc_after=88.0, trig_after=90.0, ours=(99.0, 95.0),
-           ac=(70.0, 50.0), asr_ours=1.0, asr_ss=2.0, found=True):
+def record(pair=1, poison="blend", seed=0, rate=0.1, model="resnet18", acc=90.0, trig=5.0, acc_after=88.0,
+           trig_after=90.0, ours=(99.0, 95.0), ac=(70.0, 50.0), asr_ours=1.0, asr_ss=2.0, found=True):
     """A minimal ``main`` result record with the fields the tables read (rates as (specificity, sensitivity))."""
     return {
         "grid": "main", "name": f"pair{pair}-{poison}-resnet18-r0.1-s{seed}", "profile": "full",
-        "params": {"poison": poison, "recipe": {"pair": pair, "seed": seed, "poison_rate": 0.1, "model": "resnet18"}},
+        "params": {"poison": poison, "recipe": {"pair": pair, "seed": seed, "poison_rate": rate, "model": model}},
         "provenance": {"device": "NVIDIA H100", "commit": "abcdef123456", "wall_seconds": 500.0},
         "results": {
             "before": {"clean_accuracy": acc, "poisoned_accuracy": trig, "attack_success_rate": 100 - trig},
@@ -88,6 +88,19 @@ def test_large_gaps_lists_exactly_the_cells_beyond_the_tolerance():
     assert len(paper_tables.large_gaps({"T1": t1}, tolerance=0.5)) == 2  # the triggered cell (+1) joins
     with pytest.raises(ValueError):
         paper_tables.large_gaps({"T1": t1}, tolerance=-1)
+
+
+def test_tables_keep_one_rate_and_refuse_mixed_models():
+    rows = paper_tables.experiment_rows([record(pair=1, acc=90.0), record(pair=1, rate=0.05, acc=80.0)])
+    t = paper_tables.before_after_table(rows, "blend")
+    assert t.loc[paper_tables.pair_label(1), ("before: all", "ours")] == 90.0  # the 5 % run is another table
+    assert paper_tables.before_after_table(rows, "blend", rate=0.05).loc[paper_tables.pair_label(1),
+                                                                          ("before: all", "ours")] == 80.0
+    mixed = paper_tables.experiment_rows([record(pair=1), record(pair=2, model="vgg19")])
+    with pytest.raises(ValueError, match="model"):
+        paper_tables.detection_table(mixed, "blend")
+    assert paper_tables.final_asr_table(mixed, model="vgg19").loc[paper_tables.pair_label(2),
+                                                                  ("ours", "ours, blend")] == 1.0
 
 
 def test_bad_input_raises():

@@ -34,8 +34,9 @@ DETECTION = ("ours: specificity", "ours: sensitivity", "AC: specificity", "AC: s
 REASONS = {
     "all": "clean accuracy: our 40-epoch budget schedule (SPEC §2.9; the paper does not state its schedule, the "
            "public code it builds on trains 200 epochs or more) and the JPEG copy of CIFAR-10 (about one point)",
-    "triggered": "accuracy on triggered base images: it is 100 minus the attack's reach on the base class, so it "
-                 "moves with how strongly this training run learned the trigger",
+    "triggered": "accuracy on triggered base images: before the defense it is lower the more firmly this training "
+                 "run learned the trigger; after it, it rises as the neutralization removes the backdoor, up to "
+                 "about the base class's clean accuracy",
     "specificity": "specificity: the share of clean target-class images a method flags; it depends on where the "
                    "mixture (ours) or k-means (AC) puts the boundary on this model's features",
     "sensitivity": "sensitivity: a method that does not flag the target class, or splits it elsewhere, finds few "
@@ -90,10 +91,26 @@ def _paper_value(table: str, poison: str, pair: int, column: str) -> float:
     return spec if column.endswith("specificity") else sens
 
 
-def _compare(rows: pd.DataFrame, poison: str, columns: tuple[str, ...], table: str) -> pd.DataFrame:
+def select(rows: pd.DataFrame, poison: str | None = None, rate: float = 0.1, model: str | None = None
+           ) -> pd.DataFrame:
+    """The rows of one table: one poison (all when None), one poison rate, one model. ``model=None`` accepts the
+    only model present and raises when there are several (a table mixes seeds, never models or rates)."""
+    if not len(rows):
+        return rows
+    part = rows[np.isclose(rows["rate"], rate)]
+    if poison is not None:
+        part = part[part["poison"] == poison]
+    models = sorted(part["model"].unique())
+    if model is None and len(models) > 1:
+        raise ValueError(f"results of several models {models}: pass model=")
+    return part if model is None else part[part["model"] == model]
+
+
+def _compare(rows: pd.DataFrame, columns: tuple[str, ...], table: str, poison: str) -> pd.DataFrame:
     """Rows = the 9 pairs; for each quantity the columns (paper, ours, Δ) and, when any cell has more than one
-    seed, '± sd'; a last column counts the seeds. Pairs without results show NaN for ours."""
-    part = rows[rows["poison"] == poison] if len(rows) else rows
+    seed, '± sd'; a last column counts the seeds. ``rows`` holds one poison, rate and model (:func:`select`).
+    Pairs without results show NaN for ours."""
+    part = rows
     multi = len(part) and part.groupby("pair")["seed"].nunique().max() > 1
     out = {}
     for pair in PAPER_PAIRS:
@@ -116,21 +133,24 @@ def _compare(rows: pd.DataFrame, poison: str, columns: tuple[str, ...], table: s
     return frame
 
 
-def before_after_table(rows: pd.DataFrame, poison: str) -> pd.DataFrame:
-    """Table 1 (``poison='blend'``) or 2 (``'pixel'``): accuracy before/after neutralization, paper vs ours."""
+def before_after_table(rows: pd.DataFrame, poison: str, rate: float = 0.1, model: str | None = None
+                       ) -> pd.DataFrame:
+    """Table 1 (``poison='blend'``) or 2 (``'pixel'``): accuracy before/after neutralization, paper vs ours, for
+    one poison rate and model (:func:`select`; the paper's tables are at 10 %)."""
     _check_poison(poison)
-    return _compare(rows, poison, BEFORE_AFTER, "before_after")
+    return _compare(select(rows, poison, rate, model), BEFORE_AFTER, "before_after", poison)
 
 
-def detection_table(rows: pd.DataFrame, poison: str) -> pd.DataFrame:
+def detection_table(rows: pd.DataFrame, poison: str, rate: float = 0.1, model: str | None = None) -> pd.DataFrame:
     """Table 3 (blend) or 4 (pixel): detection specificity/sensitivity of ours and AC, paper vs ours."""
     _check_poison(poison)
-    return _compare(rows, poison, DETECTION, "detection")
+    return _compare(select(rows, poison, rate, model), DETECTION, "detection", poison)
 
 
-def final_asr_table(rows: pd.DataFrame) -> pd.DataFrame:
+def final_asr_table(rows: pd.DataFrame, rate: float = 0.1, model: str | None = None) -> pd.DataFrame:
     """Table 5: attack success after the paper's method and after Spectral Signatures' retraining; the paper's
     single column beside ours for each poison (the paper does not name its poison, so no difference)."""
+    rows = select(rows, None, rate, model)
     out = {}
     for pair in PAPER_PAIRS:
         row = {}
@@ -195,4 +215,4 @@ def _check_poison(poison: str) -> None:
 
 
 __all__ = ["BEFORE_AFTER", "DETECTION", "POISONS", "REASONS", "before_after_table", "coverage", "detection_table",
-           "experiment_rows", "final_asr_table", "large_gaps", "pair_label"]
+           "experiment_rows", "final_asr_table", "large_gaps", "pair_label", "select"]
