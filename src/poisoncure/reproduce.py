@@ -414,13 +414,13 @@ def _ray(profile, todo, device, runners, options) -> Iterator[tuple[Experiment, 
     try:
         import ray
     except ImportError as err:
-        raise RuntimeError("engine 'ray' needs Ray: pip install 'ray[default]'") from err
+        raise RuntimeError("engine 'ray' needs Ray: pip install ray") from err
     if not todo:
         return
     started = not ray.is_initialized()
-    if started:
-        ray.init(address=options.get("address"), num_cpus=options.get("num_cpus"), include_dashboard=False,
-                 log_to_driver=False)
+    if started:  # a local instance may be sized (num_cpus); an existing cluster brings its own resources
+        sizing = {"num_cpus": options.get("num_cpus")} if options.get("address") is None else {}
+        ray.init(address=options.get("address"), include_dashboard=False, log_to_driver=False, **sizing)
     try:
         task = ray.remote(num_gpus=_gpus(options, device), num_cpus=options.get("cpus_per_experiment", 1))(execute)
         refs = {task.remote(profile, exp, device, None if runners is RUNNERS else runners): exp for exp in todo}
