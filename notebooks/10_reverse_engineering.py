@@ -336,17 +336,19 @@ for i, name in enumerate(clean_names):
     ax.scatter(acc, r.null.p_value, color=cols[i], s=40, zorder=3,
                label="small CNN, this build (CPU)" if i == 0 else None)
     ax.annotate(f"{name}\n{classes[r.source]} → {classes[r.target]}", (acc, r.null.p_value), fontsize=7,
-                xytext=(5, 3), textcoords="offset points")
+                xytext=(6, -4), textcoords="offset points", va="top")  # below: the squares' labels sit above
 for j, rec in enumerate(full_clean):
     x_ = rec["results"]["xiang"]
     acc = rec["results"]["before"]["clean_accuracy"]
     ax.scatter(acc, x_["p_value"], marker="s", color=cols[5], s=40, zorder=3,
                label="ResNet-18, full profile (GPU, committed)" if j == 0 else None)
     ax.annotate(f"{rec['params']['recipe']['train_per_class'] or 5000}/class", (acc, x_["p_value"]), fontsize=7,
-                xytext=(5, -9 if j % 2 == 0 else 4), textcoords="offset points")
+                xytext=(0, 6 + 8 * (j % 2)), textcoords="offset points", ha="center", va="bottom")
 ax.axhline(theta, color="black", ls="--", lw=1, label=f"θ = {theta:g}")
 ax.set_xlim(right=max(ax.get_xlim()[1], 100))
 ax.set_yscale("log")
+lo, hi = ax.get_ylim()
+ax.set_ylim(lo / 300, 30)  # room for the labels below the lowest point and above p = 1
 ax.set_xlabel("clean accuracy %")
 ax.set_ylabel("p-value (truncated null)")
 ax.legend(fontsize=8)
