@@ -347,7 +347,7 @@ for j, rec in enumerate(full_clean):
 ax.axhline(theta, color="black", ls="--", lw=1, label=f"θ = {theta:g}")
 ax.set_xlim(right=max(ax.get_xlim()[1], 100))
 ax.set_yscale("log")
-lo, hi = ax.get_ylim()
+lo = ax.get_ylim()[0]
 ax.set_ylim(lo / 300, 30)  # room for the labels below the lowest point and above p = 1
 ax.set_xlabel("clean accuracy %")
 ax.set_ylabel("p-value (truncated null)")
