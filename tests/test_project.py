@@ -67,7 +67,7 @@ def test_bad_parameter_names_and_profiles_fail_early():
         profiles.load("huge")
 
 
-@pytest.mark.parametrize("field, value", [("poison", "patch"), ("pair", 10), ("poison_rate", 0),
+@pytest.mark.parametrize("field, value", [("poison", "square"), ("pair", 10), ("poison_rate", 0),
                                           ("opacity", 1.2), ("blend_source", "cifar100"), ("epochs", 0)])
 def test_recipe_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=field):

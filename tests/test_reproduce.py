@@ -16,7 +16,7 @@ def fake_runners(calls):
         calls.append(params["recipe"].get("pair", params["poison"]))
         return {"value": params["recipe"]["seed"] + 1}, {"train": 0.01}
 
-    return {"main": runner, "reverse": runner}
+    return {"main": runner, "reverse": runner, "sweep": runner}
 
 
 def test_full_plan_is_the_papers_grid_and_chapter_8s_models():
@@ -32,7 +32,7 @@ def test_full_plan_is_the_papers_grid_and_chapter_8s_models():
 
 
 def test_only_and_bad_grids():
-    names = [e.name for e in plan("full", only=["pair1-*", "clean-*"])]
+    names = [e.name for e in plan("full", ["main", "reverse"], only=["pair1-*", "clean-*"])]
     assert names == ["pair1-blend-resnet18-r0.1-s0", "pair1-pixel-resnet18-r0.1-s0",
                      "clean-resnet18-s0", "clean-1000-resnet18-s0", "clean-2500-resnet18-s0"]
     with pytest.raises(ValueError, match="no experiment"):

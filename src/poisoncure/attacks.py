@@ -294,22 +294,37 @@ def random_pixel_trigger(seed: int) -> PixelTrigger:
     return PixelTrigger(row, col, colour)  # type: ignore[arg-type]
 
 
-def paper_trigger(pair: int, size: str, opacity: float = 0.2, blend_source: str = "skimage") -> Trigger:
-    """The trigger of one of the paper's experiments: ``size`` 'pixel' or 'blend' for pair 1..9.
+def grown_patch(pixel: PixelTrigger, size: int) -> PatchTrigger:
+    """A solid ``size`` x ``size`` square of ``pixel``'s colour whose top-left corner is the pixel, shifted up/left
+    just enough to fit in the image (``size`` 1 applies exactly like ``pixel``)."""
+    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or not 1 <= size <= IMAGE_SIZE:
+        raise ValueError(f"patch size must be an integer in [1, {IMAGE_SIZE}], got {size!r}")
+    size = int(size)
+    return PatchTrigger(size, min(pixel.row, IMAGE_SIZE - size), min(pixel.col, IMAGE_SIZE - size), pixel.colour)
+
+
+def paper_trigger(pair: int, size: str, opacity: float = 0.2, blend_source: str = "skimage",
+                  patch_size: int = 3) -> Trigger:
+    """The trigger of one of the paper's experiments: ``size`` 'pixel' or 'blend' for pair 1..9, or 'patch'.
 
     ``blend_source`` 'skimage' gives the pair's out-of-distribution image (the CIFAR-100 stand-in);
     'noise' gives a seeded uniform-noise image (used by the CPU profile, see chapter 2).
+    'patch' is not in the paper: the pair's one-pixel trigger grown into a solid ``patch_size`` x ``patch_size``
+    square of the same colour, anchored at the pixel (moved in so that it fits). ``patch_size`` 1 is the pixel
+    trigger itself; the variable-size sweep (chapter 9) walks from there to a full-image blend.
     """
     _check_pair(pair)
     if size == "pixel":
         return random_pixel_trigger(seed=1000 + pair)
+    if size == "patch":
+        return grown_patch(random_pixel_trigger(seed=1000 + pair), patch_size)
     if size == "blend":
         if blend_source == "skimage":
             return BlendTrigger(f"skimage:{BLEND_IMAGES[pair - 1]}", opacity)
         if blend_source == "noise":
             return BlendTrigger(f"noise:{1000 + pair}", opacity)
         raise ValueError(f"blend_source must be 'skimage' or 'noise', got {blend_source!r}")
-    raise ValueError(f"size must be 'pixel' or 'blend', got {size!r}")
+    raise ValueError(f"size must be 'pixel', 'patch' or 'blend', got {size!r}")
 
 
 def _check_pair(pair: int) -> None:

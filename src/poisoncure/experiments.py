@@ -24,9 +24,11 @@ from .attacks import (
     AdditiveTrigger,
     PoisonedSet,
     Trigger,
+    grown_patch,
     paper_trigger,
     poison,
     poison_add,
+    random_pixel_trigger,
 )
 from .cache import Cache
 from .data import Cifar10, ImageSet, balanced_subset, load_cifar10
@@ -34,16 +36,18 @@ from .models import Classifier, build_model
 from .train import AttackMetrics, FitHistory, TrainConfig, evaluate, fit, resolve_device
 
 ADDITIVE = ADDITIVE_PATTERNS  #: Xiang et al.'s additive patterns, added as copies (chapter 10)
-POISONS = ("blend", "pixel", "clean", *ADDITIVE)
+POISONS = ("blend", "pixel", "patch", "clean", *ADDITIVE)
 XIANG_PAIR = ("automobile", "truck")  #: (source, target) of Xiang et al.'s single-source attacks, used for ADDITIVE
-_NOT_PARAMS = ("poison", "additive_l2")  #: recipe fields that are not shared notebook parameters
+_NOT_PARAMS = ("poison", "additive_l2", "patch_size")  #: recipe fields that are not shared notebook parameters
 
 
 @dataclass(frozen=True)
 class Recipe:
     """Everything that defines one trained model of the book (all fields enter the cache key).
 
-    ``poison`` is 'blend', 'pixel' or 'clean' (no attack; the clean reference model), or one of Xiang et al.'s
+    ``poison`` is 'blend', 'pixel', 'patch' (the pair's pixel grown to a ``patch_size`` square, see
+    :func:`attacks.grown_patch`; the variable-size sweep), 'clean' (no attack; the clean reference model), or one of
+    Xiang et al.'s
     additive patterns 'chessboard' and 'sparse' (L2 norm ``additive_l2``; ``round(poison_rate · n_base)``
     triggered base-class copies are *added*, see :func:`attacks.poison_add`; their pair is Xiang et al.'s
     automobile -> truck, :data:`XIANG_PAIR`, whatever ``pair`` says). ``pair`` is a row of
@@ -67,6 +71,7 @@ class Recipe:
     label_smoothing: float = 0.1
     seed: int = 0
     additive_l2: float = 2.0
+    patch_size: int = 3
 
     def __post_init__(self) -> None:
         if self.poison not in POISONS:
@@ -77,6 +82,8 @@ class Recipe:
             raise ValueError(f"poison_rate must lie in (0, 1], got {self.poison_rate}")
         if not 0 < self.opacity <= 1:
             raise ValueError(f"opacity must lie in (0, 1], got {self.opacity}")
+        if self.poison == "patch":
+            grown_patch(random_pixel_trigger(0), self.patch_size)  # validates patch_size
         self.train_config()  # validates the training fields
         self.trigger()  # validates blend_source
 
@@ -107,8 +114,8 @@ class Recipe:
     def trigger(self) -> Trigger:
         if self.poison in ADDITIVE:
             return AdditiveTrigger(self.poison, self.additive_l2, seed=2000 + self.seed)
-        size = "pixel" if self.poison == "pixel" else "blend"
-        return paper_trigger(self.pair, size, self.opacity, self.blend_source)
+        size = self.poison if self.poison in ("pixel", "patch") else "blend"
+        return paper_trigger(self.pair, size, self.opacity, self.blend_source, patch_size=self.patch_size)
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, augment=self.augment,
@@ -120,12 +127,14 @@ class Recipe:
         if self.poison == "clean":
             for name in ("pair", "poison_rate", "opacity", "blend_source"):
                 cfg[name] = None
-        elif self.poison == "pixel":
+        elif self.poison in ("pixel", "patch"):
             cfg["opacity"] = cfg["blend_source"] = None
         elif self.poison in ADDITIVE:
             cfg["opacity"] = cfg["blend_source"] = cfg["pair"] = None
         if self.poison not in ADDITIVE:
             del cfg["additive_l2"]  # keeps the keys of the other models as they were
+        if self.poison != "patch":
+            del cfg["patch_size"]
         return cfg
 
 

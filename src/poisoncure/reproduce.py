@@ -49,7 +49,7 @@ from . import paths, profiles, provenance
 from .cache import canonical
 from .train import resolve_device
 
-GRIDS = ("main", "reverse")
+GRIDS = ("main", "reverse", "sweep")
 FORMAT = 1  #: version of the result-file layout; files of another version count as stale
 _RECORD_KEYS = ("format", "grid", "name", "key", "profile", "params", "results", "provenance", "sha256")
 
@@ -98,7 +98,7 @@ def plan(profile: str, grids: Iterable[str] | None = None, only: Iterable[str] |
             raise ValueError(f"unknown grid {grid!r}; grids are {GRIDS}")
         if grid not in section:
             raise ValueError(f"profile {profile!r} has no reproduce.{grid} section")
-        exps += (_main_grid if grid == "main" else _reverse_grid)(prof, section[grid] or {})
+        exps += {"main": _main_grid, "reverse": _reverse_grid, "sweep": _sweep_grid}[grid](prof, section[grid] or {})
     if only:
         patterns = list(only)
         exps = [e for e in exps if any(fnmatch.fnmatchcase(e.name, p) for p in patterns)]
@@ -147,6 +147,35 @@ def _reverse_grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[Experiment
         recipe = {**base, **{k: v for k, v in change.items() if k != "poison"}}
         out.append(Experiment("reverse", f"{label}-{base['model']}-s{base['seed']}",
                               {"poison": change["poison"], "recipe": recipe, "detector": detector, **others}))
+    return out
+
+
+def _sweep_grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[Experiment]:
+    """The variable-size sweep (:mod:`poisoncure.sweep`): every trigger at every poison rate and seed, on one pair,
+    with the profile's recipe changed by ``spec['recipe']``; the defenses' settings are chapter 7's."""
+    from .sweep import check_trigger, trigger_slug
+
+    known = {"pair", "recipe", "triggers", "poison_rates", "seeds", "retrain", "min_asr"}
+    if set(spec) - known:
+        raise ValueError(f"unknown keys in reproduce.sweep: {sorted(set(spec) - known)}; known: {sorted(known)}")
+    base = {**_recipe_fields(prof), **(spec.get("recipe") or {})}
+    base["pair"] = spec.get("pair", base["pair"])
+    nb7 = prof["notebooks"].get("07_baselines", {})
+    defense = {k: nb7.get(k, v) for k, v in (("threshold", 2.0), ("eta", 2.0), ("eps", 0.1), ("ss_layer", None),
+                                             ("ac_layer", None), ("clean_per_class", 100), ("nc_steps", 200),
+                                             ("fp_max_drop", 4.0))}
+    defense.update(min_asr=float(spec.get("min_asr", nb7.get("min_asr", 50.0))),
+                   retrain=sorted(spec.get("retrain") or []))
+    triggers = [check_trigger(t) for t in spec.get("triggers") or []]
+    if not triggers:
+        raise ValueError("reproduce.sweep needs a non-empty 'triggers' list")
+    out = []
+    for rate in spec.get("poison_rates", [base["poison_rate"]]):
+        for seed in spec.get("seeds", [base["seed"]]):
+            for trig in triggers:
+                recipe = {**base, **trig, "poison_rate": rate, "seed": seed}
+                name = f"pair{base['pair']}-{trigger_slug(trig)}-{base['model']}-r{rate:g}-s{seed}"
+                out.append(Experiment("sweep", name, {"recipe": recipe, "defense": defense}))
     return out
 
 
@@ -271,7 +300,14 @@ def run_reverse(params: dict[str, Any], device: str = "auto", data=None, progres
     return out, stages
 
 
-RUNNERS: dict[str, Callable[..., tuple[dict, dict]]] = {"main": run_main, "reverse": run_reverse}
+def run_sweep(params: dict[str, Any], device: str = "auto", data=None, progress: bool = False) -> tuple[dict, dict]:
+    """One experiment of the ``sweep`` grid: :func:`poisoncure.sweep.run_point`."""
+    from .sweep import run_point
+
+    return run_point(params, device=device, data=data, progress=progress)
+
+
+RUNNERS: dict[str, Callable[..., tuple[dict, dict]]] = {"main": run_main, "reverse": run_reverse, "sweep": run_sweep}
 
 
 # ------------------------------------------------------------------------------------------ result files

@@ -1,0 +1,290 @@
+"""The variable-size sweep (chapter 9): every defense against trigger size, blend opacity and poison rate.
+
+The paper tests two trigger sizes (one pixel, a full-image blend at 20 % opacity). The sweep walks between and
+beyond them on one pair and one model recipe: the pair's pixel trigger, then the same colour grown into solid
+k x k squares (:func:`attacks.grown_patch`), then full-image blends of rising opacity, each at several poison rates.
+Every point is one ``sweep`` experiment of the runner (:mod:`poisoncure.reproduce`, one result file each) and
+measures, on the same trained model:
+
+* the attack: clean accuracy and attack success before any defense;
+* the poison signal: its norm ``‖v‖`` in normalised input gradients of the target class and the spread ``σ`` of
+  the clean samples along it (the two quantities of Theorem 5.1, :func:`signal_to_noise`);
+* each defense (:data:`DEFENSES`): whether it flags the target label, its sensitivity and specificity in the target
+  class when it filters samples, and clean accuracy and attack success after its repair, on the test images the
+  defenders never saw.
+
+:func:`point_table` flattens result files into one row per (point, defense) for the chapter's figures, and
+:func:`breaking_points` reads off where each defense stops working.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+#: The defenses of a sweep point, in the order the chapter shows them.
+DEFENSES = ("Poison as a Cure", "Spectral Signatures", "Activation Clustering", "Neural Cleanse", "Fine-Pruning")
+#: A repaired model counts as rid of the backdoor below this attack success (%), as in chapter 7.
+REMOVED_BELOW = 10.0
+
+
+# ------------------------------------------------------------------------------------------ the grid
+def trigger_name(trigger: dict[str, Any]) -> str:
+    """Short label of a sweep trigger: '1 px', '3×3', 'blend 0.2'."""
+    kind = trigger.get("poison")
+    if kind == "pixel":
+        return "1 px"
+    if kind == "patch":
+        k = trigger["patch_size"]
+        return f"{k}×{k}"
+    if kind == "blend":
+        return f"blend {trigger['opacity']:g}"
+    raise ValueError(f"a sweep trigger is pixel, patch or blend, got {trigger!r}")
+
+
+def trigger_slug(trigger: dict[str, Any]) -> str:
+    """File-name form of :func:`trigger_name`: 'pixel', 'patch3', 'blend0.2'."""
+    kind = trigger.get("poison")
+    if kind == "pixel":
+        return "pixel"
+    if kind == "patch":
+        return f"patch{trigger['patch_size']}"
+    if kind == "blend":
+        return f"blend{trigger['opacity']:g}"
+    raise ValueError(f"a sweep trigger is pixel, patch or blend, got {trigger!r}")
+
+
+def trigger_pixels(trigger: dict[str, Any]) -> int:
+    """How many pixels the trigger changes (1, k², or all 1,024 for a blend): the x axis of the size plots."""
+    kind = trigger.get("poison")
+    return {"pixel": 1, "patch": int(trigger.get("patch_size", 0)) ** 2, "blend": 32 * 32}[kind]
+
+
+def check_trigger(trigger: dict[str, Any]) -> dict[str, Any]:
+    """Validate one trigger of a profile's ``reproduce.sweep.triggers`` list and return it with only its fields."""
+    if not isinstance(trigger, dict) or trigger.get("poison") not in ("pixel", "patch", "blend"):
+        raise ValueError(f"a sweep trigger is a mapping with poison: pixel | patch | blend, got {trigger!r}")
+    kind = trigger["poison"]
+    need = {"pixel": (), "patch": ("patch_size",), "blend": ("opacity",)}[kind]
+    extra = set(trigger) - {"poison", *need}
+    missing = [k for k in need if k not in trigger]
+    if missing or extra:
+        raise ValueError(f"a {kind} trigger needs exactly {list(need)} besides 'poison'; got {trigger!r}")
+    from .experiments import Recipe
+
+    Recipe(**trigger)  # validates patch_size / opacity
+    return dict(trigger)
+
+
+# ------------------------------------------------------------------------------------------ measurements
+def signal_to_noise(g: np.ndarray, is_poison: np.ndarray) -> tuple[float, float]:
+    """``(‖v‖, σ)`` of one class's input gradients ``g`` (n, d) with the true poison mask.
+
+    Rows are normalised to unit length (as the paper's filtering does). ``‖v‖`` is the distance between the mean
+    normalised gradient of the poisoned and of the clean samples; ``σ`` the standard deviation of the clean samples'
+    projections on that direction. Theorem 5.1 bounds the filtering error by a quantity falling like σ²/‖v‖².
+    """
+    from .signal import normalise_rows
+
+    g = np.asarray(g, dtype=np.float64)
+    mask = np.asarray(is_poison, dtype=bool)
+    if g.ndim != 2 or len(g) != len(mask):
+        raise ValueError(f"g must be (n, d) with one mask entry per row, got {g.shape} and {mask.shape}")
+    if mask.sum() < 1 or (~mask).sum() < 2:
+        raise ValueError("signal_to_noise needs at least one poisoned and two clean rows")
+    gn = normalise_rows(g)
+    diff = gn[mask].mean(0) - gn[~mask].mean(0)
+    norm = float(np.linalg.norm(diff))
+    if norm == 0:
+        return 0.0, float("nan")
+    sigma = float(np.std(gn[~mask] @ (diff / norm), ddof=1))
+    return norm, sigma
+
+
+def _rates(flagged: np.ndarray, is_poison: np.ndarray) -> dict[str, float | None]:
+    from . import metrics
+
+    flagged, is_poison = np.asarray(flagged, dtype=bool), np.asarray(is_poison, dtype=bool)
+    return {"sensitivity": metrics.sensitivity(flagged, is_poison) if is_poison.any() else None,
+            "specificity": metrics.specificity(flagged, is_poison) if not is_poison.all() else None}
+
+
+def run_point(params: dict[str, Any], device: str = "auto", data=None, progress: bool = False
+              ) -> tuple[dict[str, Any], dict[str, float]]:
+    """One point of the sweep (a ``sweep`` experiment of the runner). Returns (results, stage wall times in s).
+
+    ``params``: ``recipe`` (an :class:`experiments.Recipe`'s fields, its poison the point's trigger) and ``defense``
+    (threshold, eta, eps, ss_layer, ac_layer, clean_per_class, nc_steps, fp_max_drop, retrain). Repairs run only
+    when the attack works (attack success ≥ ``defense.min_asr`` %): without a backdoor there is nothing to remove.
+    """
+    from . import experiments
+    from .defenses.activation_clustering import ActivationClustering
+    from .defenses.fine_pruning import FinePruning
+    from .defenses.neural_cleanse import NeuralCleanse
+    from .defenses.spectral import SpectralSignatures
+    from .reproduce import _stage
+    from .train import evaluate
+
+    data = data or experiments.load_cifar10()
+    d = params["defense"]
+    stages: dict[str, float] = {}
+    recipe = experiments.Recipe(**params["recipe"])
+    with _stage(stages, "train"):
+        tm = experiments.get_model(recipe, device=device, data=data, progress=progress)
+    spec = tm.train_set.spec
+    target = spec.target
+    rows = np.flatnonzero(tm.train_set.y == target)
+    is_poison = tm.train_set.is_poison[rows]
+    clean_set, held_out = experiments.defender_split(data.test, d["clean_per_class"], seed=recipe.seed)
+
+    def scored(model) -> dict[str, Any]:
+        m = evaluate(model, held_out, spec, device)
+        return {"clean_accuracy": m.clean_accuracy, "attack_success": m.attack_success_rate}
+
+    before = scored(tm.model)
+    works = before["attack_success"] >= d["min_asr"]
+    out: dict[str, Any] = {"target": int(target), "base": int(spec.base), "n_train": len(tm.train_set),
+                           "n_poison": int(tm.train_set.is_poison.sum()), "n_target": len(rows),
+                           "before": before, "test_before": tm.metrics.to_dict(), "attack_works": bool(works),
+                           "train_seconds": round(tm.history.seconds, 1), "defenses": {}}
+    res = out["defenses"]
+
+    with _stage(stages, "signal"):
+        g = experiments.get_gradients(tm, rows, int(target), device=device)
+        out["signal_norm"], out["signal_sigma"] = signal_to_noise(g, is_poison)
+
+    with _stage(stages, "poison_cure"):
+        cure = experiments.get_poison_cure(tm, experiments.poison_cure_for(
+            recipe, threshold=d["threshold"], eta=d["eta"], device=device, progress=progress),
+            neutralize=works, data=data)
+    scan = cure.result.scan
+    flagged_rows = cure.result.is_poison(len(tm.train_set))[rows]
+    res["Poison as a Cure"] = {
+        "flags_target": bool(scan.poisoned and scan.target == target), "flagged_labels": [int(scan.target)]
+        if scan.poisoned else [], "ratio": float(scan.ratio), **_rates(flagged_rows, is_poison),
+        "filter_error": float(np.mean(flagged_rows != is_poison)) * 100,
+        "after": scored(cure.result.model) if works and cure.result.model is not None else
+        (before if works else None)}
+
+    with _stage(stages, "spectral"):
+        ss = SpectralSignatures(eps=d["eps"], labels=int(target), layer=d["ss_layer"], seed=recipe.seed,
+                                device=device, progress=progress)
+        ss_res = ss.score_features(experiments.get_features(tm, d["ss_layer"], rows, device=device),
+                                   tm.train_set.y[rows])
+    res["Spectral Signatures"] = {"flags_target": None, "flagged_labels": [int(target)],
+                                  **_rates(ss_res.removed, is_poison), "after": None}
+    with _stage(stages, "activation_clustering"):
+        ac = ActivationClustering(layer=d["ac_layer"], seed=recipe.seed, device=device, progress=progress)
+        ac_res = ac.score_features(experiments.get_features(tm, d["ac_layer"], device=device), tm.train_set.y)
+    res["Activation Clustering"] = {"flags_target": bool(ac_res.poisoned[target]),
+                                    "flagged_labels": np.flatnonzero(ac_res.poisoned).tolist(),
+                                    **_rates(ac_res.flagged[rows], is_poison), "after": None}
+    if works:
+        ss_removed = np.zeros(len(tm.train_set), dtype=bool)
+        ss_removed[rows] = ss_res.removed
+        for name, key, removed in (("Spectral Signatures", "spectral", ss_removed),
+                                   ("Activation Clustering", "activation_clustering", np.asarray(ac_res.flagged))):
+            if key in d["retrain"]:
+                with _stage(stages, f"{key}_retrain"):
+                    re = experiments.get_retrained(tm, removed, device=device, progress=progress)
+                res[name]["after"] = {**scored(re.model), "removed": int(removed.sum())}
+
+    nc = NeuralCleanse(steps=d["nc_steps"], seed=recipe.seed, device=device, progress=progress)
+    with _stage(stages, "neural_cleanse"):
+        trig, _ = experiments.get_reversed_triggers(tm, nc, clean_set)
+        flagged = np.flatnonzero(trig.flagged).tolist()
+        after = None
+        if works:
+            after = scored(nc.repair(tm.model, clean_set, trig)) if flagged else before
+    res["Neural Cleanse"] = {"flags_target": bool(trig.flagged[target]), "flagged_labels": flagged,
+                             "anomaly_target": float(trig.anomaly[target]), "sensitivity": None,
+                             "specificity": None, "after": after}
+    fp = FinePruning(max_accuracy_drop=d["fp_max_drop"], device=device, progress=progress)
+    with _stage(stages, "fine_pruning"):
+        fp_after = None
+        if works:
+            pruning = fp.prune_curve(tm.model, clean_set)
+            fp_after = {**scored(fp.repair(tm.model, clean_set, pruning)), "pruned": float(pruning.chosen_ratio)}
+    res["Fine-Pruning"] = {"flags_target": None, "flagged_labels": [], "sensitivity": None, "specificity": None,
+                           "after": fp_after}
+    return out, stages
+
+
+# ------------------------------------------------------------------------------------------ reading results
+def point_table(records: list[dict[str, Any]]):
+    """One row per (sweep result, defense), plus a 'none' row per result (the undefended model).
+
+    Columns: trigger, family, pixels, rate, seed, clean/attack before, signal norm and σ, the defense, whether it
+    flags the target, sensitivity, specificity, filtering error, clean accuracy and attack success after the repair
+    (NaN where no repair ran), and where it ran."""
+    import pandas as pd
+
+    rows = []
+    for rec in records:
+        p, r = rec["params"], rec["results"]
+        trig = {"poison": p["recipe"]["poison"]}
+        if trig["poison"] == "patch":
+            trig["patch_size"] = p["recipe"]["patch_size"]
+        if trig["poison"] == "blend":
+            trig["opacity"] = p["recipe"]["opacity"]
+        common = {"trigger": trigger_name(trig), "family": trig["poison"], "pixels": trigger_pixels(trig),
+                  "opacity": trig.get("opacity"), "rate": p["recipe"]["poison_rate"], "seed": p["recipe"]["seed"],
+                  "clean before": r["before"]["clean_accuracy"], "ASR before": r["before"]["attack_success"],
+                  "attack works": r["attack_works"], "signal norm": r["signal_norm"],
+                  "signal sigma": r["signal_sigma"], "n poison": r["n_poison"], "n target": r["n_target"],
+                  "device": rec["provenance"]["device"], "commit": rec["provenance"]["commit"][:7]}
+        rows.append({**common, "defense": "none", "flags target": None, "sensitivity": None, "specificity": None,
+                     "filter error": None, "clean after": r["before"]["clean_accuracy"],
+                     "ASR after": r["before"]["attack_success"]})
+        for name in DEFENSES:
+            dd = r["defenses"].get(name)
+            if dd is None:
+                continue
+            after = dd.get("after") or {}
+            rows.append({**common, "defense": name, "flags target": dd.get("flags_target"),
+                         "sensitivity": dd.get("sensitivity"), "specificity": dd.get("specificity"),
+                         "filter error": dd.get("filter_error"),
+                         "clean after": after.get("clean_accuracy", np.nan),
+                         "ASR after": after.get("attack_success", np.nan)})
+    cols = ["trigger", "family", "pixels", "opacity", "rate", "seed", "clean before", "ASR before", "attack works",
+            "signal norm", "signal sigma", "n poison", "n target", "defense", "flags target", "sensitivity",
+            "specificity", "filter error", "clean after", "ASR after", "device", "commit"]
+    df = pd.DataFrame(rows, columns=cols)
+    for c in ("sensitivity", "specificity", "filter error", "clean after", "ASR after", "opacity"):
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    return df
+
+
+def trigger_order(df) -> list[str]:
+    """The triggers of a :func:`point_table` from smallest to largest: pixel, patches by side, blends by opacity."""
+    keys = df.drop_duplicates("trigger")[["trigger", "family", "pixels", "opacity"]]
+    fam = {"pixel": 0, "patch": 1, "blend": 2}
+    keys = keys.assign(f=keys["family"].map(fam), o=keys["opacity"].fillna(0))
+    return keys.sort_values(["f", "pixels", "o"])["trigger"].tolist()
+
+
+def breaking_points(df):
+    """Where each defense stops working, per poison rate: the triggers (smallest to largest) on which the attack
+    works and the defense's repair leaves attack success ≥ :data:`REMOVED_BELOW` %, or — for detectors without a
+    repair here — the ones on which it misses the target. One row per (defense, rate)."""
+    import pandas as pd
+
+    order = trigger_order(df)
+    rows = []
+    works = df[(df["attack works"]) & (df["defense"] != "none")]
+    for (name, rate), g in works.groupby(["defense", "rate"], sort=False):
+        g = g.set_index("trigger").reindex([t for t in order if t in set(g["trigger"])])
+        repaired = g["ASR after"].notna()
+        fails = g.index[repaired & (g["ASR after"] >= REMOVED_BELOW)].tolist()
+        holds = g.index[repaired & (g["ASR after"] < REMOVED_BELOW)].tolist()
+        missed = g.index[g["flags target"] == False].tolist()  # noqa: E712 (None = does not detect labels)
+        rows.append({"defense": name, "rate": rate, "working attacks": len(g),
+                     "repair fails on": ", ".join(fails) or "—", "repair works on": ", ".join(holds) or "—",
+                     "target missed on": ", ".join(missed) or "—"})
+    out = pd.DataFrame(rows, columns=["defense", "rate", "working attacks", "repair fails on", "repair works on",
+                                      "target missed on"])
+    if len(out):
+        out["defense"] = pd.Categorical(out["defense"], [d for d in DEFENSES if d in set(out["defense"])])
+        out = out.sort_values(["defense", "rate"]).reset_index(drop=True)
+    return out
