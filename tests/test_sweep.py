@@ -100,6 +100,7 @@ def _record(trigger, rate, asr_before, ours_after, nc_flags, commit="abc1234"):
     return {"params": {"recipe": recipe}, "provenance": {"device": "cpu", "commit": commit},
             "results": {"before": {"clean_accuracy": 62.0, "attack_success": asr_before}, "attack_works": works,
                         "signal_norm": 0.5, "signal_sigma": 0.05, "n_poison": 100, "n_target": 1100,
+                        "target_filter": {"error": 1.0, "sensitivity": 95.0, "specificity": 99.5},
                         "defenses": {"Poison as a Cure": {"flags_target": ours_after is not None,
                                                           "sensitivity": 90.0, "specificity": 99.0,
                                                           "filter_error": 1.0, "after": after if works else None},
