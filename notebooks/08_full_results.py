@@ -50,14 +50,7 @@ n_done = n_plan - int((cover == "missing").to_numpy().sum())
 glue("n_done", n_done, display=False)
 glue("n_plan", n_plan, display=False)
 glue("results_profile", results_profile, display=False)
-if len(rows):
-    devices = ", ".join(sorted(rows["device"].unique()))
-    commits = ", ".join(sorted(rows["commit"].unique()))
-    gpu_minutes = sum(r["provenance"]["wall_seconds"] for r in records) / 60
-    prov_text = (f"run on {devices} at commit {commits}, {gpu_minutes:.0f} minutes of wall time in all "
-                 f"(each file holds its own stage times)")
-else:
-    prov_text = "none run yet"
+prov_text = reproduce.provenance_text(records)
 glue("prov_text", prov_text, display=False)
 others = []
 for prof in profiles.available():

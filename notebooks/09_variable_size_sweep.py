@@ -71,13 +71,7 @@ glue("sweep_recipe", f"{recipe0['model'].replace('_', ' ')} (width {recipe0['wid
      f"on {recipe0['train_per_class'] or 5000} images per class, pair {recipe0['pair']} "
      f"({spec0.base} → {spec0.target})", display=False)
 glue("rates_text", ", ".join(f"{100 * r:g} %" for r in rates), display=False)
-if records:
-    prov = table.drop_duplicates(["trigger", "rate", "seed"])
-    wall = sum(r["provenance"]["wall_seconds"] for r in records) / 60
-    prov_text = (f"run on {', '.join(sorted(prov['device'].unique()))} at commit "
-                 f"{', '.join(sorted(prov['commit'].unique()))}, {wall:.0f} minutes of wall time in all")
-else:
-    prov_text = "none run yet"
+prov_text = reproduce.provenance_text(records)
 glue("prov_text", prov_text, display=False)
 glue("missing_text", f"The other {len(missing)} are marked missing in the table." if missing else
      "Every planned point has a result.", display=False)

@@ -381,6 +381,17 @@ def load_results(profile: str, grid: str, root: Path | None = None) -> list[dict
     return out
 
 
+def provenance_text(records: list[dict[str, Any]]) -> str:
+    """One sentence on where a set of result files ran: devices, commits (7 characters) and total wall time."""
+    if not records:
+        return "none run yet"
+    devices = ", ".join(sorted({r["provenance"]["device"] for r in records}))
+    commits = ", ".join(sorted({r["provenance"]["commit"][:7] for r in records}))
+    minutes = sum(r["provenance"]["wall_seconds"] for r in records) / 60
+    return (f"run on {devices} at commit {commits}, {minutes:.0f} minutes of wall time in all "
+            f"(each file holds its own stage times)")
+
+
 def reverse_table(records: list[dict[str, Any]]):
     """One row per ``reverse`` result (the reverse-engineering chapter's table of committed runs): accuracy,
     attack success, the pair search's reported pair, norms and p-values, what Neural Cleanse and the paper's

@@ -31,29 +31,25 @@ REMOVED_BELOW = 10.0
 
 
 # ------------------------------------------------------------------------------------------ the grid
+def _kind_and_size(trigger: dict[str, Any]) -> tuple[str, Any]:
+    kind = trigger.get("poison")
+    if kind not in ("pixel", "patch", "blend"):
+        raise ValueError(f"a sweep trigger is pixel, patch or blend, got {trigger!r}")
+    return kind, {"pixel": None, "patch": trigger.get("patch_size"), "blend": trigger.get("opacity")}[kind]
+
+
 def trigger_name(trigger: dict[str, Any]) -> str:
     """Short label of a sweep trigger: '1 px', '3×3', 'blend 0.2'."""
-    kind = trigger.get("poison")
+    kind, size = _kind_and_size(trigger)
     if kind == "pixel":
         return "1 px"
-    if kind == "patch":
-        k = trigger["patch_size"]
-        return f"{k}×{k}"
-    if kind == "blend":
-        return f"blend {trigger['opacity']:g}"
-    raise ValueError(f"a sweep trigger is pixel, patch or blend, got {trigger!r}")
+    return f"{size}×{size}" if kind == "patch" else f"blend {size:g}"
 
 
 def trigger_slug(trigger: dict[str, Any]) -> str:
     """File-name form of :func:`trigger_name`: 'pixel', 'patch3', 'blend0.2'."""
-    kind = trigger.get("poison")
-    if kind == "pixel":
-        return "pixel"
-    if kind == "patch":
-        return f"patch{trigger['patch_size']}"
-    if kind == "blend":
-        return f"blend{trigger['opacity']:g}"
-    raise ValueError(f"a sweep trigger is pixel, patch or blend, got {trigger!r}")
+    kind, size = _kind_and_size(trigger)
+    return kind if kind == "pixel" else f"{kind}{size:g}"
 
 
 def trigger_pixels(trigger: dict[str, Any]) -> int:
