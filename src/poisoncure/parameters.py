@@ -153,7 +153,7 @@ RULES: dict[str, Rule] = {
     # chapter 8: the paper's tables from the committed results
     "results_profile": Rule(str),  # a profile with a reproduce section (plan() says so otherwise)
     "tolerance": _float(0, 100),
-    "live_point": Rule(str),  # a point of the results profile's sweep, or "" (the chapter says which exist)
+    "live_point": Rule(str, optional=True),  # a point of the results profile's sweep; "" or None: none
     # chapter 10: detection without the training set
     "additive_pattern": _choice(*ADDITIVE_PATTERNS),
     "additive_l2": _float(0, 50, low_open=True),
