@@ -147,7 +147,7 @@ markers = dict(zip(("none", *sweep.DEFENSES), "ko^sDv", strict=True))
 
 def per_rate_figure(df, col, ylabel, defenses, title):
     """One panel per poison rate; x: the triggers smallest to largest; one line per defense (seed spread as bars)."""
-    fig, axes = plt.subplots(1, len(rates), figsize=(4.2 * len(rates), 3.4), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(rates), figsize=(3.4 * len(rates), 3.4), sharey=True, squeeze=False)
     pts = by_point(df, col)
     x_of = {t: i for i, t in enumerate(order)}
     for ax, rate in zip(axes[0], rates, strict=True):
@@ -225,7 +225,7 @@ if len(lab):
     flags = (lab.assign(hit=lab["flags target"].astype(float))
              .groupby(["defense", "rate", "trigger"])["hit"].mean().unstack("trigger")
              .reindex(columns=[t for t in order if t in set(lab.trigger)]))
-    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * flags.shape[1], 0.4 + 0.32 * len(flags)))
+    fig, ax = plt.subplots(figsize=(2.5 + 0.6 * flags.shape[1], 1.3 + 0.38 * len(flags)))
     im = ax.imshow(flags.to_numpy(dtype=float), cmap="Greens", vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(flags.shape[1]), flags.columns, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(len(flags)), [f"{d}, {100 * r:g} %" for d, r in flags.index], fontsize=8)
@@ -301,7 +301,7 @@ plt.close("all")
 retrained = [d for d in ("Spectral Signatures", "Activation Clustering")
              if ran[ran.defense == d]["ASR after"].notna().any()]
 glue("retrain_note", ("Spectral Signatures and Activation Clustering detect only in this profile: their repair is "
-                      "a retraining from scratch per point, which the profile leaves out (the `full` profile runs "
+                      "a retraining from scratch per point, which the profile leaves out (the full profile runs "
                       "it).") if not retrained else f"Retrained from scratch here: {', '.join(retrained)}.",
      display=False)
 
@@ -339,7 +339,7 @@ def fails_on(defense):
         return "— (no working attack)"
     sub = breaks.loc[defense]
     parts = [f"{r}: {v}" for r, v in sub["repair fails on"].items() if v != "—"]
-    return "; ".join(parts) or "no working attack"
+    return "; ".join(parts) or "none (its repair works on every working attack)"
 
 
 for key, name in (("ours", "Poison as a Cure"), ("nc", "Neural Cleanse"), ("fp", "Fine-Pruning")):
@@ -385,6 +385,7 @@ if len(ours):
     ax.plot(xs, 100 * gauss.cdf(-xs / 2), "k--", lw=1, label="100·Φ(−‖v‖/2σ)")
 ax.set_xscale("log")
 ax.set_yscale("log")
+ax.set_ylim(0.005, 150)
 ax.set_xlabel("measured ‖v‖ / σ (normalised gradients, target class)")
 ax.set_ylabel("filtering error % (0 drawn at 0.01)")
 ax.legend(fontsize=7, title="marker size ∝ poison rate", title_fontsize=7, loc="lower left")
