@@ -463,10 +463,11 @@ else:
 #
 # 1. Read the attack figure: the first trigger whose attack success passes 50 % in each panel. Adding a trigger
 #    changes the plan, so `python -m poisoncure.reproduce --profile smoke --grid sweep` runs only the new points
-#    (about three minutes each on two cores) and this page shows them on the next build.
+#    (two to three minutes each on two cores) and this page shows them on the next build.
 # 2. Compare the rows of the detection heat map. The paper's method looks for a direction shared by a *subset* of
-#    the target's input gradients, which any learned trigger creates; Neural Cleanse looks for a *small stamp* that
-#    flips every image, which a solid square is and a faint full-image blend is not.
+#    the target's input gradients, which any learned trigger creates; Neural Cleanse looks for a stamp that flips
+#    every image and is *abnormally small* next to the other labels' stamps. A small square is such a stamp; a large
+#    square needs a mask nearly as large as a natural class feature, and a full-image blend is no stamp at all.
 # 3. `ours` in the theorem cell holds the points; fit `exp(mean(log(error) + 2 log(snr)))` per `family`. If the two
 #    constants differ by much, something besides ‖v‖/σ (for instance how well the model learned the trigger, or
 #    the alignment of the estimated direction) limits the error.
