@@ -141,8 +141,8 @@ def placeholder(text="no sweep results yet"):
     return fig
 
 
-colours = dict(zip(("none", *sweep.DEFENSES), plots.colours(1 + len(sweep.DEFENSES)), strict=True))
-markers = dict(zip(("none", *sweep.DEFENSES), "ko^sDv", strict=True))
+colours = {"none": "black", **dict(zip(sweep.DEFENSES, plots.colours(len(sweep.DEFENSES)), strict=True))}
+markers = dict(zip(("none", *sweep.DEFENSES), "o^sDvP", strict=True))
 
 
 def per_rate_figure(df, col, ylabel, defenses, title):
@@ -156,7 +156,7 @@ def per_rate_figure(df, col, ylabel, defenses, title):
             if p.empty:
                 continue
             p = p.assign(x=p.trigger.map(x_of)).sort_values("x")
-            ax.errorbar(p.x, p["mean"], yerr=[p["mean"] - p.lo, p.hi - p["mean"]], fmt=markers[name] + "-",
+            ax.errorbar(p.x, p["mean"], yerr=[p["mean"] - p.lo, p.hi - p["mean"]], marker=markers[name], ls="-",
                         color=colours[name], ms=4, lw=1.2, capsize=2, label=name if name != "none" else
                         "no defense")
         ax.axvline(len([t for t in triggers if t["poison"] != "blend"]) - 0.5, color="grey", lw=0.6, ls=":")
