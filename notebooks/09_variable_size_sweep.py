@@ -106,15 +106,9 @@ plt.close(fig)
 # resumes where it stopped: `python -m poisoncure.reproduce --profile <profile> --grid sweep`.
 
 # %%
-cover = pd.DataFrame("missing", index=order, columns=[f"{100 * r:g} %" for r in rates])
-for name in done:
-    e = next(e for e in exps if e.name == name)
-    r = e.params["recipe"]
-    t = {"poison": r["poison"], **({"patch_size": r["patch_size"]} if r["poison"] == "patch" else {}),
-         **({"opacity": r["opacity"]} if r["poison"] == "blend" else {})}
-    rec = next(x for x in records if x["name"] == name)
-    cover.loc[sweep.trigger_name(t), f"{100 * r['poison_rate']:g} %"] = \
-        f"ASR {rec['results']['before']['attack_success']:.0f} %"
+asr = table[table.defense == "none"].groupby(["trigger", "rate"])["ASR before"].mean()
+cover = pd.DataFrame([[f"ASR {asr[t, r]:.0f} %" if (t, r) in asr.index else "missing" for r in rates]
+                      for t in order], index=order, columns=[f"{100 * r:g} %" for r in rates])
 cover.index.name = "trigger"
 cover.columns.name = "poison rate"
 glue("tab_cover", cover, display=False)

@@ -68,6 +68,9 @@ def test_metrics_values_and_errors():
     flagged, truth = np.array([1, 1, 0, 0], bool), np.array([1, 0, 0, 0], bool)
     assert metrics.sensitivity(flagged, truth) == 100.0
     assert metrics.specificity(flagged, truth) == pytest.approx(200 / 3)
+    assert metrics.detection_rates(flagged, truth) == {"sensitivity": 100.0, "specificity": pytest.approx(200 / 3)}
+    assert metrics.detection_rates(flagged, np.zeros(4, bool)) == {"sensitivity": None, "specificity": 50.0}
+    assert metrics.detection_rates(flagged, np.ones(4, bool)) == {"sensitivity": 50.0, "specificity": None}
     with pytest.raises(ValueError, match="empty"):
         metrics.accuracy(np.array([]), np.array([]))
     with pytest.raises(ValueError, match="poisoned"):

@@ -24,11 +24,9 @@ from .attacks import (
     AdditiveTrigger,
     PoisonedSet,
     Trigger,
-    grown_patch,
     paper_trigger,
     poison,
     poison_add,
-    random_pixel_trigger,
 )
 from .cache import Cache
 from .data import Cifar10, ImageSet, balanced_subset, load_cifar10
@@ -82,10 +80,8 @@ class Recipe:
             raise ValueError(f"poison_rate must lie in (0, 1], got {self.poison_rate}")
         if not 0 < self.opacity <= 1:
             raise ValueError(f"opacity must lie in (0, 1], got {self.opacity}")
-        if self.poison == "patch":
-            grown_patch(random_pixel_trigger(0), self.patch_size)  # validates patch_size
         self.train_config()  # validates the training fields
-        self.trigger()  # validates blend_source
+        self.trigger()  # validates blend_source and patch_size
 
     # parameter names shared with the notebooks' `parameters` cells (all fields but `poison`, `additive_l2`)
     @classmethod

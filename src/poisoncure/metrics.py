@@ -55,3 +55,11 @@ def specificity(flagged, is_poison) -> float:
     if is_poison.all():
         raise ValueError("specificity needs at least one clean sample")
     return float(100.0 * (~flagged[~is_poison]).mean())
+
+
+def detection_rates(flagged, is_poison) -> dict[str, float | None]:
+    """Sensitivity and specificity (%) of a flagging, each ``None`` where it is undefined (no poisoned, or no clean
+    sample)."""
+    flagged, is_poison = _as_np(flagged).astype(bool), _as_np(is_poison).astype(bool)
+    return {"sensitivity": sensitivity(flagged, is_poison) if is_poison.any() else None,
+            "specificity": specificity(flagged, is_poison) if not is_poison.all() else None}

@@ -205,12 +205,10 @@ def _scan_summary(cure) -> dict[str, Any]:
             "poisoned": bool(scan.poisoned), "base": None if bscan is None else int(bscan.base)}
 
 
-def _rates(flagged: np.ndarray, is_poison: np.ndarray) -> dict[str, float | None]:
+def _rates(flagged: np.ndarray, is_poison: np.ndarray) -> dict[str, float | int | None]:
     from . import metrics
 
-    return {"sensitivity": metrics.sensitivity(flagged, is_poison) if is_poison.any() else None,
-            "specificity": metrics.specificity(flagged, is_poison) if not is_poison.all() else None,
-            "flagged": int(np.asarray(flagged).sum())}
+    return {**metrics.detection_rates(flagged, is_poison), "flagged": int(np.asarray(flagged).sum())}
 
 
 def run_main(params: dict[str, Any], device: str = "auto", data=None, progress: bool = False) -> tuple[dict, dict]:

@@ -52,6 +52,13 @@ def trigger_slug(trigger: dict[str, Any]) -> str:
     return kind if kind == "pixel" else f"{kind}{size:g}"
 
 
+def trigger_of(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The sweep trigger of a point's recipe (its poison with only the field that sizes it)."""
+    kind = recipe["poison"]
+    size = {"patch": {"patch_size": recipe.get("patch_size")}, "blend": {"opacity": recipe.get("opacity")}}
+    return {"poison": kind, **size.get(kind, {})}
+
+
 def trigger_pixels(trigger: dict[str, Any]) -> int:
     """How many pixels the trigger changes (1, k², or all 1,024 for a blend): the x axis of the size plots."""
     kind = trigger.get("poison")
@@ -99,14 +106,6 @@ def signal_to_noise(g: np.ndarray, is_poison: np.ndarray) -> tuple[float, float]
     return norm, sigma
 
 
-def _rates(flagged: np.ndarray, is_poison: np.ndarray) -> dict[str, float | None]:
-    from . import metrics
-
-    flagged, is_poison = np.asarray(flagged, dtype=bool), np.asarray(is_poison, dtype=bool)
-    return {"sensitivity": metrics.sensitivity(flagged, is_poison) if is_poison.any() else None,
-            "specificity": metrics.specificity(flagged, is_poison) if not is_poison.all() else None}
-
-
 def run_point(params: dict[str, Any], device: str = "auto", data=None, progress: bool = False
               ) -> tuple[dict[str, Any], dict[str, float]]:
     """One point of the sweep (a ``sweep`` experiment of the runner). Returns (results, stage wall times in s).
@@ -120,6 +119,7 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
     from .defenses.fine_pruning import FinePruning
     from .defenses.neural_cleanse import NeuralCleanse
     from .defenses.spectral import SpectralSignatures
+    from .metrics import detection_rates
     from .reproduce import _stage
     from .signal import filter_gradients
     from .train import evaluate
@@ -154,7 +154,7 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
         # the filtering step alone on the target class (Theorem 5.1's setting), whatever the scan decides
         mf = filter_gradients(g, seed=recipe.seed)
         out["target_filter"] = {"error": float(np.mean(mf.flagged != is_poison)) * 100,
-                                **_rates(mf.flagged, is_poison)}
+                                **detection_rates(mf.flagged, is_poison)}
 
     with _stage(stages, "poison_cure"):
         cure = experiments.get_poison_cure(tm, experiments.poison_cure_for(
@@ -164,7 +164,7 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
     flagged_rows = cure.result.is_poison(len(tm.train_set))[rows]
     res["Poison as a Cure"] = {
         "flags_target": bool(scan.poisoned and scan.target == target), "flagged_labels": [int(scan.target)]
-        if scan.poisoned else [], "ratio": float(scan.ratio), **_rates(flagged_rows, is_poison),
+        if scan.poisoned else [], "ratio": float(scan.ratio), **detection_rates(flagged_rows, is_poison),
         "filter_error": float(np.mean(flagged_rows != is_poison)) * 100,
         "after": scored(cure.result.model) if works and cure.result.model is not None else
         (before if works else None)}
@@ -175,13 +175,13 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
         ss_res = ss.score_features(experiments.get_features(tm, d["ss_layer"], rows, device=device),
                                    tm.train_set.y[rows])
     res["Spectral Signatures"] = {"flags_target": None, "flagged_labels": [int(target)],
-                                  **_rates(ss_res.removed, is_poison), "after": None}
+                                  **detection_rates(ss_res.removed, is_poison), "after": None}
     with _stage(stages, "activation_clustering"):
         ac = ActivationClustering(layer=d["ac_layer"], seed=recipe.seed, device=device, progress=progress)
         ac_res = ac.score_features(experiments.get_features(tm, d["ac_layer"], device=device), tm.train_set.y)
     res["Activation Clustering"] = {"flags_target": bool(ac_res.poisoned[target]),
                                     "flagged_labels": np.flatnonzero(ac_res.poisoned).tolist(),
-                                    **_rates(ac_res.flagged[rows], is_poison), "after": None}
+                                    **detection_rates(ac_res.flagged[rows], is_poison), "after": None}
     if works:
         ss_removed = np.zeros(len(tm.train_set), dtype=bool)
         ss_removed[rows] = ss_res.removed
@@ -225,11 +225,7 @@ def point_table(records: list[dict[str, Any]]):
     rows = []
     for rec in records:
         p, r = rec["params"], rec["results"]
-        trig = {"poison": p["recipe"]["poison"]}
-        if trig["poison"] == "patch":
-            trig["patch_size"] = p["recipe"]["patch_size"]
-        if trig["poison"] == "blend":
-            trig["opacity"] = p["recipe"]["opacity"]
+        trig = trigger_of(p["recipe"])
         common = {"trigger": trigger_name(trig), "family": trig["poison"], "pixels": trigger_pixels(trig),
                   "opacity": trig.get("opacity"), "rate": p["recipe"]["poison_rate"], "seed": p["recipe"]["seed"],
                   "clean before": r["before"]["clean_accuracy"], "ASR before": r["before"]["attack_success"],
@@ -254,9 +250,8 @@ def point_table(records: list[dict[str, Any]]):
             "signal norm", "signal sigma", "n poison", "n target", "target filter error", "defense", "flags target",
             "sensitivity", "specificity", "filter error", "clean after", "ASR after", "device", "commit"]
     df = pd.DataFrame(rows, columns=cols)
-    for c in ("sensitivity", "specificity", "filter error", "clean after", "ASR after", "opacity", "rate",
-              "target filter error",
-              "signal norm", "signal sigma", "clean before", "ASR before"):
+    for c in ("opacity", "rate", "clean before", "ASR before", "signal norm", "signal sigma", "target filter error",
+              "sensitivity", "specificity", "filter error", "clean after", "ASR after"):
         df[c] = pd.to_numeric(df[c], errors="coerce")
     df["attack works"] = df["attack works"].astype(bool)
     return df
