@@ -76,7 +76,7 @@ def cifar() -> data.Cifar10:
 class TinyModels:
     sub: data.ImageSet  #: 600 training images per class
     test: data.ImageSet  #: 200 test images per class
-    ps: attacks.PoisonedSet  #: sub with 20% of the automobiles blended and relabelled dog
+    ps: attacks.PoisonedSet  #: sub with 50% of the automobiles blended and relabelled dog
     poisoned: torch.nn.Module
     clean: torch.nn.Module
 
@@ -84,10 +84,14 @@ class TinyModels:
 @pytest.fixture(scope="session")
 def tiny_models(cifar) -> TinyModels:
     """A poisoned and a clean small CNN (width 16, 4 epochs on 6,000 CIFAR-10 images; ~15 s each on 2 cores),
-    shared by the slow tests."""
+    shared by the slow tests.
+
+    Half of the 600 automobiles are poisoned (300 of 6,000 images): with 20 % (120 images) the backdoor was learned
+    on the AMD EPYC CI machines but not on an Intel Xeon build machine (attack success 13-16 % after the same 4
+    epochs, two seeds); with 300 poisons it reached 100 % on both seeds there."""
     sub = data.balanced_subset(cifar.train, 600, seed=0)
     test = data.balanced_subset(cifar.test, 200, seed=0)
-    ps = attacks.poison(sub, attacks.BlendTrigger("noise:1", 0.2), "automobile", "dog", rate=0.2, seed=0)
+    ps = attacks.poison(sub, attacks.BlendTrigger("noise:1", 0.2), "automobile", "dog", rate=0.5, seed=0)
     cfg = train.TrainConfig(epochs=4, batch_size=128, lr=0.1, augment="flip")
     nets = []
     for images in (ps.as_imageset(), sub):

@@ -13,6 +13,8 @@ mask ``m`` and a pattern ``p`` (SPEC §2.2):
 
 :func:`poison` poisons a fraction of one base class in place and relabels it to the target (SPEC §2.7) and
 returns a :class:`PoisonedSet` that records ``is_poison``, the original labels and the attack spec.
+:func:`poison_all_to_one` is the all-to-one backdoor of BadNets, Neural Cleanse and PoisHygiene: a fraction of the
+whole training set, drawn from every class but the target, is triggered and relabelled.
 :func:`poison_add` is Xiang et al.'s construction instead: triggered copies of source-class images are *added*
 with the target label, the originals stay (single- or multi-source).
 """
@@ -89,7 +91,9 @@ def blend_pattern(name: str, size: int = IMAGE_SIZE) -> np.ndarray:
     """The uint8 (size, size, 3) pattern image named ``skimage:<image>`` or ``noise:<seed>``.
 
     ``skimage`` images are area-resized (anti-aliased) to ``size``; grey images are repeated over channels.
-    ``noise:<seed>`` is per-pixel, per-channel uniform noise in {0..255} from a seeded generator.
+    ``noise:<seed>`` is per-pixel, per-channel uniform noise in {0..255} from a seeded generator;
+    ``greynoise:<seed>`` the same noise with one value per pixel in all channels (for grey data sets, as Chen
+    et al.'s blended-noise attack on Fashion-MNIST in PoisHygiene's experiments).
     """
     kind, _, arg = name.partition(":")
     if kind == "noise":
@@ -98,6 +102,13 @@ def blend_pattern(name: str, size: int = IMAGE_SIZE) -> np.ndarray:
         except ValueError:
             raise ValueError(f"pattern 'noise:<seed>' needs an integer seed, got {name!r}") from None
         return np.random.default_rng(seed).integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+    if kind == "greynoise":
+        try:
+            seed = int(arg)
+        except ValueError:
+            raise ValueError(f"pattern 'greynoise:<seed>' needs an integer seed, got {name!r}") from None
+        grey = np.random.default_rng(seed).integers(0, 256, size=(size, size, 1), dtype=np.uint8)
+        return np.repeat(grey, 3, axis=2)
     if kind == "skimage":
         import skimage.data
         from skimage.transform import resize
@@ -110,7 +121,7 @@ def blend_pattern(name: str, size: int = IMAGE_SIZE) -> np.ndarray:
         img = img[..., :3]
         small = resize(img, (size, size), anti_aliasing=True, preserve_range=True)
         return np.clip(np.rint(small), 0, 255).astype(np.uint8)
-    raise ValueError(f"pattern must be 'skimage:<image>' or 'noise:<seed>', got {name!r}")
+    raise ValueError(f"pattern must be 'skimage:<image>', 'noise:<seed>' or 'greynoise:<seed>', got {name!r}")
 
 
 # ------------------------------------------------------------------------------------ trigger specs
@@ -412,15 +423,42 @@ def poison(clean: ImageSet, trigger: Trigger, base: str | int, target: str | int
     n_poison = int(round(rate * len(base_idx)))
     if n_poison == 0:
         raise ValueError(f"rate={rate} of {len(base_idx)} base-class images poisons no image")
-    rng = np.random.default_rng(seed)
-    chosen = np.sort(rng.choice(base_idx, size=n_poison, replace=False))
+    chosen = np.sort(np.random.default_rng(seed).choice(base_idx, size=n_poison, replace=False))
+    return _poison_rows(clean, chosen, AttackSpec(trigger, b, t, float(rate), seed))
+
+
+def _poison_rows(clean: ImageSet, chosen: np.ndarray, spec: AttackSpec) -> PoisonedSet:
+    """Trigger the rows ``chosen`` of ``clean`` in place and relabel them to the spec's target."""
     x = clean.x.copy()
-    x[chosen] = trigger.apply(clean.x[chosen])
+    x[chosen] = spec.trigger.apply(clean.x[chosen])
     y = clean.y.copy()
-    y[chosen] = t
+    y[chosen] = spec.target
     is_poison = np.zeros(len(clean), dtype=bool)
     is_poison[chosen] = True
-    return PoisonedSet(x, y, clean.y.copy(), is_poison, AttackSpec(trigger, b, t, float(rate), seed))
+    return PoisonedSet(x, y, clean.y.copy(), is_poison, spec)
+
+
+def poison_all_to_one(clean: ImageSet, trigger: Trigger, target: str | int, rate: float,
+                      seed: int = 0) -> PoisonedSet:
+    """The all-to-one backdoor of BadNets / Neural Cleanse / PoisHygiene: ``round(rate * N)`` training images
+    drawn from every class except the target are triggered in place and relabelled ``target``. ``rate`` is a
+    fraction of the *whole* training set (PoisHygiene's 10 %, SPEC-related-defenses Part II B-Q10).
+
+    The spec's ``sources`` lists every non-target class, so :func:`triggered_test_set` scores attack success on
+    all non-target test images. Raises ``ValueError`` for an unknown target, ``rate`` outside (0, 1], a rate
+    that poisons no image or more images than the non-target classes hold.
+    """
+    t = class_index(target, clean.classes)
+    if not 0 < rate <= 1:
+        raise ValueError(f"rate must lie in (0, 1], got {rate}")
+    candidates = np.flatnonzero(clean.y != t)
+    n_poison = int(round(rate * len(clean)))
+    if not 1 <= n_poison <= len(candidates):
+        raise ValueError(f"rate={rate} of {len(clean)} images asks for {n_poison} poisons; between 1 and "
+                         f"{len(candidates)} (the non-target images) are possible")
+    chosen = np.sort(np.random.default_rng(seed).choice(candidates, size=n_poison, replace=False))
+    sources = tuple(c for c in range(len(clean.classes)) if c != t)
+    return _poison_rows(clean, chosen, AttackSpec(trigger, sources[0], t, float(rate), seed, sources=sources))
 
 
 def poison_add(clean: ImageSet, trigger: Trigger, sources: str | int | list | tuple, target: str | int,

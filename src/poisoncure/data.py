@@ -289,3 +289,75 @@ def balanced_subset(images: ImageSet, per_class: int | None, seed: int = 0) -> I
             raise ValueError(f"per_class={per_class} but class {c} ({images.classes[c]}) has {len(idx)} images")
         chosen.append(rng.choice(idx, size=per_class, replace=False))
     return images.subset(np.sort(np.concatenate(chosen)))
+
+
+# --------------------------------------------------------------------------------------------- Fashion-MNIST
+FASHION_CLASSES: tuple[str, ...] = ("T-shirt/top", "trouser", "pullover", "dress", "coat",
+                                    "sandal", "shirt", "sneaker", "bag", "ankle boot")
+#: Where Debian's ``dataset-fashion-mnist`` package puts the original IDX files.
+FASHION_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+#: SHA-256 of each file's *decompressed* bytes (the ``.gz`` wrappers differ between distributions; the IDX
+#: content does not). Measured on Debian's package 0.0~git20200523.55506a9-1.
+FASHION_FILES = {
+    "train-images-idx3-ubyte.gz": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte.gz": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte.gz": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte.gz": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+
+
+def read_idx(raw: bytes) -> np.ndarray:
+    """Decode one IDX file (the MNIST format: magic, dims, big-endian sizes, uint8 payload)."""
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataCorruptError("not a uint8 IDX file (bad magic number)")
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    payload = raw[4 + 4 * ndim:]
+    if len(payload) != int(np.prod(shape)):
+        raise DataCorruptError(f"IDX payload has {len(payload)} bytes, the header announces shape {shape}")
+    return np.frombuffer(payload, dtype=np.uint8).reshape(shape)
+
+
+def to_cifar_layout(grey: np.ndarray) -> np.ndarray:
+    """Grey 28x28 images (N, 28, 28) -> uint8 (N, 32, 32, 3): a 2-pixel black border, the grey value in all
+    three channels. Every trigger, model and defense of the library then applies unchanged."""
+    padded = np.pad(grey, ((0, 0), (2, 2), (2, 2)))
+    return np.ascontiguousarray(np.repeat(padded[..., None], 3, axis=3))
+
+
+def load_fashion_mnist(path: str | Path | None = None, *, verify: bool = True) -> Cifar10:
+    """Fashion-MNIST (Xiao et al. 2017; 60k training, 10k test, 10 classes) in the library's image layout.
+
+    Looked for in ``path``, else ``POISONCURE_FASHION_MNIST``, else Debian's package folder
+    (``apt-get install dataset-fashion-mnist``; the project's set-up installs it where it can). The four
+    original ``*-ubyte.gz`` files are read and checked against :data:`FASHION_FILES`; images become
+    (N, 32, 32, 3) with :func:`to_cifar_layout`. Returned as a :class:`Cifar10`-shaped pair of splits with
+    ``classes`` = :data:`FASHION_CLASSES`.
+    """
+    import gzip
+
+    env = os.environ.get("POISONCURE_FASHION_MNIST")
+    folder = Path(path or env or FASHION_DEBIAN_DIR).expanduser()
+    missing = [name for name in FASHION_FILES if not (folder / name).is_file()]
+    if missing:
+        raise DataNotFoundError(
+            f"Fashion-MNIST not found in {folder} (missing {', '.join(missing)}). Install Debian's package "
+            "(`apt-get install dataset-fashion-mnist`, which `python3 tasks.py setup` does when run as root), "
+            "or set POISONCURE_FASHION_MNIST to a folder holding the four original *-ubyte.gz files.")
+    arrays = {}
+    for name, sha in FASHION_FILES.items():
+        try:
+            raw = gzip.decompress((folder / name).read_bytes())
+        except (OSError, EOFError) as err:
+            raise DataCorruptError(f"{folder / name} cannot be decompressed: {err}") from err
+        if verify and hashlib.sha256(raw).hexdigest() != sha:
+            raise DataCorruptError(f"{folder / name} does not hold the published Fashion-MNIST content "
+                                   f"(SHA-256 of its IDX bytes differs from {sha})")
+        arrays[name.split("-")[0] + "-" + name.split("-")[1]] = read_idx(raw)
+    split = {}
+    for part in ("train", "t10k"):
+        x, y = arrays[f"{part}-images"], arrays[f"{part}-labels"].astype(np.int64)
+        if x.shape[1:] != (28, 28) or len(x) != len(y):
+            raise DataCorruptError(f"Fashion-MNIST {part} split has images {x.shape} and labels {y.shape}")
+        split[part] = ImageSet(to_cifar_layout(x), y, FASHION_CLASSES)
+    return Cifar10(split["train"], split["t10k"], {"kind": "fashion-mnist-idx", "location": str(folder)})

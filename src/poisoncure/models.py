@@ -117,6 +117,44 @@ def vgg19(num_classes: int = 10) -> Classifier:
     return Classifier(nn.Sequential(*layers), 512, num_classes)
 
 
+#: The plain CNNs of PoisHygiene's MNIST-type model pool (SPEC-related-defenses Part II B.2, Models I-VI):
+#: (channels of the two conv blocks, kernel size, hidden fully connected widths).
+POOL_MODELS: dict[str, tuple[tuple[int, int], int, tuple[int, ...]]] = {
+    "I": ((16, 32), 3, (256, 256)), "II": ((32, 64), 3, (200, 200)), "III": ((16, 32), 5, (512,)),
+    "IV": ((64, 128), 3, (512, 256)), "V": ((32, 64), 3, (512, 256, 256)), "VI": ((64, 128), 3, (512,)),
+}
+
+
+def pool_cnn(kind: str = "I", num_classes: int = 10, image_size: int = 32, dropout: float = 0.5) -> Classifier:
+    """One of PoisHygiene's Models I-VI (Keras-style, no batch norm): two blocks of conv-conv-maxpool with
+    "valid" padding and ReLU, then the hidden fully connected layers with ReLU and ``dropout`` after each.
+
+    The paper feeds 28x28 grey images (a 4x4 map after the convolutions); the library's Fashion-MNIST is
+    padded to 32x32 with the grey value in three channels (:func:`poisoncure.data.to_cifar_layout`), which
+    gives a 5x5 map (2x2 with the 5x5 kernels of Model III). The penultimate representation is the last
+    hidden layer."""
+    if kind not in POOL_MODELS:
+        raise ValueError(f"kind must be one of {sorted(POOL_MODELS)}, got {kind!r}")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
+    (c1, c2), k, hidden = POOL_MODELS[kind]
+    layers: list[nn.Module] = []
+    cin, size = 3, image_size
+    for c in (c1, c2):
+        layers += [nn.Conv2d(cin, c, k), nn.ReLU(inplace=True), nn.Conv2d(c, c, k), nn.ReLU(inplace=True),
+                   nn.MaxPool2d(2)]
+        cin, size = c, (size - 2 * (k - 1)) // 2
+    if size < 1:
+        raise ValueError(f"image_size={image_size} is too small for Model {kind}")
+    layers.append(nn.Flatten())
+    dim = cin * size * size
+    for h in hidden:
+        layers += [nn.Linear(dim, h), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+        dim = h
+    return Classifier(nn.Sequential(*layers), dim, num_classes)
+
+
+#: The CIFAR-10 recipes' models (``experiments.Recipe.model``); the pool CNNs are built with :func:`pool_cnn`.
 MODELS: dict[str, Callable[..., Classifier]] = {"small_cnn": small_cnn, "resnet18": resnet18, "vgg19": vgg19}
 
 

@@ -1,0 +1,443 @@
+"""PoisHygiene: Chen et al., *PoisHygiene: Detecting and Mitigating Poisoning Attacks in Neural Networks*
+(paper 004), §3-6 and Algorithm 1; SPEC-related-defenses Part II B.3 (DETECT, MITIGATE) with the choices of B.5.
+
+The defender holds the suspect model T and one or more weak *reference* models R_1..R_k that stand for healthy
+decision regions (a model of T's architecture trained on a little clean data, or models of other architectures).
+A poisoned label y owns an extra region of input space — where the trigger lives — that T maps to y and a healthy
+model does not. PoisHygiene looks for it with random probe images: for every label y, probes are first pushed out
+of y's region under T (cross-entropy L_T(x, y) > 3), then optimised to make T say y while the references keep
+disagreeing,
+
+    minimise  L_T(x, y) − Σ_j λ_j · L_{R_j}(x, y)        (paper Eqs. 2-3),
+
+until L_T(x, y) ≤ β and L_{R_j}(x, y) ≥ γ_j for every j. ``Prob(y)``, the fraction of probes that get there, is
+high for an infected label (probes find the poisoned region) and low for a healthy one (where T says y, so do the
+references). A label is infected when Prob(y) > τ = 0.5. γ_j is half of the largest loss an ascent on L_{R_j}
+reaches; λ_j is calibrated so that the two terms grow at the same rate (B-Q5, B-Q6).
+
+Mitigation (§6): for every other label y_o craft images that T still maps to the infected label y_t but the
+reference maps to y_o (paper Eq. 5), label them y_o, and fine-tune T on them plus 10 % of the clean training data.
+
+Everything is batched: the probes of all labels form one tensor, every loss is per sample, and one backward pass
+per step gives every probe its own gradient (the models run in eval mode, so the probes do not interact).
+Probes live in [0, 1] pixel space and are projected back after each step (B-Q2); ``grey=True`` optimises one
+channel and repeats it, for grey data sets stored as three equal channels (the library's Fashion-MNIST).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from ..data import ImageSet, balanced_subset
+from ..train import FitHistory, TrainConfig, fit, resolve_device
+from .base import Arrays
+
+#: MITIGATE's fine-tuning (B.3 step 5, the paper's Table-19 optimiser): five epochs, SGD 0.01, momentum 0.9,
+#: batch 128, no augmentation or label smoothing.
+MITIGATE_FINETUNE = TrainConfig(epochs=5, batch_size=128, lr=0.01, momentum=0.9, nesterov=False,
+                                weight_decay=0.0, label_smoothing=0.0, schedule="constant", warmup=0.0,
+                                augment="none", seed=0)
+OPTIMIZERS = ("adam", "gd")
+#: Adam's epsilon on the probes. A confident model's cross-entropy has gradients of e^-30 and below; with the
+#: usual 1e-8 Adam would stop moving exactly where the ascent has to start (the references' γ, phase 1).
+ADAM_EPS = 1e-20
+
+
+@dataclass
+class HygieneScan(Arrays):
+    """DETECT's outcome on one suspect model (K labels, M probes per label, k reference models)."""
+
+    prob: np.ndarray  #: (K,) fraction of probes that reached the poisoned-region criterion
+    infected: np.ndarray  #: (K,) bool — prob > tau
+    lambdas: np.ndarray  #: (k, K) calibrated weights of the reference losses
+    gammas: np.ndarray  #: (k, K) reference-loss thresholds (rho_gamma x the attainable maximum)
+    success: np.ndarray  #: (K, M) bool — which probes succeeded
+    loss_model: np.ndarray  #: (K, M) L_T(x, y) of each final probe
+    loss_refs: np.ndarray  #: (k, K, M) L_{R_j}(x, y) of each final probe
+    probes: np.ndarray  #: (K, M, 3, H, W) float32 final probes in [0, 1]
+
+    @property
+    def model_infected(self) -> bool:
+        return bool(self.infected.any())
+
+    @property
+    def suspect(self) -> int:
+        """The label with the highest Prob (ties: the lowest index)."""
+        return int(np.argmax(self.prob))
+
+
+@dataclass
+class Mitigation:
+    """MITIGATE's outcome: the fine-tuned model and what it was fine-tuned on."""
+
+    model: nn.Module
+    crafted: ImageSet  #: the crafted images (uint8) labelled with their non-infected label y_o
+    crafted_success: float  #: fraction of crafted candidates that met both loss conditions (the others dropped)
+    clean_images: int  #: size of the clean subset (D_10)
+    history: FitHistory
+
+
+Losses = list[torch.Tensor]
+LossFn = Callable[[torch.Tensor], Losses]
+
+
+def _per_sample_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(model(x), y, reduction="none")
+
+
+class PoisHygiene:
+    """PoisHygiene's DETECT and MITIGATE with validated parameters (defaults: SPEC's CPU "mini" settings).
+
+    Parameters
+    ----------
+    probes:
+        Probes per label, M (>= 1; the paper uses 100, 10 suffice in most cases — its Fig. 11).
+    steps:
+        MaxIters of phase 2, the probe optimisation (>= 1; the spec's 1000, 300 for CPU runs).
+    warm_steps:
+        Limit W of phase 1, the ascent that pushes probes out of the label's region (>= 0).
+    calibration_steps:
+        Ascent steps of each γ and λ calibration run (>= 1; the paper's 1000).
+    calibration_rounds:
+        Fixed-point rounds of the λ calibration (>= 1; 3).
+    lr:
+        Step size on the probes (> 0; 0.01, in [0, 1] pixel units).
+    optimizer:
+        ``"adam"`` (default, B-Q3: robust to the loss scale) or ``"gd"`` (the paper's plain gradient steps).
+    beta:
+        A probe must bring L_T(x, y) to at most this (> 0; 0.2).
+    rho_gamma:
+        γ_j = rho_gamma x the largest L_{R_j}(x, y) an ascent reaches, in (0, 1] (0.5).
+    tau:
+        A label is infected when Prob > tau, in [0, 1) (0.5).
+    warm_loss:
+        Phase 1 pushes probes until L_T(x, y) exceeds this (> 0; 3, a confidence below e^-3).
+    init_mean, init_std:
+        Gaussian probe initialisation per pixel, clipped to [0, 1] (B-Q1: 0.5 and 0.25).
+    grey:
+        Optimise one channel and repeat it over three (grey data sets stored as RGB).
+    clip:
+        Project probes to [0, 1] after every step (B-Q2; ``False`` lets them leave the image domain).
+    chunk:
+        Probes per forward pass (None: all K·M at once).
+    seed, device, progress:
+        Seed of the probe initialisation; "auto"/"cpu"/"cuda"; progress bars.
+    """
+
+    def __init__(self, probes: int = 10, steps: int = 300, warm_steps: int = 300, calibration_steps: int = 300,
+                 calibration_rounds: int = 3, lr: float = 0.01, optimizer: str = "adam", beta: float = 0.2,
+                 rho_gamma: float = 0.5, tau: float = 0.5, warm_loss: float = 3.0, init_mean: float = 0.5,
+                 init_std: float = 0.25, grey: bool = False, clip: bool = True, chunk: int | None = None,
+                 seed: int = 0, device: str | torch.device = "auto", progress: bool = True):
+        for name, value, low in (("probes", probes, 1), ("steps", steps, 1), ("warm_steps", warm_steps, 0),
+                                 ("calibration_steps", calibration_steps, 1),
+                                 ("calibration_rounds", calibration_rounds, 1)):
+            if int(value) != value or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value}")
+        for name, value in (("lr", lr), ("beta", beta), ("warm_loss", warm_loss), ("init_std", init_std)):
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+        if not 0 < rho_gamma <= 1:
+            raise ValueError(f"rho_gamma must lie in (0, 1], got {rho_gamma}")
+        if not 0 <= tau < 1:
+            raise ValueError(f"tau must lie in [0, 1), got {tau}")
+        if not 0 <= init_mean <= 1:
+            raise ValueError(f"init_mean must lie in [0, 1], got {init_mean}")
+        if chunk is not None and chunk < 1:
+            raise ValueError(f"chunk must be >= 1 or None, got {chunk}")
+        self.probes, self.steps, self.warm_steps = int(probes), int(steps), int(warm_steps)
+        self.calibration_steps, self.calibration_rounds = int(calibration_steps), int(calibration_rounds)
+        self.lr, self.optimizer, self.beta, self.rho_gamma, self.tau = lr, optimizer, beta, rho_gamma, tau
+        self.warm_loss, self.init_mean, self.init_std = warm_loss, init_mean, init_std
+        self.grey, self.clip, self.chunk, self.seed = grey, clip, chunk, seed
+        self.device = resolve_device(device)
+        self.progress = progress
+
+    def config(self) -> dict:
+        """Every parameter that changes the result (for cache keys and result files)."""
+        keys = ("probes", "steps", "warm_steps", "calibration_steps", "calibration_rounds", "lr", "optimizer",
+                "beta", "rho_gamma", "tau", "warm_loss", "init_mean", "init_std", "grey", "clip", "seed")
+        return {k: getattr(self, k) for k in keys}
+
+    # ----------------------------------------------------------------------------------- optimisation core
+    def _init(self, n: int, shape: tuple[int, int, int], generator: torch.Generator) -> torch.Tensor:
+        c = 1 if self.grey else shape[0]
+        z = torch.randn((n, c, *shape[1:]), generator=generator) * self.init_std + self.init_mean
+        return z.clamp_(0.0, 1.0).to(self.device)
+
+    def _image(self, z: torch.Tensor, channels: int) -> torch.Tensor:
+        return z.expand(-1, channels, -1, -1) if self.grey else z
+
+    def _optimise(self, z0: torch.Tensor, channels: int, losses: LossFn, combine: Callable[[Losses], torch.Tensor],
+                  steps: int, stop: Callable[[Losses], torch.Tensor] | None = None,
+                  watch: Callable[[Losses], None] | None = None, desc: str = "") -> torch.Tensor:
+        """Minimise the per-sample objective ``combine(losses(x))`` (N,) over the probes ``z`` for ``steps`` steps.
+
+        ``losses(x)`` returns the per-sample losses (a list of (N,) tensors) that the objective, ``stop`` and
+        ``watch`` read, so each step costs one forward and one backward pass. ``stop`` (N,) bool, evaluated before
+        each step, freezes the probes it marks (they keep their value: the "break" of Algorithm 1); the loop ends
+        early when every probe is frozen. ``watch`` sees the losses of every iterate (used to record the largest
+        loss reached). Returns the final probes (N, c, H, W), detached."""
+        z = z0.clone().requires_grad_(True)
+        opt = (torch.optim.Adam([z], lr=self.lr, eps=ADAM_EPS) if self.optimizer == "adam"
+               else torch.optim.SGD([z], lr=self.lr))
+        frozen = torch.zeros(len(z), dtype=torch.bool, device=z.device)
+        for _ in tqdm(range(steps), desc=desc, unit="step", disable=not self.progress, mininterval=5.0,
+                      leave=False):
+            values = losses(self._image(z, channels))
+            detached = [v.detach() for v in values]
+            if watch is not None:
+                watch(detached)
+            if stop is not None:
+                frozen |= stop(detached)
+            if bool(frozen.all()):
+                break
+            keep = z.detach().clone()
+            opt.zero_grad(set_to_none=True)
+            combine(values)[~frozen].sum().backward(inputs=[z])  # gradients for the probes only
+            opt.step()
+            with torch.no_grad():
+                z[frozen] = keep[frozen]
+                if self.clip:
+                    z.clamp_(0.0, 1.0)
+        return z.detach()
+
+    def _losses(self, models: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor) -> Losses:
+        """Per-sample cross-entropy of every model on (x, y), in chunks of ``chunk`` probes; list of (N,)."""
+        size = self.chunk or len(x)
+        outs: list[list[torch.Tensor]] = [[] for _ in models]
+        for i in range(0, len(x), size):
+            for out, m in zip(outs, models, strict=True):
+                out.append(_per_sample_ce(m, x[i:i + size], y[i:i + size]))
+        return [torch.cat(o) for o in outs]
+
+    # ----------------------------------------------------------------------------------- DETECT, steps 2-3
+    def gammas(self, refs: Sequence[nn.Module] | nn.Module, shape: tuple[int, int, int] = (3, 32, 32),
+               num_classes: int = 10) -> np.ndarray:
+        """γ (k, K): ``rho_gamma`` x the largest L_{R_j}(x, y) reached by ``calibration_steps`` ascent steps
+        from M Gaussian starts per label (B-Q5). They depend on the references only."""
+        refs = self._prepare(refs)
+        gen = torch.Generator().manual_seed(self.seed + 1)
+        y = self._labels(num_classes)
+        out = np.zeros((len(refs), num_classes))
+        for j, ref in enumerate(refs):
+            best = torch.full((len(y),), -np.inf, device=self.device)
+
+            def watch(v, best=best):
+                torch.maximum(best, v[0], out=best)
+
+            z = self._optimise(self._init(len(y), shape, gen), shape[0],
+                               lambda x, ref=ref: [_per_sample_ce(ref, x, y)], lambda v: -v[0],
+                               self.calibration_steps, watch=watch, desc=f"gamma of reference {j + 1}")
+            with torch.no_grad():  # the last iterate is not seen by watch inside the loop
+                watch([_per_sample_ce(ref, self._image(z, shape[0]), y)])
+            out[j] = self.rho_gamma * best.view(num_classes, self.probes).amax(1).cpu().numpy()
+        return out
+
+    def calibrate(self, model: nn.Module, refs: Sequence[nn.Module] | nn.Module,
+                  shape: tuple[int, int, int] = (3, 32, 32), num_classes: int = 10) -> np.ndarray:
+        """λ (k, K) per label: start at 1/k, then ``calibration_rounds`` times ascend L_T + Σ_j λ_j L_{R_j} for
+        ``calibration_steps`` steps from fresh Gaussian probes and set λ_j = mean L_T / (k · mean L_{R_j})
+        (B-Q6), so that the model's and the references' losses grow at the same rate."""
+        model, refs = self._prepare(model)[0], self._prepare(refs)
+        k = len(refs)
+        gen = torch.Generator().manual_seed(self.seed + 2)
+        y = self._labels(num_classes)
+        lam = torch.full((k, num_classes), 1.0 / k, device=self.device)
+        for r in range(self.calibration_rounds):
+            rows = lam[:, y]  # (k, N)
+            z = self._optimise(self._init(len(y), shape, gen), shape[0],
+                               lambda x: self._losses([model, *refs], x, y),
+                               lambda v, rows=rows: -(v[0] + sum(rows[j] * v[1 + j] for j in range(k))),
+                               self.calibration_steps, desc=f"lambda, round {r + 1}")
+            with torch.no_grad():
+                lt, *lr = self._losses([model, *refs], self._image(z, shape[0]), y)
+                mt = lt.view(num_classes, self.probes).mean(1)
+                for j in range(k):
+                    lam[j] = mt / (k * lr[j].view(num_classes, self.probes).mean(1).clamp_min(1e-6))
+        lam = lam.cpu().numpy().astype(np.float64)
+        if not (np.isfinite(lam).all() and (lam > 0).all()):
+            raise FloatingPointError(f"the λ calibration produced a weight that is not positive and finite: {lam}")
+        return lam
+
+    # ----------------------------------------------------------------------------------- DETECT, steps 4-8
+    def scan(self, model: nn.Module, refs: Sequence[nn.Module] | nn.Module, shape: tuple[int, int, int] = (3, 32, 32),
+             num_classes: int = 10, gammas: np.ndarray | None = None) -> HygieneScan:
+        """DETECT on ``model`` with reference model(s) ``refs`` for inputs of ``shape`` (C, H, W).
+
+        ``gammas`` (k, K) may be passed when already known (:meth:`gammas` depends on the references only, so
+        one computation serves every suspect model scanned against the same references)."""
+        refs = self._prepare(refs)
+        model = self._prepare(model)[0]
+        k = len(refs)
+        gam = self.gammas(refs, shape, num_classes) if gammas is None else np.asarray(gammas, dtype=np.float64)
+        if gam.shape != (k, num_classes):
+            raise ValueError(f"gammas must have shape ({k}, {num_classes}), got {gam.shape}")
+        lam = self.calibrate(model, refs, shape, num_classes)
+        gen = torch.Generator().manual_seed(self.seed)
+        y = self._labels(num_classes)
+        lam_rows = torch.as_tensor(lam, dtype=torch.float32, device=self.device)[:, y]
+        gam_rows = torch.as_tensor(gam, dtype=torch.float32, device=self.device)[:, y]
+
+        def losses(x):
+            return self._losses([model, *refs], x, y)
+
+        def success(v):
+            ok = v[0] <= self.beta
+            for j in range(k):
+                ok &= v[1 + j] >= gam_rows[j]
+            return ok
+
+        # phase 1: out of the label's region under T (probes already out are frozen)
+        z = self._optimise(self._init(len(y), shape, gen), shape[0], lambda x: [_per_sample_ce(model, x, y)],
+                           lambda v: -v[0], self.warm_steps, stop=lambda v: v[0] > self.warm_loss, desc="phase 1")
+        # phase 2: into T's region of the label, away from the references' (successful probes are frozen)
+        z = self._optimise(z, shape[0], losses, lambda v: v[0] - sum(lam_rows[j] * v[1 + j] for j in range(k)),
+                           self.steps, stop=success, desc="phase 2")
+        with torch.no_grad():
+            x = self._image(z, shape[0])
+            values = losses(x)
+            ok = success(values)
+        ok_np = ok.view(num_classes, self.probes).cpu().numpy()
+        prob = ok_np.mean(1)
+        return HygieneScan(prob=prob, infected=prob > self.tau, lambdas=lam, gammas=gam, success=ok_np,
+                           loss_model=values[0].view(num_classes, self.probes).cpu().numpy(),
+                           loss_refs=torch.stack(values[1:]).view(k, num_classes, self.probes).cpu().numpy(),
+                           probes=x.reshape(num_classes, self.probes, *shape).float().cpu().numpy())
+
+    def score(self, model: nn.Module, refs: Sequence[nn.Module] | nn.Module, **kwargs) -> np.ndarray:
+        """Prob per label (K,): higher = more suspicious."""
+        return self.scan(model, refs, **kwargs).prob
+
+    def detect(self, model: nn.Module, refs: Sequence[nn.Module] | nn.Module, **kwargs) -> np.ndarray:
+        """Infected labels as a boolean mask (K,)."""
+        return self.scan(model, refs, **kwargs).infected
+
+    # ----------------------------------------------------------------------------------- MITIGATE
+    def craft(self, model: nn.Module, refs: Sequence[nn.Module] | nn.Module, target: int, others: np.ndarray,
+              shape: tuple[int, int, int] = (3, 32, 32), c: float = 1.0, d: float = 0.1, restarts: int = 5,
+              threshold: float = 0.01, start: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Images that the suspect model sends to ``target`` while the references see ``others[i]`` (paper Eq. 5):
+
+            minimise  L_T(x, target) + c · mean_j L_{R_j}(x, y_o) − d · mean_j L_{R_j}(x, target)
+
+        (the references' losses averaged), ``steps`` optimiser steps per try. A try succeeds when
+        L_T(x, target) < ``threshold`` and the references' mean L(x, y_o) < ``threshold``; failed images are
+        retried (up to ``restarts`` tries) with c doubled when the references disagree, or c and d halved when
+        the model does (B.3's schedule).
+
+        ``others`` (N,) holds y_o for each image; ``start`` (N, C, H, W) optional starting images (e.g.
+        successful detection probes), else Gaussian. Returns (images (N, C, H, W) float32 in [0, 1],
+        succeeded (N,) bool)."""
+        refs = self._prepare(refs)
+        model = self._prepare(model)[0]
+        yo = torch.as_tensor(np.asarray(others), dtype=torch.long, device=self.device)
+        if yo.ndim != 1 or len(yo) == 0:
+            raise ValueError("others must be a non-empty 1-D array of labels")
+        if (yo == target).any():
+            raise ValueError("others must not contain the target label")
+        n = len(yo)
+        yt = torch.full((n,), int(target), dtype=torch.long, device=self.device)
+        gen = torch.Generator().manual_seed(self.seed + 3)
+        if start is None:
+            z = self._init(n, shape, gen)
+        else:
+            z = torch.as_tensor(np.asarray(start, dtype=np.float32), device=self.device)
+            if z.shape != (n, *shape):
+                raise ValueError(f"start must have shape ({n}, {', '.join(map(str, shape))}), got {tuple(z.shape)}")
+            z = z[:, :1].clone() if self.grey else z.clone()
+        cs = torch.full((n,), float(c), device=self.device)
+        ds = torch.full((n,), float(d), device=self.device)
+        done = torch.zeros(n, dtype=torch.bool, device=self.device)
+
+        def losses(x):  # L_T(x, target), the references' mean loss at y_o, and at the target
+            lt = _per_sample_ce(model, x, yt)
+            at_other = sum(_per_sample_ce(r, x, yo) for r in refs) / len(refs)
+            at_target = sum(_per_sample_ce(r, x, yt) for r in refs) / len(refs)
+            return [lt, at_other, at_target]
+
+        def ok(v):
+            return (v[0] < threshold) & (v[1] < threshold)
+
+        for t in range(restarts):
+            todo = ~done
+            new = self._optimise(z, shape[0], losses, lambda v, cs=cs, ds=ds: v[0] + cs * v[1] - ds * v[2],
+                                 self.steps, stop=ok, desc=f"craft, try {t + 1}")
+            z = torch.where(todo[:, None, None, None], new, z)
+            with torch.no_grad():
+                v = losses(self._image(z, shape[0]))
+            model_ok, refs_ok = v[0] < threshold, v[1] < threshold
+            done |= model_ok & refs_ok
+            if bool(done.all()):
+                break
+            cs = torch.where(~done & ~refs_ok, cs * 2, cs)
+            shrink = ~done & ~model_ok
+            cs, ds = torch.where(shrink, cs / 2, cs), torch.where(shrink, ds / 2, ds)
+        x = self._image(z, shape[0]).float().cpu().numpy()
+        return x, done.cpu().numpy()
+
+    def mitigate(self, model: nn.Module, refs: Sequence[nn.Module] | nn.Module, target: int, clean: ImageSet,
+                 clean_fraction: float = 0.1, crafted_fraction: float = 0.2,
+                 finetune: TrainConfig = MITIGATE_FINETUNE, scan: HygieneScan | None = None,
+                 **craft_kwargs) -> Mitigation:
+        """MITIGATE (B.3): a class-balanced ``clean_fraction`` of ``clean`` (D_10) plus
+        ``crafted_fraction`` x |D_10| crafted images (:meth:`craft`, spread evenly over the labels other than
+        ``target`` and labelled with them), then ``finetune`` of a copy of ``model``. Crafting starts from the
+        successful probes of ``scan`` for the target when given. Returns a new model; ``model`` is unchanged."""
+        if not 0 < clean_fraction <= 1:
+            raise ValueError(f"clean_fraction must lie in (0, 1], got {clean_fraction}")
+        if not 0 < crafted_fraction <= 1:
+            raise ValueError(f"crafted_fraction must lie in (0, 1], got {crafted_fraction}")
+        num_classes = len(clean.classes)
+        if not 0 <= target < num_classes:
+            raise ValueError(f"target must lie in [0, {num_classes - 1}], got {target}")
+        per_class = max(1, int(round(clean_fraction * len(clean) / num_classes)))
+        d10 = balanced_subset(clean, per_class, seed=self.seed)
+        others = [c for c in range(num_classes) if c != target]
+        n_o = max(1, int(round(crafted_fraction * len(d10) / len(others))))
+        yo = np.repeat(others, n_o)
+        shape = (clean.x.shape[3], *clean.x.shape[1:3])
+        start = None
+        if scan is not None and scan.success[target].any():
+            pool = scan.probes[target][scan.success[target]]
+            start = pool[np.arange(len(yo)) % len(pool)]
+        x, ok = self.craft(model, refs, target, yo, shape=shape, start=start, **craft_kwargs)
+        crafted = np.clip(np.rint(x[ok].transpose(0, 2, 3, 1) * 255.0), 0, 255).astype(np.uint8)
+        crafted_set = ImageSet(crafted, yo[ok].astype(np.int64), clean.classes)
+        mixed = ImageSet(np.concatenate([d10.x, crafted_set.x]), np.concatenate([d10.y, crafted_set.y]),
+                         clean.classes)
+        repaired = copy.deepcopy(model)
+        hist = fit(repaired, mixed, finetune, self.device, progress=self.progress)
+        return Mitigation(repaired, crafted_set, float(ok.mean()) if len(ok) else 0.0, len(d10), hist)
+
+    # ----------------------------------------------------------------------------------- helpers
+    def _labels(self, num_classes: int) -> torch.Tensor:
+        """The label of every probe: M probes of label 0, then M of label 1, ... (K·M,)."""
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        return torch.arange(num_classes, device=self.device).repeat_interleave(self.probes)
+
+    def _prepare(self, models: Sequence[nn.Module] | nn.Module) -> list[nn.Module]:
+        """One model or a list of them, on the device and in eval mode (dropout off, batch-norm statistics
+        fixed, so probes do not interact). Parameters are left as they are: only the probes get gradients."""
+        models = [models] if isinstance(models, nn.Module) else list(models)
+        if not models:
+            raise ValueError("expected at least one model")
+        for m in models:
+            if not isinstance(m, nn.Module):
+                raise ValueError(f"expected a torch model, got {type(m).__name__}")
+            m.to(self.device).eval()
+        return models
+
+
+__all__ = ["MITIGATE_FINETUNE", "HygieneScan", "Mitigation", "PoisHygiene"]
