@@ -8,6 +8,7 @@ healthy model, so probes can find inputs the infected model calls 1 while the he
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 
 from poisoncure import attacks, data, models
-from poisoncure.defenses.poishygiene import PoisHygiene
+from poisoncure.defenses.poishygiene import MITIGATE_FINETUNE, PoisHygiene, train_reference
 
 SHAPE = (3, 8, 8)
 
@@ -118,6 +119,23 @@ def test_scan_rejects_bad_inputs():
         ph.scan(TwoClass(), TwoClass(), SHAPE, 2, gammas=np.ones((1, 3)))
     with pytest.raises(ValueError, match="num_classes"):
         ph.scan(TwoClass(), TwoClass(), SHAPE, 1)
+
+
+def test_train_reference_stops_at_the_goal(tiny_images):
+    """Labels that a model can read off one pixel: a reference gets there within a few epochs and stops."""
+    x = tiny_images.x.copy()
+    x[:, 0, 0, :] = (tiny_images.y * 25)[:, None].astype(np.uint8)
+    images = data.ImageSet(x, tiny_images.y)
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(MITIGATE_FINETUNE, batch_size=20, lr=0.05)
+    _, acc = train_reference(models.pool_cnn("III"), images, images, goal=30.0, config=cfg, max_epochs=30,
+                             device="cpu")
+    assert acc[-1] >= 30.0 and all(a < 30.0 for a in acc[:-1]) and len(acc) < 30
+    _, capped = train_reference(models.pool_cnn("III"), images, images, goal=100.0, config=cfg, max_epochs=2,
+                                device="cpu")
+    assert len(capped) == 2
+    with pytest.raises(ValueError, match="goal"):
+        train_reference(models.pool_cnn("III"), images, images, goal=0.0)
 
 
 # --------------------------------------------------------------------------------------- attacks, models, data

@@ -27,6 +27,7 @@ channel and repeats it, for grey data sets stored as three equal channels (the l
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -37,7 +38,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data import ImageSet, balanced_subset
-from ..train import FitHistory, TrainConfig, fit, resolve_device
+from ..train import FitHistory, TrainConfig, evaluate, fit, resolve_device
 from .base import Arrays
 
 #: MITIGATE's fine-tuning (B.3 step 5, the paper's Table-19 optimiser): five epochs, SGD 0.01, momentum 0.9,
@@ -83,6 +84,29 @@ class Mitigation:
     crafted_success: float  #: fraction of crafted candidates that met both loss conditions (the others dropped)
     clean_images: int  #: size of the clean subset (D_10)
     history: FitHistory
+
+
+def train_reference(model: nn.Module, clean: ImageSet, validation: ImageSet, goal: float,
+                    config: TrainConfig = MITIGATE_FINETUNE, max_epochs: int = 20,
+                    device: str | torch.device = "auto") -> tuple[nn.Module, list[float]]:
+    """A weak healthy reference (B.2, [rec]): train ``model`` in place on ``clean`` one epoch at a time and stop as
+    soon as its accuracy on ``validation`` reaches ``goal`` % (the paper's references are only 60-76 % accurate:
+    a reference that fits too well shares the suspect's quirks, one that is too weak disagrees everywhere).
+
+    ``config`` gives the optimiser (its ``epochs`` is ignored; epoch ``e`` uses seed ``config.seed + e``).
+    Returns the model and the validation accuracy after each epoch; stops after ``max_epochs`` even when the
+    goal is not reached (check the last accuracy)."""
+    if not 0 < goal <= 100:
+        raise ValueError(f"goal must lie in (0, 100], got {goal}")
+    if max_epochs < 1:
+        raise ValueError(f"max_epochs must be >= 1, got {max_epochs}")
+    accuracies: list[float] = []
+    for e in range(max_epochs):
+        fit(model, clean, dataclasses.replace(config, epochs=1, seed=config.seed + e), device, progress=False)
+        accuracies.append(evaluate(model, validation, device=device).clean_accuracy)
+        if accuracies[-1] >= goal:
+            break
+    return model, accuracies
 
 
 Losses = list[torch.Tensor]
@@ -440,4 +464,4 @@ class PoisHygiene:
         return models
 
 
-__all__ = ["MITIGATE_FINETUNE", "HygieneScan", "Mitigation", "PoisHygiene"]
+__all__ = ["MITIGATE_FINETUNE", "HygieneScan", "Mitigation", "PoisHygiene", "train_reference"]
