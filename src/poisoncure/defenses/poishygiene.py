@@ -384,29 +384,33 @@ class PoisHygiene:
         ds = torch.full((n,), float(d), device=self.device)
         done = torch.zeros(n, dtype=torch.bool, device=self.device)
 
-        def losses(x):  # L_T(x, target), the references' mean loss at y_o, and at the target
-            lt = _per_sample_ce(model, x, yt)
-            at_other = sum(_per_sample_ce(r, x, yo) for r in refs) / len(refs)
-            at_target = sum(_per_sample_ce(r, x, yt) for r in refs) / len(refs)
-            return [lt, at_other, at_target]
+        def losses_for(rows):  # L_T(x, target), the references' mean loss at y_o, and at the target, for rows
+            def losses(x):
+                lt = _per_sample_ce(model, x, yt[rows])
+                at_other = sum(_per_sample_ce(r, x, yo[rows]) for r in refs) / len(refs)
+                at_target = sum(_per_sample_ce(r, x, yt[rows]) for r in refs) / len(refs)
+                return [lt, at_other, at_target]
+            return losses
 
-        def ok(v):
+        def succeeded(v):
             return (v[0] < threshold) & (v[1] < threshold)
 
         for t in range(restarts):
-            todo = ~done
-            new = self._optimise(z, shape[0], losses, lambda v, cs=cs, ds=ds: v[0] + cs * v[1] - ds * v[2],
-                                 self.steps, stop=ok, desc=f"craft, try {t + 1}")
-            z = torch.where(todo[:, None, None, None], new, z)
+            rows = torch.nonzero(~done).squeeze(1)  # a retry optimises only the images that failed so far
+            c_r, d_r = cs[rows], ds[rows]
+            objective = lambda v, c=c_r, d=d_r: v[0] + c * v[1] - d * v[2]  # noqa: E731
+            z[rows] = self._optimise(z[rows], shape[0], losses_for(rows), objective, self.steps, stop=succeeded,
+                                     desc=f"craft, try {t + 1}")
             with torch.no_grad():
-                v = losses(self._image(z, shape[0]))
+                v = losses_for(rows)(self._image(z[rows], shape[0]))
             model_ok, refs_ok = v[0] < threshold, v[1] < threshold
-            done |= model_ok & refs_ok
+            done[rows] = succeeded(v)
             if bool(done.all()):
                 break
-            cs = torch.where(~done & ~refs_ok, cs * 2, cs)
-            shrink = ~done & ~model_ok
-            cs, ds = torch.where(shrink, cs / 2, cs), torch.where(shrink, ds / 2, ds)
+            failed = ~done[rows]
+            c_r = torch.where(failed & ~refs_ok, c_r * 2, c_r)
+            shrink = failed & ~model_ok
+            cs[rows], ds[rows] = torch.where(shrink, c_r / 2, c_r), torch.where(shrink, d_r / 2, d_r)
         x = self._image(z, shape[0]).float().cpu().numpy()
         return x, done.cpu().numpy()
 
