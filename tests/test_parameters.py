@@ -60,6 +60,10 @@ def test_choices_mirror_the_library():
     for source in parameters.BLEND_SOURCES:
         attacks.paper_trigger(1, "blend", blend_source=source)
     assert set(parameters.ADDITIVE_PATTERNS) == set(attacks.ADDITIVE_PATTERNS) == set(experiments.ADDITIVE)
+    from poisoncure import hygiene
+
+    assert set(parameters.POOL_MODELS) == set(models.POOL_MODELS)
+    assert set(parameters.FASHION_ATTACKS) == set(hygiene.ATTACKS) - {"clean"}
 
 
 def test_the_build_refuses_bad_values_before_any_work(capsys):

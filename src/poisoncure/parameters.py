@@ -94,6 +94,8 @@ AUGMENTATIONS = ("crop_flip", "flip", "none")
 BLEND_SOURCES = ("noise", "skimage")
 RETRAINABLE = ("spectral", "activation_clustering")
 ADDITIVE_PATTERNS = ("chessboard", "sparse")
+FASHION_ATTACKS = ("badnets", "blend")  # the attacked suspects of chapter 12 (hygiene.ATTACKS less "clean")
+POOL_MODELS = ("I", "II", "III", "IV", "V", "VI")
 
 RULES: dict[str, Rule] = {
     # shared model recipe (experiments.Recipe)
@@ -165,6 +167,29 @@ RULES: dict[str, Rule] = {
     "search_bound": POSITIVE,
     "pi": UNIT,
     "theta": _float(0, 1, low_open=True, high_open=True),
+    # chapter 12: PoisHygiene (Fashion-MNIST suspects, references, DETECT, MITIGATE)
+    "fm_attacks": Rule(str, choices=FASHION_ATTACKS, many=True),
+    "fm_target": _int(0, 9),
+    "fm_poison_rate": _float(0, 1, low_open=True, high_open=True),
+    "fm_opacity": UNIT,
+    "fm_train_size": _int(100, 60000),
+    "fm_epochs": _int(1),
+    "fm_lr": POSITIVE,
+    "ref_models": Rule(str, choices=POOL_MODELS, many=True),
+    "ref_train_size": _int(10, 60000),
+    "ref_goal": _float(0, 100, low_open=True),
+    "cifar_ref_per_class": _int(1, 5000, many=True),
+    "probes": _int(1),
+    "hygiene_steps": _int(1),
+    "warm_steps": _int(0),
+    "calibration_steps": _int(1),
+    "calibration_rounds": _int(1),
+    "tau": _float(0, 1, high_open=True),
+    "craft_steps": _int(1),
+    "craft_lr": POSITIVE,
+    "craft_restarts": _int(1),
+    "clean_fraction": UNIT,
+    "crafted_fraction": UNIT,
 }
 
 

@@ -110,7 +110,9 @@ def train_reference(model: nn.Module, clean: ImageSet, validation: ImageSet, goa
 
 
 Losses = list[torch.Tensor]
-LossFn = Callable[[torch.Tensor], Losses]
+LossFn = Callable[[torch.Tensor, torch.Tensor], Losses]  #: (images, rows) -> per-sample losses of those rows
+CombineFn = Callable[[Losses, torch.Tensor], torch.Tensor]  #: (losses, rows) -> per-sample objective
+StopFn = Callable[[Losses, torch.Tensor], torch.Tensor]  #: (losses, rows) -> bool per row (or None for watch)
 
 
 def _per_sample_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -202,36 +204,42 @@ class PoisHygiene:
     def _image(self, z: torch.Tensor, channels: int) -> torch.Tensor:
         return z.expand(-1, channels, -1, -1) if self.grey else z
 
-    def _optimise(self, z0: torch.Tensor, channels: int, losses: LossFn, combine: Callable[[Losses], torch.Tensor],
-                  steps: int, stop: Callable[[Losses], torch.Tensor] | None = None,
-                  watch: Callable[[Losses], None] | None = None, desc: str = "") -> torch.Tensor:
-        """Minimise the per-sample objective ``combine(losses(x))`` (N,) over the probes ``z`` for ``steps`` steps.
+    def _optimise(self, z0: torch.Tensor, channels: int, losses: LossFn, combine: CombineFn, steps: int,
+                  stop: StopFn | None = None, watch: StopFn | None = None, desc: str = "") -> torch.Tensor:
+        """Minimise the per-sample objective ``combine(losses(x, rows), rows)`` over the probes ``z`` for ``steps``
+        steps.
 
-        ``losses(x)`` returns the per-sample losses (a list of (N,) tensors) that the objective, ``stop`` and
-        ``watch`` read, so each step costs one forward and one backward pass. ``stop`` (N,) bool, evaluated before
-        each step, freezes the probes it marks (they keep their value: the "break" of Algorithm 1); the loop ends
-        early when every probe is frozen. ``watch`` sees the losses of every iterate (used to record the largest
-        loss reached). Returns the final probes (N, c, H, W), detached."""
+        ``losses(x, rows)`` returns the per-sample losses (a list of (n,) tensors) of the probes ``rows`` (indices
+        into ``z0``; ``x`` holds their images), which the objective, ``stop`` and ``watch`` read, so each step
+        costs one forward and one backward pass. ``stop(losses, rows)`` (n,) bool, evaluated before each step,
+        freezes the probes it marks (they keep their value: the "break" of Algorithm 1) and drops them from the
+        later passes, so a step costs only what is still moving; the loop ends early when every probe is frozen.
+        ``watch`` sees the losses of every iterate (used to record the largest loss reached). Returns the final
+        probes (N, c, H, W), detached."""
         z = z0.clone().requires_grad_(True)
         opt = (torch.optim.Adam([z], lr=self.lr, eps=ADAM_EPS) if self.optimizer == "adam"
                else torch.optim.SGD([z], lr=self.lr))
+        rows = torch.arange(len(z), device=z.device)  # the probes still moving
         frozen = torch.zeros(len(z), dtype=torch.bool, device=z.device)
         for _ in tqdm(range(steps), desc=desc, unit="step", disable=not self.progress, mininterval=5.0,
                       leave=False):
-            values = losses(self._image(z, channels))
+            values = losses(self._image(z[rows], channels), rows)
             detached = [v.detach() for v in values]
             if watch is not None:
-                watch(detached)
+                watch(detached, rows)
             if stop is not None:
-                frozen |= stop(detached)
-            if bool(frozen.all()):
+                done = stop(detached, rows)
+                if bool(done.any()):
+                    frozen[rows[done]] = True
+                    rows, values = rows[~done], [v[~done] for v in values]
+            if len(rows) == 0:
                 break
             keep = z.detach().clone()
             opt.zero_grad(set_to_none=True)
-            combine(values)[~frozen].sum().backward(inputs=[z])  # gradients for the probes only
+            combine(values, rows).sum().backward(inputs=[z])  # gradients for the moving probes only
             opt.step()
             with torch.no_grad():
-                z[frozen] = keep[frozen]
+                z[frozen] = keep[frozen]  # Adam's momentum would otherwise move frozen probes
                 if self.clip:
                     z.clamp_(0.0, 1.0)
         return z.detach()
@@ -257,14 +265,14 @@ class PoisHygiene:
         for j, ref in enumerate(refs):
             best = torch.full((len(y),), -np.inf, device=self.device)
 
-            def watch(v, best=best):
-                torch.maximum(best, v[0], out=best)
+            def watch(v, rows, best=best):
+                best[rows] = torch.maximum(best[rows], v[0])
 
             z = self._optimise(self._init(len(y), shape, gen), shape[0],
-                               lambda x, ref=ref: [_per_sample_ce(ref, x, y)], lambda v: -v[0],
+                               lambda x, rows, ref=ref: [_per_sample_ce(ref, x, y[rows])], lambda v, rows: -v[0],
                                self.calibration_steps, watch=watch, desc=f"gamma of reference {j + 1}")
             with torch.no_grad():  # the last iterate is not seen by watch inside the loop
-                watch([_per_sample_ce(ref, self._image(z, shape[0]), y)])
+                watch([_per_sample_ce(ref, self._image(z, shape[0]), y)], torch.arange(len(y), device=self.device))
             out[j] = self.rho_gamma * best.view(num_classes, self.probes).amax(1).cpu().numpy()
         return out
 
@@ -279,10 +287,10 @@ class PoisHygiene:
         y = self._labels(num_classes)
         lam = torch.full((k, num_classes), 1.0 / k, device=self.device)
         for r in range(self.calibration_rounds):
-            rows = lam[:, y]  # (k, N)
+            w = lam[:, y]  # (k, N)
             z = self._optimise(self._init(len(y), shape, gen), shape[0],
-                               lambda x: self._losses([model, *refs], x, y),
-                               lambda v, rows=rows: -(v[0] + sum(rows[j] * v[1 + j] for j in range(k))),
+                               lambda x, rows: self._losses([model, *refs], x, y[rows]),
+                               lambda v, rows, w=w: -(v[0] + sum(w[j, rows] * v[1 + j] for j in range(k))),
                                self.calibration_steps, desc=f"lambda, round {r + 1}")
             with torch.no_grad():
                 lt, *lr = self._losses([model, *refs], self._image(z, shape[0]), y)
@@ -313,25 +321,29 @@ class PoisHygiene:
         lam_rows = torch.as_tensor(lam, dtype=torch.float32, device=self.device)[:, y]
         gam_rows = torch.as_tensor(gam, dtype=torch.float32, device=self.device)[:, y]
 
-        def losses(x):
-            return self._losses([model, *refs], x, y)
+        def losses(x, rows):
+            return self._losses([model, *refs], x, y[rows])
 
-        def success(v):
+        def success(v, rows):
             ok = v[0] <= self.beta
             for j in range(k):
-                ok &= v[1 + j] >= gam_rows[j]
+                ok &= v[1 + j] >= gam_rows[j, rows]
             return ok
 
         # phase 1: out of the label's region under T (probes already out are frozen)
-        z = self._optimise(self._init(len(y), shape, gen), shape[0], lambda x: [_per_sample_ce(model, x, y)],
-                           lambda v: -v[0], self.warm_steps, stop=lambda v: v[0] > self.warm_loss, desc="phase 1")
+        z = self._optimise(self._init(len(y), shape, gen), shape[0],
+                           lambda x, rows: [_per_sample_ce(model, x, y[rows])],
+                           lambda v, rows: -v[0], self.warm_steps, stop=lambda v, rows: v[0] > self.warm_loss,
+                           desc="phase 1")
         # phase 2: into T's region of the label, away from the references' (successful probes are frozen)
-        z = self._optimise(z, shape[0], losses, lambda v: v[0] - sum(lam_rows[j] * v[1 + j] for j in range(k)),
+        z = self._optimise(z, shape[0], losses,
+                           lambda v, rows: v[0] - sum(lam_rows[j, rows] * v[1 + j] for j in range(k)),
                            self.steps, stop=success, desc="phase 2")
         with torch.no_grad():
             x = self._image(z, shape[0])
-            values = losses(x)
-            ok = success(values)
+            everyone = torch.arange(len(y), device=self.device)
+            values = losses(x, everyone)
+            ok = success(values, everyone)
         ok_np = ok.view(num_classes, self.probes).cpu().numpy()
         prob = ok_np.mean(1)
         return HygieneScan(prob=prob, infected=prob > self.tau, lambdas=lam, gammas=gam, success=ok_np,
@@ -384,33 +396,33 @@ class PoisHygiene:
         ds = torch.full((n,), float(d), device=self.device)
         done = torch.zeros(n, dtype=torch.bool, device=self.device)
 
-        def losses_for(rows):  # L_T(x, target), the references' mean loss at y_o, and at the target, for rows
-            def losses(x):
-                lt = _per_sample_ce(model, x, yt[rows])
-                at_other = sum(_per_sample_ce(r, x, yo[rows]) for r in refs) / len(refs)
-                at_target = sum(_per_sample_ce(r, x, yt[rows]) for r in refs) / len(refs)
+        def losses_for(sub):  # L_T(x, target), the references' mean loss at y_o, and at the target
+            def losses(x, rows):  # rows index into sub
+                lt = _per_sample_ce(model, x, yt[sub][rows])
+                at_other = sum(_per_sample_ce(r, x, yo[sub][rows]) for r in refs) / len(refs)
+                at_target = sum(_per_sample_ce(r, x, yt[sub][rows]) for r in refs) / len(refs)
                 return [lt, at_other, at_target]
             return losses
 
-        def succeeded(v):
+        def succeeded(v, rows=None):
             return (v[0] < threshold) & (v[1] < threshold)
 
         for t in range(restarts):
-            rows = torch.nonzero(~done).squeeze(1)  # a retry optimises only the images that failed so far
-            c_r, d_r = cs[rows], ds[rows]
-            objective = lambda v, c=c_r, d=d_r: v[0] + c * v[1] - d * v[2]  # noqa: E731
-            z[rows] = self._optimise(z[rows], shape[0], losses_for(rows), objective, self.steps, stop=succeeded,
-                                     desc=f"craft, try {t + 1}")
+            sub = torch.nonzero(~done).squeeze(1)  # a retry optimises only the images that failed so far
+            c_r, d_r = cs[sub], ds[sub]
+            objective = lambda v, rows, c=c_r, d=d_r: v[0] + c[rows] * v[1] - d[rows] * v[2]  # noqa: E731
+            z[sub] = self._optimise(z[sub], shape[0], losses_for(sub), objective, self.steps, stop=succeeded,
+                                    desc=f"craft, try {t + 1}")
             with torch.no_grad():
-                v = losses_for(rows)(self._image(z[rows], shape[0]))
+                v = losses_for(sub)(self._image(z[sub], shape[0]), torch.arange(len(sub), device=self.device))
             model_ok, refs_ok = v[0] < threshold, v[1] < threshold
-            done[rows] = succeeded(v)
+            done[sub] = succeeded(v)
             if bool(done.all()):
                 break
-            failed = ~done[rows]
+            failed = ~done[sub]
             c_r = torch.where(failed & ~refs_ok, c_r * 2, c_r)
             shrink = failed & ~model_ok
-            cs[rows], ds[rows] = torch.where(shrink, c_r / 2, c_r), torch.where(shrink, d_r / 2, d_r)
+            cs[sub], ds[sub] = torch.where(shrink, c_r / 2, c_r), torch.where(shrink, d_r / 2, d_r)
         x = self._image(z, shape[0]).float().cpu().numpy()
         return x, done.cpu().numpy()
 

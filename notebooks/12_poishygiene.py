@@ -1,0 +1,525 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # PoisHygiene: probing decision regions
+#
+# A backdoor gives its target label a second region of input space: wherever the trigger is, the model says
+# "target", although nothing there looks like the target. Guo, Chen, Wang et al. {cite}`guo2020poishygiene`
+# look for that region directly, without the training set. They hold, besides the suspect model, one or a few
+# *weak reference* models trained on a little clean data; these have roughly the healthy decision regions but
+# none of the suspect's backdoor. For every label $y$, random probe images are first pushed out of $y$'s region
+# of the suspect, then optimised to make the suspect say $y$ with confidence while the references keep
+# disagreeing:
+#
+# $$\min_x \; L_T(x, y) - \sum_j \lambda_j\, L_{R_j}(x, y),$$
+#
+# until the suspect's cross-entropy is at most $\beta = 0.2$ and every reference's is at least $\gamma_j$,
+# half the largest loss that reference can be made to reach. On a healthy label the two goals fight — where
+# the suspect says $y$, so do the references — and few probes get there. On an infected label the probes find
+# the poisoned region, where only the suspect says $y$. The fraction of probes that succeed, $\mathrm{Prob}(y)$,
+# is the statistic; a label with $\mathrm{Prob} > 0.5$ is called infected.
+#
+# The repair uses the same machinery: images that the suspect sends to the infected label while the references
+# see some other label $y_o$ are crafted, labelled $y_o$, and the suspect is fine-tuned on them and a little
+# clean data, which teaches it that the poisoned region belongs to other labels.
+#
+# We run it on Fashion-MNIST with the paper's small models (the spec's CPU-sized "mini" configuration), with a
+# BadNets backdoor and on a healthy twin, then on the companion's CIFAR-10 blend model and clean model of
+# chapter 2, beside Neural Cleanse and the paper's method.
+#
+# Reproduces: {cite}`guo2020poishygiene` §3–6 (DETECT, MITIGATE; Tables 6 and 8 in kind), at CPU scale.
+
+# %% tags=["parameters"]
+profile = "smoke"  # named parameter set (src/poisoncure/profiles/<profile>.yml)
+device = "auto"  # "auto" (CUDA if available), "cpu" or "cuda"
+pair = 1  # row of the paper's target-base pair table, 1..9 (the CIFAR-10 blend model's pair)
+poison_rate = 0.1  # fraction of the base class poisoned, in (0, 1]
+opacity = 0.2  # blend opacity, in (0, 1]
+blend_source = "noise"  # blend pattern: "noise" or "skimage"
+train_per_class = None  # training images per class; None means all 5,000
+model = "small_cnn"  # "small_cnn", "resnet18" or "vgg19"
+width = 24  # channel width of the model's first stage
+epochs = 4  # training epochs
+batch_size = 256  # training batch size
+lr = 0.2  # peak learning rate
+augment = "flip"  # "flip", "crop_flip" or "none"
+label_smoothing = 0.1  # label smoothing of the training loss
+seed = 0  # seed of the poisoned subset, model initialisation and data order
+fm_attacks = ["badnets"]  # attacked Fashion-MNIST suspects: "badnets" and/or "blend" (plus always a healthy one)
+fm_target = 0  # infected label of the Fashion-MNIST attacks (label 0 is T-shirt/top)
+fm_poison_rate = 0.1  # fraction of the suspect's training set poisoned (all-to-one), in (0, 1)
+fm_opacity = 0.1  # opacity of the grey-noise blend attack, in (0, 1]
+fm_train_size = 20000  # Fashion-MNIST training images of each suspect (Model I)
+fm_epochs = 5  # suspect training epochs (SGD lr fm_lr, momentum 0.9, batch 128)
+fm_lr = 0.01  # suspect learning rate
+ref_models = ["II", "III"]  # PoisHygiene pool models used as the Fashion-MNIST reference ensemble
+ref_train_size = 10000  # clean images of each reference, disjoint from the suspects' training images
+ref_goal = 72.0  # a reference stops training at this test accuracy, in % (the paper's are 60-76 % accurate)
+cifar_ref_per_class = [500]  # CIFAR-10 references: clean small CNNs trained on this many images per class
+probes = 10  # probes per label, M (the paper: 100)
+hygiene_steps = 200  # MaxIters of the probe optimisation (phase 2)
+warm_steps = 200  # limit of phase 1, which pushes probes out of the label's region
+calibration_steps = 200  # ascent steps of each gamma and lambda calibration run
+calibration_rounds = 1  # fixed-point rounds of the lambda calibration (the spec: 3)
+tau = 0.5  # a label is infected when Prob > tau
+craft_steps = 50  # optimisation steps per crafting try (mitigation)
+craft_lr = 0.05  # step size of the crafting (Adam, [0, 1] pixel units)
+craft_restarts = 2  # crafting tries per image (c/d schedule between tries)
+clean_fraction = 0.1  # mitigation's clean subset D_10, as a fraction of the suspect's training set size
+crafted_fraction = 0.2  # crafted images, as a fraction of D_10
+threshold = 2.0  # lambda of the paper's target test (chapter 5)
+clean_per_class = 100  # clean test images per class held by the defender for Neural Cleanse (as in chapter 7)
+nc_steps = 200  # Neural Cleanse optimisation steps (as in chapter 7, so its results are shared)
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from myst_nb import glue
+
+from poisoncure import attacks, data, experiments, hygiene, plots
+from poisoncure.defenses.neural_cleanse import NeuralCleanse
+from poisoncure.defenses.poishygiene import PoisHygiene
+from poisoncure.defenses.poison_cure import PoisonCure
+
+plots.set_style()
+cols = plots.colours(6)
+fashion = data.load_fashion_mnist()
+fclasses = fashion.train.classes
+
+suspects = {"healthy": hygiene.SuspectRecipe("clean", model="I", train_size=fm_train_size, epochs=fm_epochs,
+                                             lr=fm_lr, seed=seed)}
+for a in fm_attacks:
+    suspects[a] = hygiene.SuspectRecipe(a, fm_target, fm_poison_rate, fm_opacity, "I", fm_train_size, fm_epochs,
+                                        fm_lr, seed)
+fm_models = {name: hygiene.get_suspect(r, fashion, device=device) for name, r in suspects.items()}
+fm_refs = [hygiene.get_reference(hygiene.ReferenceRecipe("fashion-mnist", k, ref_train_size, fm_train_size,
+                                                         ref_goal, seed=seed), fashion, device=device)
+           for k in ref_models]
+
+# %% [markdown]
+# ## The models
+#
+# The suspects are PoisHygiene's Model I (two blocks of two convolutions, two hidden layers of 256 units with
+# dropout; no batch normalisation) trained on {glue:text}`fm_train_size` Fashion-MNIST images. Fashion-MNIST is
+# stored here as 32×32 grey images in three equal channels, so the library's attacks and defenses apply
+# unchanged. The BadNets attack stamps a 4×4 white square in the bottom-right corner of
+# {glue:text}`fm_rate` of the training images, drawn from every class but the target, and relabels them
+# {glue:text}`fm_target_name` (an *all-to-one* backdoor, unlike the paper's one-base attacks of chapters 2–9).
+# The references are Models II and III (other widths and kernel sizes), trained on
+# {glue:text}`ref_train_size` further images until they reach {glue:text}`ref_goal` test accuracy: deliberately
+# weak, as in the paper, so that they share the healthy decision regions coarsely and the suspect's quirks not
+# at all. MNIST and GTSRB, the paper's other small data sets, are not available offline; Fashion-MNIST comes
+# from Debian's `dataset-fashion-mnist` package, which the set-up installs.
+
+# %%
+test_rows = np.flatnonzero(fashion.test.y != fm_target)[:6]
+examples = fashion.test.x[test_rows]
+grid_rows, grid_labels = [list(examples)], ["clean"]
+for a in fm_attacks:
+    grid_rows.append(list(suspects[a].trigger().apply(examples)))
+    grid_labels.append(a)
+fig = plots.image_grid(grid_rows, grid_labels, [fclasses[c] for c in fashion.test.y[test_rows]], size=1.3)
+glue("fig_fm_examples", fig, display=False)
+plt.close(fig)
+
+rows = []
+for name, tm in fm_models.items():
+    spec_ = experiments.attack_spec_or_none(tm)
+    rows.append({"model": f"suspect: {name}", "architecture": "Model I", "training images": len(tm.train_set),
+                 "poisoned": int(tm.train_set.is_poison.sum()) if spec_ else 0,
+                 "clean accuracy %": tm.metrics.clean_accuracy,
+                 "attack success %": tm.metrics.attack_success_rate if spec_ else np.nan,
+                 "trained in (s)": tm.history.seconds})
+for r in fm_refs:
+    rows.append({"model": f"reference: Model {r.recipe.model}", "architecture": f"Model {r.recipe.model}",
+                 "training images": r.recipe.train_size, "poisoned": 0, "clean accuracy %": r.accuracies[-1],
+                 "attack success %": np.nan, "trained in (s)": r.provenance.get("wall_seconds", np.nan)})
+fm_table = pd.DataFrame(rows).set_index("model")
+glue("tab_fm_models", fm_table.round(1).astype(object).fillna("—"), display=False)
+glue("fm_train_size", f"{fm_train_size:,}", display=False)
+glue("fm_rate", f"{100 * fm_poison_rate:g} %", display=False)
+glue("fm_target_name", fclasses[fm_target], display=False)
+glue("ref_train_size", f"{ref_train_size:,}", display=False)
+glue("ref_goal", f"{ref_goal:g} %", display=False)
+
+# %% [markdown]
+# ```{glue:figure} fig_fm_examples
+# :name: fig-fm-examples
+#
+# Fashion-MNIST test images, clean and with each attack's trigger.
+# ```
+#
+# ```{glue:figure} tab_fm_models
+# :name: tab-fm-models
+#
+# The Fashion-MNIST models. Attack success: triggered test images of the other nine classes classified as the
+# target. The references' accuracy is the test accuracy at which their training stopped.
+# ```
+
+# %% [markdown]
+# ## Detection: how many probes reach the label
+#
+# Three calibrations come first. $\gamma_j$ for each reference and label is half the largest cross-entropy a
+# gradient ascent from random images reaches; it depends on the references only, so one computation serves every
+# suspect. $\lambda_j$ balances the two terms of the objective: after an ascent of $L_T + \sum_j \lambda_j L_{R_j}$,
+# $\lambda_j$ is set to the ratio of the suspect's loss to $k$ times reference $j$'s. The spec iterates this three
+# times; the small profile stops after one round (`calibration_rounds`), which saves two thirds of the
+# calibration's cost (exercise 4 compares). Then every label gets {glue:text}`n_probes` probes (the paper uses 100; its
+# Fig. 11 finds 4–10 enough on the small data sets), all labels in one batch, and every phase runs at most
+# {glue:text}`n_steps` steps (the spec's 1000; 200–300 for CPU runs). The paper's optimiser is plain
+# gradient descent; we use Adam on the probes, projected to valid images after every step (SPEC-related-defenses
+# B-Q2, B-Q3), and the ensemble rule "every reference disagrees" (B-Q7).
+
+# %%
+ph = PoisHygiene(probes=probes, steps=hygiene_steps, warm_steps=warm_steps, calibration_steps=calibration_steps,
+                 calibration_rounds=calibration_rounds, tau=tau, grey=True, seed=seed, device=device,
+                 progress=False)
+fm_scans, fm_scan_prov = {}, {}
+for name, tm in fm_models.items():
+    fm_scans[name], fm_scan_prov[name] = hygiene.get_scan(tm.recipe.cache_config(), tm.model, fm_refs, ph)
+
+
+def prob_bars(ax, scans, names, labels, target=None):
+    x = np.arange(len(labels))
+    w = 0.8 / len(names)
+    for i, name in enumerate(names):
+        ax.bar(x + (i - (len(names) - 1) / 2) * w, scans[name].prob, w, color=cols[i], label=name)
+    ax.axhline(tau, color="black", ls="--", lw=1, label=f"τ = {tau:g}")
+    ax.set_xticks(x, [f"{c}*" if k == target else c for k, c in enumerate(labels)], rotation=45, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("Prob (fraction of probes)")
+    ax.legend(fontsize=8)
+
+
+fig, ax = plt.subplots(figsize=(9, 3.4))
+prob_bars(ax, fm_scans, list(fm_scans), fclasses, fm_target)
+fig.tight_layout()
+glue("fig_fm_prob", fig, display=False)
+plt.close(fig)
+
+# the successful probes of the infected label, beside the final probes of a healthy label
+attacked_fm = [a for a in fm_attacks if fm_models[a].metrics.attack_success_rate >= 50.0]
+shown_scan = fm_scans[attacked_fm[0]] if attacked_fm else fm_scans["healthy"]
+ok_t = np.flatnonzero(shown_scan.success[fm_target])[:6]
+other = (fm_target + 1) % len(fclasses)
+probe_rows = [[shown_scan.probes[fm_target, i] for i in ok_t] or [np.zeros((3, 32, 32), np.float32)],
+              [shown_scan.probes[other, i] for i in range(min(6, probes))]]
+fig = plots.image_grid(probe_rows, [f"{fclasses[fm_target]}:\nsucceeded", f"{fclasses[other]}:\nfinal probes"],
+                       size=1.3)
+glue("fig_fm_probes", fig, display=False)
+plt.close(fig)
+
+det_rows = []
+for name, s in fm_scans.items():
+    passing = np.flatnonzero(s.infected)
+    det_rows.append({"suspect": name, f"Prob({fclasses[fm_target]})": s.prob[fm_target],
+                     "highest Prob (label)": f"{s.prob.max():.1f} ({fclasses[s.suspect]})",
+                     "labels over τ": ", ".join(fclasses[k] for k in passing) or "none",
+                     "paper (004 T6, F-MNIST)": "89 % (FP 0 %)" if name == "badnets" else
+                     ("86 % (FP 0 %)" if name == "blend" else "FP 0 %"),
+                     "scan (s)": fm_scan_prov[name].get("wall_seconds", np.nan)})
+glue("tab_fm_detect", pd.DataFrame(det_rows).set_index("suspect").round(2), display=False)
+glue("n_probes", str(probes), display=False)
+glue("n_steps", str(hygiene_steps), display=False)
+
+
+def comparison_rows(name, tm, scan, clean, classes, target, **cure_kwargs):
+    """PoisHygiene, Neural Cleanse and the paper's method on one model: what each flags and names."""
+    spec_ = experiments.attack_spec_or_none(tm)
+    out = [{"model": name, "detector": "PoisHygiene (probes)",
+            "labels flagged": ", ".join(classes[k] for k in np.flatnonzero(scan.infected)) or "none",
+            "target named": classes[scan.suspect] if scan.model_infected else "—",
+            "right target": (scan.suspect == target) if (spec_ and scan.model_infected) else np.nan,
+            "statistic": f"highest Prob {scan.prob.max():.1f} (τ = {tau:g})"}]
+    trig, _ = experiments.get_reversed_triggers(tm, NeuralCleanse(steps=nc_steps, seed=seed, device=device,
+                                                                  progress=False), clean)
+    flagged = np.flatnonzero(trig.flagged)
+    named = int(np.argmax(trig.anomaly))
+    out.append({"model": name, "detector": "Neural Cleanse", "labels flagged": ", ".join(classes[k] for k in flagged)
+                or "none", "target named": classes[named] if len(flagged) else "—",
+                "right target": (named == target) if (spec_ and len(flagged)) else np.nan,
+                "statistic": f"largest anomaly index {trig.anomaly.max():.2f} (flag above 2)"})
+    sc = experiments.get_poison_cure(tm, PoisonCure(threshold=threshold, device=device, progress=False),
+                                     neutralize=False, **cure_kwargs).result.scan
+    out.append({"model": name, "detector": "Poison as a Cure", "labels flagged": classes[sc.target] if sc.poisoned
+                else "none", "target named": classes[sc.target] if sc.poisoned else "—",
+                "right target": (sc.target == target) if (spec_ and sc.poisoned) else np.nan,
+                "statistic": f"R = {sc.ratio:.2f} (λ = {threshold:g}; largest: {classes[sc.target]})"})
+    return out
+
+
+fm_defender, _ = experiments.defender_split(fashion.test, clean_per_class, seed=seed)
+fm_comp = [r for name, tm in fm_models.items()
+           for r in comparison_rows(name, tm, fm_scans[name], fm_defender, fclasses, fm_target, data=fashion)]
+glue("tab_fm_compare", pd.DataFrame(fm_comp).set_index(["model", "detector"]).astype(object).fillna("—"),
+     display=False)
+glue("n_clean_fm", f"{len(fm_defender):,}", display=False)
+if "badnets" in fm_models:
+    _pc = experiments.get_poison_cure(fm_models["badnets"], PoisonCure(threshold=threshold, device=device,
+                                                                       progress=False), neutralize=False,
+                                      data=fashion).result.scan
+    glue("fm_pc_verdict", f"The paper's method names {fclasses[_pc.target]} (R = {_pc.ratio:.2f})." if _pc.poisoned
+         and _pc.target == fm_target else
+         f"The paper's method does not find the BadNets target: its largest ratio is R = {_pc.ratio:.2f} "
+         f"({fclasses[_pc.target]}), against λ = {threshold:g}"
+         + (", and it names the wrong class." if _pc.poisoned else "."), display=False)
+else:
+    glue("fm_pc_verdict", "", display=False)
+healthy_max = float(fm_scans["healthy"].prob.max())
+glue("fm_healthy_max", f"{healthy_max:.1f}", display=False)
+glue("fm_healthy_verdict", "no label passes" if not fm_scans["healthy"].model_infected else
+     f"{int(fm_scans['healthy'].infected.sum())} label(s) pass — a false positive", display=False)
+for a in fm_attacks:
+    s = fm_scans[a]
+    glue(f"fm_prob_{a}", f"{s.prob[fm_target]:.1f}", display=False)
+    glue(f"fm_verdict_{a}", (f"{fclasses[fm_target]} has the highest Prob and is the only label over τ"
+                             if s.suspect == fm_target and s.infected.sum() == 1 and s.infected[fm_target] else
+                             f"labels over τ: {', '.join(fclasses[k] for k in np.flatnonzero(s.infected)) or 'none'}"
+                             f" (highest: {fclasses[s.suspect]})"), display=False)
+
+# %% [markdown]
+# ```{glue:figure} fig_fm_prob
+# :name: fig-fm-prob
+#
+# Prob per label for each Fashion-MNIST suspect (the infected label starred; dashed: τ).
+# ```
+#
+# ```{glue:figure} tab_fm_detect
+# :name: tab-fm-detect
+#
+# DETECT on the Fashion-MNIST suspects, with the paper's Table 6 (F-MNIST, model ensemble; Prob on the infected
+# label, FP rate over ten healthy models) beside it.
+# ```
+#
+# On the BadNets suspect, Prob of {glue:text}`fm_target_name` is {glue:text}`fm_prob_badnets`:
+# {glue:text}`fm_verdict_badnets`. On the healthy twin {glue:text}`fm_healthy_verdict` (highest Prob
+# {glue:text}`fm_healthy_max`). The paper reports its rates over ten infected and ten healthy models per attack;
+# here there is one of each, so read the numbers as one draw.
+#
+# ```{glue:figure} tab_fm_compare
+# :name: tab-fm-compare
+#
+# The same Fashion-MNIST suspects under Neural Cleanse ({glue:text}`n_clean_fm` clean test images, as in
+# chapter 7) and the paper's method (the suspect's training set, as in chapter 5). "Right target": whether the
+# label named is the attack's target ("—": nothing named, or no attack to be right about).
+# ```
+#
+# {glue:text}`fm_pc_verdict` Its target test was built for the paper's attack, where the poison is a small
+# part of the target class and comes from one base class. Here the poisoned T-shirts come from nine classes and
+# are half of the class; a likely reason the target's two mixture components do not stand out, which this chapter
+# does not test further.
+#
+# ```{glue:figure} fig_fm_probes
+# :name: fig-fm-probes
+#
+# Top: probes that reached the infected label (suspect confident, references not). Bottom: the final probes of
+# a healthy label, none of which succeeded. The successful probes are noise to the eye; what they share is what
+# the suspect alone responds to.
+# ```
+
+# %% [markdown]
+# ## Mitigation
+#
+# For the label found infected, the repair crafts images the suspect sends there while the references see each
+# other label $y_o$ (the paper's Eq. 5, started from the successful probes), keeps those that meet both
+# conditions, labels them $y_o$, and fine-tunes the suspect for five epochs on them plus a class-balanced
+# {glue:text}`clean_frac` of the training-set size in clean images. The spec's mini configuration crafts
+# 20 % of that clean set. We cut the crafting budget to {glue:text}`craft_budget` to fit the CPU build (the
+# spec: up to 1000 steps; exercise 2 measures what more buys). The comparison row fine-tunes on the same
+# clean images alone: if that removed the backdoor, the crafted images would not be needed.
+
+# %%
+ph_craft = PoisHygiene(probes=probes, steps=craft_steps, lr=craft_lr, tau=tau, grey=True, seed=seed, device=device,
+                       progress=False)
+fm_clean = hygiene.disjoint_subsets(fashion.train, [fm_train_size], seed=seed)[0]  # the suspects' images, unpoisoned
+mit_rows, mitigated = [], {}
+for a in attacked_fm:
+    tm, s = fm_models[a], fm_scans[a]
+    found = s.suspect if s.model_infected else None
+    row = {"suspect": a, "label repaired": fclasses[found] if found is not None else "— (nothing flagged)",
+           "before: acc %": tm.metrics.clean_accuracy, "before: ASR %": tm.metrics.attack_success_rate}
+    if found is not None:
+        fix = hygiene.get_mitigation(tm, fm_refs, ph_craft, found, fm_clean, fashion.test, scan=s,
+                                     crafted_fraction=crafted_fraction, clean_fraction=clean_fraction,
+                                     restarts=craft_restarts)
+        only = hygiene.get_mitigation(tm, fm_refs, ph_craft, found, fm_clean, fashion.test, crafted_fraction=0.0,
+                                      clean_fraction=clean_fraction)
+        mitigated[a] = fix
+        row.update({"PoisHygiene: acc %": fix.metrics.clean_accuracy,
+                    "PoisHygiene: ASR %": fix.metrics.attack_success_rate,
+                    "clean only: acc %": only.metrics.clean_accuracy,
+                    "clean only: ASR %": only.metrics.attack_success_rate,
+                    "crafted kept": f"{len(fix.crafted)} ({100 * fix.crafted_success:.0f} %)",
+                    "mitigation (s)": fix.provenance.get("wall_seconds", np.nan)})
+    mit_rows.append(row)
+paper_t8 = {"badnets": "90.93 / 100 → 87.94 / 0.93 (clean only: 88.61 / 95.46)",
+            "blend": "90.49 / 98.43 → 88.01 / 2.51 (clean only: 88.68 / 13)"}
+mit_table = pd.DataFrame(mit_rows).set_index("suspect") if mit_rows else pd.DataFrame()
+if len(mit_table):
+    mit_table["paper (004 T8, F-MNIST): acc / ASR"] = [paper_t8.get(a, "—") for a in mit_table.index]
+glue("tab_fm_mitigation", mit_table.round(2).astype(object).fillna("—"), display=False)
+glue("clean_frac", f"{100 * clean_fraction:g} %", display=False)
+glue("craft_budget", f"{craft_steps} Adam steps of {craft_lr:g} and {craft_restarts} tries per image",
+     display=False)
+if "badnets" in mitigated:
+    b, f_ = fm_models["badnets"].metrics, mitigated["badnets"].metrics
+    glue("mit_badnets", f"attack success {b.attack_success_rate:.1f} % → {f_.attack_success_rate:.1f} %, clean "
+         f"accuracy {b.clean_accuracy:.2f} % → {f_.clean_accuracy:.2f} %", display=False)
+else:
+    glue("mit_badnets", "not run (the BadNets suspect was not flagged or not attacked)", display=False)
+crafted_show = next(iter(mitigated.values())).crafted if mitigated else None
+if crafted_show is not None and len(crafted_show):
+    picks = [int(np.flatnonzero(crafted_show.y == c)[0]) for c in np.unique(crafted_show.y)][:8]
+    fig = plots.image_grid([[crafted_show.x[i] for i in picks]], ["crafted"],
+                           [f"→ {fclasses[crafted_show.y[i]]}" for i in picks], size=1.3)
+else:
+    fig, ax = plt.subplots(figsize=(4, 1))
+    ax.axis("off")
+    ax.text(0.5, 0.5, "no crafted image (no mitigation ran)", ha="center")
+glue("fig_crafted", fig, display=False)
+plt.close(fig)
+
+# %% [markdown]
+# ```{glue:figure} tab_fm_mitigation
+# :name: tab-fm-mitigation
+#
+# Clean accuracy and attack success before and after MITIGATE, and after fine-tuning on the clean images alone;
+# the paper's Table 8 row for the same attack on Fashion-MNIST beside it (before → after PoisHygiene, acc / ASR
+# in %).
+# ```
+#
+# ```{glue:figure} fig_crafted
+# :name: fig-crafted
+#
+# Crafted images, one per label they were given: the suspect calls each of them the infected label, the
+# references the label above it.
+# ```
+#
+# On the BadNets suspect: {glue:text}`mit_badnets`.
+
+# %% [markdown]
+# ## On the companion's CIFAR-10 models
+#
+# The paper's own CIFAR-10 results are its weakest: with one reference, 40–70 % of healthy models show a false
+# positive (its Tables 4–5), and it takes an ensemble of four or more ResNets and DenseNets, each about 75 %
+# accurate, to bring that down (its Table 6 and Fig. 4). A reference of that quality costs as much as the
+# suspect. Here the references are the small CNNs of chapter 10 trained on {glue:text}`cifar_ref_desc` —
+# already in the cache — and the suspects
+# are chapter 2's blend and clean models. The same models were examined by Neural Cleanse (chapter 7) and by
+# the paper's method (chapter 5), whose cached results we read.
+
+# %%
+cifar = data.load_cifar10()
+shared = experiments.Recipe.from_params(globals(), poison="blend")
+c_models = {"blend": experiments.get_model(shared, device=device, data=cifar),
+            "clean": experiments.get_model(shared.replace(poison="clean"), device=device, data=cifar)}
+c_refs = []
+for n in cifar_ref_per_class:
+    tm = experiments.get_model(shared.replace(poison="clean", train_per_class=n), device=device, data=cifar)
+    c_refs.append(hygiene.Reference(tm.recipe, tm.model, [tm.metrics.clean_accuracy], tm.provenance,
+                                    tm.from_cache))
+ph_c = PoisHygiene(probes=probes, steps=hygiene_steps, warm_steps=warm_steps, calibration_steps=calibration_steps,
+                   calibration_rounds=calibration_rounds, tau=tau, seed=seed, device=device, progress=False)
+c_scans, c_prov = {}, {}
+for name, tm in c_models.items():
+    c_scans[name], c_prov[name] = hygiene.get_scan(tm.recipe.cache_config(), tm.model, c_refs, ph_c)
+c_target = attacks.class_index(shared.target)
+
+fig, ax = plt.subplots(figsize=(9, 3.4))
+prob_bars(ax, c_scans, list(c_scans), data.CLASSES, c_target)
+fig.tight_layout()
+glue("fig_c_prob", fig, display=False)
+plt.close(fig)
+
+clean_set, _ = experiments.defender_split(cifar.test, clean_per_class, seed=seed)
+comp = [r for name, tm in c_models.items()
+        for r in comparison_rows(name, tm, c_scans[name], clean_set, data.CLASSES, c_target, data=cifar)]
+c_comp = pd.DataFrame(comp).set_index(["model", "detector"]).astype(object).fillna("—")
+glue("tab_c_compare", c_comp, display=False)
+glue("cifar_ref_desc", " and ".join(f"{n} images per class ({r.accuracies[-1]:.0f} % accurate)"
+                                     for n, r in zip(cifar_ref_per_class, c_refs, strict=True)), display=False)
+glue("c_pass_blend", str(int(c_scans["blend"].infected.sum())), display=False)
+glue("c_pass_clean", str(int(c_scans["clean"].infected.sum())), display=False)
+if c_scans["clean"].model_infected:
+    glue("c_verdict", "Every label that passes on the clean model is a false positive. A reference this weak "
+         "disagrees with the suspect in much of input space, so probes that satisfy the suspect also satisfy \"the "
+         "references disagree\" on healthy labels. This is the paper's CIFAR-10 false-positive problem (40 % of "
+         "healthy models with one reference, its Table 5), and the reason it needs an ensemble of strong "
+         "references on this data (exercise 3).", display=False)
+    glue("c_summary", f"false positives on the clean model ({int(c_scans['clean'].infected.sum())} of 10 labels): "
+         "the references are too weak for the test to separate infected from healthy labels.", display=False)
+else:
+    glue("c_verdict", "No label passes on the clean model, so there is no false positive; whether the blend's "
+         "target is the label found is in the table.", display=False)
+    glue("c_summary", "no false positive on the clean model; the table says whether the blend's target is found.",
+         display=False)
+
+# %% [markdown]
+# ```{glue:figure} fig_c_prob
+# :name: fig-c-prob
+#
+# Prob per label on the CIFAR-10 blend and clean models of chapter 2 (the blend's target starred).
+# ```
+#
+# ```{glue:figure} tab_c_compare
+# :name: tab-c-compare
+#
+# The three detectors on the same CIFAR-10 models. "Right target": whether the label named is the attack's
+# target ("—": nothing named, or no attack to be right about).
+# ```
+#
+# With these references {glue:text}`c_pass_blend` of 10 labels pass on the blend model and
+# {glue:text}`c_pass_clean` on the clean one. {glue:text}`c_verdict` Neural Cleanse and the paper's method need
+# no reference model at all.
+#
+# ## What this chapter shows
+#
+# - On Fashion-MNIST, DETECT separates the BadNets suspect from its healthy twin with one reference ensemble of
+#   two weak models and ten probes per label (Prob {glue:text}`fm_prob_badnets` on the infected label;
+#   {glue:text}`fm_healthy_verdict` on the healthy model).
+# - MITIGATE removes the backdoor with crafted images where clean fine-tuning alone does not
+#   ({glue:text}`mit_badnets`).
+# - On CIFAR-10 at CPU scale: {glue:text}`c_summary`
+#
+# ## Exercises
+#
+# 1. Add the blend attack: `-p 'fm_attacks=["badnets", "blend"]'`. Is the blend learned in five epochs? Try
+#    `fm_epochs=15` for the blend model and compare its Prob profile with the BadNets one.
+# 2. Raise the crafting budget (`craft_steps=300`, `craft_lr=0.01`, `craft_restarts=5`). How many more crafted
+#    images are kept, and what does it do to the attack success after the repair?
+# 3. Use one reference only (`ref_models=["II"]`). What happens to the healthy suspect's Prob, and why does the
+#    ensemble help? On CIFAR-10, try stronger references: `-p 'cifar_ref_per_class=[2500]'` (one more model to
+#    train).
+# 4. Run the λ calibration as the spec does, `calibration_rounds=3`. Do any decisions change?
+#
+# :::{admonition} Solutions (hints, and how to check them)
+# :class: dropdown
+#
+# 1. `python3 tasks.py book --only 12_poishygiene -p 'fm_attacks=["badnets", "blend"]'`. At opacity 0.1 a
+#    grey-noise blend is faint; read its attack success in the models table before reading its Prob (a backdoor
+#    that was not learned has no region to find), and raise `fm_epochs` if it is low. With a learned blend the
+#    infected label should reach a high Prob; watch the other labels too: a full-image pattern gives the probes
+#    many routes, and any healthy label over τ is a false positive.
+# 2. More steps and tries keep more crafted images (the success rule asks both losses below 0.01), and more
+#    images spread over the nine other labels teach the suspect more of the poisoned region away from the target;
+#    compare the "crafted kept" and attack-success columns.
+# 3. The decision needs *every* reference to disagree. One weak reference disagrees with the suspect in many
+#    places by accident, so healthy labels start to pass; a second, different architecture rarely makes the same
+#    mistakes, which is the paper's argument for the ensemble (its Figs. 4–5). A CIFAR-10 reference trained on
+#    half the data is closer to the suspect's accuracy; fewer healthy labels should pass, at the price of a
+#    reference that costs nearly as much as the suspect.
+# 4. `-p calibration_rounds=3` reruns the scans with three fixed-point rounds (about twice the scan time).
+#    Compare the decisions, and the calibrated weights in `fm_scans["badnets"].lambdas`: λ only balances the two
+#    loss terms, so a decision that changes with the number of rounds was a close one.
+# :::

@@ -1,0 +1,126 @@
+"""The PoisHygiene chapter's cached experiments (:mod:`poisoncure.hygiene`) and the optimiser's frozen probes.
+
+The data here are a tiny synthetic Fashion-MNIST-shaped set (grey 32x32 images whose label is set by which
+band of rows is bright), so suspects and references train in a second and the caching can be checked
+end to end with a temporary cache.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from poisoncure import hygiene
+from poisoncure.cache import Cache
+from poisoncure.data import FASHION_CLASSES, Cifar10, ImageSet
+from poisoncure.defenses.poishygiene import PoisHygiene
+
+
+def band_images(n: int, seed: int) -> ImageSet:
+    """Label k in 0..9: rows 3k..3k+2 of the image are bright, the rest dim noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 10, n)
+    x = rng.integers(0, 40, (n, 32, 32, 1))
+    for k in range(10):
+        x[y == k, 3 * k:3 * k + 3] += 200
+    x = np.repeat(np.clip(x, 0, 255).astype(np.uint8), 3, axis=3)
+    return ImageSet(x, y.astype(np.int64), FASHION_CLASSES)
+
+
+@pytest.fixture(scope="module")
+def toy() -> Cifar10:
+    return Cifar10(band_images(1200, 0), band_images(400, 1), {"kind": "synthetic"})
+
+
+def test_disjoint_subsets_are_disjoint_and_deterministic(toy):
+    a, b = hygiene.disjoint_subsets(toy.train, [500, 300], seed=3)
+    assert (len(a), len(b)) == (500, 300)
+    rows = {x.tobytes() for x in a.x}
+    # images are random noise, so equal bytes mean the same image: none is shared
+    assert not any(x.tobytes() in rows for x in b.x)
+    again = hygiene.disjoint_subsets(toy.train, [500, 300], seed=3)
+    assert np.array_equal(again[0].x, a.x) and np.array_equal(again[1].y, b.y)
+    with pytest.raises(ValueError, match="requested"):
+        hygiene.disjoint_subsets(toy.train, [1000, 300])
+    with pytest.raises(ValueError, match="positive"):
+        hygiene.disjoint_subsets(toy.train, [0])
+
+
+@pytest.mark.parametrize(("field", "value", "match"), [("attack", "trojan", "attack"), ("target", 10, "target"),
+                                                      ("poison_rate", 1.0, "poison_rate"),
+                                                      ("train_size", 10, "train_size"), ("model", "VII", "VII")])
+def test_suspect_recipe_rejects_bad_values(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        hygiene.SuspectRecipe(**{field: value})
+
+
+def test_recipes_normalise_irrelevant_fields_in_their_keys():
+    clean = [hygiene.SuspectRecipe("clean", target=t, opacity=o).cache_config() for t, o in ((0, 0.1), (3, 0.5))]
+    assert clean[0] == clean[1]
+    bad = [hygiene.SuspectRecipe("badnets", opacity=o).cache_config() for o in (0.1, 0.5)]
+    assert bad[0] == bad[1]
+    assert hygiene.SuspectRecipe("blend", opacity=0.1).cache_config() != \
+        hygiene.SuspectRecipe("blend", opacity=0.2).cache_config()
+    with pytest.raises(ValueError, match="dataset"):
+        hygiene.ReferenceRecipe("mnist")
+    with pytest.raises(ValueError, match="goal"):
+        hygiene.ReferenceRecipe(goal=0.0)
+
+
+def test_suspect_reference_scan_and_mitigation_are_cached(toy, tmp_path):
+    cache = Cache(tmp_path)
+    recipe = hygiene.SuspectRecipe("badnets", target=0, poison_rate=0.2, train_size=800, epochs=2, lr=0.05)
+    first = hygiene.get_suspect(recipe, toy, device="cpu", cache=cache)
+    assert not first.from_cache and first.train_set.is_poison.sum() == 160
+    assert (first.train_set.y[first.train_set.is_poison] == 0).all()
+    second = hygiene.get_suspect(recipe, toy, device="cpu", cache=cache)
+    assert second.from_cache and second.metrics.to_dict()["clean_accuracy"] == first.metrics.clean_accuracy
+    assert second.metrics.attack_success_rate == first.metrics.attack_success_rate
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(first.model.eval()(x), second.model(x))
+
+    ref_recipe = hygiene.ReferenceRecipe("fashion-mnist", "III", train_size=300, suspect_size=800, goal=60.0,
+                                         max_epochs=3, lr=0.05)
+    ref = hygiene.get_reference(ref_recipe, toy, device="cpu", cache=cache)
+    assert 1 <= len(ref.accuracies) <= 3 and not ref.from_cache
+    assert hygiene.get_reference(ref_recipe, toy, device="cpu", cache=cache).from_cache
+
+    ph = PoisHygiene(probes=2, steps=3, warm_steps=3, calibration_steps=3, calibration_rounds=1, grey=True,
+                     device="cpu", progress=False)
+    scan, prov = hygiene.get_scan(recipe.cache_config(), first.model, [ref], ph, cache=cache)
+    again, _ = hygiene.get_scan(recipe.cache_config(), first.model, [ref], ph, cache=cache)
+    assert scan.prob.shape == (10,) and np.array_equal(scan.prob, again.prob) and "wall_seconds" in prov
+    assert len(list((tmp_path / "hygiene_scan").iterdir())) == 1  # the second call was a hit
+
+    clean = hygiene.disjoint_subsets(toy.train, [800])[0]
+    only = hygiene.get_mitigation(first, [ref], ph, 0, clean, toy.test, crafted_fraction=0.0, cache=cache)
+    assert only.clean_images == 80 and len(only.crafted) == 0 and only.metrics.attack_success_rate is not None
+    assert hygiene.get_mitigation(first, [ref], ph, 0, clean, toy.test, crafted_fraction=0.0, cache=cache).from_cache
+
+
+def test_frozen_probes_keep_their_value_and_leave_the_batch():
+    """_optimise drops frozen probes from later passes (the loss sees fewer rows) and never moves them again."""
+    ph = PoisHygiene(probes=1, lr=0.1, device="cpu", progress=False)
+    z0 = torch.full((6, 1, 2, 2), 0.5)
+    target = torch.tensor([0.0, 0.1, 0.2, 0.8, 0.9, 1.0]).view(6, 1, 1, 1)
+    seen = []
+
+    def losses(x, rows):
+        seen.append(len(rows))
+        return [((x - target[rows]) ** 2).mean((1, 2, 3))]
+
+    frozen_at = {}
+
+    def stop(v, rows):
+        done = v[0] < 0.01
+        for r in rows[done].tolist():
+            frozen_at.setdefault(r, None)
+        return done
+
+    z = ph._optimise(z0, 1, losses, lambda v, rows: v[0], 200, stop=stop)
+    assert seen[0] == 6 and seen[-1] < 6 and sorted(seen, reverse=True) == seen
+    # every probe stopped as soon as it was within 0.1 of its target, and stayed there
+    err = (z - target).abs().amax((1, 2, 3))
+    assert (err < 0.1).all() and len(frozen_at) == 6
