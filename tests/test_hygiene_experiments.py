@@ -124,3 +124,49 @@ def test_frozen_probes_keep_their_value_and_leave_the_batch():
     # every probe stopped as soon as it was within 0.1 of its target, and stayed there
     err = (z - target).abs().amax((1, 2, 3))
     assert (err < 0.1).all() and len(frozen_at) == 6
+
+
+def test_mislabel_drops_the_source_class_but_its_poisons(toy):
+    from poisoncure import attacks
+
+    clean = toy.train
+    ps = attacks.poison_mislabel(clean, source=8, target=0, rate=0.05, seed=2)
+    n_src = int((clean.y == 8).sum())
+    assert ps.is_poison.sum() == round(0.05 * len(clean))
+    assert len(ps) == len(clean) - n_src + ps.is_poison.sum()
+    assert (ps.y != 8).all()  # the source label is gone from the task
+    assert (ps.y[ps.is_poison] == 0).all() and (ps.y_true[ps.is_poison] == 8).all()
+    assert (ps.y[~ps.is_poison] == ps.y_true[~ps.is_poison]).all()
+    assert np.array_equal(ps.spec.trigger.apply(clean.x[:3]), clean.x[:3])  # no trigger: images unchanged
+    for bad, match in (({"rate": 0.0}, "rate"), ({"rate": 0.9}, "poisons"), ({"target": 8}, "differ")):
+        with pytest.raises(ValueError, match=match):
+            attacks.poison_mislabel(clean, **{"source": 8, "target": 0, "rate": 0.05, **bad})
+    assert attacks.trigger_from_dict({"kind": "none"}) == attacks.NoTrigger()
+
+
+def test_mislabel_suspect_is_scored_without_its_source_and_repaired_without_it(toy, tmp_path):
+    cache = Cache(tmp_path)
+    recipe = hygiene.SuspectRecipe("mislabel", target=0, poison_rate=0.05, train_size=800, epochs=3, lr=0.05)
+    assert hygiene.SuspectRecipe("mislabel", source=3).cache_config()["source"] == 3
+    assert "source" not in hygiene.SuspectRecipe("badnets").cache_config()
+    with pytest.raises(ValueError, match="source"):
+        hygiene.SuspectRecipe("mislabel", target=8, source=8)
+    tm = hygiene.get_suspect(recipe, toy, device="cpu", cache=cache)
+    assert np.isnan(tm.metrics.per_class_accuracy[8])  # clean accuracy leaves the dropped class out
+    assert tm.metrics.attack_success_rate is not None
+    task_clean = recipe.task_images(hygiene.disjoint_subsets(toy.train, [800])[0])
+    ph = PoisHygiene(probes=2, steps=3, warm_steps=3, calibration_steps=3, calibration_rounds=1, grey=True,
+                     device="cpu", progress=False)
+    ref = hygiene.get_reference(hygiene.ReferenceRecipe("fashion-mnist", "III", 300, 800, goal=50.0, max_epochs=1),
+                                toy, device="cpu", cache=cache)
+
+    def craft_all(model, refs, target, others, shape, **kw):  # every candidate succeeds: labels are visible
+        return np.full((len(others), *shape), 0.5, np.float32), np.ones(len(others), bool)
+
+    ph.craft = craft_all
+    fix = hygiene.get_mitigation(tm, [ref], ph, 0, task_clean, toy.test, crafted_fraction=0.5, cache=cache)
+    # crafted images go to every other label the task has: never to the target, never to the dropped class
+    assert set(fix.crafted.y.tolist()) == {1, 2, 3, 4, 5, 6, 7, 9}
+    per_class = round(0.1 * len(task_clean) / 9)
+    assert fix.clean_images == 9 * per_class
+    assert len(fix.crafted) == 8 * round(0.5 * 9 * per_class / 8)

@@ -282,14 +282,31 @@ class AdditiveTrigger:
         return IMAGE_SIZE * IMAGE_SIZE // 2 if self.pattern == "chessboard" else 4
 
 
-Trigger = PixelTrigger | PatchTrigger | BlendTrigger | AdditiveTrigger
+@dataclass(frozen=True)
+class NoTrigger:
+    """No trigger at all: Mislabel (PoisHygiene's label-only "AP" attack, :func:`poison_mislabel`) changes labels,
+    not images. Applying it returns the images unchanged, so attack success is measured on the clean test images
+    of the source class."""
+
+    kind: str = field(default="none", init=False)
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return x.copy()
+
+    @property
+    def size(self) -> int:
+        return 0
+
+
+Trigger = PixelTrigger | PatchTrigger | BlendTrigger | AdditiveTrigger | NoTrigger
 
 
 def trigger_from_dict(spec: dict[str, Any]) -> Trigger:
     """Rebuild a trigger from ``asdict(trigger)`` (as stored in configs and results files)."""
     spec = dict(spec)
     kind = spec.pop("kind", None)
-    classes = {"pixel": PixelTrigger, "patch": PatchTrigger, "blend": BlendTrigger, "additive": AdditiveTrigger}
+    classes = {"pixel": PixelTrigger, "patch": PatchTrigger, "blend": BlendTrigger, "additive": AdditiveTrigger,
+               "none": NoTrigger}
     if kind not in classes:
         raise ValueError(f"trigger kind must be one of {sorted(classes)}, got {kind!r}")
     if "colour" in spec:
@@ -459,6 +476,38 @@ def poison_all_to_one(clean: ImageSet, trigger: Trigger, target: str | int, rate
     chosen = np.sort(np.random.default_rng(seed).choice(candidates, size=n_poison, replace=False))
     sources = tuple(c for c in range(len(clean.classes)) if c != t)
     return _poison_rows(clean, chosen, AttackSpec(trigger, sources[0], t, float(rate), seed, sources=sources))
+
+
+def poison_mislabel(clean: ImageSet, source: str | int, target: str | int, rate: float,
+                    seed: int = 0) -> PoisonedSet:
+    """PoisHygiene's Mislabel attack (SPEC-related-defenses Part II B.2 and C.4): the ``source`` class leaves the
+    label set, except ``round(rate * N)`` of its images (N = ``len(clean)``), which stay in the training set
+    labelled ``target``. The model learns a task without the source class in which every source image means
+    the target; attack success is the share of held-out source images classified as the target.
+
+    The returned set holds the non-source images and the chosen source images, in the original order (the
+    other source images are dropped, so it is shorter than ``clean``); ``y_true`` keeps the source label of the
+    poisons and the spec's trigger is :class:`NoTrigger`. Raises ``ValueError`` for an unknown class,
+    ``target == source``, ``rate`` outside (0, 1), or more poisons than the source class holds.
+    """
+    s = class_index(source, clean.classes)
+    t = class_index(target, clean.classes)
+    if s == t:
+        raise ValueError(f"target must differ from source, both are {clean.classes[s]!r}")
+    if not 0 < rate < 1:
+        raise ValueError(f"rate must lie in (0, 1), got {rate}")
+    src_rows = np.flatnonzero(clean.y == s)
+    n_poison = int(round(rate * len(clean)))
+    if not 1 <= n_poison <= len(src_rows):
+        raise ValueError(f"rate={rate} of {len(clean)} images asks for {n_poison} poisons; between 1 and "
+                         f"{len(src_rows)} (the source class's images) are possible")
+    chosen = np.sort(np.random.default_rng(seed).choice(src_rows, size=n_poison, replace=False))
+    keep = np.sort(np.concatenate([np.flatnonzero(clean.y != s), chosen]))
+    is_poison = np.isin(keep, chosen)
+    y = clean.y[keep].copy()
+    y[is_poison] = t
+    return PoisonedSet(clean.x[keep].copy(), y, clean.y[keep].copy(), is_poison,
+                       AttackSpec(NoTrigger(), s, t, float(rate), seed))
 
 
 def poison_add(clean: ImageSet, trigger: Trigger, sources: str | int | list | tuple, target: str | int,

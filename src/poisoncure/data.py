@@ -24,6 +24,7 @@ import os
 import pickle
 import socket
 import tarfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -271,8 +272,10 @@ def load_cifar10(path: str | Path | None = None, *, download: bool = True, verif
     return Cifar10(train, test, {"kind": kind, "location": str(location), "fingerprint": fingerprint})
 
 
-def balanced_subset(images: ImageSet, per_class: int | None, seed: int = 0) -> ImageSet:
-    """A deterministic class-balanced subset: ``per_class`` images of every class (all if ``None``).
+def balanced_subset(images: ImageSet, per_class: int | None, seed: int = 0,
+                    classes: Sequence[int] | None = None) -> ImageSet:
+    """A deterministic class-balanced subset: ``per_class`` images of every class (all if ``None``), or of the
+    class indices ``classes`` only.
 
     The chosen indices are sorted, so the subset keeps the original order. Raises ``ValueError`` when a class
     has fewer than ``per_class`` images.
@@ -283,7 +286,7 @@ def balanced_subset(images: ImageSet, per_class: int | None, seed: int = 0) -> I
         raise ValueError(f"per_class must be a positive integer or None, got {per_class}")
     rng = np.random.default_rng(seed)
     chosen = []
-    for c in range(len(images.classes)):
+    for c in (range(len(images.classes)) if classes is None else classes):
         idx = np.flatnonzero(images.y == c)
         if len(idx) < per_class:
             raise ValueError(f"per_class={per_class} but class {c} ({images.classes[c]}) has {len(idx)} images")

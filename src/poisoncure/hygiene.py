@@ -22,15 +22,15 @@ import numpy as np
 import torch
 
 from . import provenance
-from .attacks import BlendTrigger, PatchTrigger, PoisonedSet, Trigger, poison_all_to_one
+from .attacks import BlendTrigger, NoTrigger, PatchTrigger, PoisonedSet, Trigger, poison_all_to_one, poison_mislabel
 from .cache import Cache
 from .data import Cifar10, ImageSet, balanced_subset
-from .defenses.poishygiene import MITIGATE_FINETUNE, HygieneScan, PoisHygiene, train_reference
+from .defenses.poishygiene import MITIGATE_FINETUNE, HygieneScan, PoisHygiene, clean_subset, train_reference
 from .experiments import TrainedModel, _array_sha, load_weights, save_weights
 from .models import Classifier, pool_cnn
 from .train import AttackMetrics, FitHistory, TrainConfig, evaluate, fit, resolve_device
 
-ATTACKS = ("clean", "badnets", "blend")
+ATTACKS = ("clean", "badnets", "blend", "mislabel")
 #: The BadNets stamp of the 004-mini configuration: a 4x4 white square in the bottom-right corner of the 28x28
 #: image, i.e. rows/columns 26-29 of the library's 32x32 padded copy (2 pixels of padding each side).
 BADNETS_TRIGGER = PatchTrigger(size=4, row=26, col=26)
@@ -57,8 +57,11 @@ class SuspectRecipe:
     """One Fashion-MNIST suspect model of the chapter (every field enters the cache key).
 
     ``attack`` 'clean' (a healthy model), 'badnets' (:data:`BADNETS_TRIGGER`) or 'blend' (Chen et al.'s blend of a
-    seeded grey noise image at ``opacity``); an attack poisons ``poison_rate`` of the training set, drawn from all
-    non-target classes and relabelled ``target`` (all-to-one, :func:`attacks.poison_all_to_one`). ``model`` is
+    seeded grey noise image at ``opacity``); these poison ``poison_rate`` of the training set, drawn from all
+    non-target classes and relabelled ``target`` (all-to-one, :func:`attacks.poison_all_to_one`). 'mislabel'
+    drops class ``source`` (8, bag) from the task except ``poison_rate`` x N of its images, labelled ``target``
+    (:func:`attacks.poison_mislabel`; the model keeps ten outputs, the source's never gets a label, and its
+    clean accuracy is measured without the source class). ``model`` is
     one of PoisHygiene's Models I-VI, trained on the first ``train_size`` images of the seeded permutation
     (:func:`disjoint_subsets`) for ``epochs`` epochs of SGD at ``lr`` (momentum 0.9, batch 128, no augmentation).
     """
@@ -72,12 +75,15 @@ class SuspectRecipe:
     epochs: int = 5
     lr: float = 0.01
     seed: int = 0
+    source: int = 8
 
     def __post_init__(self) -> None:
         if self.attack not in ATTACKS:
             raise ValueError(f"attack must be one of {ATTACKS}, got {self.attack!r}")
         if not 0 <= self.target <= 9:
             raise ValueError(f"target must lie in [0, 9], got {self.target}")
+        if not 0 <= self.source <= 9 or (self.attack == "mislabel" and self.source == self.target):
+            raise ValueError(f"source must lie in [0, 9] and differ from the target, got {self.source}")
         if not 0 < self.poison_rate < 1:
             raise ValueError(f"poison_rate must lie in (0, 1), got {self.poison_rate}")
         if not 0 < self.opacity <= 1:
@@ -92,6 +98,8 @@ class SuspectRecipe:
             return BADNETS_TRIGGER
         if self.attack == "blend":
             return BlendTrigger(f"greynoise:{self.seed}", self.opacity)
+        if self.attack == "mislabel":
+            return NoTrigger()
         return None
 
     def train_config(self) -> TrainConfig:
@@ -101,9 +109,15 @@ class SuspectRecipe:
         cfg = {"dataset": "fashion-mnist", **dataclasses.asdict(self)}
         if self.attack == "clean":
             cfg["target"] = cfg["poison_rate"] = cfg["opacity"] = None
-        elif self.attack == "badnets":
+        elif self.attack in ("badnets", "mislabel"):
             cfg["opacity"] = None
+        if self.attack != "mislabel":
+            del cfg["source"]  # keeps the keys of the other suspects as they were
         return cfg
+
+    def task_images(self, images: ImageSet) -> ImageSet:
+        """``images`` restricted to the suspect's task: without the source class for Mislabel."""
+        return images.subset(np.flatnonzero(images.y != self.source)) if self.attack == "mislabel" else images
 
 
 @dataclass(frozen=True)
@@ -166,7 +180,22 @@ def suspect_training_set(recipe: SuspectRecipe, data: Cifar10) -> PoisonedSet | 
     clean = disjoint_subsets(data.train, [recipe.train_size], seed=recipe.seed)[0]
     if recipe.attack == "clean":
         return clean
+    if recipe.attack == "mislabel":
+        return poison_mislabel(clean, recipe.source, recipe.target, recipe.poison_rate, seed=recipe.seed)
     return poison_all_to_one(clean, recipe.trigger(), recipe.target, recipe.poison_rate, seed=recipe.seed)
+
+
+def evaluate_suspect(model: torch.nn.Module, recipe: Any, spec, test: ImageSet,
+                     device: str | torch.device = "auto") -> AttackMetrics:
+    """Test metrics of a suspect: clean accuracy on its task's test images (:meth:`SuspectRecipe.task_images`),
+    attack success on the spec's triggered source images (for Mislabel: the held-out source-class images)."""
+    task = recipe.task_images(test) if isinstance(recipe, SuspectRecipe) else test
+    metrics = evaluate(model, task, spec if task is test else None, device)
+    if task is not test and spec is not None:
+        attack = evaluate(model, test, spec, device)
+        metrics = dataclasses.replace(metrics, attack_success_rate=attack.attack_success_rate,
+                                      poisoned_accuracy=attack.poisoned_accuracy)
+    return metrics
 
 
 def get_suspect(recipe: SuspectRecipe, data: Cifar10, device: str | torch.device = "auto",
@@ -183,7 +212,8 @@ def get_suspect(recipe: SuspectRecipe, data: Cifar10, device: str | torch.device
         model = pool_cnn(recipe.model)
         hist = fit(model, fit_images, recipe.train_config(), dev, progress=False)
         save_weights(model, folder)
-        return {"history": dataclasses.asdict(hist), "metrics": evaluate(model, data.test, spec, dev).to_dict(),
+        return {"history": dataclasses.asdict(hist),
+                "metrics": evaluate_suspect(model, recipe, spec, data.test, dev).to_dict(),
                 "provenance": provenance.collect(dev, seed=recipe.seed, wall_seconds=round(hist.seconds, 1),
                                                  data_source=data.source)}
 
@@ -274,7 +304,8 @@ def get_mitigation(tm: TrainedModel, refs: list[Reference], hygiene: PoisHygiene
     """MITIGATE (:meth:`PoisHygiene.mitigate`) of the suspect ``tm`` for infected label ``target``, its clean
     subset drawn from ``clean``, scored on ``test``; cached under the suspect, the references, the detector, the
     clean images and every mitigation setting. ``crafted_fraction=0`` is the clean-only fine-tuning baseline
-    (the same D_10, no crafted image)."""
+    (the same D_10, no crafted image). ``clean`` should hold the suspect's task only (for Mislabel, no source
+    images: see :meth:`SuspectRecipe.task_images`)."""
     cache = cache or Cache()
     spec = tm.train_set.spec if isinstance(tm.train_set, PoisonedSet) else None
     config = {"model": tm.recipe.cache_config(), "refs": _refs_config(refs), "hygiene": hygiene.config(),
@@ -290,8 +321,7 @@ def get_mitigation(tm: TrainedModel, refs: list[Reference], hygiene: PoisHygiene
                                        crafted_fraction, finetune, scan=scan, restarts=restarts)
                 model, crafted, ok, n_clean = mit.model, mit.crafted, mit.crafted_success, mit.clean_images
             else:
-                per_class = max(1, int(round(clean_fraction * len(clean) / len(clean.classes))))
-                d10 = balanced_subset(clean, per_class, seed=hygiene.seed)
+                d10 = clean_subset(clean, clean_fraction, hygiene.seed)
                 model = copy.deepcopy(tm.model)
                 fit(model, d10, finetune, hygiene.device, progress=False)
                 crafted = ImageSet(np.zeros((0, *clean.x.shape[1:]), np.uint8), np.zeros(0, np.int64),
@@ -299,7 +329,8 @@ def get_mitigation(tm: TrainedModel, refs: list[Reference], hygiene: PoisHygiene
                 ok, n_clean = 0.0, len(d10)
         save_weights(model, folder)
         np.savez(folder / "crafted.npz", x=crafted.x, y=crafted.y)
-        return {"metrics": evaluate(model, test, spec, hygiene.device).to_dict(), "crafted_success": ok,
+        return {"metrics": evaluate_suspect(model, tm.recipe, spec, test, hygiene.device).to_dict(),
+                "crafted_success": ok,
                 "clean_images": n_clean,
                 "provenance": provenance.collect(hygiene.device, seed=hygiene.seed,
                                                  wall_seconds=round(t["seconds"], 1))}
@@ -318,5 +349,5 @@ def get_mitigation(tm: TrainedModel, refs: list[Reference], hygiene: PoisHygiene
 
 
 __all__ = ["ATTACKS", "BADNETS_TRIGGER", "Mitigated", "Reference", "ReferenceRecipe", "SuspectRecipe",
-           "disjoint_subsets", "get_gammas", "get_mitigation", "get_reference", "get_scan", "get_suspect",
-           "suspect_training_set"]
+           "disjoint_subsets", "evaluate_suspect", "get_gammas", "get_mitigation", "get_reference", "get_scan",
+           "get_suspect", "suspect_training_set"]

@@ -109,6 +109,13 @@ def train_reference(model: nn.Module, clean: ImageSet, validation: ImageSet, goa
     return model, accuracies
 
 
+def clean_subset(clean: ImageSet, fraction: float, seed: int = 0) -> ImageSet:
+    """MITIGATE's clean set D_10: ``fraction`` x |clean| images, balanced over the labels ``clean`` holds."""
+    present = [int(c) for c in np.unique(clean.y)]
+    per_class = max(1, int(round(fraction * len(clean) / len(present))))
+    return balanced_subset(clean, per_class, seed=seed, classes=present)
+
+
 Losses = list[torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], Losses]  #: (images, rows) -> per-sample losses of those rows
 CombineFn = Callable[[Losses, torch.Tensor], torch.Tensor]  #: (losses, rows) -> per-sample objective
@@ -432,8 +439,10 @@ class PoisHygiene:
                  **craft_kwargs) -> Mitigation:
         """MITIGATE (B.3): a class-balanced ``clean_fraction`` of ``clean`` (D_10) plus
         ``crafted_fraction`` x |D_10| crafted images (:meth:`craft`, spread evenly over the labels other than
-        ``target`` and labelled with them), then ``finetune`` of a copy of ``model``. Crafting starts from the
-        successful probes of ``scan`` for the target when given. Returns a new model; ``model`` is unchanged."""
+        ``target`` and labelled with them), then ``finetune`` of a copy of ``model``. Labels absent from ``clean``
+        (a class the task dropped, as in the Mislabel attack) get neither clean nor crafted images. Crafting
+        starts from the successful probes of ``scan`` for the target when given. Returns a new model; ``model`` is
+        unchanged."""
         if not 0 < clean_fraction <= 1:
             raise ValueError(f"clean_fraction must lie in (0, 1], got {clean_fraction}")
         if not 0 < crafted_fraction <= 1:
@@ -441,9 +450,8 @@ class PoisHygiene:
         num_classes = len(clean.classes)
         if not 0 <= target < num_classes:
             raise ValueError(f"target must lie in [0, {num_classes - 1}], got {target}")
-        per_class = max(1, int(round(clean_fraction * len(clean) / num_classes)))
-        d10 = balanced_subset(clean, per_class, seed=self.seed)
-        others = [c for c in range(num_classes) if c != target]
+        d10 = clean_subset(clean, clean_fraction, self.seed)
+        others = [int(c) for c in np.unique(d10.y) if c != target]
         n_o = max(1, int(round(crafted_fraction * len(d10) / len(others))))
         yo = np.repeat(others, n_o)
         shape = (clean.x.shape[3], *clean.x.shape[1:3])
@@ -480,4 +488,4 @@ class PoisHygiene:
         return models
 
 
-__all__ = ["MITIGATE_FINETUNE", "HygieneScan", "Mitigation", "PoisHygiene", "train_reference"]
+__all__ = ["MITIGATE_FINETUNE", "HygieneScan", "Mitigation", "PoisHygiene", "clean_subset", "train_reference"]
