@@ -329,11 +329,15 @@ def save_weights(model: torch.nn.Module, folder) -> None:
     (folder / "model.pt").write_bytes(buf.getvalue())
 
 
-def load_weights(recipe: Recipe, folder) -> Classifier:
-    """The recipe's architecture with the weights of ``folder/model.pt``, in eval mode on the CPU."""
-    model = build_model_arch(recipe)
+def read_weights(model: torch.nn.Module, folder):
+    """``model`` with the weights of ``folder/model.pt`` (written by :func:`save_weights`), in eval mode."""
     model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
     return model.eval()
+
+
+def load_weights(recipe: Recipe, folder) -> Classifier:
+    """The recipe's architecture with the weights of ``folder/model.pt``, in eval mode on the CPU."""
+    return read_weights(build_model_arch(recipe), folder)
 
 
 # ------------------------------------------------------------------------- the baselines (chapter 7), cached

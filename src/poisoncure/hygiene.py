@@ -13,7 +13,6 @@ training split (:func:`disjoint_subsets`).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from dataclasses import dataclass
 from typing import Any
@@ -25,8 +24,8 @@ from . import provenance
 from .attacks import BlendTrigger, NoTrigger, PatchTrigger, PoisonedSet, Trigger, poison_all_to_one, poison_mislabel
 from .cache import Cache
 from .data import Cifar10, ImageSet, balanced_subset
-from .defenses.poishygiene import MITIGATE_FINETUNE, HygieneScan, PoisHygiene, clean_subset, train_reference
-from .experiments import TrainedModel, _array_sha, load_weights, save_weights
+from .defenses.poishygiene import MITIGATE_FINETUNE, HygieneScan, PoisHygiene, train_reference
+from .experiments import TrainedModel, _array_sha, load_weights, read_weights, save_weights
 from .models import Classifier, pool_cnn
 from .train import AttackMetrics, FitHistory, TrainConfig, evaluate, fit, resolve_device
 
@@ -170,9 +169,7 @@ class Reference:
 
 
 def _load_pool(kind: str, folder) -> Classifier:
-    model = pool_cnn(kind)
-    model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
-    return model.eval()
+    return read_weights(pool_cnn(kind), folder)
 
 
 def suspect_training_set(recipe: SuspectRecipe, data: Cifar10) -> PoisonedSet | ImageSet:
@@ -316,17 +313,9 @@ def get_mitigation(tm: TrainedModel, refs: list[Reference], hygiene: PoisHygiene
 
     def build(folder):
         with provenance.stopwatch() as t:
-            if crafted_fraction > 0:
-                mit = hygiene.mitigate(tm.model, [r.model for r in refs], target, clean, clean_fraction,
-                                       crafted_fraction, finetune, scan=scan, restarts=restarts)
-                model, crafted, ok, n_clean = mit.model, mit.crafted, mit.crafted_success, mit.clean_images
-            else:
-                d10 = clean_subset(clean, clean_fraction, hygiene.seed)
-                model = copy.deepcopy(tm.model)
-                fit(model, d10, finetune, hygiene.device, progress=False)
-                crafted = ImageSet(np.zeros((0, *clean.x.shape[1:]), np.uint8), np.zeros(0, np.int64),
-                                   clean.classes)
-                ok, n_clean = 0.0, len(d10)
+            mit = hygiene.mitigate(tm.model, [r.model for r in refs], target, clean, clean_fraction,
+                                   crafted_fraction, finetune, scan=scan, restarts=restarts)
+        model, crafted, ok, n_clean = mit.model, mit.crafted, mit.crafted_success, mit.clean_images
         save_weights(model, folder)
         np.savez(folder / "crafted.npz", x=crafted.x, y=crafted.y)
         return {"metrics": evaluate_suspect(model, tm.recipe, spec, test, hygiene.device).to_dict(),

@@ -441,25 +441,27 @@ class PoisHygiene:
         ``crafted_fraction`` x |D_10| crafted images (:meth:`craft`, spread evenly over the labels other than
         ``target`` and labelled with them), then ``finetune`` of a copy of ``model``. Labels absent from ``clean``
         (a class the task dropped, as in the Mislabel attack) get neither clean nor crafted images. Crafting
-        starts from the successful probes of ``scan`` for the target when given. Returns a new model; ``model`` is
+        starts from the successful probes of ``scan`` for the target when given. ``crafted_fraction=0`` crafts
+        nothing: the clean-only fine-tuning the paper compares with. Returns a new model; ``model`` is
         unchanged."""
         if not 0 < clean_fraction <= 1:
             raise ValueError(f"clean_fraction must lie in (0, 1], got {clean_fraction}")
-        if not 0 < crafted_fraction <= 1:
-            raise ValueError(f"crafted_fraction must lie in (0, 1], got {crafted_fraction}")
+        if not 0 <= crafted_fraction <= 1:
+            raise ValueError(f"crafted_fraction must lie in [0, 1], got {crafted_fraction}")
         num_classes = len(clean.classes)
         if not 0 <= target < num_classes:
             raise ValueError(f"target must lie in [0, {num_classes - 1}], got {target}")
         d10 = clean_subset(clean, clean_fraction, self.seed)
         others = [int(c) for c in np.unique(d10.y) if c != target]
-        n_o = max(1, int(round(crafted_fraction * len(d10) / len(others))))
+        n_o = max(1, int(round(crafted_fraction * len(d10) / len(others)))) if crafted_fraction > 0 else 0
         yo = np.repeat(others, n_o)
         shape = (clean.x.shape[3], *clean.x.shape[1:3])
         start = None
         if scan is not None and scan.success[target].any():
             pool = scan.probes[target][scan.success[target]]
             start = pool[np.arange(len(yo)) % len(pool)]
-        x, ok = self.craft(model, refs, target, yo, shape=shape, start=start, **craft_kwargs)
+        x, ok = (self.craft(model, refs, target, yo, shape=shape, start=start, **craft_kwargs) if len(yo) else
+                 (np.zeros((0, *shape), np.float32), np.zeros(0, bool)))
         crafted = np.clip(np.rint(x[ok].transpose(0, 2, 3, 1) * 255.0), 0, 255).astype(np.uint8)
         crafted_set = ImageSet(crafted, yo[ok].astype(np.int64), clean.classes)
         mixed = ImageSet(np.concatenate([d10.x, crafted_set.x]), np.concatenate([d10.y, crafted_set.y]),
