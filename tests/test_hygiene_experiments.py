@@ -170,3 +170,90 @@ def test_mislabel_suspect_is_scored_without_its_source_and_repaired_without_it(t
     per_class = round(0.1 * len(task_clean) / 9)
     assert fix.clean_images == 9 * per_class
     assert len(fix.crafted) == 8 * round(0.5 * 9 * per_class / 8)
+
+
+def test_clean_label_suspects_are_crafted_once_and_keep_honest_labels(toy, tmp_path):
+    cache = Cache(tmp_path)
+    recipe = hygiene.SuspectRecipe("stingray", target=0, poison_rate=0.05, train_size=800, epochs=2, lr=0.05,
+                                   craft_steps=2)
+    assert recipe.cache_config()["craft_steps"] == 2 and recipe.cache_config()["source"] == 8
+    assert hygiene.SuspectRecipe("frog").cache_config()["craft_steps"] == 1000
+    assert "craft_steps" not in hygiene.SuspectRecipe("mislabel").cache_config()
+    tm = hygiene.get_suspect(recipe, toy, device="cpu", cache=cache)
+    ps = tm.train_set
+    assert ps.is_poison.sum() == 40 and (ps.y != 8).all() and np.array_equal(ps.y, ps.y_true)
+    assert np.isnan(tm.metrics.per_class_accuracy[8]) and tm.metrics.attack_success_rate is not None
+    # the surrogate (the healthy suspect of the same recipe) was trained on the way, and the poisons are cached
+    assert len(list((tmp_path / "hygiene_suspect").iterdir())) == 2
+    again, stats = hygiene.get_poisons(recipe, toy, device="cpu", cache=cache)
+    assert np.array_equal(again.x, ps.x) and stats["iterations"] == 2 and "provenance" in stats
+    assert len(list((tmp_path / "hygiene_poisons").iterdir())) == 1
+    with pytest.raises(ValueError, match="crafted"):
+        hygiene.get_poisons(hygiene.SuspectRecipe("badnets"), toy, cache=cache)
+
+
+def test_withheld_control_measures_the_floor(toy, tmp_path):
+    recipe = hygiene.SuspectRecipe("withheld", target=0, train_size=800, epochs=2, lr=0.05)
+    assert recipe.cache_config()["poison_rate"] is None and recipe.trigger() == hygiene.NoTrigger()
+    tm = hygiene.get_suspect(recipe, toy, device="cpu", cache=Cache(tmp_path))
+    assert not (tm.train_set.y == 8).any() and len(tm.train_set) == 800 - int((hygiene.disjoint_subsets(
+        toy.train, [800])[0].y == 8).sum())
+    spec = recipe.floor_spec()
+    assert (spec.base, spec.target) == (8, 0) and tm.metrics.attack_success_rate is not None
+    assert hygiene.SuspectRecipe("badnets").floor_spec() is None
+
+
+def test_comparison_rows_read_the_verdicts():
+    classes = tuple("abcdefghij")
+    scan = {"prob": [0.9, 0.1] + [0.0] * 8, "infected": [True] + [False] * 9, "suspect": 0}
+    others = {"neural_cleanse": {"anomaly": [0.5, 3.0] + [0.0] * 8, "flagged": [1]}, "missing": [],
+              "poison_cure": {"ratio": 1.5, "target": 0, "poisoned": False}}
+    rows = {r["detector"]: r for r in hygiene.comparison_rows("m", scan, others, classes, target=0)}
+    assert rows["PoisHygiene (probes)"]["right target"] is True
+    assert rows["Neural Cleanse"]["target named"] == "b" and rows["Neural Cleanse"]["right target"] is False
+    assert rows["Poison as a Cure"]["labels flagged"] == "none" and np.isnan(rows["Poison as a Cure"]["right target"])
+    healthy = hygiene.comparison_rows("h", scan, {**others, "poison_cure": None, "missing": [8]}, classes, None)
+    assert np.isnan(healthy[0]["right target"]) and "no training images of i" in healthy[2]["statistic"]
+
+
+def test_grid_follows_the_profile_and_rejects_unknown_keys():
+    from poisoncure import profiles
+
+    prof = profiles.load("cpu-full")
+    exps = hygiene.grid(prof, prof["reproduce"]["hygiene"])
+    names = [n for n, _ in exps]
+    assert len(set(names)) == len(names) and "fmnist-frog-poison_rate0.06-s0" in names
+    nb = prof["notebooks"]["12_poishygiene"]
+    for _, params in exps:
+        r = hygiene.SuspectRecipe(**params["suspect"])
+        assert r.train_size == nb["fm_train_size"] and params["detector"]["steps"] == nb["hygiene_steps"]
+    with pytest.raises(ValueError, match="unknown keys"):
+        hygiene.grid(prof, {"suspects": [{"attack": "clean"}], "models": []})
+    with pytest.raises(ValueError, match="attack"):
+        hygiene.grid(prof, {"suspects": [{"attack": "trojan"}]})
+
+
+def test_run_point_measures_one_suspect_end_to_end(toy, tmp_path, monkeypatch):
+    from poisoncure import reproduce
+
+    monkeypatch.setenv("POISONCURE_CACHE", str(tmp_path / "cache"))
+    params = {"label": "badnets", "suspect": {"attack": "badnets", "target": 0, "poison_rate": 0.2,
+                                              "train_size": 800, "epochs": 3, "lr": 0.05},
+              "references": {"models": ["III"], "train_size": 300, "goal": 50.0},
+              "detector": {"probes": 2, "steps": 3, "warm_steps": 3, "calibration_steps": 3,
+                           "calibration_rounds": 1, "tau": 0.5},
+              "craft": {"steps": 2, "lr": 0.05, "restarts": 1},
+              "mitigation": {"clean_fraction": 0.1, "crafted_fraction": 0.2},
+              "others": {"nc_steps": 3, "clean_per_class": 5, "threshold": 2.0}}
+    res, stages = hygiene.run_point(params, device="cpu", data=toy)
+    assert set(stages) >= {"train", "scan", "other_detectors"}
+    assert len(res["scan"]["prob"]) == 10 and res["n_poison"] == 160
+    assert res["others"]["poison_cure"] is not None and len(res["others"]["neural_cleanse"]["anomaly"]) == 10
+    flagged, learned = res["scan"]["model_infected"], res["before"]["attack_success_rate"] >= 50
+    assert (res["mitigation"] is not None) == (flagged and learned)
+    record = {"name": "fmnist-badnets-s0", "params": params, "results": res,
+              "provenance": {"device": "CPU (test)", "commit": "0123456789"}}
+    table = hygiene.results_table([record], toy.train.classes)
+    assert table.loc["badnets", "ASR %"] == res["before"]["attack_success_rate"]
+    assert table.loc["badnets", "paper (004 T8)"] == hygiene.PAPER_FMNIST["badnets"]["mitigate"]
+    assert reproduce.RUNNERS["hygiene"] is reproduce.run_hygiene

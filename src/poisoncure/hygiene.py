@@ -21,15 +21,27 @@ import numpy as np
 import torch
 
 from . import provenance
-from .attacks import BlendTrigger, NoTrigger, PatchTrigger, PoisonedSet, Trigger, poison_all_to_one, poison_mislabel
+from .attacks import (
+    AttackSpec,
+    BlendTrigger,
+    NoTrigger,
+    PatchTrigger,
+    PoisonedSet,
+    Trigger,
+    poison_all_to_one,
+    poison_mislabel,
+)
 from .cache import Cache
+from .clean_label import CollisionConfig, assemble_clean_label, collide, kept_label, plan_clean_label
 from .data import Cifar10, ImageSet, balanced_subset
 from .defenses.poishygiene import MITIGATE_FINETUNE, HygieneScan, PoisHygiene, train_reference
 from .experiments import TrainedModel, _array_sha, load_weights, read_weights, save_weights
 from .models import Classifier, pool_cnn
 from .train import AttackMetrics, FitHistory, TrainConfig, evaluate, fit, resolve_device
 
-ATTACKS = ("clean", "badnets", "blend", "mislabel")
+ATTACKS = ("clean", "badnets", "blend", "mislabel", "frog", "stingray", "withheld")
+#: Attacks whose task leaves the source class out (PoisHygiene's adversarial class), with the control "withheld".
+SOURCE_FREE = ("mislabel", "frog", "stingray", "withheld")
 #: The BadNets stamp of the 004-mini configuration: a 4x4 white square in the bottom-right corner of the 28x28
 #: image, i.e. rows/columns 26-29 of the library's 32x32 padded copy (2 pixels of padding each side).
 BADNETS_TRIGGER = PatchTrigger(size=4, row=26, col=26)
@@ -60,7 +72,12 @@ class SuspectRecipe:
     non-target classes and relabelled ``target`` (all-to-one, :func:`attacks.poison_all_to_one`). 'mislabel'
     drops class ``source`` (8, bag) from the task except ``poison_rate`` x N of its images, labelled ``target``
     (:func:`attacks.poison_mislabel`; the model keeps ten outputs, the source's never gets a label, and its
-    clean accuracy is measured without the source class). ``model`` is
+    clean accuracy is measured without the source class). 'frog' and 'stingray' are the clean-label versions on the
+    same task: ``poison_rate`` x N target-class images are replaced by feature-collision poisons aimed at source
+    images (:mod:`poisoncure.clean_label`, crafted on the healthy suspect of the same recipe, :meth:`surrogate`,
+    for ``craft_steps`` iterations, None meaning the spec's budget). 'withheld' is their control: the same task
+    with no poison, whose share of source images called the target is the floor every attack on it starts from
+    (its "attack success"). ``model`` is
     one of PoisHygiene's Models I-VI, trained on the first ``train_size`` images of the seeded permutation
     (:func:`disjoint_subsets`) for ``epochs`` epochs of SGD at ``lr`` (momentum 0.9, batch 128, no augmentation).
     """
@@ -75,13 +92,14 @@ class SuspectRecipe:
     lr: float = 0.01
     seed: int = 0
     source: int = 8
+    craft_steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.attack not in ATTACKS:
             raise ValueError(f"attack must be one of {ATTACKS}, got {self.attack!r}")
         if not 0 <= self.target <= 9:
             raise ValueError(f"target must lie in [0, 9], got {self.target}")
-        if not 0 <= self.source <= 9 or (self.attack == "mislabel" and self.source == self.target):
+        if not 0 <= self.source <= 9 or (self.attack in SOURCE_FREE and self.source == self.target):
             raise ValueError(f"source must lie in [0, 9] and differ from the target, got {self.source}")
         if not 0 < self.poison_rate < 1:
             raise ValueError(f"poison_rate must lie in (0, 1), got {self.poison_rate}")
@@ -91,15 +109,34 @@ class SuspectRecipe:
             raise ValueError(f"train_size must be >= 100, got {self.train_size}")
         self.train_config()  # validates epochs and lr
         pool_cnn(self.model)  # validates the architecture
+        self.collision()  # validates craft_steps
 
     def trigger(self) -> Trigger | None:
+        """The test-time trigger (:class:`NoTrigger` for the attacks that change no test image; None: healthy)."""
         if self.attack == "badnets":
             return BADNETS_TRIGGER
         if self.attack == "blend":
             return BlendTrigger(f"greynoise:{self.seed}", self.opacity)
-        if self.attack == "mislabel":
+        if self.attack in SOURCE_FREE:
             return NoTrigger()
         return None
+
+    def collision(self) -> CollisionConfig | None:
+        """The feature-collision settings of 'frog' and 'stingray' (None for the other attacks)."""
+        if self.attack not in ("frog", "stingray"):
+            return None
+        return CollisionConfig(self.attack, steps=self.craft_steps)
+
+    def surrogate(self) -> SuspectRecipe:
+        """The attacker's clean model for the feature-collision attacks: the healthy suspect of the same recipe."""
+        return SuspectRecipe("clean", model=self.model, train_size=self.train_size, epochs=self.epochs, lr=self.lr,
+                             seed=self.seed)
+
+    def floor_spec(self) -> AttackSpec | None:
+        """For 'withheld', the attack whose floor it measures (source images -> target); else None."""
+        if self.attack != "withheld":
+            return None
+        return AttackSpec(NoTrigger(), self.source, self.target, 0.0, self.seed)
 
     def train_config(self) -> TrainConfig:
         return dataclasses.replace(MITIGATE_FINETUNE, epochs=self.epochs, lr=self.lr, seed=self.seed)
@@ -108,15 +145,21 @@ class SuspectRecipe:
         cfg = {"dataset": "fashion-mnist", **dataclasses.asdict(self)}
         if self.attack == "clean":
             cfg["target"] = cfg["poison_rate"] = cfg["opacity"] = None
-        elif self.attack in ("badnets", "mislabel"):
+        elif self.attack == "withheld":
+            cfg["poison_rate"] = cfg["opacity"] = None
+        elif self.attack != "blend":
             cfg["opacity"] = None
-        if self.attack != "mislabel":
+        if self.attack not in SOURCE_FREE:
             del cfg["source"]  # keeps the keys of the other suspects as they were
+        if self.attack in ("frog", "stingray"):
+            cfg["craft_steps"] = self.collision().budget  # type: ignore[union-attr]
+        else:
+            del cfg["craft_steps"]
         return cfg
 
     def task_images(self, images: ImageSet) -> ImageSet:
-        """``images`` restricted to the suspect's task: without the source class for Mislabel."""
-        return images.subset(np.flatnonzero(images.y != self.source)) if self.attack == "mislabel" else images
+        """``images`` restricted to the suspect's task: without the source class for :data:`SOURCE_FREE`."""
+        return images.subset(np.flatnonzero(images.y != self.source)) if self.attack in SOURCE_FREE else images
 
 
 @dataclass(frozen=True)
@@ -172,11 +215,17 @@ def _load_pool(kind: str, folder) -> Classifier:
     return read_weights(pool_cnn(kind), folder)
 
 
-def suspect_training_set(recipe: SuspectRecipe, data: Cifar10) -> PoisonedSet | ImageSet:
-    """The suspect's (poisoned) training set: deterministic and cheap, so never cached."""
+def suspect_training_set(recipe: SuspectRecipe, data: Cifar10, device: str | torch.device = "auto",
+                         cache: Cache | None = None) -> PoisonedSet | ImageSet:
+    """The suspect's (poisoned) training set. Deterministic; only the feature-collision poisons cost anything,
+    and they come from the cache (:func:`get_poisons`)."""
     clean = disjoint_subsets(data.train, [recipe.train_size], seed=recipe.seed)[0]
     if recipe.attack == "clean":
         return clean
+    if recipe.attack == "withheld":
+        return recipe.task_images(clean)
+    if recipe.attack in ("frog", "stingray"):
+        return get_poisons(recipe, data, device, cache)[0]
     if recipe.attack == "mislabel":
         return poison_mislabel(clean, recipe.source, recipe.target, recipe.poison_rate, seed=recipe.seed)
     return poison_all_to_one(clean, recipe.trigger(), recipe.target, recipe.poison_rate, seed=recipe.seed)
@@ -195,13 +244,49 @@ def evaluate_suspect(model: torch.nn.Module, recipe: Any, spec, test: ImageSet,
     return metrics
 
 
+def get_poisons(recipe: SuspectRecipe, data: Cifar10, device: str | torch.device = "auto",
+                cache: Cache | None = None) -> tuple[PoisonedSet, dict[str, Any]]:
+    """The training set of a 'frog' or 'stingray' suspect and the crafting's record (statistics of
+    :func:`clean_label.collide`, ``kept_label``, provenance, and ``bases`` / ``aims``: the rows of the suspect's
+    clean subset (:func:`disjoint_subsets`) that the poisons replace and aim at, and the ``poisons``, in that
+    order). The poisons are crafted on the attacker's clean model
+    (:meth:`SuspectRecipe.surrogate`, trained or loaded with :func:`get_suspect`) and cached under both recipes."""
+    config = recipe.collision()
+    if config is None:
+        raise ValueError(f"attack {recipe.attack!r} has no crafted poisons; only 'frog' and 'stingray' do")
+    dev = resolve_device(device)
+    cache = cache or Cache()
+    clean = disjoint_subsets(data.train, [recipe.train_size], seed=recipe.seed)[0]
+    key = {"suspect": recipe.cache_config(), "surrogate": recipe.surrogate().cache_config()}
+
+    def build(folder):
+        surrogate = get_suspect(recipe.surrogate(), data, dev, cache).model
+        s, t, aims, bases = plan_clean_label(clean, recipe.source, recipe.target, recipe.poison_rate, surrogate,
+                                             config.method, recipe.seed, dev)
+        with provenance.stopwatch() as sw:
+            poisons, stats = collide(surrogate, clean.x[bases], clean.x[aims], config, dev)
+        np.savez(folder / "poisons.npz", bases=bases, aims=aims, poisons=poisons)
+        return {"stats": {**stats, "kept_label": kept_label(surrogate, poisons, t, dev)},
+                "provenance": provenance.collect(dev, seed=recipe.seed, wall_seconds=round(sw["seconds"], 1),
+                                                 data_source=data.source)}
+
+    def load(folder):
+        with np.load(folder / "poisons.npz") as z:
+            return {"bases": z["bases"], "aims": z["aims"], "poisons": z["poisons"]}
+
+    res = cache.get_or_build("hygiene_poisons", key, build, load)
+    train = assemble_clean_label(clean, recipe.source, recipe.target, recipe.poison_rate, recipe.seed,
+                                 res.value["bases"], res.value["poisons"])
+    return train, {**res.info["stats"], "provenance": res.info["provenance"], **res.value}
+
+
 def get_suspect(recipe: SuspectRecipe, data: Cifar10, device: str | torch.device = "auto",
                 cache: Cache | None = None) -> TrainedModel:
     """Train the suspect model of ``recipe`` on Fashion-MNIST ``data``, or load it from the cache."""
     dev = resolve_device(device)
     cache = cache or Cache()
-    train = suspect_training_set(recipe, data)
-    spec = train.spec if isinstance(train, PoisonedSet) else None
+    train = suspect_training_set(recipe, data, dev, cache)
+    spec = train.spec if isinstance(train, PoisonedSet) else recipe.floor_spec()
     fit_images = train.as_imageset() if isinstance(train, PoisonedSet) else train
 
     def build(folder):
@@ -337,6 +422,214 @@ def get_mitigation(tm: TrainedModel, refs: list[Reference], hygiene: PoisHygiene
                      float(info["crafted_success"]), int(info["clean_images"]), info["provenance"], res.hit)
 
 
-__all__ = ["ATTACKS", "BADNETS_TRIGGER", "Mitigated", "Reference", "ReferenceRecipe", "SuspectRecipe",
-           "disjoint_subsets", "evaluate_suspect", "get_gammas", "get_mitigation", "get_reference", "get_scan",
-           "get_suspect", "suspect_training_set"]
+
+# ------------------------------------------------------------------------------------------ detectors side by side
+#: The paper's Fashion-MNIST numbers for each attack (PoisHygiene, Table 6: Prob of the infected label (FP rate)
+#: with a model ensemble; Table 8: acc / ASR before -> after, and after clean-only fine-tuning), for "paper" columns.
+PAPER_FMNIST = {
+    "clean": {"detect": "FP 0 %", "mitigate": "—"},
+    "withheld": {"detect": "FP 0 %", "mitigate": "—"},
+    "badnets": {"detect": "89 % (FP 0 %)", "mitigate": "90.93 / 100 → 87.94 / 0.93 (clean only: 88.61 / 95.46)"},
+    "blend": {"detect": "86 % (FP 0 %)", "mitigate": "90.49 / 98.43 → 88.01 / 2.51 (clean only: 88.68 / 13)"},
+    "mislabel": {"detect": "86 % (FP 0 %)", "mitigate": "92.9 / 98.1 → 90.06 / 1.06 (clean only: 91.47 / 79.21)"},
+    "frog": {"detect": "86 % (FP 0 %)", "mitigate": "91.23 / 98.1 → 89.72 / 1.06 (clean only: 91.47 / 79.18)"},
+    "stingray": {"detect": "86 % (FP 0 %)", "mitigate": "92.83 / 98.1 → 90.09 / 2.07 (clean only: 92.01 / 80.61)"},
+}
+
+
+def scan_summary(scan: HygieneScan) -> dict[str, Any]:
+    """The JSON form of a scan's verdict: Prob and infection per label, the label it names."""
+    return {"prob": [float(v) for v in scan.prob], "infected": [bool(v) for v in scan.infected],
+            "suspect": int(scan.suspect), "model_infected": bool(scan.model_infected)}
+
+
+def other_detectors(tm: TrainedModel, clean: ImageSet, data: Cifar10, nc_steps: int = 200, threshold: float = 2.0,
+                    seed: int = 0, device: str | torch.device = "auto") -> dict[str, Any]:
+    """Neural Cleanse (``clean``: the defender's clean images) and the paper's target scan (the suspect's training
+    set) on one suspect, both cached, as JSON: Neural Cleanse's anomaly index per label and the labels it flags;
+    the paper's ratio R, the class with the largest R and whether R exceeds ``threshold``. The paper's scan needs
+    every class's gradients, so on a task without some class it is not run (``poison_cure`` None, ``missing``
+    naming the classes)."""
+    from .defenses.neural_cleanse import NeuralCleanse
+    from .defenses.poison_cure import PoisonCure
+    from .experiments import get_poison_cure, get_reversed_triggers
+
+    trig, _ = get_reversed_triggers(tm, NeuralCleanse(steps=nc_steps, seed=seed, device=device, progress=False), clean)
+    out: dict[str, Any] = {"neural_cleanse": {"anomaly": [float(v) for v in trig.anomaly],
+                                              "flagged": [int(k) for k in np.flatnonzero(trig.flagged)]}}
+    k = len(clean.classes)
+    out["missing"] = [int(c) for c in range(k) if not (tm.train_set.y == c).any()]
+    out["poison_cure"] = None
+    if not out["missing"]:
+        sc = get_poison_cure(tm, PoisonCure(threshold=threshold, device=device, progress=False), neutralize=False,
+                             data=data).result.scan
+        out["poison_cure"] = {"ratio": float(sc.ratio), "target": int(sc.target), "poisoned": bool(sc.poisoned)}
+    return out
+
+
+def comparison_rows(name: str, scan: dict[str, Any], others: dict[str, Any], classes: tuple[str, ...],
+                    target: int | None, tau: float = 0.5, threshold: float = 2.0) -> list[dict[str, Any]]:
+    """Table rows (PoisHygiene, Neural Cleanse, Poison as a Cure) for one model from :func:`scan_summary` and
+    :func:`other_detectors`: labels flagged, target named and whether it is the attack's ``target`` (None: a
+    healthy model, nothing to be right about)."""
+    def right(named: int | None) -> Any:
+        return np.nan if target is None or named is None else named == target
+
+    flagged = [k for k, v in enumerate(scan["infected"]) if v]
+    named = scan["suspect"] if flagged else None
+    rows = [{"model": name, "detector": "PoisHygiene (probes)",
+             "labels flagged": ", ".join(classes[k] for k in flagged) or "none",
+             "target named": classes[named] if named is not None else "—", "right target": right(named),
+             "statistic": f"highest Prob {max(scan['prob']):.1f} (τ = {tau:g})"}]
+    nc = others["neural_cleanse"]
+    nc_named = int(np.argmax(nc["anomaly"])) if nc["flagged"] else None
+    rows.append({"model": name, "detector": "Neural Cleanse",
+                 "labels flagged": ", ".join(classes[k] for k in nc["flagged"]) or "none",
+                 "target named": classes[nc_named] if nc_named is not None else "—", "right target": right(nc_named),
+                 "statistic": f"largest anomaly index {max(nc['anomaly']):.2f} (flag above 2)"})
+    pc = others["poison_cure"]
+    if pc is None:
+        rows.append({"model": name, "detector": "Poison as a Cure", "labels flagged": "—", "target named": "—",
+                     "right target": np.nan, "statistic": "not run: no training images of "
+                     + ", ".join(classes[k] for k in others["missing"])})
+    else:
+        pc_named = pc["target"] if pc["poisoned"] else None
+        rows.append({"model": name, "detector": "Poison as a Cure",
+                     "labels flagged": classes[pc_named] if pc_named is not None else "none",
+                     "target named": classes[pc_named] if pc_named is not None else "—",
+                     "right target": right(pc_named),
+                     "statistic": f"R = {pc['ratio']:.2f} (λ = {threshold:g}; largest: {classes[pc['target']]})"})
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ the runner's grid
+EXAMPLES = 4  #: (base, aim, poison) image triples a clean-label result file keeps for the chapter's figure
+
+def run_point(params: dict[str, Any], device: str = "auto", data=None, progress: bool = False
+              ) -> tuple[dict[str, Any], dict[str, float]]:
+    """One Fashion-MNIST suspect of the PoisHygiene chapter, measured end to end (a ``hygiene`` experiment of
+    :mod:`poisoncure.reproduce`). Returns (results, stage wall times in s).
+
+    ``params``: ``suspect`` (a :class:`SuspectRecipe`'s fields), ``references`` (pool models, ``train_size``,
+    ``goal``), ``detector`` (:class:`PoisHygiene`'s scan settings), ``craft`` (the repair's crafting settings),
+    ``mitigation`` (``clean_fraction``, ``crafted_fraction``) and ``others`` (``nc_steps``, ``clean_per_class``,
+    ``threshold``). The repair runs when the scan flags a label and the attack is learned (attack success ≥ 50 %),
+    as in the chapter; so does its clean-only baseline."""
+    from .data import load_fashion_mnist
+    from .experiments import defender_split
+    from .reproduce import _stage
+
+    if data is None or data.train.classes[0] != "T-shirt/top":
+        data = load_fashion_mnist()
+    stages: dict[str, float] = {}
+    recipe = SuspectRecipe(**params["suspect"])
+    ref = params["references"]
+    with _stage(stages, "train"):
+        tm = get_suspect(recipe, data, device)
+        refs = [get_reference(ReferenceRecipe("fashion-mnist", k, ref["train_size"], recipe.train_size, ref["goal"],
+                                              seed=recipe.seed), data, device) for k in ref["models"]]
+    out: dict[str, Any] = {"attack": recipe.attack, "target": recipe.target, "n_train": len(tm.train_set),
+                           "n_poison": int(tm.train_set.is_poison.sum()) if isinstance(tm.train_set, PoisonedSet)
+                           else 0, "before": tm.metrics.to_dict(), "train_seconds": round(tm.history.seconds, 1),
+                           "references": [r.accuracies[-1] for r in refs], "crafting": None, "mitigation": None}
+    if recipe.collision() is not None:
+        stats = get_poisons(recipe, data, device)[1]
+        out["crafting"] = {k: v for k, v in stats.items() if k not in ("provenance", "bases", "aims", "poisons")}
+        out["crafting"]["seconds"] = stats["provenance"].get("wall_seconds")
+        # a few (base, aim, poison) triples for the chapter's figure: grey 32x32 uint8 images as lists
+        clean = disjoint_subsets(data.train, [recipe.train_size], seed=recipe.seed)[0]
+        out["examples"] = {"base": clean.x[stats["bases"][:EXAMPLES], :, :, 0].tolist(),
+                           "aim": clean.x[stats["aims"][:EXAMPLES], :, :, 0].tolist(),
+                           "poison": stats["poisons"][:EXAMPLES, :, :, 0].tolist()}
+    det = params["detector"]
+    ph = PoisHygiene(**det, grey=True, seed=recipe.seed, device=device, progress=False)
+    with _stage(stages, "scan"):
+        scan, _ = get_scan(recipe.cache_config(), tm.model, refs, ph)
+    out["scan"] = scan_summary(scan)
+    learned = recipe.attack not in ("clean", "withheld") and (tm.metrics.attack_success_rate or 0) >= 50.0
+    if scan.model_infected and learned:
+        craft, mit = params["craft"], params["mitigation"]
+        ph_craft = PoisHygiene(probes=det["probes"], steps=craft["steps"], lr=craft["lr"], tau=det["tau"],
+                               grey=True, seed=recipe.seed, device=device, progress=False)
+        clean = recipe.task_images(disjoint_subsets(data.train, [recipe.train_size], seed=recipe.seed)[0])
+        with _stage(stages, "mitigation"):
+            fix = get_mitigation(tm, refs, ph_craft, scan.suspect, clean, data.test, scan=scan,
+                                 crafted_fraction=mit["crafted_fraction"], clean_fraction=mit["clean_fraction"],
+                                 restarts=craft["restarts"])
+            only = get_mitigation(tm, refs, ph_craft, scan.suspect, clean, data.test, crafted_fraction=0.0,
+                                  clean_fraction=mit["clean_fraction"])
+        out["mitigation"] = {"label": int(scan.suspect), "after": fix.metrics.to_dict(),
+                             "clean_only": only.metrics.to_dict(), "crafted_kept": len(fix.crafted),
+                             "crafted_success": fix.crafted_success}
+    o = params["others"]
+    defender, _ = defender_split(data.test, o["clean_per_class"], seed=recipe.seed)
+    with _stage(stages, "other_detectors"):
+        out["others"] = other_detectors(tm, defender, data, o["nc_steps"], o["threshold"], recipe.seed, device)
+    return out, stages
+
+
+def grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The ``hygiene`` grid of a profile: (name, params) per suspect of ``spec['suspects']`` (each a dict of
+    :class:`SuspectRecipe` fields that override the chapter's settings in the profile's ``12_poishygiene``
+    section), with that section's references, detector, crafting and comparison settings."""
+    known = {"suspects"}
+    if set(spec) - known:
+        raise ValueError(f"unknown keys in reproduce.hygiene: {sorted(set(spec) - known)}; known: {sorted(known)}")
+    nb = prof["notebooks"]["12_poishygiene"]
+    seed = prof["experiment"].get("seed", 0)
+    base = {"target": nb["fm_target"], "poison_rate": nb["fm_poison_rate"], "opacity": nb["fm_opacity"],
+            "model": "I", "train_size": nb["fm_train_size"], "epochs": nb["fm_epochs"], "lr": nb["fm_lr"],
+            "seed": seed}
+    shared = {"references": {"models": list(nb["ref_models"]), "train_size": nb["ref_train_size"],
+                             "goal": nb["ref_goal"]},
+              "detector": {k: nb[k] for k in ("probes", "warm_steps", "calibration_steps", "calibration_rounds",
+                                               "tau")} | {"steps": nb["hygiene_steps"]},
+              "craft": {"steps": nb["craft_steps"], "lr": nb["craft_lr"], "restarts": nb["craft_restarts"]},
+              "mitigation": {"clean_fraction": nb["clean_fraction"], "crafted_fraction": nb["crafted_fraction"]},
+              "others": {k: nb[k] for k in ("nc_steps", "clean_per_class", "threshold")}}
+    if not spec.get("suspects"):
+        raise ValueError("reproduce.hygiene needs a non-empty 'suspects' list")
+    out = []
+    for change in spec["suspects"]:
+        fields = {**base, **change}
+        recipe = SuspectRecipe(**fields)  # validates
+        extra = sorted((k, v) for k, v in change.items() if k != "attack")
+        label = recipe.attack + (f" ({', '.join(f'{k} {v:g}' for k, v in extra)})" if extra else "")
+        name = f"fmnist-{recipe.attack}{''.join(f'-{k}{v:g}' for k, v in extra)}-s{recipe.seed}"
+        out.append((name, {"label": label, "suspect": fields, **shared}))
+    return out
+
+
+def results_table(records: list[dict[str, Any]], classes: tuple[str, ...]):
+    """One row per ``hygiene`` result file: the suspect, DETECT's verdict, the repair and what the other two
+    detectors name, with the paper's Fashion-MNIST numbers in labelled columns and where each file ran."""
+    import pandas as pd
+
+    rows = []
+    for rec in records:
+        r = rec["results"]
+        attacked = r["attack"] not in ("clean", "withheld")
+        t = r["target"] if r["attack"] != "clean" else None
+        scan, mit, others = r["scan"], r["mitigation"], r["others"]
+        row = {"suspect": rec["params"]["label"],
+               "clean acc %": r["before"]["clean_accuracy"],
+               "ASR %": r["before"]["attack_success_rate"] if r["attack"] != "clean" else np.nan,
+               "Prob(target)": scan["prob"][t] if t is not None else np.nan,
+               "labels over τ": ", ".join(classes[k] for k, v in enumerate(scan["infected"]) if v) or "none",
+               "paper (004 T6)": PAPER_FMNIST.get(r["attack"], {}).get("detect", "—"),
+               "after: acc %": mit["after"]["clean_accuracy"] if mit else np.nan,
+               "after: ASR %": mit["after"]["attack_success_rate"] if mit else np.nan,
+               "clean only: ASR %": mit["clean_only"]["attack_success_rate"] if mit else np.nan,
+               "paper (004 T8)": PAPER_FMNIST.get(r["attack"], {}).get("mitigate", "—") if attacked else "—",
+               "Neural Cleanse flags": ", ".join(classes[k] for k in others["neural_cleanse"]["flagged"]) or "none",
+               "ours flags": "not run" if others["poison_cure"] is None else
+               (classes[others["poison_cure"]["target"]] if others["poison_cure"]["poisoned"] else "none"),
+               "device, commit": f"{rec['provenance']['device'].split(' (')[0]}, {rec['provenance']['commit'][:7]}"}
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("suspect") if rows else pd.DataFrame()
+
+
+__all__ = ["ATTACKS", "BADNETS_TRIGGER", "PAPER_FMNIST", "SOURCE_FREE", "Mitigated", "Reference", "ReferenceRecipe",
+           "SuspectRecipe", "disjoint_subsets", "evaluate_suspect", "get_gammas", "get_mitigation", "get_poisons",
+           "get_reference", "get_scan", "get_suspect", "grid", "other_detectors", "comparison_rows", "results_table",
+           "run_point", "scan_summary", "suspect_training_set"]

@@ -94,7 +94,7 @@ AUGMENTATIONS = ("crop_flip", "flip", "none")
 BLEND_SOURCES = ("noise", "skimage")
 RETRAINABLE = ("spectral", "activation_clustering")
 ADDITIVE_PATTERNS = ("chessboard", "sparse")
-FASHION_ATTACKS = ("badnets", "blend", "mislabel")  # the attacked suspects of chapter 12 (hygiene.ATTACKS less "clean")
+FASHION_ATTACKS = ("badnets", "blend", "mislabel", "frog", "stingray")  # hygiene.ATTACKS less "clean", "withheld"
 POOL_MODELS = ("I", "II", "III", "IV", "V", "VI")
 
 RULES: dict[str, Rule] = {

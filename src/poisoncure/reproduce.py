@@ -1,7 +1,7 @@
 """The full reproduction: the paper's grid run experiment by experiment, one result file each, resumable.
 
 ``python -m poisoncure.reproduce --profile full`` runs every experiment of a profile's ``reproduce`` section
-that has no valid result file yet and writes ``results/<profile>/<grid>/<name>.json``. Two grids:
+that has no valid result file yet and writes ``results/<profile>/<grid>/<name>.json``. Four grids:
 
 ``main``
     The paper's Tables 1-5: for every (pair, poison, poison rate, seed), train the poisoned model of the
@@ -12,6 +12,13 @@ that has no valid result file yet and writes ``results/<profile>/<grid>/<name>.j
     The models of the reverse-engineering chapter (``10_reverse_engineering``) at the profile's scale (the
     additive attack, the blend attack and clean models of several training-set sizes): Xiang et al.'s pair
     search with both nulls, Neural Cleanse and the paper's target scan on each.
+``sweep``
+    The variable-size sweep of chapter 9 (:mod:`poisoncure.sweep`): every defense against trigger size and
+    poison rate on one pair.
+``hygiene``
+    The PoisHygiene chapter's Fashion-MNIST suspects, one attack each (:func:`poisoncure.hygiene.run_point`):
+    the suspect, DETECT against the reference ensemble, MITIGATE and its clean-only baseline, Neural Cleanse and
+    the paper's target scan.
 
 A result file holds every number the chapters read, the experiment's parameters, its provenance (commit,
 device, library versions, profile, seed, wall time of every stage) and a SHA-256 of its content. It is written
@@ -49,7 +56,7 @@ from . import paths, profiles, provenance
 from .cache import canonical
 from .train import resolve_device
 
-GRIDS = ("main", "reverse", "sweep")
+GRIDS = ("main", "reverse", "sweep", "hygiene")
 FORMAT = 1  #: version of the result-file layout; files of another version count as stale
 _RECORD_KEYS = ("format", "grid", "name", "key", "profile", "params", "results", "provenance", "sha256")
 
@@ -98,7 +105,8 @@ def plan(profile: str, grids: Iterable[str] | None = None, only: Iterable[str] |
             raise ValueError(f"unknown grid {grid!r}; grids are {GRIDS}")
         if grid not in section:
             raise ValueError(f"profile {profile!r} has no reproduce.{grid} section")
-        exps += {"main": _main_grid, "reverse": _reverse_grid, "sweep": _sweep_grid}[grid](prof, section[grid] or {})
+        exps += {"main": _main_grid, "reverse": _reverse_grid, "sweep": _sweep_grid,
+                 "hygiene": _hygiene_grid}[grid](prof, section[grid] or {})
     if only:
         patterns = list(only)
         exps = [e for e in exps if any(fnmatch.fnmatchcase(e.name, p) for p in patterns)]
@@ -177,6 +185,13 @@ def _sweep_grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[Experiment]:
                 name = f"pair{base['pair']}-{trigger_slug(trig)}-{base['model']}-r{rate:g}-s{seed}"
                 out.append(Experiment("sweep", name, {"recipe": recipe, "defense": defense}))
     return out
+
+
+def _hygiene_grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[Experiment]:
+    """The PoisHygiene chapter's Fashion-MNIST suspects (:func:`poisoncure.hygiene.grid`)."""
+    from .hygiene import grid
+
+    return [Experiment("hygiene", name, params) for name, params in grid(prof, spec)]
 
 
 # ------------------------------------------------------------------------------------------ one experiment
@@ -305,7 +320,16 @@ def run_sweep(params: dict[str, Any], device: str = "auto", data=None, progress:
     return run_point(params, device=device, data=data, progress=progress)
 
 
-RUNNERS: dict[str, Callable[..., tuple[dict, dict]]] = {"main": run_main, "reverse": run_reverse, "sweep": run_sweep}
+def run_hygiene(params: dict[str, Any], device: str = "auto", data=None, progress: bool = False
+                ) -> tuple[dict, dict]:
+    """One experiment of the ``hygiene`` grid: :func:`poisoncure.hygiene.run_point` (Fashion-MNIST)."""
+    from .hygiene import run_point
+
+    return run_point(params, device=device, data=data, progress=progress)
+
+
+RUNNERS: dict[str, Callable[..., tuple[dict, dict]]] = {"main": run_main, "reverse": run_reverse, "sweep": run_sweep,
+                                                         "hygiene": run_hygiene}
 
 
 # ------------------------------------------------------------------------------------------ result files
@@ -425,7 +449,7 @@ def execute(profile: str, exp: Experiment, device: str = "auto", runners: dict |
     runners = runners or RUNNERS
     with provenance.stopwatch() as t:
         results, stages = runners[exp.grid](exp.params, device=device, data=data, progress=False)
-    seed = exp.params.get("recipe", {}).get("seed")
+    seed = (exp.params.get("recipe") or exp.params.get("suspect") or {}).get("seed")
     return {"format": FORMAT, "grid": exp.grid, "name": exp.name, "key": exp.key, "profile": profile,
             "params": exp.params, "results": results,
             "provenance": provenance.collect(resolve_device(device), seed=seed, stages=stages,
@@ -434,13 +458,17 @@ def execute(profile: str, exp: Experiment, device: str = "auto", runners: dict |
 
 
 def _local(profile, todo, device, runners, options) -> Iterator[tuple[Experiment, dict]]:
-    data = None
+    data = {}  # loaded once per data set: Fashion-MNIST for the hygiene grid, CIFAR-10 for the others
     for exp in todo:
-        if data is None and runners is RUNNERS:
-            from .data import load_cifar10
+        if runners is RUNNERS:
+            from .data import load_cifar10, load_fashion_mnist
 
-            data = load_cifar10()
-        yield exp, execute(profile, exp, device, runners, data)
+            name = "fashion" if exp.grid == "hygiene" else "cifar"
+            if name not in data:
+                data[name] = load_fashion_mnist() if name == "fashion" else load_cifar10()
+            yield exp, execute(profile, exp, device, runners, data[name])
+        else:
+            yield exp, execute(profile, exp, device, runners, None)
 
 
 def _gpus(options: dict[str, Any], device: str) -> float:
@@ -588,4 +616,4 @@ if __name__ == "__main__":
 
 
 __all__ = ["ENGINES", "Experiment", "GRIDS", "ResultWarning", "execute", "load_results", "plan", "read_result",
-           "reverse_table", "run", "run_main", "run_reverse", "write_result"]
+           "reverse_table", "run", "run_hygiene", "run_main", "run_reverse", "write_result"]
