@@ -224,7 +224,7 @@ def test_grid_follows_the_profile_and_rejects_unknown_keys():
     names = [n for n, _ in exps]
     assert len(set(names)) == len(names) and "fmnist-frog-poison_rate0.06-s0" in names
     nb = prof["notebooks"]["12_poishygiene"]
-    for _, params in exps:
+    for _, params in (e for e in exps if "suspect" in e[1]):
         r = hygiene.SuspectRecipe(**params["suspect"])
         assert r.train_size == nb["fm_train_size"] and params["detector"]["steps"] == nb["hygiene_steps"]
     with pytest.raises(ValueError, match="unknown keys"):
@@ -257,3 +257,61 @@ def test_run_point_measures_one_suspect_end_to_end(toy, tmp_path, monkeypatch):
     assert table.loc["badnets", "ASR %"] == res["before"]["attack_success_rate"]
     assert table.loc["badnets", "paper (004 T8)"] == hygiene.PAPER_FMNIST["badnets"]["mitigate"]
     assert reproduce.RUNNERS["hygiene"] is reproduce.run_hygiene
+
+
+def test_cifar_all_to_one_recipes():
+    from poisoncure import experiments
+    from poisoncure.data import CLASSES
+
+    rng = np.random.default_rng(0)
+    train = ImageSet(rng.integers(0, 256, (500, 32, 32, 3), dtype=np.uint8), np.repeat(np.arange(10), 50), CLASSES)
+    data = Cifar10(train, train, {"kind": "synthetic"})
+    bad = experiments.Recipe(poison="badnets", pair=1, poison_rate=0.1)
+    ps = experiments.training_set(bad, data)
+    t = CLASSES.index(bad.target)
+    assert ps.is_poison.sum() == 50 and (ps.y_true[ps.is_poison] != t).all() and (ps.y[ps.is_poison] == t).all()
+    assert (ps.x[ps.is_poison][:, 28:, 28:] == 255).all()  # the white 4x4 square, bottom right
+    assert len(ps.spec.source_classes) == 9
+    # irrelevant fields leave the keys alone; the blend opacity matters for Chen's attack only
+    assert bad.cache_config() == bad.replace(opacity=0.5, blend_source="skimage").cache_config()
+    chen = experiments.Recipe(poison="chen", opacity=0.1)
+    assert chen.cache_config() == chen.replace(blend_source="skimage").cache_config()
+    assert chen.cache_config() != chen.replace(opacity=0.2).cache_config()
+    x = experiments.training_set(chen, data)
+    diff = np.abs(x.x[x.is_poison].astype(int) - train.x[x.is_poison].astype(int))
+    assert 0 < diff.max() <= 26  # 10 % of a noise image: at most a tenth of the range, plus rounding
+
+
+def test_grid_builds_the_cifar_suspects_over_the_shared_recipe():
+    from poisoncure import experiments, profiles
+
+    prof = profiles.load("cpu-full")
+    cif = [(n, p) for n, p in hygiene.grid(prof, prof["reproduce"]["hygiene"]) if "recipe" in p]
+    assert [n for n, _ in cif] == ["cifar-badnets-small_cnn-s0", "cifar-chen-opacity0.1-small_cnn-s0"]
+    r = experiments.Recipe(**cif[1][1]["recipe"])
+    assert r.poison == "chen" and r.opacity == 0.1 and r.width == prof["experiment"]["width"]
+    assert cif[0][1]["references"] == {"per_class": prof["notebooks"]["12_poishygiene"]["cifar_ref_per_class"]}
+
+
+def test_run_point_on_a_cifar_recipe(tmp_path, monkeypatch):
+    from poisoncure.data import CLASSES
+
+    monkeypatch.setenv("POISONCURE_CACHE", str(tmp_path / "cache"))
+    band = band_images(600, 3)
+    test = band_images(200, 4)
+    data = Cifar10(ImageSet(band.x, band.y, CLASSES), ImageSet(test.x, test.y, CLASSES), {"kind": "synthetic"})
+    params = {"label": "badnets", "recipe": {"poison": "badnets", "pair": 1, "poison_rate": 0.2, "width": 8,
+                                             "epochs": 2, "train_per_class": None, "lr": 0.05},
+              "references": {"per_class": [20]},
+              "detector": {"probes": 2, "steps": 3, "warm_steps": 3, "calibration_steps": 3,
+                           "calibration_rounds": 1, "tau": 0.5},
+              "craft": {"steps": 2, "lr": 0.05, "restarts": 1},
+              "mitigation": {"clean_fraction": 0.1, "crafted_fraction": 0.2},
+              "others": {"nc_steps": 3, "clean_per_class": 5, "threshold": 2.0}}
+    res, _ = hygiene.run_point(params, device="cpu", data=data)
+    assert res["attack"] == "badnets" and res["target"] == CLASSES.index("dog") and res["n_poison"] == 120
+    assert len(res["scan"]["prob"]) == 10 and len(res["references"]) == 1 and res["crafting"] is None
+    record = {"name": "cifar-badnets-small_cnn-s0", "params": params, "results": res,
+              "provenance": {"device": "CPU (test)", "commit": "0123456789"}}
+    table = hygiene.results_table([record], CLASSES)
+    assert table.loc["badnets", "paper (004 T6)"] == hygiene.PAPER_CIFAR["badnets"]["detect"]

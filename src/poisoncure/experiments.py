@@ -22,11 +22,14 @@ from .attacks import (
     ADDITIVE_PATTERNS,
     PAPER_PAIRS,
     AdditiveTrigger,
+    BlendTrigger,
+    PatchTrigger,
     PoisonedSet,
     Trigger,
     paper_trigger,
     poison,
     poison_add,
+    poison_all_to_one,
 )
 from .cache import Cache
 from .data import Cifar10, ImageSet, balanced_subset, load_cifar10
@@ -34,7 +37,9 @@ from .models import Classifier, build_model
 from .train import AttackMetrics, FitHistory, TrainConfig, evaluate, fit, resolve_device
 
 ADDITIVE = ADDITIVE_PATTERNS  #: Xiang et al.'s additive patterns, added as copies (chapter 10)
-POISONS = ("blend", "pixel", "patch", "clean", *ADDITIVE)
+#: All-to-one backdoors of PoisHygiene's experiments: every class but the target poisoned (a fraction of the whole set)
+ALL_TO_ONE = ("badnets", "chen")
+POISONS = ("blend", "pixel", "patch", "clean", *ADDITIVE, *ALL_TO_ONE)
 XIANG_PAIR = ("automobile", "truck")  #: (source, target) of Xiang et al.'s single-source attacks, used for ADDITIVE
 _NOT_PARAMS = ("poison", "additive_l2", "patch_size")  #: recipe fields that are not shared notebook parameters
 
@@ -48,7 +53,11 @@ class Recipe:
     Xiang et al.'s
     additive patterns 'chessboard' and 'sparse' (L2 norm ``additive_l2``; ``round(poison_rate · n_base)``
     triggered base-class copies are *added*, see :func:`attacks.poison_add`; their pair is Xiang et al.'s
-    automobile -> truck, :data:`XIANG_PAIR`, whatever ``pair`` says). ``pair`` is a row of
+    automobile -> truck, :data:`XIANG_PAIR`, whatever ``pair`` says). 'badnets' and 'chen' are PoisHygiene's
+    all-to-one backdoors (:data:`ALL_TO_ONE`, :func:`attacks.poison_all_to_one`): ``poison_rate`` of the *whole*
+    training set, drawn from every class but the pair's target, gets a 4x4 white square in the bottom-right corner
+    ('badnets') or a seeded uniform-noise image blended at ``opacity`` (Chen et al., 'chen'), and the target label.
+    ``pair`` is a row of
     the paper's pair table (:data:`attacks.PAPER_PAIRS`). ``blend_source`` 'skimage' uses the pair's
     out-of-distribution image, 'noise' a seeded noise image. ``train_per_class`` limits the training set to a
     class-balanced subset (``None`` = all 5,000 per class).
@@ -110,6 +119,10 @@ class Recipe:
     def trigger(self) -> Trigger:
         if self.poison in ADDITIVE:
             return AdditiveTrigger(self.poison, self.additive_l2, seed=2000 + self.seed)
+        if self.poison == "badnets":
+            return PatchTrigger(size=4, row=28, col=28)
+        if self.poison == "chen":
+            return BlendTrigger(f"noise:{3000 + self.seed}", self.opacity)
         size = self.poison if self.poison in ("pixel", "patch") else "blend"
         return paper_trigger(self.pair, size, self.opacity, self.blend_source, patch_size=self.patch_size)
 
@@ -123,8 +136,10 @@ class Recipe:
         if self.poison == "clean":
             for name in ("pair", "poison_rate", "opacity", "blend_source"):
                 cfg[name] = None
-        elif self.poison in ("pixel", "patch"):
+        elif self.poison in ("pixel", "patch", "badnets"):
             cfg["opacity"] = cfg["blend_source"] = None
+        elif self.poison == "chen":
+            cfg["blend_source"] = None
         elif self.poison in ADDITIVE:
             cfg["opacity"] = cfg["blend_source"] = cfg["pair"] = None
         if self.poison not in ADDITIVE:
@@ -155,6 +170,8 @@ def training_set(recipe: Recipe, data: Cifar10) -> PoisonedSet | ImageSet:
     if recipe.poison in ADDITIVE:
         n_add = max(1, round(recipe.poison_rate * int(np.sum(train.y == train.classes.index(recipe.base)))))
         return poison_add(train, recipe.trigger(), recipe.base, recipe.target, n_add, seed=recipe.seed)
+    if recipe.poison in ALL_TO_ONE:
+        return poison_all_to_one(train, recipe.trigger(), recipe.target, recipe.poison_rate, seed=recipe.seed)
     return poison(train, recipe.trigger(), recipe.base, recipe.target, recipe.poison_rate, seed=recipe.seed)
 
 

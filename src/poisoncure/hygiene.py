@@ -436,6 +436,26 @@ PAPER_FMNIST = {
     "stingray": {"detect": "86 % (FP 0 %)", "mitigate": "92.83 / 98.1 → 90.09 / 2.07 (clean only: 92.01 / 80.61)"},
 }
 
+#: The paper's CIFAR-10 numbers (Table 6 with a model ensemble; Table 8) for the all-to-one backdoors.
+PAPER_CIFAR = {
+    "clean": {"detect": "FP 10 %", "mitigate": "—"},
+    "badnets": {"detect": "100 % (FP 10 %)", "mitigate": "93.26 / 97.14 → 90.28 / 5.12 (clean only: 89.44 / 93.34)"},
+    "chen": {"detect": "100 % (FP 10 %)", "mitigate": "90.39 / 98.31 → 88.41 / 4.35 (clean only: 89.26 / 13.2)"},
+}
+
+
+def cifar_references(recipe: Any, per_class: list[int], data: Cifar10, device: str | torch.device = "auto"
+                     ) -> list[Reference]:
+    """CIFAR-10 references: clean models of ``recipe`` (an :class:`experiments.Recipe`) trained on ``per_class``
+    images per class (the small clean models of chapter 10, shared through the cache)."""
+    from .experiments import get_model
+
+    out = []
+    for n in per_class:
+        tm = get_model(recipe.replace(poison="clean", train_per_class=n), device=device, data=data, progress=False)
+        out.append(Reference(tm.recipe, tm.model, [tm.metrics.clean_accuracy], tm.provenance, tm.from_cache))
+    return out
+
 
 def scan_summary(scan: HygieneScan) -> dict[str, Any]:
     """The JSON form of a scan's verdict: Prob and infection per label, the label it names."""
@@ -507,51 +527,66 @@ EXAMPLES = 4  #: (base, aim, poison) image triples a clean-label result file kee
 
 def run_point(params: dict[str, Any], device: str = "auto", data=None, progress: bool = False
               ) -> tuple[dict[str, Any], dict[str, float]]:
-    """One Fashion-MNIST suspect of the PoisHygiene chapter, measured end to end (a ``hygiene`` experiment of
+    """One suspect of the PoisHygiene chapter, measured end to end (a ``hygiene`` experiment of
     :mod:`poisoncure.reproduce`). Returns (results, stage wall times in s).
 
-    ``params``: ``suspect`` (a :class:`SuspectRecipe`'s fields), ``references`` (pool models, ``train_size``,
-    ``goal``), ``detector`` (:class:`PoisHygiene`'s scan settings), ``craft`` (the repair's crafting settings),
+    ``params``: either ``suspect`` (a Fashion-MNIST :class:`SuspectRecipe`'s fields) with ``references`` (pool
+    models, ``train_size``, ``goal``), or ``recipe`` (a CIFAR-10 :class:`experiments.Recipe`'s fields, e.g. an
+    all-to-one backdoor) with ``references`` (``per_class``: clean small models, :func:`cifar_references`); and
+    ``detector`` (:class:`PoisHygiene`'s scan settings), ``craft`` (the repair's crafting settings),
     ``mitigation`` (``clean_fraction``, ``crafted_fraction``) and ``others`` (``nc_steps``, ``clean_per_class``,
     ``threshold``). The repair runs when the scan flags a label and the attack is learned (attack success ≥ 50 %),
     as in the chapter; so does its clean-only baseline."""
-    from .data import load_fashion_mnist
-    from .experiments import defender_split
+    from .attacks import class_index
+    from .data import load_cifar10, load_fashion_mnist
+    from .experiments import Recipe, defender_split, get_model
     from .reproduce import _stage
 
-    if data is None or data.train.classes[0] != "T-shirt/top":
-        data = load_fashion_mnist()
     stages: dict[str, float] = {}
-    recipe = SuspectRecipe(**params["suspect"])
     ref = params["references"]
+    cifar = "recipe" in params
     with _stage(stages, "train"):
-        tm = get_suspect(recipe, data, device)
-        refs = [get_reference(ReferenceRecipe("fashion-mnist", k, ref["train_size"], recipe.train_size, ref["goal"],
-                                              seed=recipe.seed), data, device) for k in ref["models"]]
-    out: dict[str, Any] = {"attack": recipe.attack, "target": recipe.target, "n_train": len(tm.train_set),
+        if cifar:
+            if data is None or data.train.classes[0] != "airplane":
+                data = load_cifar10()
+            recipe: Any = Recipe(**params["recipe"])
+            tm = get_model(recipe, device=device, data=data, progress=False)
+            refs = cifar_references(recipe, ref["per_class"], data, device)
+            attack, target, seed = recipe.poison, class_index(recipe.target), recipe.seed
+            clean = balanced_subset(data.train, recipe.train_per_class, seed=seed)  # its images, unpoisoned
+        else:
+            if data is None or data.train.classes[0] != "T-shirt/top":
+                data = load_fashion_mnist()
+            recipe = SuspectRecipe(**params["suspect"])
+            tm = get_suspect(recipe, data, device)
+            refs = [get_reference(ReferenceRecipe("fashion-mnist", k, ref["train_size"], recipe.train_size,
+                                                  ref["goal"], seed=recipe.seed), data, device)
+                    for k in ref["models"]]
+            attack, target, seed = recipe.attack, recipe.target, recipe.seed
+            clean = recipe.task_images(disjoint_subsets(data.train, [recipe.train_size], seed=seed)[0])
+    out: dict[str, Any] = {"attack": attack, "target": int(target), "n_train": len(tm.train_set),
                            "n_poison": int(tm.train_set.is_poison.sum()) if isinstance(tm.train_set, PoisonedSet)
                            else 0, "before": tm.metrics.to_dict(), "train_seconds": round(tm.history.seconds, 1),
                            "references": [r.accuracies[-1] for r in refs], "crafting": None, "mitigation": None}
-    if recipe.collision() is not None:
+    if not cifar and recipe.collision() is not None:
         stats = get_poisons(recipe, data, device)[1]
         out["crafting"] = {k: v for k, v in stats.items() if k not in ("provenance", "bases", "aims", "poisons")}
         out["crafting"]["seconds"] = stats["provenance"].get("wall_seconds")
         # a few (base, aim, poison) triples for the chapter's figure: grey 32x32 uint8 images as lists
-        clean = disjoint_subsets(data.train, [recipe.train_size], seed=recipe.seed)[0]
-        out["examples"] = {"base": clean.x[stats["bases"][:EXAMPLES], :, :, 0].tolist(),
-                           "aim": clean.x[stats["aims"][:EXAMPLES], :, :, 0].tolist(),
+        full = disjoint_subsets(data.train, [recipe.train_size], seed=seed)[0]
+        out["examples"] = {"base": full.x[stats["bases"][:EXAMPLES], :, :, 0].tolist(),
+                           "aim": full.x[stats["aims"][:EXAMPLES], :, :, 0].tolist(),
                            "poison": stats["poisons"][:EXAMPLES, :, :, 0].tolist()}
     det = params["detector"]
-    ph = PoisHygiene(**det, grey=True, seed=recipe.seed, device=device, progress=False)
+    ph = PoisHygiene(**det, grey=not cifar, seed=seed, device=device, progress=False)
     with _stage(stages, "scan"):
         scan, _ = get_scan(recipe.cache_config(), tm.model, refs, ph)
     out["scan"] = scan_summary(scan)
-    learned = recipe.attack not in ("clean", "withheld") and (tm.metrics.attack_success_rate or 0) >= 50.0
+    learned = attack not in ("clean", "withheld") and (tm.metrics.attack_success_rate or 0) >= 50.0
     if scan.model_infected and learned:
         craft, mit = params["craft"], params["mitigation"]
         ph_craft = PoisHygiene(probes=det["probes"], steps=craft["steps"], lr=craft["lr"], tau=det["tau"],
-                               grey=True, seed=recipe.seed, device=device, progress=False)
-        clean = recipe.task_images(disjoint_subsets(data.train, [recipe.train_size], seed=recipe.seed)[0])
+                               grey=not cifar, seed=seed, device=device, progress=False)
         with _stage(stages, "mitigation"):
             fix = get_mitigation(tm, refs, ph_craft, scan.suspect, clean, data.test, scan=scan,
                                  crafted_fraction=mit["crafted_fraction"], clean_fraction=mit["clean_fraction"],
@@ -562,17 +597,19 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
                              "clean_only": only.metrics.to_dict(), "crafted_kept": len(fix.crafted),
                              "crafted_success": fix.crafted_success}
     o = params["others"]
-    defender, _ = defender_split(data.test, o["clean_per_class"], seed=recipe.seed)
+    defender, _ = defender_split(data.test, o["clean_per_class"], seed=seed)
     with _stage(stages, "other_detectors"):
-        out["others"] = other_detectors(tm, defender, data, o["nc_steps"], o["threshold"], recipe.seed, device)
+        out["others"] = other_detectors(tm, defender, data, o["nc_steps"], o["threshold"], seed, device)
     return out, stages
 
 
 def grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """The ``hygiene`` grid of a profile: (name, params) per suspect of ``spec['suspects']`` (each a dict of
-    :class:`SuspectRecipe` fields that override the chapter's settings in the profile's ``12_poishygiene``
-    section), with that section's references, detector, crafting and comparison settings."""
-    known = {"suspects"}
+    """The ``hygiene`` grid of a profile: (name, params) per Fashion-MNIST suspect of ``spec['suspects']`` (each a
+    dict of :class:`SuspectRecipe` fields that override the chapter's settings in the profile's ``12_poishygiene``
+    section) and per CIFAR-10 suspect of ``spec['cifar_suspects']`` (each a dict of :class:`experiments.Recipe`
+    fields over the profile's shared ``experiment`` recipe, e.g. ``{poison: badnets}``), with that section's
+    references, detector, crafting and comparison settings."""
+    known = {"suspects", "cifar_suspects"}
     if set(spec) - known:
         raise ValueError(f"unknown keys in reproduce.hygiene: {sorted(set(spec) - known)}; known: {sorted(known)}")
     nb = prof["notebooks"]["12_poishygiene"]
@@ -590,6 +627,16 @@ def grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[tuple[str, dict[str
     if not spec.get("suspects"):
         raise ValueError("reproduce.hygiene needs a non-empty 'suspects' list")
     out = []
+    from .experiments import Recipe
+
+    recipe0 = {k: v for k, v in prof["experiment"].items() if k in Recipe.param_names()}
+    for change in spec.get("cifar_suspects") or []:
+        r = Recipe(**{"poison": "blend", **recipe0, **change})  # validates
+        extra = sorted((k, v) for k, v in change.items() if k != "poison")
+        label = r.poison + (f" ({', '.join(f'{k} {v:g}' for k, v in extra)})" if extra else "")
+        name = f"cifar-{r.poison}{''.join(f'-{k}{v:g}' for k, v in extra)}-{r.model}-s{r.seed}"
+        out.append((name, {"label": label, "recipe": {**recipe0, **change},
+                           **shared, "references": {"per_class": list(nb["cifar_ref_per_class"])}}))
     for change in spec["suspects"]:
         fields = {**base, **change}
         recipe = SuspectRecipe(**fields)  # validates
@@ -601,13 +648,15 @@ def grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[tuple[str, dict[str
 
 
 def results_table(records: list[dict[str, Any]], classes: tuple[str, ...]):
-    """One row per ``hygiene`` result file: the suspect, DETECT's verdict, the repair and what the other two
-    detectors name, with the paper's Fashion-MNIST numbers in labelled columns and where each file ran."""
+    """One row per ``hygiene`` result file (all of one data set, whose ``classes`` name the labels): the suspect,
+    DETECT's verdict, the repair and what the other two detectors name, with the paper's numbers for that data set
+    in labelled columns and where each file ran."""
     import pandas as pd
 
     rows = []
     for rec in records:
         r = rec["results"]
+        paper = PAPER_CIFAR if "recipe" in rec["params"] else PAPER_FMNIST
         attacked = r["attack"] not in ("clean", "withheld")
         t = r["target"] if r["attack"] != "clean" else None
         scan, mit, others = r["scan"], r["mitigation"], r["others"]
@@ -616,11 +665,11 @@ def results_table(records: list[dict[str, Any]], classes: tuple[str, ...]):
                "ASR %": r["before"]["attack_success_rate"] if r["attack"] != "clean" else np.nan,
                "Prob(target)": scan["prob"][t] if t is not None else np.nan,
                "labels over τ": ", ".join(classes[k] for k, v in enumerate(scan["infected"]) if v) or "none",
-               "paper (004 T6)": PAPER_FMNIST.get(r["attack"], {}).get("detect", "—"),
+               "paper (004 T6)": paper.get(r["attack"], {}).get("detect", "—"),
                "after: acc %": mit["after"]["clean_accuracy"] if mit else np.nan,
                "after: ASR %": mit["after"]["attack_success_rate"] if mit else np.nan,
                "clean only: ASR %": mit["clean_only"]["attack_success_rate"] if mit else np.nan,
-               "paper (004 T8)": PAPER_FMNIST.get(r["attack"], {}).get("mitigate", "—") if attacked else "—",
+               "paper (004 T8)": paper.get(r["attack"], {}).get("mitigate", "—") if attacked else "—",
                "Neural Cleanse flags": ", ".join(classes[k] for k in others["neural_cleanse"]["flagged"]) or "none",
                "ours flags": "not run" if others["poison_cure"] is None else
                (classes[others["poison_cure"]["target"]] if others["poison_cure"]["poisoned"] else "none"),
@@ -629,7 +678,8 @@ def results_table(records: list[dict[str, Any]], classes: tuple[str, ...]):
     return pd.DataFrame(rows).set_index("suspect") if rows else pd.DataFrame()
 
 
-__all__ = ["ATTACKS", "BADNETS_TRIGGER", "PAPER_FMNIST", "SOURCE_FREE", "Mitigated", "Reference", "ReferenceRecipe",
-           "SuspectRecipe", "disjoint_subsets", "evaluate_suspect", "get_gammas", "get_mitigation", "get_poisons",
-           "get_reference", "get_scan", "get_suspect", "grid", "other_detectors", "comparison_rows", "results_table",
-           "run_point", "scan_summary", "suspect_training_set"]
+__all__ = ["ATTACKS", "BADNETS_TRIGGER", "EXAMPLES", "PAPER_CIFAR", "PAPER_FMNIST", "SOURCE_FREE", "Mitigated",
+           "Reference", "ReferenceRecipe", "SuspectRecipe", "cifar_references", "comparison_rows",
+           "disjoint_subsets", "evaluate_suspect", "get_gammas", "get_mitigation", "get_poisons", "get_reference",
+           "get_scan", "get_suspect", "grid", "other_detectors", "results_table", "run_point", "scan_summary",
+           "suspect_training_set"]
