@@ -387,9 +387,7 @@ if crafted_show is not None and len(crafted_show):
     fig = plots.image_grid([[crafted_show.x[i] for i in picks]], ["crafted"],
                            [f"→ {fclasses[crafted_show.y[i]]}" for i in picks], size=1.3)
 else:
-    fig, ax = plt.subplots(figsize=(4, 1))
-    ax.axis("off")
-    ax.text(0.5, 0.5, "no crafted image (no mitigation ran)", ha="center")
+    fig = plots.placeholder("no crafted image (no mitigation ran)")
 glue("fig_crafted", fig, display=False)
 plt.close(fig)
 
@@ -513,9 +511,7 @@ for a, r in (("Poison Frog", _f), ("StingRay", _s)):
 if example_rows:
     fig = plots.image_grid(example_rows, example_labels, size=1.2)
 else:
-    fig, ax = plt.subplots(figsize=(4, 1))
-    ax.axis("off")
-    ax.text(0.5, 0.5, "no clean-label result committed yet", ha="center")
+    fig = plots.placeholder("no clean-label result committed yet")
 glue("fig_clean_label", fig, display=False)
 plt.close(fig)
 

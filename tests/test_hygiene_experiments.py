@@ -233,6 +233,14 @@ def test_grid_follows_the_profile_and_rejects_unknown_keys():
         hygiene.grid(prof, {"suspects": [{"attack": "trojan"}]})
 
 
+#: detector, repair and comparison settings of the runner's tests: a few steps of everything
+TINY_SETTINGS = {"detector": {"probes": 2, "steps": 3, "warm_steps": 3, "calibration_steps": 3,
+                              "calibration_rounds": 1, "tau": 0.5},
+                 "craft": {"steps": 2, "lr": 0.05, "restarts": 1},
+                 "mitigation": {"clean_fraction": 0.1, "crafted_fraction": 0.2},
+                 "others": {"nc_steps": 3, "clean_per_class": 5, "threshold": 2.0}}
+
+
 def test_run_point_measures_one_suspect_end_to_end(toy, tmp_path, monkeypatch):
     from poisoncure import reproduce
 
@@ -240,11 +248,7 @@ def test_run_point_measures_one_suspect_end_to_end(toy, tmp_path, monkeypatch):
     params = {"label": "badnets", "suspect": {"attack": "badnets", "target": 0, "poison_rate": 0.2,
                                               "train_size": 800, "epochs": 3, "lr": 0.05},
               "references": {"models": ["III"], "train_size": 300, "goal": 50.0},
-              "detector": {"probes": 2, "steps": 3, "warm_steps": 3, "calibration_steps": 3,
-                           "calibration_rounds": 1, "tau": 0.5},
-              "craft": {"steps": 2, "lr": 0.05, "restarts": 1},
-              "mitigation": {"clean_fraction": 0.1, "crafted_fraction": 0.2},
-              "others": {"nc_steps": 3, "clean_per_class": 5, "threshold": 2.0}}
+              **TINY_SETTINGS}
     res, stages = hygiene.run_point(params, device="cpu", data=toy)
     assert set(stages) >= {"train", "scan", "other_detectors"}
     assert len(res["scan"]["prob"]) == 10 and res["n_poison"] == 160
@@ -303,11 +307,7 @@ def test_run_point_on_a_cifar_recipe(tmp_path, monkeypatch):
     params = {"label": "badnets", "recipe": {"poison": "badnets", "pair": 1, "poison_rate": 0.2, "width": 8,
                                              "epochs": 2, "train_per_class": None, "lr": 0.05},
               "references": {"per_class": [20]},
-              "detector": {"probes": 2, "steps": 3, "warm_steps": 3, "calibration_steps": 3,
-                           "calibration_rounds": 1, "tau": 0.5},
-              "craft": {"steps": 2, "lr": 0.05, "restarts": 1},
-              "mitigation": {"clean_fraction": 0.1, "crafted_fraction": 0.2},
-              "others": {"nc_steps": 3, "clean_per_class": 5, "threshold": 2.0}}
+              **TINY_SETTINGS}
     res, _ = hygiene.run_point(params, device="cpu", data=data)
     assert res["attack"] == "badnets" and res["target"] == CLASSES.index("dog") and res["n_poison"] == 120
     assert len(res["scan"]["prob"]) == 10 and len(res["references"]) == 1 and res["crafting"] is None

@@ -478,6 +478,19 @@ def poison_all_to_one(clean: ImageSet, trigger: Trigger, target: str | int, rate
     return _poison_rows(clean, chosen, AttackSpec(trigger, sources[0], t, float(rate), seed, sources=sources))
 
 
+def source_target(clean: ImageSet, source: str | int, target: str | int, rate: float) -> tuple[int, int]:
+    """Class indices of an attack that takes images of ``source`` to ``target`` (Mislabel, the clean-label
+    attacks), after checking them and ``rate``: ``ValueError`` for an unknown class, ``target == source`` or
+    ``rate`` outside (0, 1)."""
+    s = class_index(source, clean.classes)
+    t = class_index(target, clean.classes)
+    if s == t:
+        raise ValueError(f"target must differ from source, both are {clean.classes[s]!r}")
+    if not 0 < rate < 1:
+        raise ValueError(f"rate must lie in (0, 1), got {rate}")
+    return s, t
+
+
 def poison_mislabel(clean: ImageSet, source: str | int, target: str | int, rate: float,
                     seed: int = 0) -> PoisonedSet:
     """PoisHygiene's Mislabel attack (SPEC-related-defenses Part II B.2 and C.4): the ``source`` class leaves the
@@ -490,12 +503,7 @@ def poison_mislabel(clean: ImageSet, source: str | int, target: str | int, rate:
     poisons and the spec's trigger is :class:`NoTrigger`. Raises ``ValueError`` for an unknown class,
     ``target == source``, ``rate`` outside (0, 1), or more poisons than the source class holds.
     """
-    s = class_index(source, clean.classes)
-    t = class_index(target, clean.classes)
-    if s == t:
-        raise ValueError(f"target must differ from source, both are {clean.classes[s]!r}")
-    if not 0 < rate < 1:
-        raise ValueError(f"rate must lie in (0, 1), got {rate}")
+    s, t = source_target(clean, source, target, rate)
     src_rows = np.flatnonzero(clean.y == s)
     n_poison = int(round(rate * len(clean)))
     if not 1 <= n_poison <= len(src_rows):

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .attacks import AttackSpec, NoTrigger, PoisonedSet, class_index
+from .attacks import AttackSpec, NoTrigger, PoisonedSet, source_target
 from .data import ImageSet
 from .gradients import features
 from .train import predict, resolve_device, to_float
@@ -199,12 +199,7 @@ def plan_clean_label(clean: ImageSet, source: str | int, target: str | int, rate
     the target class has images."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    s = class_index(source, clean.classes)
-    t = class_index(target, clean.classes)
-    if s == t:
-        raise ValueError(f"target must differ from source, both are {clean.classes[s]!r}")
-    if not 0 < rate < 1:
-        raise ValueError(f"rate must lie in (0, 1), got {rate}")
+    s, t = source_target(clean, source, target, rate)
     src_rows, tgt_rows = np.flatnonzero(clean.y == s), np.flatnonzero(clean.y == t)
     n = int(round(rate * len(clean)))
     if not 1 <= n <= min(len(src_rows), len(tgt_rows)):

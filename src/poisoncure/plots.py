@@ -60,3 +60,11 @@ def image_grid(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str] =
                 ax.set_title(col_labels[j], fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def placeholder(text: str, width: float = 4.0):
+    """A small empty figure that says ``text``: what a chapter shows where a figure has nothing to draw yet."""
+    fig, ax = plt.subplots(figsize=(width, 1))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center")
+    return fig
