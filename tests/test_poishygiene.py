@@ -206,3 +206,20 @@ def test_fashion_mnist_from_the_debian_package():
     d = data.load_fashion_mnist()
     assert len(d.train) == 60_000 and len(d.test) == 10_000
     assert np.array_equal(np.bincount(d.train.y), np.full(10, 6000))
+
+
+def test_calibration_keeps_lambda_where_the_suspect_is_saturated():
+    """A suspect so sure of label 1 everywhere that its loss is exactly 0 (a noise-blend backdoor on noise-like
+    probes): the ascent cannot raise it, and λ for that label keeps its start value 1/k instead of dropping to 0."""
+    class Saturated(nn.Module):
+        def forward(self, x):
+            s = 1000.0 + x.mean((1, 2, 3))
+            return torch.stack([-s / 2, s / 2], 1)
+
+    ph = hygiene(calibration_steps=20)
+    refs = [TwoClass(18.0), TwoClass(15.0)]
+    lam = ph.calibrate(Saturated(), refs, SHAPE, 2)
+    np.testing.assert_allclose(lam[:, 1], 0.5)
+    assert (lam[:, 0] > 0).all() and not np.allclose(lam[:, 0], 0.5)
+    scan = ph.scan(Saturated(), refs, SHAPE, 2)  # no FloatingPointError
+    assert scan.prob.shape == (2,)

@@ -287,7 +287,12 @@ class PoisHygiene:
                   shape: tuple[int, int, int] = (3, 32, 32), num_classes: int = 10) -> np.ndarray:
         """λ (k, K) per label: start at 1/k, then ``calibration_rounds`` times ascend L_T + Σ_j λ_j L_{R_j} for
         ``calibration_steps`` steps from fresh Gaussian probes and set λ_j = mean L_T / (k · mean L_{R_j})
-        (B-Q6), so that the model's and the references' losses grow at the same rate."""
+        (B-Q6), so that the model's and the references' losses grow at the same rate.
+
+        A label on which the ascent cannot raise the suspect's loss at all (it stays exactly 0 on every probe: the
+        suspect is saturated there, as a noise-blend backdoor makes it on noise-like probes) keeps its previous λ,
+        1/k at first: a ratio of 0 would drop the references from its objective. With Adam on the probes only the
+        direction of that objective matters, so the exact positive value is immaterial."""
         model, refs = self._prepare(model)[0], self._prepare(refs)
         k = len(refs)
         gen = torch.Generator().manual_seed(self.seed + 2)
@@ -302,8 +307,10 @@ class PoisHygiene:
             with torch.no_grad():
                 lt, *lr = self._losses([model, *refs], self._image(z, shape[0]), y)
                 mt = lt.view(num_classes, self.probes).mean(1)
+                raised = mt > 0  # False: the suspect's loss stayed exactly 0 on every probe of the label
                 for j in range(k):
-                    lam[j] = mt / (k * lr[j].view(num_classes, self.probes).mean(1).clamp_min(1e-6))
+                    ratio = mt / (k * lr[j].view(num_classes, self.probes).mean(1).clamp_min(1e-6))
+                    lam[j] = torch.where(raised, ratio, lam[j])
         lam = lam.cpu().numpy().astype(np.float64)
         if not (np.isfinite(lam).all() and (lam > 0).all()):
             raise FloatingPointError(f"the λ calibration produced a weight that is not positive and finite: {lam}")
