@@ -651,18 +651,30 @@ if c_records:
 else:
     for k in ("c_all_recipe", "c_all_target", "c_all_refs"):
         glue(k, "— (not run yet)", display=False)
-glue("c_all_summary", "; ".join(
-    f"{rec['params']['label']}: attack success {rec['results']['before']['attack_success_rate']:.1f} %, "
-    f"Prob({data.CLASSES[rec['results']['target']]}) {rec['results']['scan']['prob'][rec['results']['target']]:.1f}"
-    f" with {sum(rec['results']['scan']['infected'])} of 10 labels over τ" for rec in c_records)
-    or "not run yet", display=False)
+
+
+def c_outcome(r):
+    """One clause on a committed CIFAR-10 suspect: the attack, DETECT's verdict and what the repair touched."""
+    t, m = r["target"], r["mitigation"]
+    text = (f"attack success {r['before']['attack_success_rate']:.1f} %, Prob({data.CLASSES[t]}) "
+            f"{r['scan']['prob'][t]:.1f} with {sum(r['scan']['infected'])} of 10 labels over τ")
+    if m:
+        text += (f"; MITIGATE repaired {data.CLASSES[m['label']]}" + (" (the target)" if m["label"] == t else
+                                                                     " (not the target)")
+                 + f", leaving {m['after']['attack_success_rate']:.1f} % attack success")
+    return text
+
+
+glue("c_all_summary", "; ".join(f"{rec['params']['label']}: {c_outcome(rec['results'])}" for rec in c_records)
+     or "not run yet", display=False)
 
 # %% [markdown]
 # ```{glue:figure} tab_c_all
 # :name: tab-c-all
 #
 # PoisHygiene's all-to-one backdoors on CIFAR-10, from the committed runs: the attack, DETECT's verdict, the
-# repair when a label is flagged and the attack learned, and what the other two detectors flag; the paper's
+# repair of the label with the highest Prob when one is flagged and the attack learned (whether or not it is the
+# target), and what the other two detectors flag; the paper's
 # Tables 6 and 8 (ResNets and DenseNets, a four-model ensemble) beside them, in labelled columns.
 # ```
 #

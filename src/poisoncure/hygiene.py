@@ -666,6 +666,7 @@ def results_table(records: list[dict[str, Any]], classes: tuple[str, ...]):
                "Prob(target)": scan["prob"][t] if t is not None else np.nan,
                "labels over τ": ", ".join(classes[k] for k, v in enumerate(scan["infected"]) if v) or "none",
                "paper (004 T6)": paper.get(r["attack"], {}).get("detect", "—"),
+               "label repaired": classes[mit["label"]] if mit else "—",
                "after: acc %": mit["after"]["clean_accuracy"] if mit else np.nan,
                "after: ASR %": mit["after"]["attack_success_rate"] if mit else np.nan,
                "clean only: ASR %": mit["clean_only"]["attack_success_rate"] if mit else np.nan,
