@@ -642,7 +642,7 @@ glue("tab_c_all", c_table.round(2).astype(object).fillna("—") if len(c_table) 
 if c_records:
     _r = c_records[0]["params"]["recipe"]
     glue("c_all_recipe", f"{_r['model']}, width {_r['width']}, {_r['epochs']} epochs on "
-         f"{'all' if _r['train_per_class'] is None else _r['train_per_class']} images per class", display=False)
+         f"{'all 5,000' if _r['train_per_class'] is None else _r['train_per_class']} images per class", display=False)
     glue("c_all_target", data.CLASSES[c_records[0]["results"]["target"]], display=False)
     glue("c_all_refs", " and ".join(f"a clean model of the same recipe on {n} images per class ({a:.0f} % accurate)"
                                     for n, a in zip(c_records[0]["params"]["references"]["per_class"],
