@@ -362,8 +362,8 @@ for a in attacked_fm:
     mit_rows.append(row)
 mit_table = pd.DataFrame(mit_rows).set_index("suspect") if mit_rows else pd.DataFrame()
 if len(mit_table):
-    mit_table["paper (004 T8, F-MNIST): acc / ASR"] = [hygiene.PAPER_FMNIST.get(a, {}).get("mitigate", "—")
-                                                      for a in mit_table.index]
+    for column, key in zip(hygiene.PAPER_T8_COLUMNS, ("acc", "asr"), strict=True):
+        mit_table[column] = [hygiene.PAPER_FMNIST.get(a, {}).get(key, "—") for a in mit_table.index]
 glue("tab_fm_mitigation", mit_table.round(2).astype(object).fillna("—"), display=False)
 glue("clean_frac", f"{100 * clean_fraction:g} %", display=False)
 glue("craft_budget", f"{craft_steps} Adam steps of {craft_lr:g} and {craft_restarts} tries per image",
@@ -396,8 +396,8 @@ plt.close(fig)
 # :name: tab-fm-mitigation
 #
 # Clean accuracy and attack success before and after MITIGATE, and after fine-tuning on the clean images alone;
-# the paper's Table 8 row for the same attack on Fashion-MNIST beside it (before → after PoisHygiene, acc / ASR
-# in %).
+# the paper's Table 8 row for the same attack on Fashion-MNIST beside it (in %: before → after PoisHygiene, and
+# after clean-only fine-tuning in brackets).
 # ```
 #
 # ```{glue:figure} fig_crafted
@@ -449,26 +449,8 @@ def result_of(attack):
     return max(found, key=lambda rec: rec["params"]["suspect"]["epochs"])["results"] if found else None
 
 
-def outcome(r):
-    """One clause on a committed suspect: the attack, DETECT's verdict and the repair."""
-    if r is None:
-        return "not run yet"
-    t, b = r["target"], r["before"]
-    over = [k for k, v in enumerate(r["scan"]["infected"]) if v]
-    text = (f"attack success {b['attack_success_rate']:.1f} % at {b['clean_accuracy']:.1f} % clean accuracy; "
-            f"Prob({fclasses[t]}) {r['scan']['prob'][t]:.1f}, "
-            + ("the only label over τ" if over == [t] else
-               f"labels over τ: {', '.join(fclasses[k] for k in over)}" if over else "no label over τ"))
-    m = r["mitigation"]
-    if m:
-        text += (f"; MITIGATE: attack success {m['after']['attack_success_rate']:.1f} % (clean images alone: "
-                 f"{m['clean_only']['attack_success_rate']:.1f} %), clean accuracy "
-                 f"{m['after']['clean_accuracy']:.1f} %")
-    return text
-
-
 for a in ("badnets", "blend", "mislabel", "frog", "stingray"):
-    glue(f"all_{a}", outcome(result_of(a)), display=False)
+    glue(f"all_{a}", hygiene.outcome(result_of(a), fclasses) if result_of(a) else "not run yet", display=False)
 _w, _h = result_of("withheld"), result_of("clean")
 glue("all_floor", f"{_w['before']['attack_success_rate']:.1f} %" if _w else "— (not run yet)", display=False)
 glue("all_fp", ("no label passes on either" if _h and _w and not (any(_h["scan"]["infected"])
@@ -522,7 +504,7 @@ plt.close(fig)
 # Every Fashion-MNIST suspect of the committed runs: the attack (ASR: for the AP attacks and the withheld
 # control, test bags called T-shirt/top), DETECT's verdict, the repair when a label is flagged and the attack
 # learned, and what Neural Cleanse and the paper's method flag; the paper's Tables 6 and 8 for the same attack
-# beside them, in labelled columns.
+# beside them, in labelled columns (Table 8: before → after PoisHygiene, clean-only fine-tuning in brackets).
 # ```
 #
 # - BadNets: {glue:text}`all_badnets`.
@@ -567,11 +549,7 @@ cifar = data.load_cifar10()
 shared = experiments.Recipe.from_params(globals(), poison="blend")
 c_models = {"blend": experiments.get_model(shared, device=device, data=cifar),
             "clean": experiments.get_model(shared.replace(poison="clean"), device=device, data=cifar)}
-c_refs = []
-for n in cifar_ref_per_class:
-    tm = experiments.get_model(shared.replace(poison="clean", train_per_class=n), device=device, data=cifar)
-    c_refs.append(hygiene.Reference(tm.recipe, tm.model, [tm.metrics.clean_accuracy], tm.provenance,
-                                    tm.from_cache))
+c_refs = hygiene.cifar_references(shared, cifar_ref_per_class, cifar, device)
 ph_c = PoisHygiene(probes=probes, steps=hygiene_steps, warm_steps=warm_steps, calibration_steps=calibration_steps,
                    calibration_rounds=calibration_rounds, tau=tau, seed=seed, device=device, progress=False)
 c_scans, c_prov = {}, {}
@@ -651,22 +629,8 @@ if c_records:
 else:
     for k in ("c_all_recipe", "c_all_target", "c_all_refs"):
         glue(k, "— (not run yet)", display=False)
-
-
-def c_outcome(r):
-    """One clause on a committed CIFAR-10 suspect: the attack, DETECT's verdict and what the repair touched."""
-    t, m = r["target"], r["mitigation"]
-    text = (f"attack success {r['before']['attack_success_rate']:.1f} %, Prob({data.CLASSES[t]}) "
-            f"{r['scan']['prob'][t]:.1f} with {sum(r['scan']['infected'])} of 10 labels over τ")
-    if m:
-        text += (f"; MITIGATE repaired {data.CLASSES[m['label']]}" + (" (the target)" if m["label"] == t else
-                                                                     " (not the target)")
-                 + f", leaving {m['after']['attack_success_rate']:.1f} % attack success")
-    return text
-
-
-glue("c_all_summary", "; ".join(f"{rec['params']['label']}: {c_outcome(rec['results'])}" for rec in c_records)
-     or "not run yet", display=False)
+glue("c_all_summary", "; ".join(f"{rec['params']['label']}: {hygiene.outcome(rec['results'], data.CLASSES)}"
+                                for rec in c_records) or "not run yet", display=False)
 
 # %% [markdown]
 # ```{glue:figure} tab_c_all
@@ -675,7 +639,8 @@ glue("c_all_summary", "; ".join(f"{rec['params']['label']}: {c_outcome(rec['resu
 # PoisHygiene's all-to-one backdoors on CIFAR-10, from the committed runs: the attack, DETECT's verdict, the
 # repair of the label with the highest Prob when one is flagged and the attack learned (whether or not it is the
 # target), and what the other two detectors flag; the paper's
-# Tables 6 and 8 (ResNets and DenseNets, a four-model ensemble) beside them, in labelled columns.
+# Tables 6 and 8 (ResNets and DenseNets, a four-model ensemble) beside them, in labelled columns (Table 8:
+# before → after PoisHygiene, clean-only fine-tuning in brackets).
 # ```
 #
 # ## What this chapter shows

@@ -185,8 +185,8 @@ def test_clean_label_suspects_are_crafted_once_and_keep_honest_labels(toy, tmp_p
     assert np.isnan(tm.metrics.per_class_accuracy[8]) and tm.metrics.attack_success_rate is not None
     # the surrogate (the healthy suspect of the same recipe) was trained on the way, and the poisons are cached
     assert len(list((tmp_path / "hygiene_suspect").iterdir())) == 2
-    again, stats = hygiene.get_poisons(recipe, toy, device="cpu", cache=cache)
-    assert np.array_equal(again.x, ps.x) and stats["iterations"] == 2 and "provenance" in stats
+    again, record = hygiene.get_poisons(recipe, toy, device="cpu", cache=cache)
+    assert np.array_equal(again.x, ps.x) and record["stats"]["iterations"] == 2 and "provenance" in record
     assert len(list((tmp_path / "hygiene_poisons").iterdir())) == 1
     with pytest.raises(ValueError, match="crafted"):
         hygiene.get_poisons(hygiene.SuspectRecipe("badnets"), toy, cache=cache)
@@ -259,7 +259,8 @@ def test_run_point_measures_one_suspect_end_to_end(toy, tmp_path, monkeypatch):
               "provenance": {"device": "CPU (test)", "commit": "0123456789"}}
     table = hygiene.results_table([record], toy.train.classes)
     assert table.loc["badnets", "ASR %"] == res["before"]["attack_success_rate"]
-    assert table.loc["badnets", "paper (004 T8)"] == hygiene.PAPER_FMNIST["badnets"]["mitigate"]
+    assert table.loc["badnets", hygiene.PAPER_T8_COLUMNS[0]] == hygiene.PAPER_FMNIST["badnets"]["acc"]
+    assert table.loc["badnets", hygiene.PAPER_T8_COLUMNS[1]] == hygiene.PAPER_FMNIST["badnets"]["asr"]
     assert reproduce.RUNNERS["hygiene"] is reproduce.run_hygiene
 
 

@@ -42,6 +42,8 @@ from .train import AttackMetrics, FitHistory, TrainConfig, evaluate, fit, resolv
 ATTACKS = ("clean", "badnets", "blend", "mislabel", "frog", "stingray", "withheld")
 #: Attacks whose task leaves the source class out (PoisHygiene's adversarial class), with the control "withheld".
 SOURCE_FREE = ("mislabel", "frog", "stingray", "withheld")
+#: The suspects without an attack: the healthy model and the source-free task's control.
+CONTROLS = ("clean", "withheld")
 #: The BadNets stamp of the 004-mini configuration: a 4x4 white square in the bottom-right corner of the 28x28
 #: image, i.e. rows/columns 26-29 of the library's 32x32 padded copy (2 pixels of padding each side).
 BADNETS_TRIGGER = PatchTrigger(size=4, row=26, col=26)
@@ -246,10 +248,10 @@ def evaluate_suspect(model: torch.nn.Module, recipe: Any, spec, test: ImageSet,
 
 def get_poisons(recipe: SuspectRecipe, data: Cifar10, device: str | torch.device = "auto",
                 cache: Cache | None = None) -> tuple[PoisonedSet, dict[str, Any]]:
-    """The training set of a 'frog' or 'stingray' suspect and the crafting's record (statistics of
-    :func:`clean_label.collide`, ``kept_label``, provenance, and ``bases`` / ``aims``: the rows of the suspect's
-    clean subset (:func:`disjoint_subsets`) that the poisons replace and aim at, and the ``poisons``, in that
-    order). The poisons are crafted on the attacker's clean model
+    """The training set of a 'frog' or 'stingray' suspect and the crafting's record: ``stats`` (of
+    :func:`clean_label.collide`, with ``kept_label``), ``provenance``, and the arrays ``bases`` / ``aims`` (the rows
+    of the suspect's clean subset, :func:`disjoint_subsets`, that the poisons replace and aim at) and ``poisons``,
+    in that order. The poisons are crafted on the attacker's clean model
     (:meth:`SuspectRecipe.surrogate`, trained or loaded with :func:`get_suspect`) and cached under both recipes."""
     config = recipe.collision()
     if config is None:
@@ -277,7 +279,7 @@ def get_poisons(recipe: SuspectRecipe, data: Cifar10, device: str | torch.device
     res = cache.get_or_build("hygiene_poisons", key, build, load)
     train = assemble_clean_label(clean, recipe.source, recipe.target, recipe.poison_rate, recipe.seed,
                                  res.value["bases"], res.value["poisons"])
-    return train, {**res.info["stats"], "provenance": res.info["provenance"], **res.value}
+    return train, {"stats": res.info["stats"], "provenance": res.info["provenance"], **res.value}
 
 
 def get_suspect(recipe: SuspectRecipe, data: Cifar10, device: str | torch.device = "auto",
@@ -424,24 +426,27 @@ def get_mitigation(tm: TrainedModel, refs: list[Reference], hygiene: PoisHygiene
 
 
 # ------------------------------------------------------------------------------------------ detectors side by side
-#: The paper's Fashion-MNIST numbers for each attack (PoisHygiene, Table 6: Prob of the infected label (FP rate)
-#: with a model ensemble; Table 8: acc / ASR before -> after, and after clean-only fine-tuning), for "paper" columns.
+#: The paper's Fashion-MNIST numbers for each attack, for "paper" columns: Table 6 (``detect``: Prob of the infected
+#: label, FP rate, with a model ensemble) and Table 8 (``acc`` and ``asr``, in %: before → after PoisHygiene, and
+#: after clean-only fine-tuning in brackets). Short strings, so that tables show them whole.
 PAPER_FMNIST = {
-    "clean": {"detect": "FP 0 %", "mitigate": "—"},
-    "withheld": {"detect": "FP 0 %", "mitigate": "—"},
-    "badnets": {"detect": "89 % (FP 0 %)", "mitigate": "90.93 / 100 → 87.94 / 0.93 (clean only: 88.61 / 95.46)"},
-    "blend": {"detect": "86 % (FP 0 %)", "mitigate": "90.49 / 98.43 → 88.01 / 2.51 (clean only: 88.68 / 13)"},
-    "mislabel": {"detect": "86 % (FP 0 %)", "mitigate": "92.9 / 98.1 → 90.06 / 1.06 (clean only: 91.47 / 79.21)"},
-    "frog": {"detect": "86 % (FP 0 %)", "mitigate": "91.23 / 98.1 → 89.72 / 1.06 (clean only: 91.47 / 79.18)"},
-    "stingray": {"detect": "86 % (FP 0 %)", "mitigate": "92.83 / 98.1 → 90.09 / 2.07 (clean only: 92.01 / 80.61)"},
+    "clean": {"detect": "FP 0 %"},
+    "withheld": {"detect": "FP 0 %"},
+    "badnets": {"detect": "89 % (FP 0 %)", "acc": "90.93 → 87.94 (88.61)", "asr": "100 → 0.93 (95.46)"},
+    "blend": {"detect": "86 % (FP 0 %)", "acc": "90.49 → 88.01 (88.68)", "asr": "98.43 → 2.51 (13)"},
+    "mislabel": {"detect": "86 % (FP 0 %)", "acc": "92.9 → 90.06 (91.47)", "asr": "98.1 → 1.06 (79.21)"},
+    "frog": {"detect": "86 % (FP 0 %)", "acc": "91.23 → 89.72 (91.47)", "asr": "98.1 → 1.06 (79.18)"},
+    "stingray": {"detect": "86 % (FP 0 %)", "acc": "92.83 → 90.09 (92.01)", "asr": "98.1 → 2.07 (80.61)"},
 }
 
-#: The paper's CIFAR-10 numbers (Table 6 with a model ensemble; Table 8) for the all-to-one backdoors.
+#: The same for the paper's CIFAR-10 all-to-one backdoors (ResNets and DenseNets, a four-model ensemble).
 PAPER_CIFAR = {
-    "clean": {"detect": "FP 10 %", "mitigate": "—"},
-    "badnets": {"detect": "100 % (FP 10 %)", "mitigate": "93.26 / 97.14 → 90.28 / 5.12 (clean only: 89.44 / 93.34)"},
-    "chen": {"detect": "100 % (FP 10 %)", "mitigate": "90.39 / 98.31 → 88.41 / 4.35 (clean only: 89.26 / 13.2)"},
+    "clean": {"detect": "FP 10 %"},
+    "badnets": {"detect": "100 % (FP 10 %)", "acc": "93.26 → 90.28 (89.44)", "asr": "97.14 → 5.12 (93.34)"},
+    "chen": {"detect": "100 % (FP 10 %)", "acc": "90.39 → 88.41 (89.26)", "asr": "98.31 → 4.35 (13.2)"},
 }
+#: Column names of the paper's Table 8 values (acc, ASR; "before → after (clean only)") beside ours.
+PAPER_T8_COLUMNS = ("paper (004 T8): acc %", "paper (004 T8): ASR %")
 
 
 def cifar_references(recipe: Any, per_class: list[int], data: Cifar10, device: str | torch.device = "auto"
@@ -522,6 +527,23 @@ def comparison_rows(name: str, scan: dict[str, Any], others: dict[str, Any], cla
     return rows
 
 
+def outcome(result: dict[str, Any], classes: tuple[str, ...]) -> str:
+    """One clause of prose on a committed ``hygiene`` result: the attack, DETECT's verdict on the target and which
+    label the repair touched, with what it left."""
+    t, b, m = result["target"], result["before"], result["mitigation"]
+    over = [k for k, v in enumerate(result["scan"]["infected"]) if v]
+    verdict = ("the only label over τ" if over == [t] else "every label over τ" if len(over) == len(classes) else
+               f"labels over τ: {', '.join(classes[k] for k in over)}" if over else "no label over τ")
+    text = (f"attack success {b['attack_success_rate']:.1f} % at {b['clean_accuracy']:.1f} % clean accuracy; "
+            f"Prob({classes[t]}) {result['scan']['prob'][t]:.1f}, {verdict}")
+    if m:
+        text += (f"; MITIGATE on {classes[m['label']]} ({'the target' if m['label'] == t else 'not the target'}): "
+                 f"attack success {m['after']['attack_success_rate']:.1f} % (clean images alone: "
+                 f"{m['clean_only']['attack_success_rate']:.1f} %), clean accuracy "
+                 f"{m['after']['clean_accuracy']:.1f} %")
+    return text
+
+
 # ------------------------------------------------------------------------------------------ the runner's grid
 EXAMPLES = 4  #: (base, aim, poison) image triples a clean-label result file keeps for the chapter's figure
 
@@ -569,20 +591,19 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
                            else 0, "before": tm.metrics.to_dict(), "train_seconds": round(tm.history.seconds, 1),
                            "references": [r.accuracies[-1] for r in refs], "crafting": None, "mitigation": None}
     if not cifar and recipe.collision() is not None:
-        stats = get_poisons(recipe, data, device)[1]
-        out["crafting"] = {k: v for k, v in stats.items() if k not in ("provenance", "bases", "aims", "poisons")}
-        out["crafting"]["seconds"] = stats["provenance"].get("wall_seconds")
+        crafted = get_poisons(recipe, data, device)[1]
+        out["crafting"] = {**crafted["stats"], "seconds": crafted["provenance"].get("wall_seconds")}
         # a few (base, aim, poison) triples for the chapter's figure: grey 32x32 uint8 images as lists
         full = disjoint_subsets(data.train, [recipe.train_size], seed=seed)[0]
-        out["examples"] = {"base": full.x[stats["bases"][:EXAMPLES], :, :, 0].tolist(),
-                           "aim": full.x[stats["aims"][:EXAMPLES], :, :, 0].tolist(),
-                           "poison": stats["poisons"][:EXAMPLES, :, :, 0].tolist()}
+        out["examples"] = {"base": full.x[crafted["bases"][:EXAMPLES], :, :, 0].tolist(),
+                           "aim": full.x[crafted["aims"][:EXAMPLES], :, :, 0].tolist(),
+                           "poison": crafted["poisons"][:EXAMPLES, :, :, 0].tolist()}
     det = params["detector"]
     ph = PoisHygiene(**det, grey=not cifar, seed=seed, device=device, progress=False)
     with _stage(stages, "scan"):
         scan, _ = get_scan(recipe.cache_config(), tm.model, refs, ph)
     out["scan"] = scan_summary(scan)
-    learned = attack not in ("clean", "withheld") and (tm.metrics.attack_success_rate or 0) >= 50.0
+    learned = attack not in CONTROLS and (tm.metrics.attack_success_rate or 0) >= 50.0
     if scan.model_infected and learned:
         craft, mit = params["craft"], params["mitigation"]
         ph_craft = PoisHygiene(probes=det["probes"], steps=craft["steps"], lr=craft["lr"], tau=det["tau"],
@@ -609,6 +630,8 @@ def grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[tuple[str, dict[str
     section) and per CIFAR-10 suspect of ``spec['cifar_suspects']`` (each a dict of :class:`experiments.Recipe`
     fields over the profile's shared ``experiment`` recipe, e.g. ``{poison: badnets}``), with that section's
     references, detector, crafting and comparison settings."""
+    from .experiments import Recipe
+
     known = {"suspects", "cifar_suspects"}
     if set(spec) - known:
         raise ValueError(f"unknown keys in reproduce.hygiene: {sorted(set(spec) - known)}; known: {sorted(known)}")
@@ -626,24 +649,26 @@ def grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[tuple[str, dict[str
               "others": {k: nb[k] for k in ("nc_steps", "clean_per_class", "threshold")}}
     if not spec.get("suspects"):
         raise ValueError("reproduce.hygiene needs a non-empty 'suspects' list")
-    out = []
-    from .experiments import Recipe
+
+    def named(kind: str, change: dict[str, Any]) -> tuple[str, str]:
+        """(label, file-name part) of a suspect: its attack and the settings it changes, e.g. 'blend (epochs 15)'
+        and 'blend-epochs15'."""
+        extra = sorted((k, v) for k, v in change.items() if k not in ("attack", "poison"))
+        return (kind + (f" ({', '.join(f'{k} {v:g}' for k, v in extra)})" if extra else ""),
+                kind + "".join(f"-{k}{v:g}" for k, v in extra))
 
     recipe0 = {k: v for k, v in prof["experiment"].items() if k in Recipe.param_names()}
+    out = []
     for change in spec.get("cifar_suspects") or []:
         r = Recipe(**{"poison": "blend", **recipe0, **change})  # validates
-        extra = sorted((k, v) for k, v in change.items() if k != "poison")
-        label = r.poison + (f" ({', '.join(f'{k} {v:g}' for k, v in extra)})" if extra else "")
-        name = f"cifar-{r.poison}{''.join(f'-{k}{v:g}' for k, v in extra)}-{r.model}-s{r.seed}"
-        out.append((name, {"label": label, "recipe": {**recipe0, **change},
-                           **shared, "references": {"per_class": list(nb["cifar_ref_per_class"])}}))
+        label, slug = named(r.poison, change)
+        refs = {"per_class": list(nb["cifar_ref_per_class"])}
+        out.append((f"cifar-{slug}-{r.model}-s{r.seed}",
+                    {"label": label, "recipe": {**recipe0, **change}, **shared, "references": refs}))
     for change in spec["suspects"]:
         fields = {**base, **change}
-        recipe = SuspectRecipe(**fields)  # validates
-        extra = sorted((k, v) for k, v in change.items() if k != "attack")
-        label = recipe.attack + (f" ({', '.join(f'{k} {v:g}' for k, v in extra)})" if extra else "")
-        name = f"fmnist-{recipe.attack}{''.join(f'-{k}{v:g}' for k, v in extra)}-s{recipe.seed}"
-        out.append((name, {"label": label, "suspect": fields, **shared}))
+        label, slug = named(SuspectRecipe(**fields).attack, change)  # validates
+        out.append((f"fmnist-{slug}-s{fields['seed']}", {"label": label, "suspect": fields, **shared}))
     return out
 
 
@@ -657,20 +682,22 @@ def results_table(records: list[dict[str, Any]], classes: tuple[str, ...]):
     for rec in records:
         r = rec["results"]
         paper = PAPER_CIFAR if "recipe" in rec["params"] else PAPER_FMNIST
-        attacked = r["attack"] not in ("clean", "withheld")
+        attacked = r["attack"] not in CONTROLS
         t = r["target"] if r["attack"] != "clean" else None
         scan, mit, others = r["scan"], r["mitigation"], r["others"]
         row = {"suspect": rec["params"]["label"],
                "clean acc %": r["before"]["clean_accuracy"],
                "ASR %": r["before"]["attack_success_rate"] if r["attack"] != "clean" else np.nan,
                "Prob(target)": scan["prob"][t] if t is not None else np.nan,
-               "labels over τ": ", ".join(classes[k] for k, v in enumerate(scan["infected"]) if v) or "none",
+               "labels over τ": ("all" if all(scan["infected"]) else
+                                 ", ".join(classes[k] for k, v in enumerate(scan["infected"]) if v) or "none"),
                "paper (004 T6)": paper.get(r["attack"], {}).get("detect", "—"),
                "label repaired": classes[mit["label"]] if mit else "—",
                "after: acc %": mit["after"]["clean_accuracy"] if mit else np.nan,
                "after: ASR %": mit["after"]["attack_success_rate"] if mit else np.nan,
                "clean only: ASR %": mit["clean_only"]["attack_success_rate"] if mit else np.nan,
-               "paper (004 T8)": paper.get(r["attack"], {}).get("mitigate", "—") if attacked else "—",
+               PAPER_T8_COLUMNS[0]: paper.get(r["attack"], {}).get("acc", "—") if attacked else "—",
+               PAPER_T8_COLUMNS[1]: paper.get(r["attack"], {}).get("asr", "—") if attacked else "—",
                "Neural Cleanse flags": ", ".join(classes[k] for k in others["neural_cleanse"]["flagged"]) or "none",
                "ours flags": "not run" if others["poison_cure"] is None else
                (classes[others["poison_cure"]["target"]] if others["poison_cure"]["poisoned"] else "none"),
@@ -679,8 +706,10 @@ def results_table(records: list[dict[str, Any]], classes: tuple[str, ...]):
     return pd.DataFrame(rows).set_index("suspect") if rows else pd.DataFrame()
 
 
-__all__ = ["ATTACKS", "BADNETS_TRIGGER", "EXAMPLES", "PAPER_CIFAR", "PAPER_FMNIST", "SOURCE_FREE", "Mitigated",
-           "Reference", "ReferenceRecipe", "SuspectRecipe", "cifar_references", "comparison_rows",
+__all__ = ["ATTACKS", "BADNETS_TRIGGER", "CONTROLS", "EXAMPLES", "PAPER_CIFAR", "PAPER_FMNIST", "PAPER_T8_COLUMNS",
+           "SOURCE_FREE", "Mitigated", "Reference", "ReferenceRecipe", "SuspectRecipe", "cifar_references",
+           "comparison_rows",
            "disjoint_subsets", "evaluate_suspect", "get_gammas", "get_mitigation", "get_poisons", "get_reference",
-           "get_scan", "get_suspect", "grid", "other_detectors", "results_table", "run_point", "scan_summary",
+           "get_scan", "get_suspect", "grid", "other_detectors", "outcome", "results_table", "run_point",
+           "scan_summary",
            "suspect_training_set"]

@@ -16,9 +16,9 @@ that has no valid result file yet and writes ``results/<profile>/<grid>/<name>.j
     The variable-size sweep of chapter 9 (:mod:`poisoncure.sweep`): every defense against trigger size and
     poison rate on one pair.
 ``hygiene``
-    The PoisHygiene chapter's Fashion-MNIST suspects, one attack each (:func:`poisoncure.hygiene.run_point`):
-    the suspect, DETECT against the reference ensemble, MITIGATE and its clean-only baseline, Neural Cleanse and
-    the paper's target scan.
+    The PoisHygiene chapter's suspects, one attack each, on Fashion-MNIST and CIFAR-10
+    (:func:`poisoncure.hygiene.run_point`): the suspect, DETECT against the references, MITIGATE and its
+    clean-only baseline, Neural Cleanse and the paper's target scan.
 
 A result file holds every number the chapters read, the experiment's parameters, its provenance (commit,
 device, library versions, profile, seed, wall time of every stage) and a SHA-256 of its content. It is written
@@ -188,7 +188,7 @@ def _sweep_grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[Experiment]:
 
 
 def _hygiene_grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[Experiment]:
-    """The PoisHygiene chapter's Fashion-MNIST suspects (:func:`poisoncure.hygiene.grid`)."""
+    """The PoisHygiene chapter's Fashion-MNIST and CIFAR-10 suspects (:func:`poisoncure.hygiene.grid`)."""
     from .hygiene import grid
 
     return [Experiment("hygiene", name, params) for name, params in grid(prof, spec)]
@@ -322,7 +322,7 @@ def run_sweep(params: dict[str, Any], device: str = "auto", data=None, progress:
 
 def run_hygiene(params: dict[str, Any], device: str = "auto", data=None, progress: bool = False
                 ) -> tuple[dict, dict]:
-    """One experiment of the ``hygiene`` grid: :func:`poisoncure.hygiene.run_point` (Fashion-MNIST)."""
+    """One experiment of the ``hygiene`` grid: :func:`poisoncure.hygiene.run_point`."""
     from .hygiene import run_point
 
     return run_point(params, device=device, data=data, progress=progress)
@@ -458,12 +458,12 @@ def execute(profile: str, exp: Experiment, device: str = "auto", runners: dict |
 
 
 def _local(profile, todo, device, runners, options) -> Iterator[tuple[Experiment, dict]]:
-    data = {}  # loaded once per data set: Fashion-MNIST for the hygiene grid, CIFAR-10 for the others
+    data = {}  # loaded once per data set: Fashion-MNIST for the hygiene grid's suspects, CIFAR-10 for the rest
     for exp in todo:
         if runners is RUNNERS:
             from .data import load_cifar10, load_fashion_mnist
 
-            name = "fashion" if exp.grid == "hygiene" else "cifar"
+            name = "fashion" if "suspect" in exp.params else "cifar"
             if name not in data:
                 data[name] = load_fashion_mnist() if name == "fashion" else load_cifar10()
             yield exp, execute(profile, exp, device, runners, data[name])
