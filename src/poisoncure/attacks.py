@@ -298,7 +298,52 @@ class NoTrigger:
         return 0
 
 
-Trigger = PixelTrigger | PatchTrigger | BlendTrigger | AdditiveTrigger | NoTrigger
+#: The shapes of the ensembles-of-weak-learners paper (SPEC-related-defenses Part II A.2): pixel offsets
+#: (row, col) from the anchor. 'pattern' is the 5-pixel X, 'ell' the 3-pixel L.
+SHAPE_OFFSETS: dict[str, tuple[tuple[int, int], ...]] = {
+    "pixel": ((0, 0),),
+    "pattern": ((0, 0), (1, 1), (-1, 1), (1, -1), (-1, -1)),
+    "ell": ((0, 0), (1, 0), (0, 1)),
+}
+
+
+@dataclass(frozen=True)
+class ShapeTrigger:
+    """A few pixels in one colour: a single pixel, an X ('pattern', 5 pixels) or an L ('ell', 3 pixels) anchored
+    at (row, col) — the triggers of the ensembles-of-weak-learners paper (:data:`SHAPE_OFFSETS`)."""
+
+    shape: str
+    row: int
+    col: int
+    colour: tuple[int, int, int]
+    kind: str = field(default="shape", init=False)
+
+    def __post_init__(self) -> None:
+        if self.shape not in SHAPE_OFFSETS:
+            raise ValueError(f"shape must be one of {sorted(SHAPE_OFFSETS)}, got {self.shape!r}")
+        for dr, dc in SHAPE_OFFSETS[self.shape]:
+            if not (0 <= self.row + dr < IMAGE_SIZE and 0 <= self.col + dc < IMAGE_SIZE):
+                raise ValueError(f"a {self.shape!r} trigger at (row={self.row}, col={self.col}) leaves the "
+                                 f"{IMAGE_SIZE}x{IMAGE_SIZE} image")
+        _check_colour(self.colour)
+
+    def pixels(self) -> list[tuple[int, int]]:
+        """The (row, col) of every pixel the trigger sets."""
+        return [(self.row + dr, self.col + dc) for dr, dc in SHAPE_OFFSETS[self.shape]]
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        check_images(x)
+        out = x.copy()
+        rows, cols = zip(*self.pixels(), strict=True)
+        out[:, list(rows), list(cols), :] = np.asarray(self.colour, dtype=np.uint8)
+        return out
+
+    @property
+    def size(self) -> int:
+        return len(SHAPE_OFFSETS[self.shape])
+
+
+Trigger = PixelTrigger | PatchTrigger | BlendTrigger | AdditiveTrigger | NoTrigger | ShapeTrigger
 
 
 def trigger_from_dict(spec: dict[str, Any]) -> Trigger:
@@ -306,7 +351,7 @@ def trigger_from_dict(spec: dict[str, Any]) -> Trigger:
     spec = dict(spec)
     kind = spec.pop("kind", None)
     classes = {"pixel": PixelTrigger, "patch": PatchTrigger, "blend": BlendTrigger, "additive": AdditiveTrigger,
-               "none": NoTrigger}
+               "none": NoTrigger, "shape": ShapeTrigger}
     if kind not in classes:
         raise ValueError(f"trigger kind must be one of {sorted(classes)}, got {kind!r}")
     if "colour" in spec:
@@ -566,3 +611,47 @@ def mean_perturbation(clean_x: np.ndarray, trigger: Trigger) -> np.ndarray:
     signal a recovered direction is compared with."""
     delta = trigger.apply(clean_x).astype(np.float32) - clean_x.astype(np.float32)
     return (delta.mean(axis=0) / 255.0).transpose(2, 0, 1)
+
+
+# ------------------------------------------------------------------------ ensembles of weak learners (paper 003)
+#: The paper's (source, target) class pairs, in the order its scenario generator visits them (Part II A.2).
+ENSEMBLE_PAIRS: tuple[tuple[int, int], ...] = ((0, 2), (1, 3), (3, 5), (7, 4), (2, 5), (8, 6), (9, 2), (3, 7))
+#: Scenario seeds: "poison 1", "poison 2", "poison 3".
+ENSEMBLE_SEEDS: tuple[int, ...] = (100, 1000, 10000)
+ENSEMBLE_RATES: tuple[float, ...] = (0.05, 0.1, 0.2)  #: poisoned fractions of the source class
+
+
+def ensemble_scenario(seed: int) -> dict[tuple[int, int], ShapeTrigger]:
+    """The trigger of every pair in one of the paper's scenarios, regenerated from its seed.
+
+    The generator (Part II A.2, numpy's legacy ``RandomState`` stream, stable across numpy versions) draws, pair by
+    pair in :data:`ENSEMBLE_PAIRS` order, a shape, an anchor that keeps the whole shape inside the image and a colour
+    in 0..254. With seeds 100/1000/10000 it reproduces the spec's Table A-2R (the paper's lost Table 2).
+    """
+    rng = np.random.RandomState(seed)
+    out = {}
+    for pair in ENSEMBLE_PAIRS:
+        shape = ("pixel", "pattern", "ell")[rng.randint(3)]
+        if shape == "pixel":
+            row, col = rng.randint(31, size=2)
+        elif shape == "pattern":
+            row, col = rng.randint(1, 30, size=2)
+        else:
+            row, col = rng.randint(0, 30, size=2)
+        colour = tuple(int(c) for c in rng.randint(255, size=3))
+        out[pair] = ShapeTrigger(shape, int(row), int(col), colour)  # type: ignore[arg-type]
+    return out
+
+
+def ensemble_poison_rows(y: np.ndarray, source: int, target: int, rate: float, seed: int) -> np.ndarray:
+    """The source-class rows the paper's generator poisons at ``rate``: ``int(rate * 5000)`` of them for a full
+    CIFAR-10 class (250/500/1000), drawn with ``RandomState(seed + int(rate * 100) + 10 * source + target)`` from
+    the class's rows in the data set's order. Sorted. ``ValueError`` for a rate outside (0, 1] or no source rows."""
+    if not 0 < rate <= 1:
+        raise ValueError(f"rate must lie in (0, 1], got {rate}")
+    rows = np.flatnonzero(np.asarray(y) == source)
+    n = int(rate * len(rows))
+    if n < 1:
+        raise ValueError(f"rate={rate} of {len(rows)} source-class rows poisons no image")
+    rng = np.random.RandomState(seed + int(rate * 100) + 10 * source + target)
+    return np.sort(rng.choice(rows, n, replace=False))

@@ -63,3 +63,14 @@ def detection_rates(flagged, is_poison) -> dict[str, float | None]:
     flagged, is_poison = _as_np(flagged).astype(bool), _as_np(is_poison).astype(bool)
     return {"sensitivity": sensitivity(flagged, is_poison) if is_poison.any() else None,
             "specificity": specificity(flagged, is_poison) if not is_poison.all() else None}
+
+
+def targeted_misclassification(pred_clean, pred_triggered, source: int, target: int) -> float:
+    """Equation 7 of the ensembles-of-weak-learners paper, in %: of the source-class test images, the share that
+    the model classifies correctly as ``source`` *and* sends to ``target`` once triggered. ``pred_clean`` and
+    ``pred_triggered`` are the predictions on the same source-class images without and with the trigger."""
+    pc, pt = _as_np(pred_clean), _as_np(pred_triggered)
+    if pc.shape != pt.shape or pc.ndim != 1 or len(pc) == 0:
+        raise ValueError(f"pred_clean and pred_triggered must be non-empty and of one length, got {pc.shape} "
+                         f"and {pt.shape}")
+    return 100.0 * float(np.mean((pc == source) & (pt == target)))

@@ -1,7 +1,7 @@
 """The full reproduction: the paper's grid run experiment by experiment, one result file each, resumable.
 
 ``python -m poisoncure.reproduce --profile full`` runs every experiment of a profile's ``reproduce`` section
-that has no valid result file yet and writes ``results/<profile>/<grid>/<name>.json``. Four grids:
+that has no valid result file yet and writes ``results/<profile>/<grid>/<name>.json``. Five grids:
 
 ``main``
     The paper's Tables 1-5: for every (pair, poison, poison rate, seed), train the poisoned model of the
@@ -19,6 +19,10 @@ that has no valid result file yet and writes ``results/<profile>/<grid>/<name>.j
     The PoisHygiene chapter's suspects, one attack each, on Fashion-MNIST and CIFAR-10
     (:func:`poisoncure.hygiene.run_point`): the suspect, DETECT against the references, MITIGATE and its
     clean-only baseline, Neural Cleanse and the paper's target scan.
+``ensembles``
+    The chapter on ensembles of weak learners (:func:`poisoncure.isolation.run_point`): on one small recipe per
+    trigger, the weak-learner ensemble, ITLM, Spectral Signatures, Activation Clustering and the paper's defense,
+    each with its retrained (or neutralized) model.
 
 A result file holds every number the chapters read, the experiment's parameters, its provenance (commit,
 device, library versions, profile, seed, wall time of every stage) and a SHA-256 of its content. It is written
@@ -56,7 +60,7 @@ from . import paths, profiles, provenance
 from .cache import canonical
 from .train import resolve_device
 
-GRIDS = ("main", "reverse", "sweep", "hygiene")
+GRIDS = ("main", "reverse", "sweep", "hygiene", "ensembles")
 FORMAT = 1  #: version of the result-file layout; files of another version count as stale
 _RECORD_KEYS = ("format", "grid", "name", "key", "profile", "params", "results", "provenance", "sha256")
 
@@ -106,7 +110,7 @@ def plan(profile: str, grids: Iterable[str] | None = None, only: Iterable[str] |
         if grid not in section:
             raise ValueError(f"profile {profile!r} has no reproduce.{grid} section")
         exps += {"main": _main_grid, "reverse": _reverse_grid, "sweep": _sweep_grid,
-                 "hygiene": _hygiene_grid}[grid](prof, section[grid] or {})
+                 "hygiene": _hygiene_grid, "ensembles": _ensembles_grid}[grid](prof, section[grid] or {})
     if only:
         patterns = list(only)
         exps = [e for e in exps if any(fnmatch.fnmatchcase(e.name, p) for p in patterns)]
@@ -192,6 +196,13 @@ def _hygiene_grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[Experiment
     from .hygiene import grid
 
     return [Experiment("hygiene", name, params) for name, params in grid(prof, spec)]
+
+
+def _ensembles_grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[Experiment]:
+    """The chapter on ensembles of weak learners (:func:`poisoncure.isolation.grid`)."""
+    from .isolation import grid
+
+    return [Experiment("ensembles", name, params) for name, params in grid(prof, spec)]
 
 
 # ------------------------------------------------------------------------------------------ one experiment
@@ -328,8 +339,16 @@ def run_hygiene(params: dict[str, Any], device: str = "auto", data=None, progres
     return run_point(params, device=device, data=data, progress=progress)
 
 
+def run_ensembles(params: dict[str, Any], device: str = "auto", data=None, progress: bool = False
+                  ) -> tuple[dict, dict]:
+    """One experiment of the ``ensembles`` grid: :func:`poisoncure.isolation.run_point`."""
+    from .isolation import run_point
+
+    return run_point(params, device=device, data=data, progress=progress)
+
+
 RUNNERS: dict[str, Callable[..., tuple[dict, dict]]] = {"main": run_main, "reverse": run_reverse, "sweep": run_sweep,
-                                                         "hygiene": run_hygiene}
+                                                         "hygiene": run_hygiene, "ensembles": run_ensembles}
 
 
 # ------------------------------------------------------------------------------------------ result files
@@ -616,4 +635,4 @@ if __name__ == "__main__":
 
 
 __all__ = ["ENGINES", "Experiment", "GRIDS", "ResultWarning", "execute", "load_results", "plan", "read_result",
-           "reverse_table", "run", "run_hygiene", "run_main", "run_reverse", "write_result"]
+           "reverse_table", "run", "run_ensembles", "run_hygiene", "run_main", "run_reverse", "write_result"]

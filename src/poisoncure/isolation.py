@@ -1,0 +1,329 @@
+"""Isolating the clean data with ensembles of weak learners, against the book's other filters (chapter 12).
+
+One experiment (:func:`run_point`, also the runner's ``ensembles`` grid) takes a model recipe of the book
+(:class:`experiments.Recipe`: the attack, the training subset, the CNN), and on its poisoned training set runs
+
+* no defense: the recipe's model (shared with every chapter through the cache);
+* the ensemble of weak learners (:class:`defenses.weak_learners.WeakLearnerEnsemble`), then a fresh model of the
+  recipe trained on what it keeps;
+* ITLM (:func:`defenses.weak_learners.itlm_keep`), Spectral Signatures over every label (the removal budget of the
+  weak-learner paper: 1.5 × the poisoned share of the source class) and Activation Clustering, each followed by
+  the same retraining;
+* the paper's own defense (target scan, filtering, one-epoch neutralization);
+* optionally a clean model of the recipe, whose share of triggered source images sent to the target is the
+  paper's "L" column (what the trigger does without any poison).
+
+Every model is scored on the whole clean test set (clean accuracy C), and on the source class's test images with
+and without the trigger: attack success (triggered images classified as the target) and the weak-learner paper's
+targeted misclassification A (Eq. 7: correct without the trigger *and* sent to the target with it). Filters also
+report FP (clean training samples removed) and FN (poisoned ones kept).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+#: The defenses of an experiment, in the order the chapter shows them.
+METHODS = ("none", "Ensembles of weak learners", "ITLM", "Spectral Signatures", "Activation Clustering",
+           "Poison as a Cure")
+#: The weak-learner paper's ITLM keep ratios by the poisoned share of the source class (A-Q9).
+ITLM_KEEP = {0.05: 0.98, 0.1: 0.96, 0.2: 0.92}
+
+#: The paper's Table 1 (PreActResNet18, scenario 1, single-pixel triggers): (pair, ε %) -> {method: (C, A)}.
+PAPER_TABLE1: dict[tuple[str, int], dict[str, tuple[float, float]]] = {
+    ("2/5", 5): {"none": (94.5, 75.6), "SS": (94.3, 74.7), "AC": (92.4, 53.9), "ITLM": (94.7, 79.4),
+                 "TW": (92.5, 0.1)},
+    ("2/5", 10): {"none": (94.6, 95.2), "SS": (94.4, 0.0), "AC": (92.9, 81.8), "ITLM": (94.7, 92.4),
+                  "TW": (93.0, 0.0)},
+    ("2/5", 20): {"none": (94.7, 98.1), "SS": (94.2, 0.0), "AC": (92.6, 89.4), "ITLM": (94.6, 96.3),
+                  "TW": (92.8, 0.0)},
+    ("7/4", 5): {"none": (94.8, 99.3), "SS": (94.6, 50.0), "AC": (92.2, 39.2), "ITLM": (94.6, 57.2),
+                 "TW": (92.0, 0.1)},
+    ("7/4", 10): {"none": (94.5, 99.2), "SS": (94.2, 10.4), "AC": (92.0, 47.9), "ITLM": (94.5, 75.0),
+                  "TW": (92.9, 0.3)},
+    ("7/4", 20): {"none": (94.5, 98.8), "SS": (94.3, 1.5), "AC": (91.9, 60.5), "ITLM": (94.2, 92.3),
+                  "TW": (92.3, 1.3)},
+    ("8/6", 5): {"none": (94.7, 84.1), "SS": (94.8, 80.5), "AC": (92.8, 73.3), "ITLM": (94.4, 76.3),
+                 "TW": (93.1, 0.0)},
+    ("8/6", 10): {"none": (94.6, 96.4), "SS": (94.2, 96.0), "AC": (92.2, 97.0), "ITLM": (94.5, 94.2),
+                  "TW": (93.0, 0.0)},
+    ("8/6", 20): {"none": (94.1, 98.1), "SS": (94.3, 0.0), "AC": (92.5, 96.4), "ITLM": (94.1, 96.4),
+                  "TW": (92.9, 0.0)},
+    ("9/2", 5): {"none": (94.9, 98.0), "SS": (94.4, 65.7), "AC": (92.8, 79.7), "ITLM": (94.7, 97.6),
+                 "TW": (93.0, 0.0)},
+    ("9/2", 10): {"none": (94.9, 99.1), "SS": (94.6, 0.0), "AC": (92.6, 80.8), "ITLM": (94.4, 99.3),
+                  "TW": (92.9, 0.0)},
+    ("9/2", 20): {"none": (94.7, 99.1), "SS": (94.3, 0.0), "AC": (93.1, 98.9), "ITLM": (94.1, 99.1),
+                  "TW": (93.1, 0.0)},
+}
+#: Our method names -> the paper's column names.
+PAPER_COLUMN = {"none": "none", "Ensembles of weak learners": "TW", "ITLM": "ITLM", "Spectral Signatures": "SS",
+                "Activation Clustering": "AC"}
+
+
+def itlm_keep_ratio(rate: float) -> float:
+    """The paper's ITLM keep ratio for a poisoned share ``rate`` of the source class (98/96/92 % for 5/10/20 %).
+    The paper gives no rule for other shares, so none is invented: ``ValueError`` (pass ``itlm_keep``)."""
+    for r, keep in ITLM_KEEP.items():
+        if abs(rate - r) < 1e-9:
+            return keep
+    raise ValueError(f"the paper gives ITLM keep ratios for poisoned shares {sorted(ITLM_KEEP)}, got {rate}; "
+                     "pass baselines.itlm_keep explicitly")
+
+
+def scores(model, test, spec, device) -> dict[str, float]:
+    """C, attack success and Eq. 7's A of ``model`` (all in %) on the test set and its triggered source images."""
+    from . import metrics
+    from .train import predict
+
+    pred = predict(model, test.x, device=device)
+    src = np.flatnonzero(test.y == spec.base)
+    pred_src = pred[src]
+    pred_trig = predict(model, spec.trigger.apply(test.x[src]), device=device)
+    return {"clean_accuracy": metrics.accuracy(pred, test.y),
+            "attack_success": metrics.attack_success_rate(pred_trig, spec.target),
+            "targeted": metrics.targeted_misclassification(pred_src, pred_trig, spec.base, spec.target)}
+
+
+def model_factory(recipe):
+    """``seed -> fresh model`` of the recipe's architecture (what the weak learners and ITLM train)."""
+    import torch
+
+    from .experiments import build_model_arch
+
+    def make(seed: int):
+        torch.manual_seed(seed)
+        return build_model_arch(recipe)
+
+    return make
+
+
+def get_itlm(tm, keep_ratio: float, rounds: int, first_epochs: int, epochs: int, device, progress: bool,
+             cache=None) -> np.ndarray:
+    """ITLM's kept mask after each round (rounds, N) on a trained model's training set, cached under the recipe
+    and the ITLM settings; every round trains the recipe's architecture with the recipe's optimiser."""
+    from . import provenance
+    from .cache import Cache
+    from .defenses.weak_learners import itlm_keep
+
+    cache = cache or Cache()
+    config = {"model": tm.recipe.cache_config(), "keep_ratio": keep_ratio, "rounds": rounds,
+              "first_epochs": first_epochs, "epochs": epochs}
+
+    def build(folder):
+        with provenance.stopwatch() as t:
+            hist = itlm_keep(model_factory(tm.recipe), tm.train_set.as_imageset(), keep_ratio, rounds, first_epochs,
+                             epochs, tm.recipe.train_config(), device, progress)
+        np.save(folder / "itlm.npy", np.stack(hist))
+        return {"provenance": provenance.collect(device, seed=tm.recipe.seed, wall_seconds=round(t["seconds"], 1))}
+
+    return cache.get_or_build("itlm", config, build, lambda folder: np.load(folder / "itlm.npy")).value
+
+
+#: The chapter's parameters that configure the defense (``wl_<field>`` -> EnsembleConfig field).
+ENSEMBLE_FIELDS = ("components", "bags", "alpha", "eta", "warmup_epochs", "iter_epochs", "learner_epochs",
+                   "min_active", "spl_rounds", "spl_epochs", "spl_momentum", "lr", "batch_size", "augment",
+                   "eval_augment")
+#: The chapter's parameters of the other methods.
+BASELINE_FIELDS = ("itlm_rounds", "itlm_first_epochs", "itlm_epochs", "ss_layer", "ac_layer", "threshold", "eta")
+
+
+def live_trigger(nb: dict[str, Any]) -> dict[str, Any]:
+    """The chapter's trigger as a sweep trigger: ``wl_poison`` with the shared ``opacity`` (blend) or
+    ``wl_patch_size`` (patch)."""
+    kind = nb["wl_poison"]
+    extra = {"blend": {"opacity": nb.get("opacity")}, "patch": {"patch_size": nb.get("wl_patch_size")}}
+    return {"poison": kind, **extra.get(kind, {})}
+
+
+def experiment_params(nb: dict[str, Any], trigger: dict[str, Any], rate: float, seed: int,
+                      clean_reference: bool) -> dict[str, Any]:
+    """The parameters of one experiment (:func:`run_point`) from a namespace holding the chapter's parameters
+    (the notebook's globals, or the profile's shared recipe merged with its ``13_weak_learners`` section).
+
+    The recipe is the book's shared one (``Recipe.param_names()``) with the chapter's training subset
+    (``wl_train_per_class``), epochs (``wl_epochs``), the ``trigger`` (a sweep trigger: ``{"poison": "blend",
+    "opacity": 0.2}``, ``{"poison": "pixel"}``, ``{"poison": "patch", "patch_size": 3}``), the poisoned share
+    ``rate`` of the source class and ``seed``.
+    """
+    from .experiments import Recipe
+    from .sweep import check_trigger
+
+    missing = [n for n in (*Recipe.param_names(), "wl_train_per_class", "wl_epochs",
+                           *(f"wl_{f}" for f in ENSEMBLE_FIELDS), *BASELINE_FIELDS) if n not in nb]
+    if missing:
+        raise ValueError(f"parameters missing for the experiment: {missing}")
+    recipe = {n: nb[n] for n in Recipe.param_names()}
+    recipe.update(check_trigger(trigger), train_per_class=nb["wl_train_per_class"], epochs=nb["wl_epochs"],
+                  poison_rate=float(rate), seed=int(seed))
+    Recipe(**recipe)  # validates
+    ensemble = {f: nb[f"wl_{f}"] for f in ENSEMBLE_FIELDS}
+    ensemble["seed"] = int(seed)
+    return {"recipe": recipe, "ensemble": ensemble, "baselines": {f: nb[f] for f in BASELINE_FIELDS},
+            "clean_reference": bool(clean_reference)}
+
+
+def same_experiment(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two experiments' parameters describe the same recipe, defense and baselines (whether the clean
+    reference was trained does not matter)."""
+    return all(a[k] == b[k] for k in ("recipe", "ensemble", "baselines"))
+
+
+def grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The runner's ``ensembles`` grid: every trigger of ``spec['triggers']`` at every poisoned share
+    (``poison_rates``) and seed, with the chapter's settings from the profile. Returns (name, params) pairs."""
+    from .sweep import trigger_slug
+
+    known = {"triggers", "poison_rates", "seeds", "clean_reference"}
+    if set(spec) - known:
+        raise ValueError(f"unknown keys in reproduce.ensembles: {sorted(set(spec) - known)}; known: {sorted(known)}")
+    nb = {**prof["experiment"], **prof["notebooks"]["13_weak_learners"]}
+    triggers = spec.get("triggers") or [live_trigger(nb)]
+    out = []
+    for rate in spec.get("poison_rates", [nb["wl_poison_rate"]]):
+        for seed in spec.get("seeds", [nb["seed"]]):
+            for trig in triggers:
+                params = experiment_params(nb, trig, rate, seed, spec.get("clean_reference", True))
+                name = f"pair{nb['pair']}-{trigger_slug(trig)}-{nb['model']}-r{rate:g}-s{seed}"
+                out.append((name, params))
+    return out
+
+
+def run_point(params: dict[str, Any], device: str = "auto", data=None, progress: bool = False,
+              methods: tuple[str, ...] = METHODS) -> tuple[dict[str, Any], dict[str, float]]:
+    """One experiment: the ``methods`` (default: every one of :data:`METHODS`) on one recipe. Returns (results,
+    stage wall times in s). The undefended model ('none') is always trained and scored.
+
+    ``params``: ``recipe`` (fields of :class:`experiments.Recipe`), ``ensemble`` (fields of
+    :class:`defenses.weak_learners.EnsembleConfig`), ``baselines`` (``itlm_rounds``, ``itlm_first_epochs``,
+    ``itlm_epochs``, optional ``itlm_keep``; ``ss_layer``, ``ac_layer``; ``threshold``, ``eta`` of the paper's
+    defense) and ``clean_reference`` (train the recipe's clean model for the "L" column).
+    """
+    from . import experiments
+    from .defenses.activation_clustering import ActivationClustering
+    from .defenses.spectral import SpectralSignatures
+    from .defenses.weak_learners import EnsembleConfig, WeakLearnerEnsemble, removal_counts
+    from .reproduce import _stage
+    from .train import resolve_device
+
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise ValueError(f"unknown methods {sorted(unknown)}; methods are {METHODS}")
+    dev = resolve_device(device)
+    data = data or experiments.load_cifar10()
+    recipe = experiments.Recipe(**params["recipe"])
+    if recipe.poison not in ("blend", "pixel", "patch"):
+        raise ValueError(f"an isolation experiment poisons one source class (blend, pixel or patch), got "
+                         f"{recipe.poison!r}")
+    cfg = EnsembleConfig(**params["ensemble"])
+    b = params["baselines"]
+    stages: dict[str, float] = {}
+    with _stage(stages, "train"):
+        tm = experiments.get_model(recipe, device=dev, data=data, progress=progress)
+    train = tm.train_set
+    spec = train.spec
+    is_poison = train.is_poison
+    out: dict[str, Any] = {"source": int(spec.base), "target": int(spec.target), "n_train": len(train),
+                           "n_poison": int(is_poison.sum()), "trigger": spec.to_dict()["trigger"], "methods": {}}
+    res = out["methods"]
+    res["none"] = {**scores(tm.model, data.test, spec, dev), "fp": None, "fn": None, "removed": 0}
+
+    def retrained(name: str, kept: np.ndarray) -> None:
+        with _stage(stages, f"{name}_retrain"):
+            model = experiments.get_retrained(tm, ~kept, device=dev, progress=progress).model
+        res[name] = {**scores(model, data.test, spec, dev), **removal_counts(kept, is_poison)}
+
+    if "Ensembles of weak learners" in methods:
+        with _stage(stages, "ensemble"):
+            ens = WeakLearnerEnsemble(cfg, device=dev, progress=progress).run(
+                model_factory(recipe), train.as_imageset(), f"{recipe.model}-w{recipe.width}")
+        out["ensemble"] = {
+            "components": [{"bag": c.bag, "index": c.index, "size": len(c.rows), "active": c.active,
+                            "poison": int(is_poison[c.rows].sum()), "seconds": c.seconds,
+                            "learner_accuracy_clean": float(np.mean(c.preds[~is_poison] == train.y[~is_poison]) * 100),
+                            "learner_target_on_poison": float(np.mean(c.preds[is_poison] == spec.target) * 100)}
+                           for c in ens.components],
+            "vote": removal_counts(ens.vote_kept, is_poison),
+            "spl": [removal_counts(k, is_poison) for k in ens.spl_kept], "seconds": ens.seconds}
+        retrained("Ensembles of weak learners", ens.kept)
+
+    if "ITLM" in methods:
+        keep_ratio = b.get("itlm_keep") or itlm_keep_ratio(recipe.poison_rate)
+        with _stage(stages, "itlm"):
+            itlm = get_itlm(tm, keep_ratio, b["itlm_rounds"], b["itlm_first_epochs"], b["itlm_epochs"], dev,
+                            progress)
+        out["itlm_rounds"] = [removal_counts(k, is_poison) for k in itlm]
+        retrained("ITLM", itlm[-1])
+
+    if "Spectral Signatures" in methods:
+        with _stage(stages, "spectral"):
+            ss = SpectralSignatures(eps=recipe.poison_rate, beta=1.5, labels="all", layer=b["ss_layer"],
+                                    seed=recipe.seed, device=dev, progress=progress)
+            ss_res = ss.score_features(experiments.get_features(tm, b["ss_layer"], device=dev), train.y)
+        retrained("Spectral Signatures", ~ss_res.removed)
+    if "Activation Clustering" in methods:
+        with _stage(stages, "activation_clustering"):
+            ac = ActivationClustering(layer=b["ac_layer"], seed=recipe.seed, device=dev, progress=progress)
+            ac_res = ac.score_features(experiments.get_features(tm, b["ac_layer"], device=dev), train.y)
+        retrained("Activation Clustering", ~np.asarray(ac_res.flagged))
+
+    if "Poison as a Cure" in methods:
+        with _stage(stages, "poison_cure"):
+            cure = experiments.get_poison_cure(tm, experiments.poison_cure_for(
+                recipe, threshold=b["threshold"], eta=b["eta"], device=dev, progress=progress), data=data)
+        scan = cure.result.scan
+        flagged = cure.result.is_poison(len(train))
+        res["Poison as a Cure"] = {
+            **(scores(cure.result.model, data.test, spec, dev) if cure.result.model is not None else res["none"]),
+            **removal_counts(~flagged, is_poison), "flags_target": bool(scan.poisoned and scan.target == spec.target),
+            "scan_ratio": float(scan.ratio), "scan_label": int(scan.target)}
+
+    out["clean_reference"] = None
+    if params.get("clean_reference"):
+        with _stage(stages, "clean_reference"):
+            clean = experiments.get_model(recipe.replace(poison="clean"), device=dev, data=data, progress=progress)
+        out["clean_reference"] = scores(clean.model, data.test, spec, dev)
+    return out, stages
+
+
+def method_table(records: list[dict[str, Any]]):
+    """One row per (experiment, method): trigger, rate, C, attack success, A, FP, FN, removed, device, commit."""
+    import pandas as pd
+
+    from .sweep import trigger_name, trigger_of
+
+    rows = []
+    for rec in records:
+        p, r = rec["params"], rec["results"]
+        for name in METHODS:
+            m = r["methods"].get(name)
+            if m is None:
+                continue
+            rows.append({"trigger": trigger_name(trigger_of(p["recipe"])), "rate": p["recipe"]["poison_rate"],
+                         "method": name, "clean acc %": m["clean_accuracy"], "ASR %": m["attack_success"],
+                         "A (Eq. 7) %": m["targeted"], "FP": m.get("fp"), "FN": m.get("fn"),
+                         "removed": m.get("removed"), "poisons": r["n_poison"],
+                         "device": rec["provenance"]["device"], "commit": rec["provenance"]["commit"][:7]})
+    return pd.DataFrame(rows)
+
+
+def paper_rows(rate: float) -> list[dict[str, Any]]:
+    """The paper's Table 1 at one poisoned share (ε = ``rate``): C and A of every method, one row per pair."""
+    eps = int(round(rate * 100))
+    return [{"pair (source/target)": pair, **{f"paper {col} C/A": f"{c:.1f} / {a:.1f}" for col, (c, a) in v.items()}}
+            for (pair, e), v in PAPER_TABLE1.items() if e == eps]
+
+
+def as_record(results: dict[str, Any], params: dict[str, Any], stages: dict[str, float], device) -> dict[str, Any]:
+    """A live run in the shape of a result file (for :func:`method_table`), with its provenance."""
+    from . import provenance
+
+    return {"params": params, "results": results,
+            "provenance": provenance.collect(device, stages=stages, seed=params["recipe"]["seed"])}
+
+
+__all__ = ["BASELINE_FIELDS", "ENSEMBLE_FIELDS", "METHODS", "PAPER_TABLE1", "as_record", "experiment_params",
+           "get_itlm", "grid", "itlm_keep_ratio", "live_trigger", "method_table", "model_factory", "paper_rows",
+           "run_point", "same_experiment", "scores"]
