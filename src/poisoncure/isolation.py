@@ -288,11 +288,16 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
     return out, stages
 
 
+def trigger_label(params: dict[str, Any]) -> str:
+    """Short name of an experiment's trigger: '1 px', '3×3', 'blend 0.2'."""
+    from .sweep import trigger_name, trigger_of
+
+    return trigger_name(trigger_of(params["recipe"]))
+
+
 def method_table(records: list[dict[str, Any]]):
     """One row per (experiment, method): trigger, rate, C, attack success, A, FP, FN, removed, device, commit."""
     import pandas as pd
-
-    from .sweep import trigger_name, trigger_of
 
     rows = []
     for rec in records:
@@ -301,12 +306,16 @@ def method_table(records: list[dict[str, Any]]):
             m = r["methods"].get(name)
             if m is None:
                 continue
-            rows.append({"trigger": trigger_name(trigger_of(p["recipe"])), "rate": p["recipe"]["poison_rate"],
+            rows.append({"trigger": trigger_label(p), "rate": p["recipe"]["poison_rate"],
                          "method": name, "clean acc %": m["clean_accuracy"], "ASR %": m["attack_success"],
                          "A (Eq. 7) %": m["targeted"], "FP": m.get("fp"), "FN": m.get("fn"),
                          "removed": m.get("removed"), "poisons": r["n_poison"],
                          "device": rec["provenance"]["device"], "commit": rec["provenance"]["commit"][:7]})
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    for col in ("FP", "FN", "removed"):
+        if col in df:
+            df[col] = df[col].astype("Int64")  # counts: integers, with <NA> where a method removes nothing
+    return df
 
 
 def paper_rows(rate: float) -> list[dict[str, Any]]:
@@ -326,4 +335,5 @@ def as_record(results: dict[str, Any], params: dict[str, Any], stages: dict[str,
 
 __all__ = ["BASELINE_FIELDS", "ENSEMBLE_FIELDS", "METHODS", "PAPER_TABLE1", "as_record", "experiment_params",
            "get_itlm", "grid", "itlm_keep_ratio", "live_trigger", "method_table", "model_factory", "paper_rows",
-           "run_point", "same_experiment", "scores"]
+           "run_point", "same_experiment", "scores",
+           "trigger_label"]
