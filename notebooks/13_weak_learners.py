@@ -172,7 +172,8 @@ ax.set_yticks(range(5), [f"learners of {n}" for n in toy_names])
 ax.grid(False)
 for i in range(5):
     for j in range(5):
-        ax.text(j, i, f"{100 * err[i, j]:.0f}", ha="center", va="center", fontsize=8)
+        ax.text(j, i, f"{100 * err[i, j]:.0f}", ha="center", va="center", fontsize=8,
+                color="white" if abs(err[i, j] - 0.5) > 0.3 else "black")
 fig.colorbar(im, ax=ax, label="0-1 error (%)")
 glue("fig_boost", fig, display=False)
 plt.close(fig)
@@ -330,8 +331,10 @@ if committed is not None:
 order = {m: i for i, m in enumerate(isolation.METHODS)}
 table = table.sort_values("method", key=lambda s: s.map(order)).reset_index(drop=True)
 shown_cols = ["method", "clean acc %", "ASR %", "A (Eq. 7) %", "FP", "FN", "removed", "source", "commit"]
-glue("tab_methods", table[shown_cols].set_index("method").round(1).astype(object).where(
-    table[shown_cols].set_index("method").notna(), "—"), display=False)
+shown = table[shown_cols].set_index("method").round(1)
+shown = shown.astype(object).where(shown.notna(), "—").rename(columns={"FP": "clean removed (FP)",
+                                                                       "FN": "poison kept (FN)"})
+glue("tab_methods", shown, display=False)
 m = table.set_index("method")
 none, ours = m.loc["none"], m.loc["Ensembles of weak learners"]
 glue("asr_none", f"{none['ASR %']:.1f} %", display=False)
