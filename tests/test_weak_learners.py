@@ -236,3 +236,32 @@ def test_algorithm_1_with_stochastic_learners_flags_exactly_the_clean_sets():
     errors = ex.boosting_errors(sets, learners=5)
     flags = wl.boost_homogeneous(errors, np.array([len(s) for s in sets]))
     assert flags.tolist() == [True, True, True, False, False]
+
+
+def test_the_runner_plans_one_experiment_per_trigger_with_the_chapters_settings():
+    from poisoncure import isolation, profiles, reproduce
+
+    exps = reproduce.plan("smoke", ["ensembles"])
+    prof = profiles.load("smoke")
+    nb = {**prof["experiment"], **prof["notebooks"]["13_weak_learners"]}
+    assert [e.name for e in exps] == ["pair1-blend0.2-small_cnn-r0.2-s0", "pair1-pixel-small_cnn-r0.2-s0",
+                                      "pair1-patch3-small_cnn-r0.2-s0"]
+    live = isolation.experiment_params(nb, isolation.live_trigger(nb), nb["wl_poison_rate"], nb["seed"], False)
+    assert [isolation.same_experiment(e.params, live) for e in exps] == [True, False, False]
+    assert exps[0].params["ensemble"]["components"] == nb["wl_components"]
+    assert exps[0].params["recipe"]["train_per_class"] == nb["wl_train_per_class"]
+    with pytest.raises(ValueError, match="missing"):
+        isolation.experiment_params({k: v for k, v in nb.items() if k != "wl_alpha"}, isolation.live_trigger(nb),
+                                    0.2, 0, False)
+
+
+def test_bad_experiment_input_is_refused_before_any_work():
+    from poisoncure import isolation
+
+    assert isolation.itlm_keep_ratio(0.1) == 0.96
+    with pytest.raises(ValueError, match="ITLM keep ratios"):
+        isolation.itlm_keep_ratio(0.15)
+    with pytest.raises(ValueError, match="unknown methods"):
+        isolation.run_point({}, methods=("none", "magic"))
+    with pytest.raises(ValueError, match="unknown keys"):
+        isolation.grid({"experiment": {}, "notebooks": {"13_weak_learners": {}}}, {"tiggers": []})
