@@ -23,6 +23,10 @@ Algorithm 1 on a matrix of weak-learner errors, for the theory section.
 
 Every weak learner is a cache entry keyed by the data, the configuration, its bag and its component, so an
 interrupted run resumes at the learner where it stopped.
+
+Deviation: the ISPL iterations of a component continue one network, but each calls :func:`train.fit`, which builds
+a fresh SGD optimiser, so the momentum buffer restarts every iteration (the authors keep one optimiser per
+component). Weak learners and self-training rounds get a fresh optimiser in both.
 """
 
 from __future__ import annotations
