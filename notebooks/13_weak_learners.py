@@ -110,12 +110,10 @@ classes = data.CLASSES
 # %%
 toy_clean, toy_poison = expansion.mixture(200, 0, seed=seed + 1), expansion.mixture(0, 60, seed=seed + 2)
 alphas = [0.05, 0.1, 0.25, 0.5]
-toy = pd.DataFrame({
-    "ε(clean; α)": [expansion.expansion_error(toy_clean, None, a, toy_draws, seed) for a in alphas],
-    "ε(clean | poison; α)": [expansion.expansion_error(toy_clean, toy_poison, a, toy_draws, seed) for a in alphas],
-    "ε(poison; α)": [expansion.expansion_error(toy_poison, None, a, toy_draws, seed) for a in alphas],
-    "ε(poison | clean; α)": [expansion.expansion_error(toy_poison, toy_clean, a, toy_draws, seed) for a in alphas],
-}, index=pd.Index(alphas, name="α"))
+toy_cases = {"ε(clean; α)": (toy_clean, None), "ε(clean | poison; α)": (toy_clean, toy_poison),
+             "ε(poison; α)": (toy_poison, None), "ε(poison | clean; α)": (toy_poison, toy_clean)}
+toy = pd.DataFrame({name: [expansion.expansion_error(s, t, a, toy_draws, seed) for a in alphas]
+                    for name, (s, t) in toy_cases.items()}, index=pd.Index(alphas, name="α"))
 glue("tab_toy", (100 * toy).round(1), display=False)
 incompatible = bool((toy["ε(clean | poison; α)"] > toy["ε(clean; α)"]).all()
                     and (toy["ε(poison | clean; α)"] > toy["ε(poison; α)"]).all())
@@ -405,8 +403,9 @@ glue("committed_note", (f"ITLM, Spectral Signatures and Activation Clustering co
 
 # %%
 all_tab = isolation.method_table(records) if records else pd.DataFrame()
+done = {r["name"] for r in records}
 glue("grid_text", "; ".join(f"{isolation.trigger_label(e.params)} at {100 * e.params['recipe']['poison_rate']:g} % "
-                            f"of the source class{'' if e.name in {r['name'] for r in records} else ' (not run yet)'}"
+                            f"of the source class{'' if e.name in done else ' (not run yet)'}"
                             for e in exps) or "empty", display=False)
 if len(all_tab):
     wide = all_tab.pivot_table(index="method", columns="trigger", values=["ASR %", "clean acc %", "FN"],

@@ -58,9 +58,6 @@ PAPER_TABLE1: dict[tuple[str, int], dict[str, tuple[float, float]]] = {
     ("9/2", 20): {"none": (94.7, 99.1), "SS": (94.3, 0.0), "AC": (93.1, 98.9), "ITLM": (94.1, 99.1),
                   "TW": (93.1, 0.0)},
 }
-#: Our method names -> the paper's column names.
-PAPER_COLUMN = {"none": "none", "Ensembles of weak learners": "TW", "ITLM": "ITLM", "Spectral Signatures": "SS",
-                "Activation Clustering": "AC"}
 
 
 def itlm_keep_ratio(rate: float) -> float:

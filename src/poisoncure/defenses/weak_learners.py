@@ -340,10 +340,12 @@ class WeakLearnerEnsemble:
         rows, preds = res.value
         return Component(bag, e, rows, len(active), preds, float(res.info.get("seconds", 0.0)))
 
-    def components(self, model_fn: ModelFactory, train: ImageSet, model_key: str) -> list[Component]:
-        """Every bag's ISPL components and weak learners (cached one by one)."""
+    def components(self, model_fn: ModelFactory, train: ImageSet, model_key: str,
+                   digest: str | None = None) -> list[Component]:
+        """Every bag's ISPL components and weak learners (cached one by one). ``digest`` is
+        :func:`data_digest` of ``train`` when the caller has it already."""
         cfg = self.config
-        digest = data_digest(train)
+        digest = digest or data_digest(train)
         out = []
         bar = tqdm(total=cfg.bags * cfg.components, desc="weak learners", unit="learner",
                    disable=not self.progress)
@@ -386,11 +388,12 @@ class WeakLearnerEnsemble:
                              f"({cfg.min_active})")
         seconds: dict[str, float] = {}
         start = time.perf_counter()
-        comps = self.components(model_fn, train, model_key)
+        digest = data_digest(train)
+        comps = self.components(model_fn, train, model_key, digest)
         seconds["components"] = round(time.perf_counter() - start, 1)
         preds = np.stack([c.preds for c in comps])
         vote = vote_keep(preds, train.y, len(train.classes), cfg.min_count, cfg.seed)
-        key = {"data": data_digest(train), "model": model_key, "config": dataclasses.asdict(cfg),
+        key = {"data": digest, "model": model_key, "config": dataclasses.asdict(cfg),
                "vote": hashlib.sha256(vote.tobytes()).hexdigest()}
 
         def build(folder):
