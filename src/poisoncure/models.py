@@ -1,8 +1,12 @@
-"""Models: a small fast CNN for CPU profiles and the CIFAR ResNet-18 / VGG-19 of the paper (SPEC §2.4).
+"""Models: a small fast CNN and a whitened fast network for CPU profiles, and the CIFAR ResNet-18 / VGG-19 of the
+paper (SPEC §2.4).
 
 Every model starts with a :class:`Normalize` layer, so models take images in [0, 1] pixel space and input
 gradients, triggers and counter-poison perturbations all live in that same space (SPEC §2.4, choice).
-The ResNet-18 and VGG-19 follow the layer plan of the public ``kuangliu/pytorch-cifar`` models the paper
+The whitened network (:func:`whitened_net`) follows the layer plan K. Jordan describes for airbench ("94% on
+CIFAR-10 in 3.29 seconds on a single GPU", arXiv:2404.00498): a frozen 2x2 patch-whitening convolution fitted to the
+training images, then three conv-pool-BN groups; the code is our own. The ResNet-18 and VGG-19 follow the layer
+plan of the public ``kuangliu/pytorch-cifar`` models the paper
 used (3x3 stem, no max-pool; VGG config 'E' with batch norm); the code here is our own.
 """
 
@@ -11,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -67,6 +72,114 @@ def small_cnn(num_classes: int = 10, width: int = 32) -> Classifier:
         nn.AdaptiveMaxPool2d(1), nn.Flatten(),
     )
     return Classifier(features, 8 * w, num_classes)
+
+
+class PatchWhitening(nn.Module):
+    """A frozen convolution whose filters whiten the ``patch`` x ``patch`` patches of its input (ZCA-like, in the
+    eigenbasis of their covariance): ``2 · C · patch²`` output channels, each eigenvector with both signs, scaled
+    by ``1 / sqrt(eigenvalue + eps)``, and a bias that centres the outputs. No padding (32 -> 31 pixels).
+
+    Its filters are buffers, not parameters: the optimiser never changes them and :func:`train.reinitialise` keeps
+    them. They are fitted once, before training, by :meth:`fit` (``train.fit`` calls it on an unfitted model with up
+    to 5,000 of its training images). A pixel of a colour that natural images rarely have — the one-pixel trigger —
+    lies along the low-variance directions, which whitening scales *up*: the network sees it loudly from its first
+    layer on (chapter 2 measures this)."""
+
+    def __init__(self, channels: int = 3, patch: int = 2, eps: float = 5e-4):
+        super().__init__()
+        self.patch, self.eps = patch, eps
+        dim = channels * patch * patch
+        self.register_buffer("weight", torch.zeros(2 * dim, channels, patch, patch))
+        self.register_buffer("bias", torch.zeros(2 * dim))
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+        self._fitted = False  # a Python copy of ``fitted``: no device synchronisation in forward
+
+    @torch.no_grad()
+    def fit(self, x: torch.Tensor) -> PatchWhitening:
+        """Fit the filters to a batch ``x`` (N, C, H, W) of inputs to this layer (already normalised)."""
+        p = self.patch
+        c = self.weight.shape[1]
+        patches = x.float().unfold(2, p, 1).unfold(3, p, 1)  # N, C, H', W', p, p
+        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * p * p).double()
+        mean = patches.mean(0)
+        centred = patches - mean
+        cov = centred.T @ centred / len(centred)
+        eigval, eigvec = torch.linalg.eigh(cov)
+        filters = (eigvec.T / torch.sqrt(eigval.clamp_min(0) + self.eps)[:, None])  # rows: scaled eigenvectors
+        filters = torch.cat([filters, -filters])
+        self.weight.copy_(filters.reshape(-1, c, p, p).to(self.weight))
+        self.bias.copy_((-(filters @ mean)).to(self.bias))
+        self.fitted.fill_(True)
+        self._fitted = True
+        return self
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._fitted = bool(self.fitted)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._fitted:
+            raise RuntimeError("PatchWhitening is not fitted: call fit() on training images first (train.fit "
+                               "does this for an untrained model)")
+        return F.conv2d(x, self.weight.to(x.dtype), self.bias.to(x.dtype))
+
+
+def _frozen_scale_bn(channels: int) -> nn.BatchNorm2d:
+    """Batch norm with its scale fixed at 1 (only the shift is learned), as in airbench."""
+    bn = nn.BatchNorm2d(channels, momentum=0.2)
+    bn.weight.requires_grad_(False)
+    return bn
+
+
+def _whitened_group(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.MaxPool2d(2), _frozen_scale_bn(cout),
+                         nn.GELU(), nn.Conv2d(cout, cout, 3, 1, 1, bias=False), _frozen_scale_bn(cout), nn.GELU())
+
+
+def whitened_net(num_classes: int = 10, width: int = 32, widths: tuple[int, int, int] | None = None) -> Classifier:
+    """The whitened fast network: :class:`PatchWhitening` (2x2, 24 channels) and GELU, then three groups of
+    conv3x3 -> max-pool -> BN -> GELU -> conv3x3 -> BN -> GELU (31 -> 15 -> 7 -> 3 pixels, BN scales frozen),
+    global max-pooling and the linear head. ``widths`` default to ``(width, 4·width, 4·width)``: 16/64/64 at
+    ``width=16`` (0.16 M parameters), 32/128/128 (0.63 M), 64/256/256 (2.5 M, about airbench's size).
+
+    Its whitening filters are fitted to the training images when training starts (:func:`train.fit`)."""
+    w1, w2, w3 = widths if widths is not None else (width, 4 * width, 4 * width)
+    if min(w1, w2, w3) < 1:
+        raise ValueError(f"widths must be positive, got {(w1, w2, w3)}")
+    whiten = PatchWhitening(3, 2)
+    features = nn.Sequential(
+        whiten, nn.GELU(),
+        _whitened_group(whiten.weight.shape[0], w1), _whitened_group(w1, w2), _whitened_group(w2, w3),
+        nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+    )
+    return Classifier(features, w3, num_classes)
+
+
+def unfitted_whitening(model: nn.Module) -> list[PatchWhitening]:
+    """The :class:`PatchWhitening` layers of ``model`` that still need :meth:`PatchWhitening.fit`."""
+    return [m for m in model.modules() if isinstance(m, PatchWhitening) and not m._fitted]
+
+
+@torch.no_grad()
+def fit_whitening(model: nn.Module, x: torch.Tensor) -> int:
+    """Fit every unfitted :class:`PatchWhitening` layer of ``model`` to what reaches it when ``x`` (N, C, H, W),
+    images in [0, 1], passes through the model once in eval mode. Returns how many layers were fitted."""
+    layers = unfitted_whitening(model)
+    if not layers:
+        return 0
+
+    def fit_on_input(layer, args):
+        layer.fit(args[0])
+
+    handles = [layer.register_forward_pre_hook(fit_on_input) for layer in layers]
+    was_training = model.training
+    try:
+        model.eval()(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return len(layers)
 
 
 class BasicBlock(nn.Module):
@@ -155,7 +268,8 @@ def pool_cnn(kind: str = "I", num_classes: int = 10, image_size: int = 32, dropo
 
 
 #: The CIFAR-10 recipes' models (``experiments.Recipe.model``); the pool CNNs are built with :func:`pool_cnn`.
-MODELS: dict[str, Callable[..., Classifier]] = {"small_cnn": small_cnn, "resnet18": resnet18, "vgg19": vgg19}
+MODELS: dict[str, Callable[..., Classifier]] = {"small_cnn": small_cnn, "whitened_net": whitened_net,
+                                               "resnet18": resnet18, "vgg19": vgg19}
 
 
 def build_model(name: str, num_classes: int = 10, **kwargs) -> Classifier:

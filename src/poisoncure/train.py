@@ -22,9 +22,11 @@ from tqdm import tqdm
 from . import metrics
 from .attacks import AttackSpec, triggered_test_set
 from .data import ImageSet
+from .models import fit_whitening, unfitted_whitening
 
 AUGMENTATIONS = ("crop_flip", "flip", "none")
 SCHEDULES = ("onecycle", "cosine", "constant")
+WHITENING_IMAGES = 5000  #: training images a whitened network's first layer is fitted to
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -156,6 +158,9 @@ def fit(model: nn.Module, images: ImageSet, cfg: TrainConfig, device: str | torc
     ``offsets`` (M, 3, H, W) float and ``offset_index`` (N,) int optionally add ``offsets[offset_index[i]]`` to
     image ``i`` (in [0, 1] units, then clipped to [0, 1]) each time it is drawn; ``-1`` means no offset. This
     is how the counter-poison copies of the neutralization step are trained on without storing them.
+
+    A model with an unfitted :class:`models.PatchWhitening` layer (a new :func:`models.whitened_net`) first has it
+    fitted to ``WHITENING_IMAGES`` training images drawn with ``cfg.seed``; a fitted one (fine-tuning) keeps it.
     """
     dev = resolve_device(device)
     table, which = _check_offsets(offsets, offset_index, images)
@@ -164,6 +169,9 @@ def fit(model: nn.Module, images: ImageSet, cfg: TrainConfig, device: str | torc
     model.to(dev).to(memory_format=torch.channels_last).train()
     x_all = torch.from_numpy(images.x)
     y_all = torch.from_numpy(images.y)
+    if unfitted_whitening(model):  # a whitened network's first layer is fitted to its training images, once
+        sample = torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg.seed))[:WHITENING_IMAGES]
+        fit_whitening(model, to_float(x_all[sample].to(dev)))
     if dev.type == "cuda":
         x_all, y_all = x_all.to(dev), y_all.to(dev)
         if table is not None:

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The paper's main grid on one GPU in one command (issue: "one short GPU run for the paper's scale"):
+# the `gpu` profile (whitened fast network) with every defense of the grid and Spectral Signatures' retraining,
+# as SHARDS processes sharing the GPU. Results go to $RESULTS/gpu/main/*.json and a tar of them; the runner
+# resumes, so a second call finishes what a first one left.
+#
+#   RESULTS=/tmp/res TAR=/tmp/gpu-main.tar.gz SHARDS=6 LIMIT=480 bash bench/gpu_grid.sh
+#
+# Without the project installed it runs from src/ (PYTHONPATH); CIFAR-10 comes from POISONCURE_CIFAR10 or shared/.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+RESULTS=${RESULTS:-results}
+SHARDS=${SHARDS:-6}
+LIMIT=${LIMIT:-480}
+TAR=${TAR:-$RESULTS/gpu-main.tar.gz}
+mkdir -p "$RESULTS/gpu/logs"
+PY=${PY:-python3}
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+start=$(date +%s)
+$PY - <<'PY'
+import torch
+from poisoncure import data, provenance
+print("device:", provenance.device_name("cuda" if torch.cuda.is_available() else "cpu"), "torch", torch.__version__)
+data.load_cifar10(download=False)  # decoded once into the cache before the shards start
+PY
+echo "data ready after $(( $(date +%s) - start )) s"
+pids=()
+for k in $(seq 1 "$SHARDS"); do
+  timeout "$LIMIT" $PY -m poisoncure.reproduce --profile gpu --grid main --shard "$k/$SHARDS" \
+    --results "$RESULTS" > "$RESULTS/gpu/logs/shard$k.log" 2>&1 &
+  pids+=($!)
+done
+rc=0
+for p in "${pids[@]}"; do wait "$p" || rc=$?; done
+echo "grid finished after $(( $(date +%s) - start )) s (last non-zero exit: $rc)"
+ls "$RESULTS/gpu/main" | wc -l
+tail -n 3 "$RESULTS"/gpu/logs/shard*.log
+tar -C "$RESULTS" -czf "$TAR" gpu
+exit "$rc"
