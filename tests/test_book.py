@@ -1,5 +1,6 @@
 """Checks on the built book (run by `python3 tasks.py test` after the build; marker `book`)."""
 
+import json
 import os
 import shutil
 
@@ -42,11 +43,15 @@ def test_the_check_fails_when_a_figure_is_missing(html_dir, tmp_path):
     assert any("02_attack" in p and "figures" in p for p in problems)
 
 
-def test_pages_have_no_error_output(html_dir):
-    for page in (html_dir / "book" / "chapters").glob("*.html"):
-        text = page.read_text()
-        assert "Traceback (most recent call last)" not in text, page.name
-        assert "output stderr" not in text or "Error" not in text, page.name
+def test_pages_and_notebooks_have_no_error_output(html_dir):
+    """No traceback on a page nor in an executed notebook's stderr (which the pages do not show)."""
+    pages = list((html_dir / "book" / "chapters").glob("*.html"))
+    assert len(pages) >= len(book.notebook_sources())
+    for page in pages:
+        assert "Traceback (most recent call last)" not in page.read_text(), page.name
+    for name in book.notebook_sources():
+        nb = json.loads((book.chapters_dir() / f"{name}.ipynb").read_text())
+        assert book.stderr_problems(nb) == [], name
 
 
 # ------------------------------------------------------------------ the pages in a real browser
@@ -72,7 +77,8 @@ def test_every_page_renders_in_a_browser(html_dir):
     by_page = {r.page: r for r in reports}
     assert by_page["book/chapters/01_theory_toy.html"].math > 0  # the theory chapter is all formulas
     assert all(r.images > 0 for p, r in by_page.items() if "/chapters/" in p)
-    assert all((book.build_dir() / "screenshots").glob("*.png"))
+    shots = list((book.build_dir() / "screenshots").glob("*.png"))
+    assert len(shots) >= len(reports) and all(p.stat().st_size > 0 for p in shots), (len(shots), len(reports))
 
 
 def test_the_browser_check_fails_when_a_figure_is_removed(html_dir, tmp_path):

@@ -86,3 +86,84 @@ def test_canonical_config_handles_dataclasses_and_rejects_objects():
         canonical({"f": object()})
     with pytest.raises(ValueError, match="kind"):
         Cache().entry_path("bad/kind", {})
+
+
+# ------------------------------------------------------------------ the code behind an entry is part of its key
+def _package_copy(tmp_path):
+    import shutil
+
+    from poisoncure import cache as cache_mod
+
+    copy = tmp_path / "poisoncure"
+    shutil.copytree(cache_mod.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    return copy
+
+
+def test_editing_one_line_of_train_py_changes_the_models_cache_key(tmp_path):
+    """A model cached by one training code is never loaded by another: the key hashes the package's source."""
+    from poisoncure import experiments
+    from poisoncure.cache import code_fingerprint
+
+    copy = _package_copy(tmp_path)
+    before = code_fingerprint(copy)
+    assert before == code_fingerprint()  # the copy is the installed source
+    train_py = copy / "train.py"
+    text = train_py.read_text()
+    train_py.write_text(text.replace("    epochs: int = 4\n", "    epochs: int = 5\n", 1))
+    assert train_py.read_text() != text
+    after = code_fingerprint(copy)
+    assert after != before
+    recipe = experiments.Recipe().cache_config()
+    old_key = Cache(tmp_path, version=f"0.1.0+{before[:16]}").entry_path("model", recipe)
+    new_key = Cache(tmp_path, version=f"0.1.0+{after[:16]}").entry_path("model", recipe)
+    assert old_key != new_key
+    # presentation modules are not part of it: a figure change retrains nothing
+    (copy / "plots.py").write_text((copy / "plots.py").read_text() + "\n# a comment\n")
+    assert code_fingerprint(copy) == after
+
+
+def test_an_entry_built_by_other_code_is_stale_and_rebuilt(tmp_path):
+    calls = []
+    Cache(tmp_path, version="0.1.0+aaaa").get_or_build("thing", {"a": 1}, _builder(calls), _load)
+    again = Cache(tmp_path, version="0.1.0+bbbb").get_or_build("thing", {"a": 1}, _builder(calls), _load)
+    assert len(calls) == 2 and not again.hit
+
+
+def test_no_computing_module_imports_a_presentation_module():
+    """The fingerprint leaves PRESENTATION out; that is safe only while no computing module depends on one."""
+    import ast
+
+    from poisoncure.cache import PACKAGE_DIR, PRESENTATION
+
+    banned = {name.removesuffix(".py") for name in PRESENTATION}
+    offenders = []
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        rel = path.relative_to(PACKAGE_DIR).as_posix()
+        if rel in PRESENTATION:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [a.name for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            for n in names:
+                if n.split(".")[-1] in banned:
+                    offenders.append(f"{rel} imports {n}")
+    assert offenders == []
+
+
+def test_record_artifacts_lists_each_entry_once_with_the_provenance_of_its_build(cache):
+    from poisoncure.cache import record_artifacts
+
+    calls = []
+    cache.get_or_build("thing", {"a": 1}, _builder(calls), _load)  # built outside: not listed
+    with record_artifacts() as used:
+        cache.get_or_build("thing", {"a": 1}, _builder(calls), _load)
+        cache.get_or_build("thing", {"a": 2}, _builder(calls), _load)
+        cache.get_or_build("thing", {"a": 2}, _builder(calls), _load)
+    assert [u["from_cache"] for u in used] == [True, False]
+    assert all(u["kind"] == "thing" and u["commit"] and u["device"] and u["seconds"] >= 0 for u in used)
+    with record_artifacts() as later:
+        pass
+    assert later == []

@@ -5,10 +5,12 @@ import torch
 from poisoncure import metrics, models, train
 
 
-@pytest.mark.parametrize("name, kwargs", [("small_cnn", {}), ("resnet18", {"width": 8}), ("vgg19", {})])
+@pytest.mark.parametrize("name, kwargs", [("small_cnn", {}), ("whitened_net", {"width": 8}), ("resnet18", {"width": 8}),
+                                          ("vgg19", {})])
 def test_models_map_pixel_images_to_logits(name, kwargs):
     m = models.build_model(name, **kwargs).eval()
     x = torch.rand(2, 3, 32, 32)
+    models.fit_whitening(m, torch.rand(16, 3, 32, 32))
     assert m(x).shape == (2, 10)
     assert m.embed(x).ndim == 2
 
@@ -88,3 +90,39 @@ def test_a_poisoned_model_learns_the_backdoor_and_a_clean_one_does_not(tiny_mode
     assert m_p.clean_accuracy > 35  # chance is 10%
     assert m_p.attack_success_rate > 80
     assert m_c.attack_success_rate < 20
+
+
+# ------------------------------------------------------------------------------------ the whitened network
+def test_whitening_decorrelates_patches_and_is_fitted_once():
+    """After fitting, the whitening layer's outputs on the fitting images have unit variance and no correlation
+    (its first half of channels; the second half are their negatives)."""
+    torch.manual_seed(0)
+    net = models.whitened_net(width=8)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        net(torch.rand(2, 3, 32, 32))
+    base = torch.rand(64, 3, 32, 32)
+    x = (base + 0.5 * base.roll(1, dims=2)).clamp(0, 1)  # correlated neighbouring pixels
+    assert models.fit_whitening(net, x) == 1 and models.fit_whitening(net, x) == 0
+    white = net.features[0]
+    out = white(net.normalize(x))[:, :12].permute(0, 2, 3, 1).reshape(-1, 12).double()
+    cov = torch.cov(out.T)
+    torch.testing.assert_close(cov, torch.eye(12, dtype=torch.float64), atol=0.02, rtol=0)
+    torch.testing.assert_close(out.mean(0), torch.zeros(12, dtype=torch.float64), atol=1e-3, rtol=0)
+
+
+def test_whitening_survives_saving_reinitialising_and_is_not_trained():
+    torch.manual_seed(0)
+    net = models.whitened_net(width=4)
+    imgs = train.ImageSet(np.random.default_rng(0).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8),
+                          np.repeat(np.arange(10), 4))
+    train.fit(net, imgs, train.TrainConfig(epochs=1, batch_size=20), "cpu", progress=False)  # fits it first
+    weight = net.features[0].weight.clone()
+    assert weight.abs().sum() > 0 and not any(p is net.features[0].weight for p in net.parameters())
+    train.fit(net, imgs, train.TrainConfig(epochs=1, batch_size=20, seed=3), "cpu", progress=False)
+    torch.testing.assert_close(net.features[0].weight, weight)  # fine-tuning keeps the fitted filters
+    train.reinitialise(net, seed=1)
+    torch.testing.assert_close(net.features[0].weight, weight)  # "from scratch" keeps them too
+    fresh = models.whitened_net(width=4)
+    fresh.load_state_dict(net.state_dict())
+    assert models.unfitted_whitening(fresh) == []
+    torch.testing.assert_close(fresh.eval()(torch.ones(1, 3, 32, 32)), net.eval()(torch.ones(1, 3, 32, 32)))

@@ -98,3 +98,12 @@ def test_every_chapter_ends_with_exercises_and_folded_solutions(name):
     solutions = text[text.index(":::{admonition} Solutions", exercises):]
     assert "# :class: dropdown" in solutions
     assert len(re.findall(r"^# \d\. ", solutions, re.M)) == len(items)
+
+
+def test_a_traceback_on_stderr_is_a_problem_of_the_chapter():
+    """The pages drop stderr (nb_output_stderr: remove): the check reads it from the executed notebook."""
+    ok = {"cells": [{"outputs": [{"output_type": "stream", "name": "stderr", "text": "training: 100%|###|\n"}]}]}
+    bad = {"cells": [{"outputs": []}, {"outputs": [{"output_type": "stream", "name": "stderr", "text": [
+        "Traceback (most recent call last):\n", "  File \"x.py\", line 1\n", "ValueError: boom\n"]}]}]}
+    assert book.stderr_problems(ok) == []
+    assert book.stderr_problems(bad) == ["cell 1: stderr traceback (ValueError: boom)"]

@@ -188,3 +188,38 @@ def test_engines_give_the_sequential_results(tmp_path, engine, options):
 def test_unknown_engine_raises(tmp_path):
     with pytest.raises(ValueError, match="engine"):
         run("smoke", ["main"], root=tmp_path, progress=False, runners=fake_runners([]), engine="dask")
+
+
+def test_provenance_text_says_when_artifacts_came_from_another_commit():
+    def rec(commit, artifacts):
+        prov = {"device": "CPU", "commit": commit, "wall_seconds": 60}
+        if artifacts is not None:
+            prov["artifacts"] = artifacts
+        return {"provenance": prov}
+
+    same = rec("abc1234", [{"kind": "model", "commit": "abc1234"}])
+    assert "another commit" not in reproduce.provenance_text([same])
+    other = rec("abc1234", [{"kind": "model", "commit": "fff0000"}, {"kind": "gradients", "commit": "abc1234"}])
+    text = reproduce.provenance_text([same, other])
+    assert "1 cached artifacts were computed at another commit" in text and "fff0000" in text
+    assert "1 of 2 files were written before" in reproduce.provenance_text([same, rec("abc1234", None)])
+
+
+def test_execute_lists_the_cached_artifacts_a_runner_used(tmp_path, monkeypatch):
+    from poisoncure.cache import Cache
+
+    monkeypatch.setenv("POISONCURE_CACHE", str(tmp_path))
+
+    def runner(params, device="auto", data=None, progress=False):
+        def build(folder):
+            (folder / "x.txt").write_text("x")
+
+        Cache().get_or_build("model", {"seed": params["recipe"]["seed"]}, build, lambda f: None)
+        return {"value": 1}, {}
+
+    (exp,) = plan("smoke", ["main"])
+    first = reproduce.execute("smoke", exp, runners={"main": runner})["provenance"]
+    second = reproduce.execute("smoke", exp, runners={"main": runner})["provenance"]
+    assert [a["from_cache"] for a in first["artifacts"]] == [False]
+    assert [a["from_cache"] for a in second["artifacts"]] == [True]
+    assert second["artifacts"][0]["commit"] == first["commit"] and second["artifacts"][0]["key"]

@@ -288,9 +288,25 @@ def _outputs(nb: dict) -> tuple[int, int, list[str]]:
     return images, tables, errors
 
 
+def stderr_problems(nb: dict) -> list[str]:
+    """Tracebacks an executed notebook wrote to stderr (the rendered pages drop stderr, ``nb_output_stderr:
+    remove``, so this is read from the notebook itself): each as ``cell <n>: <last line of the traceback>``."""
+    problems = []
+    for i, cell in enumerate(nb.get("cells", [])):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                text = out.get("text", "")
+                text = "".join(text) if isinstance(text, list) else text
+                if "Traceback (most recent call last)" in text:
+                    last = [line for line in text.strip().splitlines() if line.strip()][-1]
+                    problems.append(f"cell {i}: stderr traceback ({last.strip()})")
+    return problems
+
+
 def check(html_dir: Path | None = None) -> list[str]:
     """Problems with the built HTML: a chapter page missing, fewer figures or tables on a page than its
-    executed notebook produced, an image file missing or empty, an error output, or a traceback."""
+    executed notebook produced, an image file missing or empty, an error output, a traceback on the page or in
+    the notebook's stderr."""
     html_dir = html_dir or build_dir() / "html"
     problems = []
     for name in notebook_sources():
@@ -304,6 +320,7 @@ def check(html_dir: Path | None = None) -> list[str]:
             continue
         n_img, n_tab, errors = _outputs(json.loads(executed.read_text()))
         problems += [f"{name}: error output {e}" for e in errors]
+        problems += [f"{name}: {e}" for e in stderr_problems(json.loads(executed.read_text()))]
         html = page.read_text()
         srcs = re.findall(r'<img[^>]+src="([^"]+)"', html)
         srcs = [s for s in srcs if "_images/" in s or s.startswith("data:image")]

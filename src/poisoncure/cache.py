@@ -1,9 +1,18 @@
-"""Artifact cache keyed by a hash of the full config.
+"""Artifact cache keyed by a hash of the full config and of the code that computes it.
 
 Heavy artifacts (decoded data, trained models, input gradients) are stored under
 ``<cache root>/<kind>/<key>/`` where ``key`` is the SHA-256 of the canonical JSON of
-``{kind, config, library version}``. Each entry holds its payload files and a ``manifest.json`` that
+``{kind, config, code version}``. Each entry holds its payload files and a ``manifest.json`` that
 records the config, the SHA-256 of every payload file and the provenance of the run that made it.
+
+**The code version** is the package version plus a fingerprint of the package's computing source
+(:func:`code_fingerprint`): the SHA-256 of every ``.py`` file under ``src/poisoncure`` except the presentation
+modules of :data:`PRESENTATION` (book building, the browser check, plots, parameter rules, the paper's typed
+numbers), which compute no artifact. We fingerprint the whole computing package rather than each artifact's own
+modules because the import graph between them (a defense calling a training helper calling a model) is easy to
+get wrong by hand and a missed edge would let a changed computation reuse a stale artifact; the price is that any
+change to a computing module recomputes every artifact once. A test checks that no computing module imports a
+presentation module, so the exclusion cannot hide a dependency.
 
 Guarantees:
 
@@ -22,13 +31,21 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
-from . import __version__, paths
+from . import __version__, paths, provenance
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+#: modules that compute no cached artifact (presentation, book tooling, typed paper numbers): left out of the
+#: code fingerprint so that editing a figure or a page does not retrain the models
+PRESENTATION = ("book.py", "browser.py", "plots.py", "parameters.py", "paper.py", "paper_tables.py")
 
 T = TypeVar("T")
 MANIFEST = "manifest.json"
@@ -55,8 +72,28 @@ def canonical(config: Any) -> Any:
     raise TypeError(f"config value {config!r} of type {type(config).__name__} is not JSON-serialisable")
 
 
-def config_hash(kind: str, config: Any, version: str = __version__) -> str:
-    """SHA-256 (hex) of the canonical JSON of ``{kind, config, version}``."""
+def code_fingerprint(package_dir: Path = PACKAGE_DIR) -> str:
+    """SHA-256 (hex) of the package's computing source: every ``.py`` file under ``package_dir`` but
+    :data:`PRESENTATION`, by relative path and content, in sorted order."""
+    digest = hashlib.sha256()
+    for path in sorted(package_dir.rglob("*.py")):
+        rel = path.relative_to(package_dir).as_posix()
+        if rel in PRESENTATION or "__pycache__" in rel:
+            continue
+        digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """``<package version>+<first 16 hex digits of code_fingerprint()>``: what cache keys hash as the version."""
+    return f"{__version__}+{code_fingerprint()[:16]}"
+
+
+def config_hash(kind: str, config: Any, version: str | None = None) -> str:
+    """SHA-256 (hex) of the canonical JSON of ``{kind, config, version}`` (``version`` defaults to
+    :func:`code_version`)."""
+    version = code_version() if version is None else version
     blob = json.dumps({"kind": kind, "config": canonical(config), "version": version},
                       sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -75,6 +112,35 @@ def file_sha256(path: Path) -> str:
     return file_digest(path, "sha256")
 
 
+#: open :func:`record_artifacts` lists (innermost last); every entry read or built is appended to each
+_RECORDERS: list[list[dict[str, Any]]] = []
+
+
+@contextmanager
+def record_artifacts() -> Iterator[list[dict[str, Any]]]:
+    """``with record_artifacts() as used: ...``: ``used`` lists every cache entry read or built inside the block,
+    once each, with its own provenance (``kind``, ``key``, ``from_cache``, and the ``commit``, ``device``,
+    ``created`` and build ``seconds`` of the run that built it). A result file keeps this list, so a number computed
+    from an artifact made at another commit says so."""
+    used: list[dict[str, Any]] = []
+    _RECORDERS.append(used)
+    try:
+        yield used
+    finally:
+        _RECORDERS.remove(used)
+
+
+def _note_use(kind: str, entry: Path, manifest: dict[str, Any], hit: bool) -> None:
+    if not _RECORDERS:
+        return
+    built = manifest.get("built") or {}
+    row = {"kind": kind, "key": entry.name, "from_cache": hit,
+           **{k: built.get(k) for k in ("commit", "device", "created", "seconds")}}
+    for used in _RECORDERS:
+        if not any(u["kind"] == kind and u["key"] == entry.name for u in used):
+            used.append(row)
+
+
 @dataclass
 class CacheResult(Generic[T]):
     """What :meth:`Cache.get_or_build` returns."""
@@ -90,11 +156,12 @@ class CacheResult(Generic[T]):
 
 
 class Cache:
-    """A folder of verified, atomically written artifacts. ``root`` defaults to :func:`paths.cache_root`."""
+    """A folder of verified, atomically written artifacts. ``root`` defaults to :func:`paths.cache_root`,
+    ``version`` to :func:`code_version` (a code change makes every older entry stale)."""
 
-    def __init__(self, root: str | Path | None = None, version: str = __version__):
+    def __init__(self, root: str | Path | None = None, version: str | None = None):
         self.root = Path(root) if root is not None else paths.cache_root()
-        self.version = version
+        self.version = code_version() if version is None else version
 
     def entry_path(self, kind: str, config: Any) -> Path:
         if not kind or not kind.replace("-", "").replace("_", "").isalnum():
@@ -145,25 +212,33 @@ class Cache:
         if entry.exists():
             try:
                 manifest = self._verify(entry, kind, config)
-                return CacheResult(load(entry), manifest, entry, hit=True)
+                result = CacheResult(load(entry), manifest, entry, hit=True)
+                _note_use(kind, entry, manifest, hit=True)
+                return result
             except Exception as err:  # corrupt, stale or unloadable: never trusted
                 warnings.warn(f"cache entry {entry} is unusable ({err}); rebuilding it", CacheWarning,
                               stacklevel=2)
         manifest = self._build(entry, kind, config, build)
-        return CacheResult(load(entry), manifest, entry, hit=False)
+        result = CacheResult(load(entry), manifest, entry, hit=False)
+        _note_use(kind, entry, manifest, hit=False)
+        return result
 
     def _build(self, entry: Path, kind: str, config: Any,
                build: Callable[[Path], dict[str, Any] | None]) -> dict[str, Any]:
         entry.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{entry.name}-", dir=entry.parent))
         try:
+            start = time.perf_counter()
             info = build(tmp) or {}
+            seconds = time.perf_counter() - start
             files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
             if not files:
                 raise RuntimeError(f"the builder for {kind!r} wrote no payload file")
             manifest = {"kind": kind, "key": config_hash(kind, config, self.version),
                         "config": canonical(config), "version": self.version, "files": files,
-                        "info": canonical(info)}
+                        "info": canonical(info),
+                        "built": {"commit": provenance.git_commit(), "device": provenance.device_name(),
+                                  "created": provenance.collect()["created"], "seconds": round(seconds, 2)}}
             with open(tmp / MANIFEST, "w") as fh:
                 json.dump(manifest, fh, indent=1, sort_keys=True)
                 fh.flush()

@@ -430,7 +430,34 @@ def provenance_text(records: list[dict[str, Any]]) -> str:
     commits = ", ".join(sorted({r["provenance"]["commit"][:7] for r in records}))
     minutes = sum(r["provenance"]["wall_seconds"] for r in records) / 60
     return (f"run on {devices} at commit {commits}, {minutes:.0f} minutes of wall time in all "
-            f"(each file holds its own stage times)")
+            f"(each file holds its own stage times){artifact_text(records)}")
+
+
+def artifact_text(records: list[dict[str, Any]]) -> str:
+    """The clause :func:`provenance_text` adds on the cached artifacts (models, scans) behind a set of records:
+    which were computed at another commit than the record that used them, and which files predate the artifact
+    list (their artifacts' commits were not recorded)."""
+    other: set[str] = set()
+    n_other = unrecorded = 0
+    for r in records:
+        arts = r["provenance"].get("artifacts")
+        if arts is None:
+            unrecorded += 1
+            continue
+        mine = r["provenance"]["commit"]
+        for a in arts:
+            if a.get("commit") and a["commit"] != mine:
+                n_other += 1
+                other.add(a["commit"][:7])
+    parts = []
+    if n_other:
+        parts.append(f"{n_other} cached artifacts were computed at another commit than the file naming them "
+                     f"({', '.join(sorted(other))}; each file lists its artifacts' own provenance)")
+    if unrecorded:
+        parts.append(f"{unrecorded} of {len(records)} files were written before result files listed their cached "
+                     f"artifacts: their models and scans may have been computed at an earlier commit than the one "
+                     f"named")
+    return "; " + "; ".join(parts) if parts else ""
 
 
 def reverse_table(records: list[dict[str, Any]]):
@@ -465,15 +492,17 @@ def execute(profile: str, exp: Experiment, device: str = "auto", runners: dict |
             ) -> dict[str, Any]:
     """Run one experiment where this function is called (this process, a Ray worker or a Slurm job) and return
     its complete record with provenance (device, versions, stage times); :func:`write_result` stores it."""
+    from .cache import record_artifacts
+
     runners = runners or RUNNERS
-    with provenance.stopwatch() as t:
+    with provenance.stopwatch() as t, record_artifacts() as artifacts:
         results, stages = runners[exp.grid](exp.params, device=device, data=data, progress=False)
     seed = (exp.params.get("recipe") or exp.params.get("suspect") or {}).get("seed")
     return {"format": FORMAT, "grid": exp.grid, "name": exp.name, "key": exp.key, "profile": profile,
             "params": exp.params, "results": results,
             "provenance": provenance.collect(resolve_device(device), seed=seed, stages=stages,
                                              wall_seconds=round(t["seconds"], 1),
-                                             versions=provenance.library_versions())}
+                                             versions=provenance.library_versions(), artifacts=artifacts)}
 
 
 def _local(profile, todo, device, runners, options) -> Iterator[tuple[Experiment, dict]]:

@@ -1,0 +1,77 @@
+"""Every grid of the runner, end to end, on a tiny configuration of its real plan: the real runner (the code that
+produced every committed result file) trains, defends and measures on real CIFAR-10, the record is written, read
+back and verified, and the chapter's table renders its row. Minutes in all on 2 cores (marker ``slow``)."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from poisoncure import data, paper_tables, reproduce, sweep
+from poisoncure.cache import canonical
+from poisoncure.reproduce import Experiment, execute, read_result, write_result
+
+pytestmark = pytest.mark.slow
+
+#: what makes an experiment tiny: 20 training images per class, one epoch, a width-8 network, few optimiser steps
+TINY_RECIPE = {"train_per_class": 20, "epochs": 1, "width": 8, "batch_size": 64}
+TINY_NESTED = {"nc_steps": 5, "clean_per_class": 5, "per_class": 2, "probes": 2, "warm_steps": 5,
+               "calibration_steps": 5, "steps": 5, "restarts": 1, "components": 2, "learner_epochs": 1,
+               "warmup_epochs": 1, "iter_epochs": 1, "min_active": 20, "spl_rounds": 1, "spl_epochs": 1,
+               "itlm_rounds": 1, "itlm_first_epochs": 1, "itlm_epochs": 1, "batch_size": 64}
+
+
+def tiny(exp: Experiment) -> Experiment:
+    """The experiment with the sizes of :data:`TINY_RECIPE` / :data:`TINY_NESTED` wherever its parameters have them."""
+    params = copy.deepcopy(exp.params)
+    params["recipe"].update(TINY_RECIPE)
+    for section in params.values():
+        if isinstance(section, dict) and section is not params["recipe"]:
+            section.update({k: v for k, v in TINY_NESTED.items() if k in section})
+    if "references" in params:
+        params["references"]["per_class"] = [20]
+    return Experiment(exp.grid, exp.name, params)
+
+
+def table_of(grid: str, records: list[dict], classes: tuple[str, ...]):
+    if grid == "main":
+        return paper_tables.experiment_rows(records)
+    if grid == "reverse":
+        return reproduce.reverse_table(records)
+    if grid == "sweep":
+        return sweep.point_table(records)
+    if grid == "hygiene":
+        from poisoncure import hygiene
+
+        return hygiene.results_table(records, classes)
+    from poisoncure import isolation
+
+    return isolation.method_table(records)
+
+
+@pytest.mark.parametrize("profile, grid, name", [
+    ("smoke", "main", "pair1-blend-*"), ("gpu", "main", "pair1-pixel-*"), ("smoke", "reverse", "chessboard-*"),
+    ("smoke", "sweep", "pair1-pixel-small_cnn-r0.1-*"), ("cpu-full", "hygiene", "cifar-badnets-*"),
+    ("smoke", "ensembles", "pair1-pixel-*")])
+def test_the_real_runner_writes_a_verified_record_and_its_table_row(cifar: data.Cifar10, tmp_path, monkeypatch,
+                                                                     profile, grid, name):
+    monkeypatch.setenv("POISONCURE_CACHE", str(tmp_path / "cache"))
+    (planned,) = reproduce.plan(profile, [grid], [name])
+    exp = tiny(planned)
+    record = execute(profile, exp, device="cpu", data=cifar)
+    path = exp.path(profile, tmp_path)
+    write_result(path, record)
+    back = read_result(path, exp)
+    assert back is not None and back["key"] == exp.key
+    same = json.dumps(canonical(back["results"]), sort_keys=True) == json.dumps(canonical(record["results"]),
+                                                                               sort_keys=True)  # NaN-safe
+    assert same
+    prov = back["provenance"]
+    assert prov["commit"] and prov["device"].startswith("CPU") and prov["wall_seconds"] > 0
+    # every cached artifact the run used is listed with its own provenance; a fresh cache built them all here
+    assert prov["artifacts"] and all(a["commit"] == prov["commit"] and not a["from_cache"] for a in prov["artifacts"])
+    assert {a["kind"] for a in prov["artifacts"]} & {"model", "hygiene_suspect"}, prov["artifacts"]
+    rows = table_of(grid, [back], cifar.train.classes)
+    assert len(rows) >= 1
