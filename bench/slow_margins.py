@@ -79,7 +79,8 @@ def main() -> None:
     for name, bar, side in BARS:
         worst = table[name].min() if side == "min" else table[name].max()
         ok = worst > bar if side == "min" else worst < bar
-        print(f"  {name:30s} worst {worst:7.2f}  bar {'>' if side == 'min' else '<'} {bar:5.1f}  {'ok' if ok else 'FAILS'}")
+        rel = ">" if side == "min" else "<"
+        print(f"  {name:30s} worst {worst:7.2f}  bar {rel} {bar:5.1f}  {'ok' if ok else 'FAILS'}")
     for name in ("target found", "base above others"):
         print(f"  {name:30s} in {int(table[name].sum())} of {len(table)} runs")
 

@@ -83,8 +83,8 @@ def test_metrics_values_and_errors():
 
 @pytest.mark.slow
 def test_a_poisoned_model_learns_the_backdoor_and_a_clean_one_does_not(tiny_models):
-    """The small CNN trained briefly on a 10-class subset (conftest): clean accuracy well above chance, the
-    blend backdoor works on the poisoned model and not on a clean one trained the same way."""
+    """The whitened network trained briefly on a 10-class subset (conftest): clean accuracy well above chance, the
+    one-pixel backdoor works on the poisoned model and not on a clean one trained the same way."""
     m_p = train.evaluate(tiny_models.poisoned, tiny_models.test, tiny_models.ps.spec, "cpu")
     m_c = train.evaluate(tiny_models.clean, tiny_models.test, tiny_models.ps.spec, "cpu")
     assert m_p.clean_accuracy > 35  # chance is 10%

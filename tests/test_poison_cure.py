@@ -131,8 +131,8 @@ def test_poison_cure_for_a_recipe_fine_tunes_with_its_augmentation_and_smoothing
 
 @pytest.mark.slow
 def test_the_defense_finds_filters_and_neutralizes_a_real_backdoor_and_leaves_a_clean_model_alone(tiny_models):
-    """End to end on the tiny blend-poisoned CNN (conftest): target class found, the filtered set beats chance by
-    far, and one epoch of counter-poison fine-tuning removes most of the backdoor. On the clean model
+    """End to end on the tiny one-pixel-poisoned whitened network (conftest): target class found, the filtered set
+    beats chance by far, and one epoch of counter-poison fine-tuning removes most of the backdoor. On the clean model
     trained the same way, no class is flagged."""
     ps = tiny_models.ps
     pc = PoisonCure(progress=False, device="cpu",
@@ -140,10 +140,11 @@ def test_the_defense_finds_filters_and_neutralizes_a_real_backdoor_and_leaves_a_
     res = pc.run(tiny_models.poisoned, ps.as_imageset())
     assert res.scan.poisoned and res.scan.target == ps.spec.target
     assert res.scan.ratio > 2
-    # the tiny model (45% clean accuracy) confuses automobile with truck; the true base must still score above
-    # the other labels' average (the smoke-profile model finds the base exactly: chapter 5)
-    m_others = np.delete(res.base.m, [ps.spec.target, ps.spec.base])
-    assert res.base.m[ps.spec.base] > m_others.mean()
+    # Not asserted here: which label the base scan names. On this 6,000-image one-pixel model it is not a property
+    # with margin (bench/slow_margins.py: the true base above the other labels' mean m in 4 of 6 seed x thread runs,
+    # z = -0.9 to 1.8), so it would make the test depend on the seed; the base scan's rule is tested on synthetic
+    # scores (test_gradients_signal) and its result on real models is measured by the runner's grids.
+    assert 0 <= res.base.base < 10 and res.base.base != ps.spec.target
     truth = ps.is_poison[res.filtering.rows]
     assert metrics.sensitivity(res.filtering.flagged, truth) > 80
     assert metrics.specificity(res.filtering.flagged, truth) > 80

@@ -107,3 +107,37 @@ def test_a_traceback_on_stderr_is_a_problem_of_the_chapter():
         "Traceback (most recent call last):\n", "  File \"x.py\", line 1\n", "ValueError: boom\n"]}]}]}
     assert book.stderr_problems(ok) == []
     assert book.stderr_problems(bad) == ["cell 1: stderr traceback (ValueError: boom)"]
+
+
+def test_a_failing_chapter_names_its_notebook_cell_and_traceback():
+    from papermill.exceptions import PapermillExecutionError
+
+    err = PapermillExecutionError(cell_index=7, exec_count=3, source="1/0", ename="ZeroDivisionError",
+                                  evalue="division by zero", traceback=["\x1b[31mTraceback\x1b[0m", "  line 1"])
+    report = book.execution_report("05_class_detection", err)
+    assert report.startswith("execution report: notebook 05_class_detection, cell 7 (execution count 3)")
+    assert "ZeroDivisionError: division by zero" in report and "Traceback" in report and "\x1b" not in report
+    assert "ValueError: bad" in book.execution_report("02_attack", ValueError("bad"))
+
+
+def test_reader_warnings_become_visible_notes_in_a_kernel(monkeypatch):
+    """Outside a kernel nothing is installed; inside one a CacheWarning is displayed as an HTML note."""
+    import warnings
+
+    from poisoncure import plots
+    from poisoncure.cache import CacheWarning
+
+    assert plots.show_reader_warnings() is False  # pytest is no IPython kernel
+    shown = []
+    import IPython
+    import IPython.display
+
+    monkeypatch.setattr(IPython, "get_ipython", lambda: object())
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj.data))
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
+    assert plots.show_reader_warnings() is True
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning("entry x is unusable; rebuilding it", CacheWarning, "f.py", 1)
+        warnings.showwarning("an ordinary warning", UserWarning, "f.py", 2)
+    assert len(shown) == 1 and "rebuilding it" in shown[0] and "CacheWarning" in shown[0]

@@ -199,6 +199,53 @@ def test_the_defense_removes_planted_poison_and_resumes_from_its_cache(cache):
         defense.run(model_fn, train.subset(np.arange(50)), "toy-linear")
 
 
+@pytest.mark.xfail(strict=True, reason="known defect, open: on this toy the ensemble's later components (trained on "
+                   "shrinking active sets, accuracy 1.0/0.8/0.6/0.4 on the whole set) outvote the first on two "
+                   "classes, and the vote removes classes 0 and 9 whole (120 of 600 clean samples), with or without "
+                   "poison")
+def test_on_clean_data_the_ensemble_keeps_almost_everything(cache):
+    """No poison at all: the defense must not invent one (its false-alarm cost on a clean training set). Strict
+    xfail: it documents a defect found by this test; when the defect is fixed it passes, and strict makes that
+    visible so the marker is removed."""
+    train, is_poison = _toy_set(n_poison=0)
+    assert not is_poison.any()
+    cfg = wl.EnsembleConfig(components=4, bags=1, warmup_epochs=3, iter_epochs=2, learner_epochs=30, min_active=60,
+                            spl_rounds=3, spl_epochs=5, lr=0.5, batch_size=32, augment="none", eval_augment=False)
+
+    def model_fn(seed):
+        torch.manual_seed(seed)
+        return _Linear()
+
+    res = wl.WeakLearnerEnsemble(cfg, device="cpu", progress=False, cache=cache).run(model_fn, train, "toy-clean")
+    counts = wl.removal_counts(res.kept, is_poison)
+    removed_per_class = np.bincount(train.y[~res.kept], minlength=10)
+    assert counts["fp"] < 0.1 * len(train) and removed_per_class.max() < 30, (counts, removed_per_class)
+
+
+def test_itlm_drops_the_samples_no_model_can_fit():
+    """30 of 600 labels flipped to a random other class (no feature predicts them): after two rounds keeping 95 %,
+    the 30 samples ITLM drops are mostly those."""
+    from poisoncure.train import TrainConfig
+
+    train, _ = _toy_set(n_poison=0)
+    rng = np.random.default_rng(0)
+    flipped = rng.choice(len(train), 30, replace=False)
+    y = train.y.copy()
+    y[flipped] = (y[flipped] + rng.integers(1, 10, 30)) % 10
+    noisy = ImageSet(train.x, y)
+
+    def model_fn(seed):
+        torch.manual_seed(seed)
+        return _Linear()
+
+    hist = wl.itlm_keep(model_fn, noisy, keep_ratio=0.95, rounds=2, first_epochs=10, epochs=10,
+                        config=TrainConfig(lr=0.2, batch_size=32, augment="none", label_smoothing=0.0),
+                        device="cpu", progress=False)
+    dropped = np.flatnonzero(~hist[-1])
+    assert abs(len(dropped) - 30) <= 2
+    assert np.isin(dropped, flipped).mean() >= 0.8, np.isin(dropped, flipped).mean()
+
+
 def test_itlm_drops_high_loss_samples():
     train, is_poison = _toy_set()
 

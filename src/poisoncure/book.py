@@ -122,6 +122,20 @@ class Execution:
     error: str = ""
 
 
+def execution_report(name: str, error: Exception) -> str:
+    """What a failed chapter prints: the notebook, the failing cell (index and execution count), the exception and
+    its traceback (papermill's ``PapermillExecutionError`` carries them; other errors give their own text)."""
+    import re as _re
+
+    head = f"execution report: notebook {name}"
+    if hasattr(error, "cell_index"):
+        trace = "\n".join(getattr(error, "traceback", []) or [])
+        trace = _re.sub(r"\x1b\[[0-9;]*m", "", trace)  # ANSI colours out of the CI log
+        return (f"{head}, cell {error.cell_index} (execution count {getattr(error, 'exec_count', None)}): "
+                f"{getattr(error, 'ename', type(error).__name__)}: {getattr(error, 'evalue', '')}\n{trace}")
+    return f"{head}: {type(error).__name__}: {error}"
+
+
 def execute(name: str, source: Path, parameters: dict[str, Any]) -> Execution:
     """Convert with Jupytext and execute with papermill into ``book/chapters/<name>.ipynb``."""
     import jupytext
@@ -145,7 +159,7 @@ def execute(name: str, source: Path, parameters: dict[str, Any]) -> Execution:
         ok, err = True, ""
         fold_injected_parameters(out_dir / f"{name}.ipynb")
     except Exception as e:  # PapermillExecutionError carries the cell and traceback
-        ok, err = False, f"{type(e).__name__}: {e}"
+        ok, err = False, execution_report(name, e)
     finally:
         staged.unlink(missing_ok=True)
     return Execution(name, time.perf_counter() - start, ok, err)

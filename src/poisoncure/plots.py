@@ -11,8 +11,46 @@ import seaborn as sns
 PALETTE = "colorblind"
 
 
+def _reader_warning_types() -> tuple[type[Warning], ...]:
+    from .cache import CacheWarning
+    from .reproduce import ResultWarning
+
+    return CacheWarning, ResultWarning
+
+
+def show_reader_warnings() -> bool:
+    """In a notebook kernel, show the warnings a reader must see — a cache entry rebuilt (:class:`CacheWarning`), a
+    result file refused (:class:`ResultWarning`) — as a visible note in the cell's output. The pages drop stderr
+    (``nb_output_stderr: remove``, for progress bars), where these warnings would otherwise vanish; they still go to
+    stderr too, for the build log. Returns whether the hook was installed (False outside IPython)."""
+    import html
+    import warnings
+
+    try:
+        from IPython import get_ipython
+        from IPython.display import HTML, display
+    except ImportError:
+        return False
+    if get_ipython() is None:
+        return False
+    original = getattr(warnings.showwarning, "_poisoncure_original", warnings.showwarning)
+    kinds = _reader_warning_types()
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        original(message, category, filename, lineno, file, line)
+        if issubclass(category, kinds):
+            display(HTML('<div class="admonition warning"><p class="admonition-title">Note from the build '
+                         f'({category.__name__})</p><p>{html.escape(str(message))}</p></div>'))
+
+    showwarning._poisoncure_original = original
+    warnings.showwarning = showwarning
+    return True
+
+
 def set_style() -> None:
-    """The book's one figure style: seaborn 'whitegrid', colour-blind-safe palette, readable sizes."""
+    """The book's one figure style: seaborn 'whitegrid', colour-blind-safe palette, readable sizes; in a notebook
+    kernel also :func:`show_reader_warnings`."""
+    show_reader_warnings()
     sns.set_theme(context="notebook", style="whitegrid", palette=PALETTE,
                   rc={"figure.dpi": 110, "savefig.dpi": 110, "axes.titlesize": 11, "axes.labelsize": 10,
                       "figure.autolayout": False})
