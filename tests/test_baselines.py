@@ -206,14 +206,14 @@ class WiredBackdoor(nn.Module):
 def test_neural_cleanse_finds_planted_patch_not_clean(tiny_models):
     clean, _ = experiments.defender_split(tiny_models.test, 20, seed=0)
     nc = ncm.NeuralCleanse(steps=300, device="cpu", progress=False)
-    wired = WiredBackdoor(tiny_models.clean, target=3).eval()
+    wired = WiredBackdoor(tiny_models.clean_cnn, target=3).eval()
     trig = nc.reverse_engineer(wired, clean)
     assert trig.reached[3] and trig.l1[3] < 0.2 * np.median(trig.l1), trig.l1  # a 9-pixel stamp vs ~60 pixels
     assert trig.anomaly.argmax() == 3 and not np.delete(trig.flagged, 3).any(), trig.anomaly
-    repaired = nc.repair(tiny_models.clean, clean, trig) if trig.flagged.any() else None
-    assert repaired is None or repaired is not tiny_models.clean
+    repaired = nc.repair(tiny_models.clean_cnn, clean, trig) if trig.flagged.any() else None
+    assert repaired is None or repaired is not tiny_models.clean_cnn
     # clean model: no label stands out
-    assert not nc.reverse_engineer(tiny_models.clean, clean).flagged.any()
+    assert not nc.reverse_engineer(tiny_models.clean_cnn, clean).flagged.any()
 
 
 def test_unlearning_offsets_stamp_exactly():
