@@ -202,7 +202,26 @@ def test_provenance_text_says_when_artifacts_came_from_another_commit():
     other = rec("abc1234", [{"kind": "model", "commit": "fff0000"}, {"kind": "gradients", "commit": "abc1234"}])
     text = reproduce.provenance_text([same, other])
     assert "1 cached artifacts were computed at another commit" in text and "fff0000" in text
-    assert "1 of 2 files were written before" in reproduce.provenance_text([same, rec("abc1234", None)])
+    legacy = rec("abc1234", None)
+    assert "1 of 2 files were written before" in reproduce.provenance_text([same, legacy])
+    legacy["provenance"]["stages"] = {"train": 0.4}
+    marked = reproduce.mark_legacy_provenance(legacy)
+    assert marked["provenance"]["legacy_artifacts"].startswith("model read from an older cache entry")
+    assert "1 read it from an older cache entry" in reproduce.provenance_text([same, marked])
+    assert reproduce.mark_legacy_provenance(marked) is None and reproduce.mark_legacy_provenance(same) is None
+    legacy["provenance"]["stages"] = {"train": 300.0}
+    assert reproduce.mark_legacy_provenance(legacy)["provenance"]["legacy_artifacts"] == "trained in this run"
+
+
+def test_restamp_marks_old_files_without_touching_their_numbers(tmp_path):
+    (exp, _), = run("smoke", ["main"], root=tmp_path, progress=False, runners=fake_runners([]))
+    path = exp.path("smoke", tmp_path)
+    record = json.loads(path.read_text())
+    del record["provenance"]["artifacts"]  # as written before artifact lists existed
+    reproduce.write_result(path, {k: v for k, v in record.items() if k != "sha256"})
+    assert reproduce.restamp(tmp_path) == [path] and reproduce.restamp(tmp_path) == []
+    back = read_result(path, exp)
+    assert back["results"] == record["results"] and "legacy_artifacts" in back["provenance"]
 
 
 def test_execute_lists_the_cached_artifacts_a_runner_used(tmp_path, monkeypatch):
