@@ -107,6 +107,10 @@ def test_a_traceback_on_stderr_is_a_problem_of_the_chapter():
         "Traceback (most recent call last):\n", "  File \"x.py\", line 1\n", "ValueError: boom\n"]}]}]}
     assert book.stderr_problems(ok) == []
     assert book.stderr_problems(bad) == ["cell 1: stderr traceback (ValueError: boom)"]
+    warned = {"cells": [{"outputs": [{"output_type": "stream", "name": "stderr", "text": (
+        "/x/gmm.py:12: ConvergenceWarning: did not converge\n"
+        "/x/y.py:3: RuntimeWarning: invalid value encountered in divide\n  c /= s\n")}]}]}
+    assert book.stderr_problems(warned) == ["cell 0: RuntimeWarning: invalid value encountered in divide"]
 
 
 def test_a_failing_chapter_names_its_notebook_cell_and_traceback():

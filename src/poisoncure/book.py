@@ -125,12 +125,10 @@ class Execution:
 def execution_report(name: str, error: Exception) -> str:
     """What a failed chapter prints: the notebook, the failing cell (index and execution count), the exception and
     its traceback (papermill's ``PapermillExecutionError`` carries them; other errors give their own text)."""
-    import re as _re
-
     head = f"execution report: notebook {name}"
     if hasattr(error, "cell_index"):
         trace = "\n".join(getattr(error, "traceback", []) or [])
-        trace = _re.sub(r"\x1b\[[0-9;]*m", "", trace)  # ANSI colours out of the CI log
+        trace = re.sub(r"\x1b\[[0-9;]*m", "", trace)  # ANSI colours out of the CI log
         return (f"{head}, cell {error.cell_index} (execution count {getattr(error, 'exec_count', None)}): "
                 f"{getattr(error, 'ename', type(error).__name__)}: {getattr(error, 'evalue', '')}\n{trace}")
     return f"{head}: {type(error).__name__}: {error}"
@@ -302,9 +300,16 @@ def _outputs(nb: dict) -> tuple[int, int, list[str]]:
     return images, tables, errors
 
 
+#: warnings a chapter may print without failing the build: a solver's convergence note (it depends on the CPU's
+#: numerics, and the defenses report their own convergence) and a rebuilt cache entry (shown on the page as a note)
+EXPECTED_WARNINGS = ("ConvergenceWarning", "CacheWarning")
+_WARNING_LINE = re.compile(r":\d+: (\w*Warning): (.*)")
+
+
 def stderr_problems(nb: dict) -> list[str]:
-    """Tracebacks an executed notebook wrote to stderr (the rendered pages drop stderr, ``nb_output_stderr:
-    remove``, so this is read from the notebook itself): each as ``cell <n>: <last line of the traceback>``."""
+    """Tracebacks and unexpected warnings an executed notebook wrote to stderr (the rendered pages drop stderr,
+    ``nb_output_stderr: remove``, so this is read from the notebook itself): ``cell <n>: stderr traceback (<last
+    line>)`` or ``cell <n>: <Category>: <message>`` for a warning not in :data:`EXPECTED_WARNINGS`."""
     problems = []
     for i, cell in enumerate(nb.get("cells", [])):
         for out in cell.get("outputs", []):
@@ -314,6 +319,9 @@ def stderr_problems(nb: dict) -> list[str]:
                 if "Traceback (most recent call last)" in text:
                     last = [line for line in text.strip().splitlines() if line.strip()][-1]
                     problems.append(f"cell {i}: stderr traceback ({last.strip()})")
+                for match in _WARNING_LINE.finditer(text):
+                    if match.group(1) not in EXPECTED_WARNINGS:
+                        problems.append(f"cell {i}: {match.group(1)}: {match.group(2)[:160]}")
     return problems
 
 
