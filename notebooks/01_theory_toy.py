@@ -45,7 +45,7 @@ from myst_nb import glue
 
 from poisoncure import metrics, plots, signal, toy
 
-plots.set_style()
+plots.set_style(profile)
 cfg = toy.ToyConfig(d=d, trigger_value=trigger_value, beta0=beta0, poison_fraction=poison_fraction)
 data = toy.sample(cfg, n_train, seed=seed)
 test = toy.sample(cfg, n_train, seed=seed + 1)

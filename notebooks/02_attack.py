@@ -49,7 +49,7 @@ from myst_nb import glue
 
 from poisoncure import attacks, data, experiments, paper, plots, provenance, train
 
-plots.set_style()
+plots.set_style(profile)
 cifar = data.load_cifar10()
 recipes = {p: experiments.Recipe.from_params(globals(), poison=p) for p in (*poisons, "clean")}
 trig_blend, trig_pixel = (experiments.Recipe.from_params(globals(), poison=p).trigger() for p in ("blend", "pixel"))

@@ -54,7 +54,7 @@ from myst_nb import glue
 
 from poisoncure import attacks, data, experiments, plots, signal
 
-plots.set_style()
+plots.set_style(profile)
 cols = plots.colours(4)
 EPS = 500 / 5500  # the paper's poisoned share inside the target class
 

@@ -58,7 +58,7 @@ from scipy.stats import norm
 
 from poisoncure import attacks, data, experiments, metrics, paper, plots, signal
 
-plots.set_style()
+plots.set_style(profile)
 cols = plots.colours(4)
 EPS = 500 / 5500  # the paper's poisoned share inside the target class
 

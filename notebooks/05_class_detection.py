@@ -53,7 +53,7 @@ from myst_nb import glue
 
 from poisoncure import data, experiments, plots, signal
 
-plots.set_style()
+plots.set_style(profile)
 cols = plots.colours(4)
 classes = data.CLASSES
 

@@ -54,7 +54,7 @@ from myst_nb import glue
 
 from poisoncure import data, experiments, paper, plots
 
-plots.set_style()
+plots.set_style(profile)
 cols = plots.colours(4)
 classes = data.CLASSES
 

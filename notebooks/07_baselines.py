@@ -69,7 +69,7 @@ from poisoncure.defenses.neural_cleanse import NeuralCleanse
 from poisoncure.defenses.spectral import SpectralSignatures
 from poisoncure.train import evaluate
 
-plots.set_style()
+plots.set_style(profile)
 cols = plots.colours(6)
 classes = data.CLASSES
 

@@ -47,7 +47,7 @@ from myst_nb import glue
 
 from poisoncure import paper, paper_tables, plots, profiles, reproduce
 
-plots.set_style()
+plots.set_style(profile)
 records = reproduce.load_results(results_profile, "main")
 planned = [e.name for e in reproduce.plan(results_profile, ["main"])]
 rows = paper_tables.experiment_rows(records)

@@ -52,7 +52,7 @@ from scipy.stats import norm as gauss
 
 from poisoncure import data, experiments, plots, profiles, reproduce, sweep
 
-plots.set_style()
+plots.set_style(profile)
 classes = data.CLASSES
 exps = reproduce.plan(results_profile, ["sweep"])
 records = reproduce.load_results(results_profile, "sweep")

@@ -74,7 +74,7 @@ from poisoncure import attacks, data, experiments, plots, reproduce
 from poisoncure.defenses.neural_cleanse import NeuralCleanse
 from poisoncure.defenses.reverse_engineer import ReverseEngineeringDetector, pattern_correlation
 
-plots.set_style()
+plots.set_style(profile)
 cols = plots.colours(6)
 classes = data.CLASSES
 

@@ -91,7 +91,7 @@ from myst_nb import glue
 from poisoncure import attacks, data, experiments, hygiene, plots, reproduce
 from poisoncure.defenses.poishygiene import PoisHygiene
 
-plots.set_style()
+plots.set_style(profile)
 cols = plots.colours(6)
 fashion = data.load_fashion_mnist()
 fclasses = fashion.train.classes

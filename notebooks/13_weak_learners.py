@@ -93,7 +93,7 @@ from poisoncure import attacks, data, expansion, experiments, isolation, plots, 
 from poisoncure.defenses import weak_learners as wl
 from poisoncure.train import resolve_device
 
-plots.set_style()
+plots.set_style(profile)
 dev = resolve_device(device)
 classes = data.CLASSES
 

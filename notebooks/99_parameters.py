@@ -95,7 +95,7 @@ times = times[times["chapter"] != "99_parameters"]  # this page's own last run i
 glue("times_table", times.style.hide(axis="index").format({"seconds": "{:.0f}"}), display=False)
 glue("total_minutes", f"{times['seconds'].sum() / 60:.0f}", display=False)
 
-plots.set_style()
+plots.set_style(profile)
 fig, ax = plt.subplots(figsize=(7, 0.45 * len(times) + 1))
 ax.barh(times["chapter"], times["seconds"] / 60, color=plots.colours(1)[0])
 ax.invert_yaxis()

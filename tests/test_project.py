@@ -145,3 +145,12 @@ def test_reader_warnings_become_visible_notes_in_a_kernel(monkeypatch):
         warnings.showwarning("entry x is unusable; rebuilding it", CacheWarning, "f.py", 1)
         warnings.showwarning("an ordinary warning", UserWarning, "f.py", 2)
     assert len(shown) == 1 and "rebuilding it" in shown[0] and "CacheWarning" in shown[0]
+
+
+def test_pages_below_the_papers_scale_say_so():
+    from poisoncure import plots
+
+    note = plots.scale_note("smoke")
+    assert note is not None and "smoke" in note and "not comparable" in note
+    assert plots.scale_note("cpu-full") is not None and plots.scale_note("gpu") is not None
+    assert plots.scale_note("full") is None  # the paper's own setup

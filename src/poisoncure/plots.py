@@ -47,10 +47,31 @@ def show_reader_warnings() -> bool:
     return True
 
 
-def set_style() -> None:
+def scale_note(profile: str) -> str | None:
+    """The note a page shows when its build's profile is below the paper's scale (every profile but those marked
+    ``paper_scale: true``, i.e. ``full``): HTML naming the profile and its description, or ``None``."""
+    import html
+
+    from . import profiles
+
+    prof = profiles.load(profile)
+    if prof.get("paper_scale"):
+        return None
+    return ('<div class="admonition note"><p class="admonition-title">Below the paper\'s scale</p><p>This page was '
+            f'built with the <strong>{html.escape(profile)}</strong> profile: '
+            f'{html.escape(str(prof.get("description", "")).strip())} Its numbers show each effect at a smaller '
+            'scale than the paper\'s; they are not comparable with the paper\'s own.</p></div>')
+
+
+def set_style(profile: str | None = None) -> None:
     """The book's one figure style: seaborn 'whitegrid', colour-blind-safe palette, readable sizes; in a notebook
-    kernel also :func:`show_reader_warnings`."""
-    show_reader_warnings()
+    kernel also :func:`show_reader_warnings` and, given the build's ``profile``, its :func:`scale_note`."""
+    if show_reader_warnings() and profile is not None:
+        note = scale_note(profile)
+        if note is not None:
+            from IPython.display import HTML, display
+
+            display(HTML(note))
     sns.set_theme(context="notebook", style="whitegrid", palette=PALETTE,
                   rc={"figure.dpi": 110, "savefig.dpi": 110, "axes.titlesize": 11, "axes.labelsize": 10,
                       "figure.autolayout": False})
