@@ -4,18 +4,24 @@
 # as SHARDS processes sharing the GPU. Results go to $RESULTS/gpu/main/*.json and a tar of them; the runner
 # resumes, so a second call finishes what a first one left.
 #
-#   RESULTS=/tmp/res TAR=/tmp/gpu-main.tar.gz SHARDS=6 LIMIT=480 bash bench/gpu_grid.sh
+#   RESULTS=/tmp/res TAR=/tmp/gpu-main.tar.gz SHARDS=1 LIMIT=540 bash bench/gpu_grid.sh
+#
+# Measured on one H200 (README): about 40 s an experiment in one process, so the 18 need about 12 minutes (two
+# calls, or --only subsets). Nine shards with every process using all 16 cores' threads finished nothing in 500 s;
+# each shard now gets nproc/SHARDS threads.
 #
 # Without the project installed it runs from src/ (PYTHONPATH); CIFAR-10 comes from POISONCURE_CIFAR10 or shared/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RESULTS=${RESULTS:-results}
-SHARDS=${SHARDS:-6}
+SHARDS=${SHARDS:-1}
 LIMIT=${LIMIT:-480}
 TAR=${TAR:-$RESULTS/gpu-main.tar.gz}
 mkdir -p "$RESULTS/gpu/logs"
 PY=${PY:-python3}
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+THREADS=$(( $(nproc) / SHARDS )); [ "$THREADS" -ge 1 ] || THREADS=1
+export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS
 start=$(date +%s)
 $PY - <<'PY'
 import torch
