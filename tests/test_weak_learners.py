@@ -161,6 +161,12 @@ class _Linear(nn.Module):
         return self.fc(torch.nn.functional.avg_pool2d(x, 8).flatten(1))
 
 
+def _linear_model(seed: int) -> nn.Module:
+    """A fresh :class:`_Linear` drawn from ``seed`` (the defenses' model factory)."""
+    torch.manual_seed(seed)
+    return _Linear()
+
+
 def _toy_set(n_per_class=60, n_poison=20, seed=0):
     """Class c lights up the c-th 8x8 block of a noisy grey image; the poisons are class-1 images that also light
     up the last block (15, used by no class) and carry label 7."""
@@ -212,11 +218,7 @@ def test_on_clean_data_the_ensemble_keeps_almost_everything(cache):
     cfg = wl.EnsembleConfig(components=4, bags=1, warmup_epochs=3, iter_epochs=2, learner_epochs=30, min_active=60,
                             spl_rounds=3, spl_epochs=5, lr=0.5, batch_size=32, augment="none", eval_augment=False)
 
-    def model_fn(seed):
-        torch.manual_seed(seed)
-        return _Linear()
-
-    res = wl.WeakLearnerEnsemble(cfg, device="cpu", progress=False, cache=cache).run(model_fn, train, "toy-clean")
+    res = wl.WeakLearnerEnsemble(cfg, device="cpu", progress=False, cache=cache).run(_linear_model, train, "toy-clean")
     counts = wl.removal_counts(res.kept, is_poison)
     removed_per_class = np.bincount(train.y[~res.kept], minlength=10)
     assert counts["fp"] < 0.1 * len(train) and removed_per_class.max() < 30, (counts, removed_per_class)
@@ -234,11 +236,7 @@ def test_itlm_drops_the_samples_no_model_can_fit():
     y[flipped] = (y[flipped] + rng.integers(1, 10, 30)) % 10
     noisy = ImageSet(train.x, y)
 
-    def model_fn(seed):
-        torch.manual_seed(seed)
-        return _Linear()
-
-    hist = wl.itlm_keep(model_fn, noisy, keep_ratio=0.95, rounds=2, first_epochs=10, epochs=10,
+    hist = wl.itlm_keep(_linear_model, noisy, keep_ratio=0.95, rounds=2, first_epochs=10, epochs=10,
                         config=TrainConfig(lr=0.2, batch_size=32, augment="none", label_smoothing=0.0),
                         device="cpu", progress=False)
     dropped = np.flatnonzero(~hist[-1])
