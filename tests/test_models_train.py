@@ -126,3 +126,8 @@ def test_whitening_survives_saving_reinitialising_and_is_not_trained():
     fresh.load_state_dict(net.state_dict())
     assert models.unfitted_whitening(fresh) == []
     torch.testing.assert_close(fresh.eval()(torch.ones(1, 3, 32, 32)), net.eval()(torch.ones(1, 3, 32, 32)))
+
+
+def test_whitened_net_parameter_counts_match_its_docstring():
+    assert [models.count_parameters(models.whitened_net(width=w)) for w in (16, 32, 64)] == [126_794, 497_802,
+                                                                                            1_972_490]

@@ -83,7 +83,7 @@ class PatchWhitening(nn.Module):
     them. They are fitted once, before training, by :meth:`fit` (``train.fit`` calls it on an unfitted model with up
     to 5,000 of its training images). A pixel of a colour that natural images rarely have — the one-pixel trigger —
     lies along the low-variance directions, which whitening scales *up*: the network sees it loudly from its first
-    layer on (chapter 2 measures this)."""
+    layer on (README: the one-pixel trigger learned at 98 % where the small CNN reaches 4.5 %)."""
 
     def __init__(self, channels: int = 3, patch: int = 2, eps: float = 5e-4):
         super().__init__()
@@ -140,7 +140,7 @@ def whitened_net(num_classes: int = 10, width: int = 32, widths: tuple[int, int,
     """The whitened fast network: :class:`PatchWhitening` (2x2, 24 channels) and GELU, then three groups of
     conv3x3 -> max-pool -> BN -> GELU -> conv3x3 -> BN -> GELU (31 -> 15 -> 7 -> 3 pixels, BN scales frozen),
     global max-pooling and the linear head. ``widths`` default to ``(width, 4·width, 4·width)``: 16/64/64 at
-    ``width=16`` (0.16 M parameters), 32/128/128 (0.63 M), 64/256/256 (2.5 M, about airbench's size).
+    ``width=16`` (0.13 M parameters), 32/128/128 (0.50 M), 64/256/256 (1.97 M, about airbench's size).
 
     Its whitening filters are fitted to the training images when training starts (:func:`train.fit`)."""
     w1, w2, w3 = widths if widths is not None else (width, 4 * width, 4 * width)
