@@ -231,14 +231,15 @@ class Cache:
             start = time.perf_counter()
             info = build(tmp) or {}
             seconds = time.perf_counter() - start
+            built = provenance.collect()
             files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
             if not files:
                 raise RuntimeError(f"the builder for {kind!r} wrote no payload file")
             manifest = {"kind": kind, "key": config_hash(kind, config, self.version),
                         "config": canonical(config), "version": self.version, "files": files,
                         "info": canonical(info),
-                        "built": {"commit": provenance.git_commit(), "device": provenance.device_name(),
-                                  "created": provenance.collect()["created"], "seconds": round(seconds, 2)}}
+                        "built": {**{k: built[k] for k in ("commit", "device", "created")},
+                                  "seconds": round(seconds, 2)}}
             with open(tmp / MANIFEST, "w") as fh:
                 json.dump(manifest, fh, indent=1, sort_keys=True)
                 fh.flush()

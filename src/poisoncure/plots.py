@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
@@ -18,12 +19,17 @@ def _reader_warning_types() -> tuple[type[Warning], ...]:
     return CacheWarning, ResultWarning
 
 
+def note_html(kind: str, title: str, body: str) -> str:
+    """A MyST-styled admonition (``kind`` 'note' or 'warning') as raw HTML for a cell's output; ``body`` is HTML."""
+    return (f'<div class="admonition {kind}"><p class="admonition-title">{html.escape(title)}</p>'
+            f"<p>{body}</p></div>")
+
+
 def show_reader_warnings() -> bool:
     """In a notebook kernel, show the warnings a reader must see — a cache entry rebuilt (:class:`CacheWarning`), a
     result file refused (:class:`ResultWarning`) — as a visible note in the cell's output. The pages drop stderr
     (``nb_output_stderr: remove``, for progress bars), where these warnings would otherwise vanish; they still go to
     stderr too, for the build log. Returns whether the hook was installed (False outside IPython)."""
-    import html
     import warnings
 
     try:
@@ -39,8 +45,7 @@ def show_reader_warnings() -> bool:
     def showwarning(message, category, filename, lineno, file=None, line=None):
         original(message, category, filename, lineno, file, line)
         if issubclass(category, kinds):
-            display(HTML('<div class="admonition warning"><p class="admonition-title">Note from the build '
-                         f'({category.__name__})</p><p>{html.escape(str(message))}</p></div>'))
+            display(HTML(note_html("warning", f"Note from the build ({category.__name__})", html.escape(str(message)))))
 
     showwarning._poisoncure_original = original
     warnings.showwarning = showwarning
@@ -50,17 +55,15 @@ def show_reader_warnings() -> bool:
 def scale_note(profile: str) -> str | None:
     """The note a page shows when its build's profile is below the paper's scale (every profile but those marked
     ``paper_scale: true``, i.e. ``full``): HTML naming the profile and its description, or ``None``."""
-    import html
-
     from . import profiles
 
     prof = profiles.load(profile)
     if prof.get("paper_scale"):
         return None
-    return ('<div class="admonition note"><p class="admonition-title">Below the paper\'s scale</p><p>This page was '
-            f'built with the <strong>{html.escape(profile)}</strong> profile: '
-            f'{html.escape(str(prof.get("description", "")).strip())} Its numbers show each effect at a smaller '
-            'scale than the paper\'s; they are not comparable with the paper\'s own.</p></div>')
+    return note_html("note", "Below the paper's scale",
+                     f'This page was built with the <strong>{html.escape(profile)}</strong> profile: '
+                     f'{html.escape(str(prof.get("description", "")).strip())} Its numbers show each effect at a '
+                     "smaller scale than the paper's; they are not comparable with the paper's own.")
 
 
 def set_style(profile: str | None = None) -> None:

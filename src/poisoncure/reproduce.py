@@ -436,6 +436,8 @@ def provenance_text(records: list[dict[str, Any]]) -> str:
 #: a train stage shorter than this means the record's model was read from the cache, not trained by its run (the
 #: fastest real training in the committed files, the gpu profile's on an H200, took 5.4 s)
 CACHED_TRAIN_SECONDS = 5.0
+LEGACY_TRAINED = "trained in this run"  #: ``provenance.legacy_artifacts`` of a record whose run trained its model
+LEGACY_CACHED = "model read from an older cache entry (commit not recorded)"  #: ... whose run read it from the cache
 
 
 def mark_legacy_provenance(record: dict[str, Any]) -> dict[str, Any] | None:
@@ -447,8 +449,7 @@ def mark_legacy_provenance(record: dict[str, Any]) -> dict[str, Any] | None:
     if "artifacts" in prov or "legacy_artifacts" in prov:
         return None
     train_s = (prov.get("stages") or {}).get("train")
-    origin = ("trained in this run" if train_s is not None and train_s >= CACHED_TRAIN_SECONDS
-              else "model read from an older cache entry (commit not recorded)")
+    origin = LEGACY_TRAINED if train_s is not None and train_s >= CACHED_TRAIN_SECONDS else LEGACY_CACHED
     return {**record, "provenance": {**prov, "legacy_artifacts": origin}}
 
 
@@ -475,7 +476,7 @@ def artifact_text(records: list[dict[str, Any]]) -> str:
         arts = r["provenance"].get("artifacts")
         if arts is None:
             unrecorded += 1
-            from_old_cache += r["provenance"].get("legacy_artifacts", "").startswith("model read")
+            from_old_cache += r["provenance"].get("legacy_artifacts") == LEGACY_CACHED
             continue
         mine = r["provenance"]["commit"]
         for a in arts:
