@@ -77,6 +77,7 @@ def test_every_page_renders_in_a_browser(html_dir):
     by_page = {r.page: r for r in reports}
     assert by_page["book/chapters/01_theory_toy.html"].math > 0  # the theory chapter is all formulas
     assert all(r.images > 0 for p, r in by_page.items() if "/chapters/" in p)
+    assert all(r.downloads >= 2 for p, r in by_page.items() if "/chapters/" in p)  # .ipynb and .py, both checked
     shots = list((book.build_dir() / "screenshots").glob("*.png"))
     assert len(shots) >= len(reports) and all(p.stat().st_size > 0 for p in shots), (len(shots), len(reports))
 
@@ -95,3 +96,60 @@ def test_the_browser_check_fails_when_a_figure_is_removed(html_dir, tmp_path):
     (page.parent / src).resolve().unlink()
     (report,) = browser.check_book(copy, only=["02_attack"])
     assert any("did not load" in p for p in report.problems), report.problems
+
+
+def test_the_browser_check_fails_when_a_download_is_missing(html_dir, tmp_path):
+    """Delete the executed notebook behind chapter 2's download link from a copy of the build: the browser
+    check reports it (the link and the download)."""
+    import re
+
+    from poisoncure import browser
+
+    _chromium_or_skip()
+    copy = tmp_path / "html"
+    shutil.copytree(html_dir, copy)
+    page = copy / "book" / "chapters" / "02_attack.html"
+    href = re.findall(r'href="([^"]+_downloads/[^"]+\.ipynb)"', page.read_text())[0]
+    (page.parent / href).resolve().unlink()
+    (report,) = browser.check_book(copy, only=["02_attack"])
+    assert any("cannot be fetched" in p for p in report.problems), report.problems
+
+
+# ------------------------------------------------------------------ the printable edition
+def _plain(text: str) -> str:
+    """Text without whitespace or hyphenation, for comparing a PDF's extracted text with the HTML's."""
+    import re
+
+    return re.sub(r"[\s\u00ad-]+", "", text)
+
+
+def test_the_pdf_edition_holds_every_chapter_title_and_figure_caption(html_dir):
+    """One PDF for the book (one bookmark per page of the table of contents) and one per page; every chapter's
+    title and the plain-text start of every figure caption appear in the book's text."""
+    import html
+    import re
+
+    from pypdf import PdfReader
+
+    whole = book.pdf_dir() / book.PDF_BOOK
+    assert whole.is_file(), "no PDF edition: python3 tasks.py book writes it after the HTML"
+    reader = PdfReader(str(whole))
+    order = book.toc_pages()
+    assert len(reader.outline) == len(order)
+    assert len(reader.pages) >= 2 * len(book.notebook_sources())
+    for rel in order:
+        assert (book.pdf_dir() / (rel.rsplit("/", 1)[-1].removesuffix(".html") + ".pdf")).is_file(), rel
+    text = _plain("".join(p.extract_text() or "" for p in reader.pages))
+    checked = 0
+    for name in book.notebook_sources():
+        page = (html_dir / "book" / "chapters" / f"{name}.html").read_text()
+        title = html.unescape(re.sub(r"<[^>]+>", "", re.search(r"<h1>(.*?)</h1>", page, re.S).group(1)))
+        assert _plain(title.replace("#", "")) in text, f"{name}: title {title!r} not in the PDF"
+        for caption in re.findall(r"<figcaption>(.*?)</figcaption>", page, re.S):
+            words = html.unescape(re.sub(r"<[^>]+>", " ", caption))
+            words = re.split(r"\\\(|\$|\\\[", words)[0]  # up to the first formula (typeset, not text, in the PDF)
+            words = re.sub(r"^\s*(Fig\.|Table)\s*[\d.]+\s*", "", words).strip()[:40]
+            if len(_plain(words)) >= 15:
+                assert _plain(words) in text, f"{name}: caption {words!r} not in the PDF"
+                checked += 1
+    assert checked >= 20, checked

@@ -7,11 +7,14 @@ Usage::
 
     python -m poisoncure.book build [--profile smoke] [--only 02_attack] [-p name=value ...] [--no-render]
     python -m poisoncure.book check      # every figure and table of every chapter is in the HTML
+    python -m poisoncure.book pdf        # the printable edition from the built HTML (build does it too)
     python -m poisoncure.book params 02_attack
 
 A cell error stops that chapter (papermill raises) and fails the build; the other chapters still run.
 On the pages, every code cell but the ``parameters`` cell is folded behind a toggle (tag a cell ``show-input`` to
-keep it open); the notebooks in ``notebooks/`` stay plain code.
+keep it open); the notebooks in ``notebooks/`` stay plain code. Under its title, every chapter offers its downloads:
+the executed notebook, its Jupytext source, and the chapter and the whole book as PDF (the printable edition,
+printed from the built pages by headless Chromium into ``book/_build/html/_pdf/``).
 """
 
 from __future__ import annotations
@@ -147,6 +150,8 @@ def execute(name: str, source: Path, parameters: dict[str, Any]) -> Execution:
         tags = cell.setdefault("metadata", {}).setdefault("tags", [])
         if cell.cell_type == "code" and not {"parameters", "show-input", "hide-input"} & set(tags):
             tags.append("hide-input")
+    nb.cells.insert(1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0,
+                    markdown_cell(downloads_note(name)))
     staged = out_dir / f".{name}.source.ipynb"
     jupytext.write(nb, staged, fmt="ipynb")
     start = time.perf_counter()
@@ -161,6 +166,22 @@ def execute(name: str, source: Path, parameters: dict[str, Any]) -> Execution:
     finally:
         staged.unlink(missing_ok=True)
     return Execution(name, time.perf_counter() - start, ok, err)
+
+
+def downloads_note(name: str) -> str:
+    """The note under a chapter's title: its executed notebook and Jupytext source (Sphinx ``{download}`` copies
+    them into ``_downloads/``) and the PDFs of the chapter and of the book (:func:`export_pdf`)."""
+    return (":::{admonition} Take this chapter with you\n:class: tip\n"
+            f"{{download}}`Executed notebook (.ipynb) <{name}.ipynb>` · "
+            f"{{download}}`Jupytext source (.py) </notebooks/{name}.py>` · "
+            f'<a href="../../{PDF_DIR}/{name}.pdf">this chapter as PDF</a> · '
+            f'<a href="../../{PDF_DIR}/{PDF_BOOK}">the whole book as PDF</a>\n:::')
+
+
+def markdown_cell(text: str):
+    import nbformat
+
+    return nbformat.v4.new_markdown_cell(text, metadata={"tags": ["downloads"]})
 
 
 def static_dir() -> Path:
@@ -209,6 +230,39 @@ def render(strict: bool = True) -> int:
     if strict:
         cmd += ["-W", "-n", "--keep-going"]
     return subprocess.run(cmd, cwd=root()).returncode
+
+
+#: the printable edition, inside the HTML build so that the pages can link it
+PDF_DIR = "_pdf"
+PDF_BOOK = "poisoncure-book.pdf"
+
+
+def pdf_dir() -> Path:
+    return build_dir() / "html" / PDF_DIR
+
+
+def toc_pages() -> list[str]:
+    """The book's pages in reading order, as paths of the built HTML (``book/intro.html``, ...), from ``_toc.yml``."""
+    import yaml
+
+    toc = yaml.safe_load((root() / "_toc.yml").read_text())
+    files = [toc["root"]] + [c["file"] for part in toc.get("parts", []) for c in part.get("chapters", [])]
+    return [f"{f}.html" for f in files]
+
+
+def export_pdf() -> Any:
+    """Print the built book (every page of ``_toc.yml``, in order) to ``book/_build/html/_pdf/``: one PDF per page and
+    :data:`PDF_BOOK` for the whole book (:func:`poisoncure.browser.export_pdf`)."""
+    import yaml
+
+    from . import browser
+
+    title = yaml.safe_load((root() / "_config.yml").read_text())["title"]
+    edition = browser.export_pdf(build_dir() / "html", toc_pages(), pdf_dir(), title)
+    size = edition.book.stat().st_size / 2**20
+    print(f"PDF edition: {edition.book} ({edition.pages} pages, {size:.1f} MB, {len(edition.chapters)} page files) "
+          f"in {edition.seconds:.0f} s", flush=True)
+    return edition
 
 
 def record_execution(res: Execution, profile: str) -> None:
@@ -273,6 +327,8 @@ def build(profile: str = "smoke", only: list[str] | None = None, overrides: dict
             print(f"not rendering: notebooks never executed: {missing}", file=sys.stderr)
             return 1
         rc = rc or render()
+        if rc == 0:
+            export_pdf()
     if failed:
         print(f"FAILED notebooks: {failed}", file=sys.stderr)
     return rc
@@ -382,12 +438,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="override a parameter of the executed notebooks (YAML value)")
     b.add_argument("--no-render", action="store_true", help="execute only; do not run Jupyter Book")
     sub.add_parser("check", help="check that the built HTML shows every figure and table")
+    sub.add_parser("pdf", help="print the built HTML to PDF (one file per page and one for the book)")
     p = sub.add_parser("params", help="list a notebook's parameters: default, meaning, valid values")
     p.add_argument("notebook")
     args = ap.parse_args(argv)
     if args.cmd == "build":
         overrides = dict(_parse_override(t) for t in args.param)
         return build(args.profile, args.only, overrides, not args.no_render)
+    if args.cmd == "pdf":
+        export_pdf()
+        return 0
     if args.cmd == "check":
         problems = check()
         print("\n".join(problems) if problems else "book OK: every figure and table is in the HTML")

@@ -7,14 +7,21 @@ For each HTML page of ``book/_build/html`` (served on a local port, as a reader 
 * no cell output shows an error or a traceback;
 * every internal link resolves (the file exists and, for ``page.html#anchor``, the anchor exists on that page);
 * the math is typeset by MathJax: as many rendered formulas as TeX sources, none with a TeX error;
+* every chapter page offers its downloads: the executed notebook (fetched, it opens with ``nbformat`` and holds
+  the page's figures) and its Jupytext source;
+* the footer states the licences of the code and of the text;
 * a full-page screenshot is saved for review (``book/_build/screenshots/<page>.png``).
+
+:func:`export_pdf` prints the same pages, in the book's order, with the same browser into one PDF per page and one
+for the whole book (the printable edition).
 
 Usage::
 
     python -m poisoncure.browser [--html book/_build/html] [--screenshots DIR]
 
-Chromium comes from Debian's ``chromium-headless-shell`` or ``chromium`` package (``python3 tasks.py test`` installs
-the first when it can), or from ``POISONCURE_CHROMIUM``; it is driven by Playwright's Python package.
+Chromium comes from ``POISONCURE_CHROMIUM``, Debian's ``chromium-headless-shell`` or ``chromium`` package
+(``python3 tasks.py test`` installs the first when it can), the PATH, or Playwright's own managed Chromium
+(``python -m playwright install --only-shell chromium``); it is driven by Playwright's Python package.
 """
 
 from __future__ import annotations
@@ -43,7 +50,8 @@ SKIP_PAGES = {"genindex.html", "search.html"}
 
 
 def find_chromium() -> str | None:
-    """Path of a Chromium binary: ``POISONCURE_CHROMIUM``, then Debian's packages, then the PATH."""
+    """Path of a Chromium binary: ``POISONCURE_CHROMIUM``, then Debian's packages, then the PATH, then
+    Playwright's managed Chromium (:func:`playwright_chromium`)."""
     env = os.environ.get("POISONCURE_CHROMIUM")
     if env:
         return env if Path(env).is_file() else None
@@ -53,6 +61,25 @@ def find_chromium() -> str | None:
     for name in ("chromium-headless-shell", "chromium", "chromium-browser"):
         if (p := shutil.which(name)) is not None:
             return p
+    return playwright_chromium()
+
+
+def playwright_chromium() -> str | None:
+    """Playwright's managed Chromium for the installed Playwright (its headless shell first, then the full
+    browser), as ``playwright install`` puts it under ``PLAYWRIGHT_BROWSERS_PATH`` or Playwright's default folder;
+    ``None`` when it is not installed (or Playwright is not)."""
+    try:
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as pw:
+            full = Path(pw.chromium.executable_path)  # <browsers>/chromium-<rev>/<platform dir>/<binary>
+    except Exception:  # no playwright package, or its driver cannot start
+        return None
+    revision = full.parents[1].name.rsplit("-", 1)[-1]
+    shells = sorted(full.parents[2].glob(f"chromium_headless_shell-{revision}/*/*headless*shell"))
+    for candidate in [*shells, full]:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
     return None
 
 
@@ -76,6 +103,7 @@ class PageReport:
     tables: int = 0
     math: int = 0
     links: int = 0
+    downloads: int = 0
     problems: list[str] = field(default_factory=list)
 
 
@@ -123,6 +151,7 @@ _PAGE_STATE = """
     traceback: text.includes('Traceback (most recent call last)'),
     tex: tex, rendered: rendered, texErrors: texErrors,
     hrefs: [...document.querySelectorAll('a[href]')].map(a => a.href),
+    footer: [...document.querySelectorAll('footer')].map(f => f.innerText).join(' '),
   };
 }
 """
@@ -159,6 +188,71 @@ def check_links(html_dir: Path, base: str, hrefs: list[str], ids: dict[Path, set
     return n, problems
 
 
+#: what every page's footer must say (the licences: code, then text and figures)
+FOOTER_LICENCES = ("MIT", "CC BY 4.0")
+
+
+def check_downloads(base: str, hrefs: list[str]) -> tuple[int, list[str]]:
+    """(downloads checked, problems) for a chapter page: it must link its executed notebook (``.ipynb``: fetched,
+    it opens with ``nbformat``, validates and holds at least one figure output) and its Jupytext source (``.py``,
+    a percent-format notebook)."""
+    import urllib.request
+
+    import nbformat
+
+    links = sorted({h for h in hrefs if h.startswith(base) and "/_downloads/" in h})
+    notebooks = [h for h in links if h.endswith(".ipynb")]
+    sources = [h for h in links if h.endswith(".py")]
+    problems = []
+    if not notebooks:
+        problems.append("no download of the executed notebook (.ipynb)")
+    if not sources:
+        problems.append("no download of the Jupytext source (.py)")
+    def fetch(href: str) -> str | None:
+        try:
+            with urllib.request.urlopen(href) as response:
+                return response.read().decode()
+        except OSError as err:  # urllib's HTTPError / URLError
+            problems.append(f"download {href.rsplit('/', 1)[-1]} cannot be fetched: {err}")
+            return None
+
+    for href in notebooks:
+        if (raw := fetch(href)) is None:
+            continue
+        try:
+            nb = nbformat.reads(raw, as_version=4)
+            nbformat.validate(nb)
+        except Exception as err:
+            problems.append(f"download {href.rsplit('/', 1)[-1]} is not a valid notebook: {err}")
+            continue
+        figures = sum(any(k.startswith("image/") or "image/" in k for k in out.get("data", {}))
+                      for cell in nb.cells for out in cell.get("outputs", []))
+        if figures == 0:
+            problems.append(f"download {href.rsplit('/', 1)[-1]} holds no figure output (not the executed notebook)")
+    for href in sources:
+        if (text := fetch(href)) is None:
+            continue
+        if "# %%" not in text:
+            problems.append(f"download {href.rsplit('/', 1)[-1]} is not a Jupytext percent-format source")
+    return len(notebooks) + len(sources), problems
+
+
+def _launch(pw, chromium: str | None):
+    chromium = chromium or find_chromium()
+    if chromium is None:
+        raise FileNotFoundError("no Chromium found: install Debian's chromium-headless-shell (python3 tasks.py test "
+                                "does it when run as root), or Playwright's (python -m playwright install "
+                                "--only-shell chromium), or set POISONCURE_CHROMIUM to a Chromium binary")
+    return pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+
+
+def _open(page, url: str) -> bool:
+    """Load a page and wait for MathJax; False when the page has formulas but MathJax did not load."""
+    page.goto(url, wait_until="load")
+    page.wait_for_function("document.readyState === 'complete'")
+    return page.evaluate(_WAIT_MATH) if page.evaluate("!!document.querySelector('.math')") else True
+
+
 def check_book(html_dir: Path, screenshots: Path | None = None, chromium: str | None = None,
                width: int = 1280, only: list[str] | None = None) -> list[PageReport]:
     """Open every page of the built book in headless Chromium; one report per page (see the module doc).
@@ -169,15 +263,11 @@ def check_book(html_dir: Path, screenshots: Path | None = None, chromium: str | 
     html_dir = Path(html_dir).resolve()
     if not (html_dir / "index.html").is_file():
         raise FileNotFoundError(f"no built book in {html_dir}: run `python3 tasks.py book` first")
-    chromium = chromium or find_chromium()
-    if chromium is None:
-        raise FileNotFoundError("no Chromium found: install Debian's chromium-headless-shell (python3 tasks.py test "
-                                "does it when run as root) or set POISONCURE_CHROMIUM to a Chromium binary")
     if screenshots is not None:
         screenshots.mkdir(parents=True, exist_ok=True)
     reports, ids = [], {}
     with serve(html_dir) as base, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        browser = _launch(pw, chromium)
         try:
             page = browser.new_page(viewport={"width": width, "height": 900})
             for path in pages(html_dir):
@@ -185,10 +275,7 @@ def check_book(html_dir: Path, screenshots: Path | None = None, chromium: str | 
                 if only is not None and not any(o in rel for o in only):
                     continue
                 rep = PageReport(rel)
-                page.goto(base + rel, wait_until="load")
-                page.wait_for_function("document.readyState === 'complete'")
-                has_mathjax = page.evaluate(_WAIT_MATH) if page.evaluate("!!document.querySelector('.math')") \
-                    else True
+                has_mathjax = _open(page, base + rel)
                 state = page.evaluate(_PAGE_STATE)
                 rep.images, rep.tables, rep.math = state["images"], state["tables"], state["rendered"]
                 rep.problems += [f"image {s!r} did not load" for s in state["brokenImages"]]
@@ -201,8 +288,13 @@ def check_book(html_dir: Path, screenshots: Path | None = None, chromium: str | 
                 elif state["rendered"] < state["tex"]:
                     rep.problems.append(f"{state['tex']} formulas, {state['rendered']} typeset by MathJax")
                 rep.problems += [f"TeX error in {t!r}" for t in state["texErrors"]]
+                rep.problems += [f"the footer does not state the licence {lic!r}" for lic in FOOTER_LICENCES
+                                 if lic not in state["footer"]]
                 rep.links, link_problems = check_links(html_dir, base, state["hrefs"], ids)
                 rep.problems += link_problems
+                if "/chapters/" in rel:
+                    rep.downloads, download_problems = check_downloads(base, state["hrefs"])
+                    rep.problems += download_problems
                 if screenshots is not None:
                     shot = screenshots / (rel.replace("/", "__").removesuffix(".html") + ".png")
                     page.screenshot(path=str(shot), full_page=True)
@@ -210,6 +302,66 @@ def check_book(html_dir: Path, screenshots: Path | None = None, chromium: str | 
         finally:
             browser.close()
     return reports
+
+
+# ----------------------------------------------------------------------------------------------- PDF
+@dataclass
+class PdfEdition:
+    book: Path
+    chapters: dict[str, Path]
+    pages: int
+    seconds: float
+
+
+def export_pdf(html_dir: Path, order: list[str], out_dir: Path, title: str, chromium: str | None = None) -> PdfEdition:
+    """Print the built pages to PDF with headless Chromium (print styles, A4, backgrounds, formulas typeset by
+    MathJax first): one file per page, ``<out_dir>/<stem>.pdf``, and the whole book in ``order`` (page paths
+    relative to ``html_dir``, e.g. ``book/chapters/02_attack.html``) as ``<out_dir>/poisoncure-book.pdf`` with one
+    bookmark per page. Files are written atomically (a partial PDF never replaces a good one)."""
+    import time
+
+    from playwright.sync_api import sync_playwright
+    from pypdf import PdfWriter
+
+    start = time.perf_counter()
+    html_dir = Path(html_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    with serve(html_dir) as base, sync_playwright() as pw:
+        browser = _launch(pw, chromium)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            for rel in order:
+                if not _open(page, base + rel):
+                    raise RuntimeError(f"{rel}: MathJax did not load, the PDF would show raw TeX")
+                page.emulate_media(media="print")
+                target = out_dir / (Path(rel).stem + ".pdf")
+                tmp = target.with_suffix(".pdf.tmp")
+                page.pdf(path=str(tmp), format="A4", print_background=True,
+                         margin={"top": "16mm", "bottom": "16mm", "left": "14mm", "right": "14mm"})
+                tmp.replace(target)
+                files[rel] = target
+        finally:
+            browser.close()
+    writer = PdfWriter()
+    for rel, path in files.items():
+        first = len(writer.pages)
+        writer.append(str(path))
+        writer.add_outline_item(_page_title(html_dir / rel), first)
+    writer.add_metadata({"/Title": title})
+    whole = out_dir / "poisoncure-book.pdf"
+    tmp = whole.with_suffix(".pdf.tmp")
+    with open(tmp, "wb") as fh:
+        writer.write(fh)
+    tmp.replace(whole)
+    return PdfEdition(whole, files, len(writer.pages), time.perf_counter() - start)
+
+
+def _page_title(page: Path) -> str:
+    match = re.search(r"<title>(.*?)</title>", page.read_text(errors="replace"), re.S)
+    import html
+
+    return html.unescape(match.group(1)).split(" — ")[0].strip() if match else page.stem
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ import hashlib
 import io
 import os
 import pickle
+import shutil
 import socket
 import tarfile
 from collections.abc import Sequence
@@ -328,25 +329,91 @@ def to_cifar_layout(grey: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(padded[..., None], 3, axis=3))
 
 
-def load_fashion_mnist(path: str | Path | None = None, *, verify: bool = True) -> Cifar10:
+#: torchvision's mirror of the original files (``torchvision.datasets.FashionMNIST.mirrors``); the downloader
+#: can be pointed elsewhere with ``POISONCURE_FASHION_MNIST_MIRROR`` (any URL urllib opens, ``file://`` included)
+FASHION_MIRROR_ENV = "POISONCURE_FASHION_MNIST_MIRROR"
+
+
+def fashion_download_dir() -> Path:
+    """Where :func:`fetch_fashion_mnist` puts its copy: the folder ``POISONCURE_FASHION_MNIST`` names, else
+    ``<data root>/fashion-mnist``."""
+    env = os.environ.get("POISONCURE_FASHION_MNIST")
+    return Path(env).expanduser() if env else paths.data_root() / "fashion-mnist"
+
+
+def _has_fashion_files(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in FASHION_FILES)
+
+
+def find_fashion_mnist() -> Path | None:
+    """The first folder holding the four Fashion-MNIST files: ``POISONCURE_FASHION_MNIST``, Debian's package
+    folder, then a copy downloaded earlier (:func:`fashion_download_dir`); ``None`` when there is none."""
+    env = os.environ.get("POISONCURE_FASHION_MNIST")
+    if env:
+        return Path(env).expanduser() if _has_fashion_files(Path(env).expanduser()) else None
+    for folder in (FASHION_DEBIAN_DIR, fashion_download_dir()):
+        if _has_fashion_files(folder):
+            return folder
+    return None
+
+
+def fetch_fashion_mnist(dest: str | Path | None = None, mirror: str | None = None) -> Path:
+    """Download the four original files with torchvision's downloader into ``dest`` (default
+    :func:`fashion_download_dir`) and return the folder. Content is checked by :func:`load_fashion_mnist`
+    (the SHA-256 of the IDX bytes), not by the ``.gz`` wrapper, which differs between mirrors.
+
+    ``mirror`` (or ``POISONCURE_FASHION_MNIST_MIRROR``) replaces torchvision's mirror: a URL ending in ``/``
+    under which the four file names are found. Raises :class:`DataNotFoundError` naming the remedies when a file
+    cannot be fetched (offline, say)."""
+    from torchvision.datasets import FashionMNIST
+    from torchvision.datasets.utils import download_url
+
+    folder = Path(dest) if dest is not None else fashion_download_dir()
+    base = mirror or os.environ.get(FASHION_MIRROR_ENV) or FashionMNIST.mirrors[0]
+    base = base if base.endswith("/") else base + "/"
+    partial = folder / ".partial"
+    for name in FASHION_FILES:
+        if (folder / name).is_file():
+            continue
+        try:
+            download_url(base + name, str(partial), filename=name, md5=None)
+        except Exception as err:  # urllib's URLError, OSError, torchvision's RuntimeError
+            raise DataNotFoundError(
+                f"Fashion-MNIST: could not download {base + name} ({type(err).__name__}: {err}). Install Debian's "
+                "package (apt-get install dataset-fashion-mnist), or set POISONCURE_FASHION_MNIST to a folder "
+                "holding the four original *-ubyte.gz files, or retry online.") from err
+        folder.mkdir(parents=True, exist_ok=True)
+        os.replace(partial / name, folder / name)  # a file appears whole or not at all
+    if partial.is_dir():
+        shutil.rmtree(partial, ignore_errors=True)
+    return folder
+
+
+def load_fashion_mnist(path: str | Path | None = None, *, verify: bool = True, download: bool = True) -> Cifar10:
     """Fashion-MNIST (Xiao et al. 2017; 60k training, 10k test, 10 classes) in the library's image layout.
 
-    Looked for in ``path``, else ``POISONCURE_FASHION_MNIST``, else Debian's package folder
-    (``apt-get install dataset-fashion-mnist``; the project's set-up installs it where it can). The four
-    original ``*-ubyte.gz`` files are read and checked against :data:`FASHION_FILES`; images become
-    (N, 32, 32, 3) with :func:`to_cifar_layout`. Returned as a :class:`Cifar10`-shaped pair of splits with
-    ``classes`` = :data:`FASHION_CLASSES`.
+    Looked for in ``path``, else by :func:`find_fashion_mnist` (``POISONCURE_FASHION_MNIST``, Debian's package
+    folder, an earlier download); when none holds it and ``download`` is true, torchvision's downloader fetches it
+    (:func:`fetch_fashion_mnist`; needs the internet). The four original ``*-ubyte.gz`` files are read and checked
+    against :data:`FASHION_FILES`; images become (N, 32, 32, 3) with :func:`to_cifar_layout`. Returned as a
+    :class:`Cifar10`-shaped pair of splits with ``classes`` = :data:`FASHION_CLASSES`.
     """
     import gzip
 
-    env = os.environ.get("POISONCURE_FASHION_MNIST")
-    folder = Path(path or env or FASHION_DEBIAN_DIR).expanduser()
+    if path is not None:
+        folder = Path(path).expanduser()
+    else:
+        folder = find_fashion_mnist()
+        if folder is None and download:
+            folder = fetch_fashion_mnist()
+        folder = folder or fashion_download_dir()
     missing = [name for name in FASHION_FILES if not (folder / name).is_file()]
     if missing:
         raise DataNotFoundError(
             f"Fashion-MNIST not found in {folder} (missing {', '.join(missing)}). Install Debian's package "
-            "(`apt-get install dataset-fashion-mnist`, which `python3 tasks.py setup` does when run as root), "
-            "or set POISONCURE_FASHION_MNIST to a folder holding the four original *-ubyte.gz files.")
+            "(`apt-get install dataset-fashion-mnist`, which `python3 tasks.py book` does when run as root), "
+            "or set POISONCURE_FASHION_MNIST to a folder holding the four original *-ubyte.gz files, or run "
+            "online once (torchvision's downloader fills data/fashion-mnist).")
     arrays = {}
     for name, sha in FASHION_FILES.items():
         try:
