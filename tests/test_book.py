@@ -82,8 +82,9 @@ def test_every_page_renders_in_a_browser(html_dir):
     assert len(shots) >= len(reports) and all(p.stat().st_size > 0 for p in shots), (len(shots), len(reports))
 
 
-def test_the_browser_check_fails_when_a_figure_is_removed(html_dir, tmp_path):
-    """Delete one figure file from a copy of the build: the browser sees a broken image on that page."""
+def _check_chapter_2_without(html_dir, tmp_path, link: str) -> list[str]:
+    """The browser check's problems for chapter 2 in a copy of the build from which the first file the page links
+    by ``link`` (a regular expression with one group: the relative URL) was deleted."""
     import re
 
     from poisoncure import browser
@@ -92,27 +93,22 @@ def test_the_browser_check_fails_when_a_figure_is_removed(html_dir, tmp_path):
     copy = tmp_path / "html"
     shutil.copytree(html_dir, copy)
     page = copy / "book" / "chapters" / "02_attack.html"
-    src = re.findall(r'<img[^>]+src="([^"]+_images/[^"]+)"', page.read_text())[0]
-    (page.parent / src).resolve().unlink()
+    (page.parent / re.findall(link, page.read_text())[0]).resolve().unlink()
     (report,) = browser.check_book(copy, only=["02_attack"])
-    assert any("did not load" in p for p in report.problems), report.problems
+    return report.problems
+
+
+def test_the_browser_check_fails_when_a_figure_is_removed(html_dir, tmp_path):
+    """Delete one figure file from a copy of the build: the browser sees a broken image on that page."""
+    problems = _check_chapter_2_without(html_dir, tmp_path, r'<img[^>]+src="([^"]+_images/[^"]+)"')
+    assert any("did not load" in p for p in problems), problems
 
 
 def test_the_browser_check_fails_when_a_download_is_missing(html_dir, tmp_path):
     """Delete the executed notebook behind chapter 2's download link from a copy of the build: the browser
-    check reports it (the link and the download)."""
-    import re
-
-    from poisoncure import browser
-
-    _chromium_or_skip()
-    copy = tmp_path / "html"
-    shutil.copytree(html_dir, copy)
-    page = copy / "book" / "chapters" / "02_attack.html"
-    href = re.findall(r'href="([^"]+_downloads/[^"]+\.ipynb)"', page.read_text())[0]
-    (page.parent / href).resolve().unlink()
-    (report,) = browser.check_book(copy, only=["02_attack"])
-    assert any("cannot be fetched" in p for p in report.problems), report.problems
+    check reports it."""
+    problems = _check_chapter_2_without(html_dir, tmp_path, r'href="([^"]+_downloads/[^"]+\.ipynb)"')
+    assert any("cannot be fetched" in p for p in problems), problems
 
 
 # ------------------------------------------------------------------ the printable edition

@@ -50,7 +50,8 @@ def test_crop_flip_is_a_shifted_window_of_the_padded_image():
 
 
 @pytest.mark.parametrize("field, value", [("epochs", 0), ("lr", 0.0), ("augment", "rotate"),
-                                          ("schedule", "step"), ("label_smoothing", 1.0), ("batch_size", 0)])
+                                          ("schedule", "step"), ("label_smoothing", 1.0), ("batch_size", 0),
+                                          ("bias_lr_scale", 0.0), ("lookahead", 1.0), ("lookahead", -0.1)])
 def test_train_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=field):
         train.TrainConfig(**{field: value})
@@ -131,3 +132,63 @@ def test_whitening_survives_saving_reinitialising_and_is_not_trained():
 def test_whitened_net_parameter_counts_match_its_docstring():
     assert [models.count_parameters(models.whitened_net(width=w)) for w in (16, 32, 64)] == [126_794, 497_802,
                                                                                             1_972_490]
+
+
+def _toy_images(n: int = 60) -> train.ImageSet:
+    rng = np.random.default_rng(0)
+    return train.ImageSet(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), np.arange(n) % 10)
+
+
+def _trained(cfg: train.TrainConfig) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    net = models.small_cnn(width=4)
+    train.fit(net, _toy_images(), cfg, "cpu", progress=False)
+    return {k: v.clone() for k, v in net.state_dict().items()}
+
+
+def test_the_default_recipe_is_unchanged_by_the_airbench_options():
+    """bias_lr_scale 1 and lookahead 0 are the recipe as it was: the same weights, bit for bit."""
+    base = train.TrainConfig(epochs=1, batch_size=20)
+    same = train.TrainConfig(epochs=1, batch_size=20, bias_lr_scale=1.0, lookahead=0.0)
+    for k, v in _trained(base).items():
+        assert torch.equal(v, _trained(same)[k]), k
+
+
+def test_bias_lr_scale_moves_only_the_one_dimensional_parameters():
+    """With the learning rate of the batch-norm shifts and biases scaled, those move further from their start
+    than without, and the first conv's weights take another path only through them."""
+    torch.manual_seed(0)
+    start = models.small_cnn(width=4).state_dict()
+    plain = _trained(train.TrainConfig(epochs=1, batch_size=20))
+    scaled = _trained(train.TrainConfig(epochs=1, batch_size=20, bias_lr_scale=16.0))
+    one_d = [k for k, v in start.items() if v.ndim == 1 and v.is_floating_point() and "running" not in k
+             and not torch.equal(plain[k], start[k])]
+    assert one_d
+    moved = lambda sd: sum(float((sd[k] - start[k]).abs().sum()) for k in one_d)  # noqa: E731
+    assert moved(scaled) > 4 * moved(plain)
+
+
+def test_lookahead_ends_on_the_slow_weights_between_start_and_the_plain_run():
+    """The slow weights lag the trained ones: the lookahead run ends nearer its start than the plain run, and
+    differs from it (the option does something), with every tensor finite."""
+    torch.manual_seed(0)
+    start = models.small_cnn(width=4).state_dict()
+    plain = _trained(train.TrainConfig(epochs=2, batch_size=10))
+    slow = _trained(train.TrainConfig(epochs=2, batch_size=10, lookahead=0.95))
+    conv = [k for k, v in start.items() if v.ndim == 4]
+    dist = lambda sd: sum(float((sd[k] - start[k]).norm()) for k in conv)  # noqa: E731
+    assert all(torch.isfinite(v.float()).all() for v in slow.values())
+    assert 0 < dist(slow) < dist(plain)
+
+
+def test_flip_tta_sums_the_logits_of_the_image_and_its_mirror():
+    torch.manual_seed(0)
+    net = models.small_cnn(width=4).eval()
+    x = _toy_images(20).x
+    pred = train.predict(net, x, device="cpu", tta=True)
+    xf = train.to_float(torch.from_numpy(x))
+    with torch.inference_mode():
+        expected = (net(xf) + net(xf.flip(3))).argmax(1).numpy()
+    assert np.array_equal(pred, expected)
+    mirrored = np.ascontiguousarray(x[:, :, ::-1])
+    assert np.array_equal(train.predict(net, mirrored, device="cpu", tta=True), pred)  # symmetric by construction

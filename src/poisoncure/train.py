@@ -27,6 +27,7 @@ from .models import fit_whitening, unfitted_whitening
 AUGMENTATIONS = ("crop_flip", "flip", "none")
 SCHEDULES = ("onecycle", "cosine", "constant")
 WHITENING_IMAGES = 5000  #: training images a whitened network's first layer is fitted to
+LOOKAHEAD_EVERY = 5  #: steps between two updates of the lookahead's slow weights (airbench's value)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -47,6 +48,12 @@ class TrainConfig:
     ``lr`` is the peak learning rate; ``schedule`` 'onecycle' warms up linearly over ``warmup`` (a fraction of
     all steps) then decays linearly to 0, 'cosine' decays from the peak with the same warm-up, 'constant'
     keeps ``lr`` throughout (fine-tuning; ``warmup`` is ignored).
+
+    Two parts of K. Jordan's airbench recipe (arXiv:2404.00498, §3), off by default: ``bias_lr_scale``
+    multiplies the learning rate of the one-dimensional parameters (batch-norm shifts and biases, which carry no
+    weight decay); ``lookahead`` > 0 keeps a slow copy of the weights (parameters and batch-norm statistics) that
+    every :data:`LOOKAHEAD_EVERY` steps moves towards the trained ones and replaces them, with a decay that rises
+    from 0 to ``lookahead ** LOOKAHEAD_EVERY`` as ``(step / total) ** 3``; the model ends with the slow weights.
     """
 
     epochs: int = 4
@@ -60,6 +67,8 @@ class TrainConfig:
     warmup: float = 0.2
     augment: str = "flip"
     seed: int = 0
+    bias_lr_scale: float = 1.0
+    lookahead: float = 0.0
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -76,6 +85,10 @@ class TrainConfig:
             raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if not self.bias_lr_scale > 0:
+            raise ValueError(f"bias_lr_scale must be > 0, got {self.bias_lr_scale}")
+        if not 0 <= self.lookahead < 1:
+            raise ValueError(f"lookahead must lie in [0, 1) (0 = off), got {self.lookahead}")
 
 
 @dataclass
@@ -129,6 +142,27 @@ def _lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * frac))
 
 
+class Lookahead:
+    """The slow weights of :attr:`TrainConfig.lookahead`: every floating-point tensor of the model's state
+    (parameters and batch-norm running statistics)."""
+
+    def __init__(self, model: nn.Module, rate: float):
+        self.rate = rate
+        self.fast = [t for t in model.state_dict().values() if t.is_floating_point()]
+        self.slow = [t.detach().clone() for t in self.fast]
+
+    def decay(self, step: int, total: int) -> float:
+        return self.rate ** LOOKAHEAD_EVERY * (step / total) ** 3
+
+    @torch.no_grad()
+    def update(self, decay: float) -> None:
+        """Move the slow weights towards the trained ones by ``1 - decay`` and put them back into the model
+        (``decay`` 1: the model takes the slow weights as they are)."""
+        for slow, fast in zip(self.slow, self.fast, strict=True):
+            slow.lerp_(fast, 1.0 - decay)
+            fast.copy_(slow)
+
+
 def _check_offsets(offsets: np.ndarray | None, offset_index: np.ndarray | None, images: ImageSet):
     if (offsets is None) != (offset_index is None):
         raise ValueError("offsets and offset_index must be given together")
@@ -179,14 +213,15 @@ def fit(model: nn.Module, images: ImageSet, cfg: TrainConfig, device: str | torc
     decay, no_decay = [], []
     for p in model.parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
-                           {"params": no_decay, "weight_decay": 0.0}],
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
+                           {"params": no_decay, "weight_decay": 0.0, "lr_scale": cfg.bias_lr_scale}],
                           lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     n = len(images)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     hist = FitHistory()
     amp = dev.type == "cuda"
+    slow = Lookahead(model, cfg.lookahead) if cfg.lookahead > 0 else None
     step = 0
     start = time.perf_counter()
     bar = tqdm(total=total, desc="training", unit="batch", disable=not progress, mininterval=5.0)
@@ -205,7 +240,7 @@ def fit(model: nn.Module, images: ImageSet, cfg: TrainConfig, device: str | torc
             xb = augment_batch(xb, cfg.augment, gen)
             yb = y_all[idx].to(dev, non_blocking=True)
             for group in opt.param_groups:
-                group["lr"] = cfg.lr * _lr_factor(step, total, cfg)
+                group["lr"] = cfg.lr * _lr_factor(step, total, cfg) * group["lr_scale"]
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
                 logits = model(xb)
                 loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
@@ -213,6 +248,8 @@ def fit(model: nn.Module, images: ImageSet, cfg: TrainConfig, device: str | torc
             loss.backward()
             opt.step()
             step += 1
+            if slow is not None and step % LOOKAHEAD_EVERY == 0:
+                slow.update(slow.decay(step, total))
             run_loss += loss.detach().float() * len(idx)
             run_correct += (logits.detach().argmax(1) == yb).sum()
             bar.update(1)
@@ -220,6 +257,8 @@ def fit(model: nn.Module, images: ImageSet, cfg: TrainConfig, device: str | torc
         hist.accuracy.append(100.0 * float(run_correct) / n)
         bar.set_postfix(loss=f"{hist.loss[-1]:.3f}", acc=f"{hist.accuracy[-1]:.1f}")
     bar.close()
+    if slow is not None:
+        slow.update(1.0)  # the trained model is the slow one
     hist.seconds = time.perf_counter() - start
     hist.images_per_second = cfg.epochs * n / hist.seconds
     model.eval()
@@ -227,8 +266,11 @@ def fit(model: nn.Module, images: ImageSet, cfg: TrainConfig, device: str | torc
 
 
 def predict(model: nn.Module, x_uint8: np.ndarray, batch_size: int = 1000,
-            device: str | torch.device = "auto") -> np.ndarray:
-    """Predicted labels (N,) for uint8 images (N, 32, 32, 3), in eval mode under ``inference_mode``."""
+            device: str | torch.device = "auto", tta: bool = False) -> np.ndarray:
+    """Predicted labels (N,) for uint8 images (N, 32, 32, 3), in eval mode under ``inference_mode``.
+
+    ``tta``: flip test-time augmentation — the logits of each image and of its mirror image are summed (a
+    trigger off the image's vertical axis is seen at both places; airbench's evaluation does the same)."""
     dev = resolve_device(device)
     model.to(dev).eval()
     out = []
@@ -236,7 +278,10 @@ def predict(model: nn.Module, x_uint8: np.ndarray, batch_size: int = 1000,
         for i in range(0, len(x_uint8), batch_size):
             xb = to_float(torch.from_numpy(x_uint8[i:i + batch_size]).to(dev))
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                out.append(model(xb).argmax(1).cpu())
+                logits = model(xb)
+                if tta:
+                    logits = logits + model(xb.flip(3))
+                out.append(logits.argmax(1).cpu())
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.int64)
 
 
@@ -254,15 +299,15 @@ class AttackMetrics:
 
 
 def evaluate(model: nn.Module, test: ImageSet, spec: AttackSpec | None = None,
-             device: str | torch.device = "auto") -> AttackMetrics:
+             device: str | torch.device = "auto", tta: bool = False) -> AttackMetrics:
     """Clean accuracy on ``test``; with an attack ``spec`` also attack success and accuracy on triggered
-    base-class test images."""
-    pred = predict(model, test.x, device=device)
+    base-class test images. ``tta``: flip test-time augmentation (:func:`predict`)."""
+    pred = predict(model, test.x, device=device, tta=tta)
     per_class = metrics.per_class_accuracy(pred, test.y, len(test.classes))
     asr = pacc = None
     if spec is not None:
         trig = triggered_test_set(test, spec)
-        pred_t = predict(model, trig.x, device=device)
+        pred_t = predict(model, trig.x, device=device, tta=tta)
         asr = metrics.attack_success_rate(pred_t, spec.target)
         pacc = metrics.accuracy(pred_t, trig.y)
     return AttackMetrics(metrics.accuracy(pred, test.y), [float(v) for v in per_class], asr, pacc)
