@@ -123,7 +123,7 @@ def ensure_fashion_mnist() -> None:
     if fetch.returncode == 0:
         print(f"Fashion-MNIST downloaded to {fetch.stdout.strip()}", flush=True)
         return
-    reason = (fetch.stderr.strip().splitlines() or ["?"])[-1]
+    reason = (fetch.stderr.strip().splitlines() or ["?"])[-1].split(". Install ")[0]
     sys.exit(f"stopped: chapter 11 needs Fashion-MNIST, and it was not found and could not be downloaded "
              f"({reason}). Install one of: Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist), "
              "or the four original *-ubyte.gz files in a folder named by POISONCURE_FASHION_MNIST, or run once "

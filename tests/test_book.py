@@ -113,10 +113,12 @@ def test_the_browser_check_fails_when_a_download_is_missing(html_dir, tmp_path):
 
 # ------------------------------------------------------------------ the printable edition
 def _plain(text: str) -> str:
-    """Text without whitespace or hyphenation, for comparing a PDF's extracted text with the HTML's."""
+    """Text without whitespace or hyphenation, ligatures spelt out, for comparing a PDF's extracted text with the
+    HTML's."""
     import re
+    import unicodedata
 
-    return re.sub(r"[\s\u00ad-]+", "", text)
+    return re.sub(r"[\s\u00ad-]+", "", unicodedata.normalize("NFKC", text))
 
 
 def test_the_pdf_edition_holds_every_chapter_title_and_figure_caption(html_dir):
@@ -139,9 +141,11 @@ def test_the_pdf_edition_holds_every_chapter_title_and_figure_caption(html_dir):
     checked = 0
     for name in book.notebook_sources():
         page = (html_dir / "book" / "chapters" / f"{name}.html").read_text()
-        title = html.unescape(re.sub(r"<[^>]+>", "", re.search(r"<h1>(.*?)</h1>", page, re.S).group(1)))
-        assert _plain(title.replace("#", "")) in text, f"{name}: title {title!r} not in the PDF"
+        h1 = re.sub(r'<a class="headerlink".*?</a>', "", re.search(r"<h1>(.*?)</h1>", page, re.S).group(1))
+        title = html.unescape(re.sub(r"<[^>]+>", "", h1))
+        assert _plain(title) in text, f"{name}: title {title!r} not in the PDF"
         for caption in re.findall(r"<figcaption>(.*?)</figcaption>", page, re.S):
+            caption = re.sub(r'<a class="headerlink".*?</a>', "", caption, flags=re.S)  # the pilcrow "#" link
             words = html.unescape(re.sub(r"<[^>]+>", " ", caption))
             words = re.split(r"\\\(|\$|\\\[", words)[0]  # up to the first formula (typeset, not text, in the PDF)
             words = re.sub(r"^\s*(Fig\.|Table)\s*[\d.]+\s*", "", words).strip()[:40]

@@ -305,6 +305,10 @@ def check_book(html_dir: Path, screenshots: Path | None = None, chromium: str | 
 
 
 # ----------------------------------------------------------------------------------------------- PDF
+#: kept whole on a printed page when they fit: code blocks, figures, tables and notes
+PRINT_CSS = "div.highlight, figure, table, div.admonition { break-inside: avoid; }"
+
+
 @dataclass
 class PdfEdition:
     book: Path
@@ -335,6 +339,7 @@ def export_pdf(html_dir: Path, order: list[str], out_dir: Path, title: str, chro
                 if not _open(page, base + rel):
                     raise RuntimeError(f"{rel}: MathJax did not load, the PDF would show raw TeX")
                 page.emulate_media(media="print")
+                page.add_style_tag(content=PRINT_CSS)
                 target = out_dir / (Path(rel).stem + ".pdf")
                 tmp = target.with_suffix(".pdf.tmp")
                 page.pdf(path=str(tmp), format="A4", print_background=True,
