@@ -78,7 +78,7 @@ def test_comments_are_read_per_name():
 
 @pytest.fixture
 def fake_build(tmp_path, monkeypatch):
-    """``book.build`` with a stand-in executor (records each call, writes an empty notebook) and no render, in a
+    """``book.build`` with a stand-in executor (records each call, writes an empty notebook) and no render or PDF, in a
     scratch build folder. Yields the list of calls; ``on_execute(name, params)`` may be set on it as a hook."""
 
     class Calls(list):
@@ -98,6 +98,7 @@ def fake_build(tmp_path, monkeypatch):
     monkeypatch.setattr(book, "build_dir", lambda: tmp_path / "_build")
     monkeypatch.setattr(book, "execute", fake_execute)
     monkeypatch.setattr(book, "render", lambda: 0)
+    monkeypatch.setattr(book, "export_pdf", lambda: None)
     return calls
 
 
