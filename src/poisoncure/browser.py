@@ -305,8 +305,10 @@ def check_book(html_dir: Path, screenshots: Path | None = None, chromium: str | 
 
 
 # ----------------------------------------------------------------------------------------------- PDF
-#: kept whole on a printed page when they fit: code blocks, figures, tables and notes
-PRINT_CSS = "div.highlight, figure, table, div.admonition { break-inside: avoid; }"
+#: for print: code blocks, figures, tables and notes kept whole on a page when they fit; long code lines wrapped
+#: (a page has no horizontal scroll bar)
+PRINT_CSS = ("div.highlight, figure, table, div.admonition { break-inside: avoid; } "
+             "pre { white-space: pre-wrap; overflow-wrap: anywhere; }")
 
 
 @dataclass
