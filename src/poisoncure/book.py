@@ -258,7 +258,7 @@ def export_pdf() -> Any:
     from . import browser
 
     title = yaml.safe_load((root() / "_config.yml").read_text())["title"]
-    edition = browser.export_pdf(build_dir() / "html", toc_pages(), pdf_dir(), title)
+    edition = browser.export_pdf(build_dir() / "html", toc_pages(), pdf_dir(), title, PDF_BOOK)
     size = edition.book.stat().st_size / 2**20
     print(f"PDF edition: {edition.book} ({edition.pages} pages, {size:.1f} MB, {len(edition.chapters)} page files) "
           f"in {edition.seconds:.0f} s", flush=True)

@@ -225,7 +225,7 @@ def check_downloads(base: str, hrefs: list[str]) -> tuple[int, list[str]]:
         except Exception as err:
             problems.append(f"download {href.rsplit('/', 1)[-1]} is not a valid notebook: {err}")
             continue
-        figures = sum(any(k.startswith("image/") or "image/" in k for k in out.get("data", {}))
+        figures = sum(any("image/" in k for k in out.get("data", {}))
                       for cell in nb.cells for out in cell.get("outputs", []))
         if figures == 0:
             problems.append(f"download {href.rsplit('/', 1)[-1]} holds no figure output (not the executed notebook)")
@@ -319,10 +319,11 @@ class PdfEdition:
     seconds: float
 
 
-def export_pdf(html_dir: Path, order: list[str], out_dir: Path, title: str, chromium: str | None = None) -> PdfEdition:
+def export_pdf(html_dir: Path, order: list[str], out_dir: Path, title: str, book_name: str,
+               chromium: str | None = None) -> PdfEdition:
     """Print the built pages to PDF with headless Chromium (print styles, A4, backgrounds, formulas typeset by
     MathJax first): one file per page, ``<out_dir>/<stem>.pdf``, and the whole book in ``order`` (page paths
-    relative to ``html_dir``, e.g. ``book/chapters/02_attack.html``) as ``<out_dir>/poisoncure-book.pdf`` with one
+    relative to ``html_dir``, e.g. ``book/chapters/02_attack.html``) as ``<out_dir>/<book_name>`` with one
     bookmark per page. Files are written atomically (a partial PDF never replaces a good one)."""
     import time
 
@@ -356,7 +357,7 @@ def export_pdf(html_dir: Path, order: list[str], out_dir: Path, title: str, chro
         writer.append(str(path))
         writer.add_outline_item(_page_title(html_dir / rel), first)
     writer.add_metadata({"/Title": title})
-    whole = out_dir / "poisoncure-book.pdf"
+    whole = out_dir / book_name
     tmp = whole.with_suffix(".pdf.tmp")
     with open(tmp, "wb") as fh:
         writer.write(fh)
