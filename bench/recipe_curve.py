@@ -52,7 +52,7 @@ def run(width: int, epochs: int, args, train_set, test, specs) -> dict:
     seconds = time.perf_counter() - start
     config = {k: v for k, v in vars(args).items() if k not in ("configs", "out")}
     row = {"width": width, "epochs": epochs, "train_seconds": round(seconds, 1), "config": config,
-           "provenance": provenance.collect("cpu")}
+           "precision": train.precision("cpu"), "provenance": provenance.collect("cpu")}
     for tta in (False, True):
         clean = train.evaluate(net, test, device="cpu", tta=tta)
         key = "tta" if tta else "plain"
@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     cifar = data.load_cifar10()
     train_set, specs = poisoned_training_set(data.balanced_subset(cifar.train, args.per_class, args.seed), args.seed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    print(f"{provenance.device_name('cpu')}; commit {provenance.git_commit()}; batch {args.batch}, lr {args.lr}, "
+    print(f"{provenance.device_name('cpu')}; {train.precision('cpu')}; commit {provenance.git_commit()}; "
+          f"batch {args.batch}, lr {args.lr}, "
           f"augment {args.augment}, lookahead {args.lookahead}, bias lr x{args.bias_lr_scale}")
     print(f"{'widths':<12} {'epochs':>6} {'train s':>8} {'clean':>6} {'worst':>6} {'blend':>6} {'pixel':>6} "
           f"{'clean+tta':>9} {'worst+tta':>9} {'blend+tta':>9} {'pixel+tta':>9}")

@@ -32,17 +32,18 @@ device = "auto"  # "auto" (CUDA if available), "cpu" or "cuda"
 pair = 1  # row of the paper's target-base pair table, 1..9
 poison_rate = 0.1  # fraction of the base class poisoned, in (0, 1]
 opacity = 0.2  # blend opacity, in (0, 1]
-blend_source = "noise"  # blend pattern: "noise" or "skimage"
+blend_source = "skimage"  # blend pattern: "noise" or "skimage"
 train_per_class = None  # training images per class; None means all 5,000
-model = "small_cnn"  # "small_cnn", "resnet18" or "vgg19"
-width = 24  # channel width of the model's first stage
-epochs = 4  # training epochs
+model = "whitened_net"  # "whitened_net" (fast, CPU), "small_cnn", "small_cnn_whitened", "resnet18" or "vgg19"
+width = 32  # channel width of the model's first stage
+epochs = 8  # training epochs
 batch_size = 256  # training batch size
 lr = 0.2  # peak learning rate
 augment = "flip"  # "flip", "crop_flip" or "none"
-label_smoothing = 0.1  # label smoothing of the training loss
+label_smoothing = 0.2  # label smoothing of the training loss
 seed = 0  # seed of the poisoned subset, model initialisation and data order
-poisons = ["blend"]  # poisoned models of chapter 2: "blend" and/or "pixel" (the pixel model needs the full profile)
+tta = True  # flip test-time augmentation: classify by the summed logits of each image and its mirror
+poisons = ["blend", "pixel"]  # poisoned models of chapter 2: "blend" and/or "pixel"
 threshold = 2.0  # lambda: flag the class whose W exceeds lambda times the mean W of the others
 
 # %%

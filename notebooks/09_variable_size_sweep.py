@@ -41,7 +41,7 @@
 profile = "smoke"  # named parameter set (src/poisoncure/profiles/<profile>.yml)
 device = "auto"  # "auto" (CUDA if available), "cpu" or "cuda"
 results_profile = "smoke"  # whose committed sweep results to show (results/<profile>/sweep)
-live_point = "pair1-patch3-small_cnn-r0.1-s0"  # sweep point recomputed here and set beside its file ("" or None: none)
+live_point = "pair1-patch3-whitened_net-r0.1-s0"  # sweep point recomputed here beside its file ("" or None: none)
 
 # %%
 import matplotlib.pyplot as plt

@@ -60,7 +60,9 @@ class Recipe:
     ``pair`` is a row of
     the paper's pair table (:data:`attacks.PAPER_PAIRS`). ``blend_source`` 'skimage' uses the pair's
     out-of-distribution image, 'noise' a seeded noise image. ``train_per_class`` limits the training set to a
-    class-balanced subset (``None`` = all 5,000 per class).
+    class-balanced subset (``None`` = all 5,000 per class). ``tta`` evaluates the model with flip test-time
+    augmentation (:class:`models.Classifier`): every accuracy and attack success of the model and of its repaired
+    copies is measured that way.
     """
 
     poison: str = "blend"
@@ -77,6 +79,7 @@ class Recipe:
     augment: str = "flip"
     label_smoothing: float = 0.1
     seed: int = 0
+    tta: bool = False
     additive_l2: float = 2.0
     patch_size: int = 3
 
@@ -146,6 +149,8 @@ class Recipe:
             del cfg["additive_l2"]  # keeps the keys of the other models as they were
         if self.poison != "patch":
             del cfg["patch_size"]
+        if not self.tta:
+            del cfg["tta"]  # keeps the keys of models evaluated without test-time augmentation as they were
         return cfg
 
 
@@ -193,7 +198,7 @@ def get_model(recipe: Recipe, device: str | torch.device = "auto", data: Cifar10
         save_weights(model, folder)
         return {"history": dataclasses.asdict(hist), "metrics": result.to_dict(),
                 "provenance": provenance.collect(dev, seed=recipe.seed, wall_seconds=round(hist.seconds, 1),
-                                                 data_source=data.source)}
+                                                 precision=hist.precision, data_source=data.source)}
 
     def load(folder):
         return load_weights(recipe, folder)
@@ -202,6 +207,34 @@ def get_model(recipe: Recipe, device: str | torch.device = "auto", data: Cifar10
     info = res.info
     return TrainedModel(recipe, res.value.to(dev), train, AttackMetrics(**info["metrics"]),
                         FitHistory(**info["history"]), info["provenance"], res.hit)
+
+
+def learning_curve(recipe: Recipe, device: str | torch.device = "auto", data: Cifar10 | None = None,
+                   progress: bool = True) -> dict[str, Any]:
+    """Train the recipe's model once (not cached) and measure it on the test set after every epoch: clean accuracy,
+    its worst class and attack success (chapter 2: when, and whether, each network learns each trigger).
+
+    Returns ``{"epochs": [{"epoch", "clean_accuracy", "worst_class", "attack_success_rate"}, ...], "train_loss"
+    (per epoch), "train_seconds" (without the measurements), "precision", "parameters"}``."""
+    if recipe.poison not in ("pixel", "patch", "blend"):
+        raise ValueError(f"learning_curve measures a backdoor: poison must be pixel, patch or blend, "
+                         f"got {recipe.poison!r}")
+    dev = resolve_device(device)
+    data = data or load_cifar10()
+    train = training_set(recipe, data)
+
+    def probe(epoch: int, model: torch.nn.Module) -> dict[str, Any]:
+        m = evaluate(model, data.test, train.spec, dev)
+        return {"epoch": epoch, "clean_accuracy": round(m.clean_accuracy, 2),
+                "worst_class": round(min(m.per_class_accuracy), 2),
+                "attack_success_rate": round(m.attack_success_rate, 2)}
+
+    torch.manual_seed(recipe.seed)
+    model = build_model_arch(recipe)
+    hist = fit(model, train.as_imageset(), recipe.train_config(), dev, progress=progress, on_epoch=probe)
+    return {"epochs": hist.epoch_metrics, "train_loss": [round(v, 4) for v in hist.loss],
+            "train_seconds": round(hist.seconds, 1), "precision": hist.precision,
+            "parameters": int(sum(p.numel() for p in model.parameters()))}
 
 
 def attack_spec_or_none(tm: TrainedModel):
@@ -335,8 +368,11 @@ def get_poison_cure(tm: TrainedModel, defense=None, neutralize: bool = True, dat
 
 
 def build_model_arch(recipe: Recipe) -> Classifier:
-    """An untrained model of the recipe's architecture."""
-    return build_model(recipe.model, width=recipe.width)
+    """An untrained model of the recipe's architecture (evaluated with flip test-time augmentation when the recipe
+    says ``tta``)."""
+    model = build_model(recipe.model, width=recipe.width)
+    model.tta = recipe.tta
+    return model
 
 
 def save_weights(model: torch.nn.Module, folder) -> None:

@@ -41,13 +41,18 @@ def conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 class Classifier(nn.Module):
     """``normalize -> features -> head``. ``features`` ends in a flat vector: the penultimate representation
-    that Spectral Signatures and Activation Clustering read (:meth:`embed`)."""
+    that Spectral Signatures and Activation Clustering read (:meth:`embed`).
 
-    def __init__(self, features: nn.Module, dim: int, num_classes: int):
+    ``tta`` (a plain attribute, kept by copies) asks :func:`train.predict` and :func:`train.evaluate` to classify
+    each image by the summed logits of the image and its mirror image (flip test-time augmentation, as airbench
+    evaluates). It changes predictions only: ``forward``, input gradients and representations see one view."""
+
+    def __init__(self, features: nn.Module, dim: int, num_classes: int, tta: bool = False):
         super().__init__()
         self.normalize = Normalize()
         self.features = features
         self.head = nn.Linear(dim, num_classes)
+        self.tta = tta
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features, shape (N, dim), for inputs (N, 3, 32, 32) in [0, 1]."""
@@ -57,21 +62,32 @@ class Classifier(nn.Module):
         return self.head(self.embed(x))
 
 
-def small_cnn(num_classes: int = 10, width: int = 32) -> Classifier:
+def small_cnn(num_classes: int = 10, width: int = 32, whiten: bool = False) -> Classifier:
     """A fast CPU network: four conv-bn-relu stages at widths w, 2w, 4w, 8w, each followed by 2x2
     max-pooling (32 -> 16 -> 8 -> 4 -> 2), then global max-pooling. 0.39 M parameters at ``width=32``,
-    0.22 M at 24 (the smoke profile).
+    0.22 M at 24 (the earlier smoke profile).
 
-    Max-pooling keeps the strongest local response, so a one-pixel trigger survives down-sampling."""
+    Max-pooling keeps the strongest local response, so a one-pixel trigger survives down-sampling.
+
+    ``whiten`` puts the whitened network's frozen 2x2 :class:`PatchWhitening` stem (24 channels) and a GELU in
+    front of the first stage (model name ``small_cnn_whitened``): the same network with the one change that decides
+    whether a one-pixel trigger is learned (chapter 2 measures it)."""
     w = width
+    stem: list[nn.Module] = [PatchWhitening(3, 2), nn.GELU()] if whiten else []
     features = nn.Sequential(
-        conv_bn(3, w), nn.MaxPool2d(2),
+        *stem,
+        conv_bn(24 if whiten else 3, w), nn.MaxPool2d(2),
         conv_bn(w, 2 * w), nn.MaxPool2d(2),
         conv_bn(2 * w, 4 * w), nn.MaxPool2d(2),
         conv_bn(4 * w, 8 * w), nn.MaxPool2d(2),
         nn.AdaptiveMaxPool2d(1), nn.Flatten(),
     )
     return Classifier(features, 8 * w, num_classes)
+
+
+def small_cnn_whitened(num_classes: int = 10, width: int = 32) -> Classifier:
+    """:func:`small_cnn` with the patch-whitening stem (``whiten=True``)."""
+    return small_cnn(num_classes, width, whiten=True)
 
 
 class PatchWhitening(nn.Module):
@@ -268,8 +284,8 @@ def pool_cnn(kind: str = "I", num_classes: int = 10, image_size: int = 32, dropo
 
 
 #: The CIFAR-10 recipes' models (``experiments.Recipe.model``); the pool CNNs are built with :func:`pool_cnn`.
-MODELS: dict[str, Callable[..., Classifier]] = {"small_cnn": small_cnn, "whitened_net": whitened_net,
-                                               "resnet18": resnet18, "vgg19": vgg19}
+MODELS: dict[str, Callable[..., Classifier]] = {"small_cnn": small_cnn, "small_cnn_whitened": small_cnn_whitened,
+                                               "whitened_net": whitened_net, "resnet18": resnet18, "vgg19": vgg19}
 
 
 def build_model(name: str, num_classes: int = 10, **kwargs) -> Classifier:

@@ -89,7 +89,7 @@ def _choice(*choices: Any, **kw: Any) -> Rule:
 UNIT = _float(0, 1, low_open=True)  # a fraction in (0, 1]
 POSITIVE = _float(0, low_open=True)
 # choices mirror the library's constants (tests/test_parameters.py checks they agree)
-MODELS = ("small_cnn", "whitened_net", "resnet18", "vgg19")
+MODELS = ("small_cnn", "small_cnn_whitened", "whitened_net", "resnet18", "vgg19")
 AUGMENTATIONS = ("crop_flip", "flip", "none")
 BLEND_SOURCES = ("noise", "skimage")
 RETRAINABLE = ("spectral", "activation_clustering")
@@ -102,6 +102,7 @@ RULES: dict[str, Rule] = {
     "profile": Rule(str),  # checked against the available profiles by the build
     "device": _choice("auto", "cpu", "cuda", pattern=r"cuda:\d+"),
     "seed": _int(0),
+    "tta": Rule(bool),
     "pair": _int(1, 9),
     "poison_rate": UNIT,
     "opacity": UNIT,

@@ -1,7 +1,7 @@
 """The full reproduction: the paper's grid run experiment by experiment, one result file each, resumable.
 
 ``python -m poisoncure.reproduce --profile full`` runs every experiment of a profile's ``reproduce`` section
-that has no valid result file yet and writes ``results/<profile>/<grid>/<name>.json``. Five grids:
+that has no valid result file yet and writes ``results/<profile>/<grid>/<name>.json``. Six grids:
 
 ``main``
     The paper's Tables 1-5: for every (pair, poison, poison rate, seed), train the poisoned model of the
@@ -19,6 +19,10 @@ that has no valid result file yet and writes ``results/<profile>/<grid>/<name>.j
     The PoisHygiene chapter's suspects, one attack each, on Fashion-MNIST and CIFAR-10
     (:func:`poisoncure.hygiene.run_point`): the suspect, DETECT against the references, MITIGATE and its
     clean-only baseline, Neural Cleanse and the paper's target scan.
+``learning``
+    Chapter 2's learning curves (:func:`poisoncure.experiments.learning_curve`): clean accuracy and attack success
+    after every epoch, for the small CNN with and without the whitening stem and for the whitened network, with
+    the one-pixel and the blend trigger; why one network learns the one-pixel backdoor and another does not.
 ``ensembles``
     The chapter on ensembles of weak learners (:func:`poisoncure.isolation.run_point`): on one small recipe per
     trigger, the weak-learner ensemble, ITLM, Spectral Signatures, Activation Clustering and the paper's defense,
@@ -60,7 +64,7 @@ from . import paths, profiles, provenance
 from .cache import canonical
 from .train import resolve_device
 
-GRIDS = ("main", "reverse", "sweep", "hygiene", "ensembles")
+GRIDS = ("main", "reverse", "sweep", "hygiene", "ensembles", "learning")
 FORMAT = 1  #: version of the result-file layout; files of another version count as stale
 _RECORD_KEYS = ("format", "grid", "name", "key", "profile", "params", "results", "provenance", "sha256")
 
@@ -110,7 +114,8 @@ def plan(profile: str, grids: Iterable[str] | None = None, only: Iterable[str] |
         if grid not in section:
             raise ValueError(f"profile {profile!r} has no reproduce.{grid} section")
         exps += {"main": _main_grid, "reverse": _reverse_grid, "sweep": _sweep_grid,
-                 "hygiene": _hygiene_grid, "ensembles": _ensembles_grid}[grid](prof, section[grid] or {})
+                 "hygiene": _hygiene_grid, "ensembles": _ensembles_grid,
+                 "learning": _learning_grid}[grid](prof, section[grid] or {})
     if only:
         patterns = list(only)
         exps = [e for e in exps if any(fnmatch.fnmatchcase(e.name, p) for p in patterns)]
@@ -120,9 +125,12 @@ def plan(profile: str, grids: Iterable[str] | None = None, only: Iterable[str] |
 
 
 def _recipe_fields(prof: dict[str, Any]) -> dict[str, Any]:
+    """The profile's shared recipe; ``tta: false`` is left out (the default), which keeps the keys of the result
+    files written before test-time augmentation was a recipe field."""
     from .experiments import Recipe
 
-    return {k: v for k, v in prof["experiment"].items() if k in Recipe.param_names()}
+    return {k: v for k, v in prof["experiment"].items()
+            if k in Recipe.param_names() and not (k == "tta" and not v)}
 
 
 def _main_grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[Experiment]:
@@ -203,6 +211,36 @@ def _ensembles_grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[Experime
     from .isolation import grid
 
     return [Experiment("ensembles", name, params) for name, params in grid(prof, spec)]
+
+
+def _learning_grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[Experiment]:
+    """Chapter 2's learning curves: every model of ``spec['models']`` (each a mapping with ``model`` and ``width``)
+    with every trigger of ``spec['triggers']`` (``{poison: pixel}``, ``{poison: blend}``) and seed, trained with the
+    profile's recipe for ``spec['epochs']`` epochs (default: the recipe's)."""
+    known = {"models", "triggers", "epochs", "seeds"}
+    if set(spec) - known:
+        raise ValueError(f"unknown keys in reproduce.learning: {sorted(set(spec) - known)}; known: {sorted(known)}")
+    base = _recipe_fields(prof)
+    models = spec.get("models") or []
+    triggers = spec.get("triggers") or []
+    if not models or not triggers:
+        raise ValueError("reproduce.learning needs non-empty 'models' and 'triggers' lists")
+    for m in models:
+        if not isinstance(m, dict) or set(m) != {"model", "width"}:
+            raise ValueError(f"a reproduce.learning model is a mapping with exactly 'model' and 'width', got {m!r}")
+    for t in triggers:
+        if not isinstance(t, dict) or t.get("poison") not in ("pixel", "blend") or set(t) - {"poison", "opacity"}:
+            raise ValueError(f"a reproduce.learning trigger is {{poison: pixel}} or {{poison: blend[, opacity]}}, "
+                             f"got {t!r}")
+    out = []
+    for seed in spec.get("seeds", [base["seed"]]):
+        for trig in triggers:
+            for m in models:
+                recipe = {**base, **m, **{k: v for k, v in trig.items() if k != "poison"},
+                          "epochs": int(spec.get("epochs", base["epochs"])), "seed": seed}
+                name = f"pair{base['pair']}-{trig['poison']}-{m['model']}{m['width']}-s{seed}"
+                out.append(Experiment("learning", name, {"poison": trig["poison"], "recipe": recipe}))
+    return out
 
 
 # ------------------------------------------------------------------------------------------ one experiment
@@ -347,8 +385,21 @@ def run_ensembles(params: dict[str, Any], device: str = "auto", data=None, progr
     return run_point(params, device=device, data=data, progress=progress)
 
 
+def run_learning(params: dict[str, Any], device: str = "auto", data=None, progress: bool = False
+                 ) -> tuple[dict, dict]:
+    """One experiment of the ``learning`` grid: :func:`poisoncure.experiments.learning_curve`."""
+    from . import experiments
+
+    recipe = experiments.Recipe(poison=params["poison"], **params["recipe"])
+    stages: dict[str, float] = {}
+    with _stage(stages, "train"):
+        curve = experiments.learning_curve(recipe, device=device, data=data, progress=progress)
+    return curve, stages
+
+
 RUNNERS: dict[str, Callable[..., tuple[dict, dict]]] = {"main": run_main, "reverse": run_reverse, "sweep": run_sweep,
-                                                         "hygiene": run_hygiene, "ensembles": run_ensembles}
+                                                         "hygiene": run_hygiene, "ensembles": run_ensembles,
+                                                         "learning": run_learning}
 
 
 # ------------------------------------------------------------------------------------------ result files

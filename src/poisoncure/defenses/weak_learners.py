@@ -46,7 +46,7 @@ from tqdm import tqdm
 from .. import provenance
 from ..cache import Cache
 from ..data import ImageSet
-from ..train import TrainConfig, augment_batch, fit, resolve_device, to_float
+from ..train import TrainConfig, augment_batch, autocast, fit, resolve_device, to_float
 from .base import check_train
 
 ModelFactory = Callable[[int], nn.Module]  #: seed -> a fresh, untrained model
@@ -149,7 +149,7 @@ def _logits_of_views(model: nn.Module, x: np.ndarray, device, augment: str, seed
     with torch.inference_mode():
         for i in range(0, len(x), batch_size):
             xb = augment_batch(to_float(torch.from_numpy(x[i:i + batch_size]).to(dev)), augment, gen)
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            with autocast(dev):
                 logits = model(xb)
             yield i, logits.float()
 
