@@ -7,10 +7,13 @@ with no parameter gradients and no optimiser step, so it should cost at most abo
 asserted (timings never go in tests). Models are given as ``name`` or ``name:width`` (the smoke profile's small
 CNN is ``small_cnn:24``; the whitened fast network ``whitened_net:16`` ... ``:64``). The FLOPs of one training step
 are counted by ``torch.utils.flop_counter`` (forward and backward convolutions and matmuls); the peak is the best of
-a few square matmuls (fp32 on a CPU, bf16 on CUDA) timed in the same run.
+a few square matmuls in the same arithmetic, timed in the same run. Training is timed in every precision of
+``--precisions`` (default: float32 and, where :func:`poisoncure.train.precision` picks it, bf16 autocast), so the
+bf16 speed-up of this machine is a ratio measured in one run; input gradients are float32 (as the library computes
+them).
 
     .venv/bin/python bench/extraction_vs_training.py [--models small_cnn:24 whitened_net:16 resnet18]
-                                                     [--batch 256] [--repeats 5]
+                                                     [--batch 256] [--repeats 5] [--precisions fp32 bf16]
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import torch.nn.functional as F
 
 from poisoncure import models, provenance
 from poisoncure.gradients import input_gradients
-from poisoncure.train import augment_batch, resolve_device, to_float
+from poisoncure.train import augment_batch, autocast, precision, resolve_device, to_float
 
 
 def _sync(dev: torch.device) -> None:
@@ -33,8 +36,9 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_training_step(model, x_uint8: np.ndarray, y: np.ndarray, dev: torch.device, repeats: int) -> float:
-    """Median seconds of one SGD step (as in ``train.fit``: float conversion, flip, AMP on CUDA) on the batch."""
+def time_training_step(model, x_uint8: np.ndarray, y: np.ndarray, dev: torch.device, repeats: int,
+                       prec: str = "fp32") -> float:
+    """Median seconds of one SGD step (as in ``train.fit``: float conversion, flip, autocast in ``prec``)."""
     model.to(dev).to(memory_format=torch.channels_last).train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     xb_u8, yb = torch.from_numpy(x_uint8).to(dev), torch.from_numpy(y).to(dev)
@@ -43,7 +47,7 @@ def time_training_step(model, x_uint8: np.ndarray, y: np.ndarray, dev: torch.dev
         _sync(dev)
         t = time.perf_counter()
         xb = augment_batch(to_float(xb_u8), "flip")
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+        with autocast(dev, prec):
             loss = F.cross_entropy(model(xb), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -79,9 +83,9 @@ def training_flops(model, x_uint8: np.ndarray, y: np.ndarray, dev: torch.device)
     return float(counter.get_total_flops())
 
 
-def matmul_peak(dev: torch.device, n: int = 2048, repeats: int = 5) -> float:
-    """Best GFLOP/s of an n x n matmul on this device (fp32 on a CPU, bf16 on CUDA), as the roofline's ceiling."""
-    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+def matmul_peak(dev: torch.device, prec: str, n: int = 2048, repeats: int = 5) -> float:
+    """Best GFLOP/s of an n x n matmul on this device in ``prec`` ('fp32' or 'bf16'), as the roofline's ceiling."""
+    dtype = torch.bfloat16 if prec == "bf16" else torch.float32
     a, b = torch.randn(n, n, device=dev, dtype=dtype), torch.randn(n, n, device=dev, dtype=dtype)
     best = float("inf")
     for i in range(repeats + 1):
@@ -111,30 +115,35 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--precisions", nargs="+", choices=("fp32", "bf16"), default=None,
+                    help="training arithmetic(s) to time (default: fp32, and bf16 where the library would use it)")
     args = ap.parse_args(argv)
     dev = resolve_device(args.device)
+    precs = args.precisions or sorted({"fp32", precision(dev)}, key=("fp32", "bf16").index)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(args.batch, 32, 32, 3), dtype=np.uint8)
     y = rng.integers(0, 10, size=args.batch)
-    peak = matmul_peak(dev)
+    peaks = {p: matmul_peak(dev, p) for p in precs}
     print(f"device: {provenance.device_name(dev)}; commit {provenance.git_commit()}; batch {args.batch}; "
-          f"median of {args.repeats} repeats; torch threads {torch.get_num_threads()}; "
-          f"dense matmul peak {peak:.1f} GFLOP/s")
-    head = (f"{'model':<16} {'params':>9} {'train img/s':>12} {'extract img/s':>14} {'extract/train':>14} "
-            f"{'train GFLOP/img':>16} {'train GFLOP/s':>14} {'of peak':>8} {'train vs first':>15}")
-    print(head)
+          f"median of {args.repeats} repeats; torch threads {torch.get_num_threads()}; library precision "
+          f"{precision(dev)}; dense matmul peak " + ", ".join(f"{p} {v:.1f} GFLOP/s" for p, v in peaks.items()))
+    cols = "".join(f" {'train img/s ' + p:>17} {'GFLOP/s ' + p:>13} {'of peak':>8}" for p in precs)
+    print(f"{'model':<16} {'params':>9}{cols} {'extract img/s':>14} {'extract/train':>14} {'GFLOP/img':>10} "
+          f"{'last vs first':>14} {'train vs first model':>21}")
     first = None
     for spec in args.models:
         torch.manual_seed(0)
         model = build(spec)
-        t_train = time_training_step(model, x, y, dev, args.repeats)
+        rates = {p: args.batch / time_training_step(model, x, y, dev, args.repeats, p) for p in precs}
         t_grad = time_extraction(model, x, y, dev, args.repeats)
         flops = training_flops(model, x, y, dev) / args.batch
-        rate = args.batch / t_train
-        first = first or rate
-        print(f"{spec:<16} {models.count_parameters(model):>9,} {rate:>12.0f} {args.batch / t_grad:>14.0f} "
-              f"{t_grad / t_train:>14.2f} {flops / 1e9:>16.3f} {flops * rate / 1e9:>14.1f} "
-              f"{flops * rate / 1e9 / peak:>8.1%} {rate / first:>15.2f}")
+        best = rates[precs[-1]]
+        first = first or best
+        cells = "".join(f" {rates[p]:>17.0f} {flops * rates[p] / 1e9:>13.1f} {flops * rates[p] / 1e9 / peaks[p]:>8.1%}"
+                        for p in precs)
+        print(f"{spec:<16} {models.count_parameters(model):>9,}{cells} {args.batch / t_grad:>14.0f} "
+              f"{t_grad / (args.batch / best):>14.2f} {flops / 1e9:>10.3f} {best / rates[precs[0]]:>14.2f} "
+              f"{best / first:>21.2f}")
 
 
 if __name__ == "__main__":

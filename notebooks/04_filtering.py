@@ -202,7 +202,7 @@ glue("fig_pc1_histograms", fig, display=False)
 plt.close(fig)
 glue("tab_filtering", pd.DataFrame(results).set_index("poison").round(1), display=False)
 if "pixel" not in trained:
-    note = "The one-pixel model is trained in the `full` profile only (chapter 2)."
+    note = "The one-pixel model is not among this build's poisons (chapter 2)."
 elif trained["pixel"].metrics.attack_success_rate >= 50:
     note = (f"For the one-pixel poison the filter reaches {results[-1]['sensitivity %']:.1f}% sensitivity and "
             f"{results[-1]['specificity %']:.1f}% specificity.")

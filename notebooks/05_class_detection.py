@@ -103,7 +103,7 @@ if "pixel" in cured:
          "not flagged; where its backdoor was not learned there is nothing to find, and the defense leaves it "
          "alone."), display=False)
 else:
-    glue("pixel_scan_note", "(The one-pixel model is trained in the `full` profile only.)", display=False)
+    glue("pixel_scan_note", "(The one-pixel model is not among this build's poisons.)", display=False)
 
 # %% [markdown]
 # ```{glue:figure} fig_wasserstein

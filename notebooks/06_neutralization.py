@@ -129,7 +129,7 @@ for p, c in cured.items():
 table = pd.DataFrame(rows).set_index("poison")
 glue("tab_before_after", table.round(1).T, display=False)
 if "pixel" not in cured:
-    pixel_note = "(The one-pixel model is trained in the `full` profile only.)"
+    pixel_note = "(The one-pixel model is not among this build's poisons.)"
 elif cured["pixel"].after is None:
     pixel_note = "The pixel model was not flagged by chapter 5's test, so the defense leaves it as it was."
 else:
@@ -154,7 +154,7 @@ glue("prov_neutralize", f"{prov.get('device', '—')}, commit {prov.get('commit'
 #
 # The fine-tuning follows SPEC 3.0 (one epoch, SGD, learning rate 0.01, batch 128) with one deviation: it
 # uses the augmentation and label smoothing the model was trained with (for the paper's ResNet-18 in the `full`
-# profile these are the SPEC's crop + flip and plain cross-entropy). The small CNN never saw crops; switching
+# profile these are the SPEC's crop + flip and plain cross-entropy). This build's network never saw crops; switching
 # augmentation and loss at fine-tuning time costs it clean accuracy (exercise 4 measures how much); the
 # sweeps below put in context.
 
@@ -219,7 +219,7 @@ glue("tab_sweeps", sweep.set_index(["sweep", "value"]).round(2), display=False)
 # 3. The relabelled poisoned samples teach "trigger → base". Why can the accuracy on triggered base images
 #    after the defense exceed the base class's clean accuracy?
 # 4. Fine-tune exactly as the SPEC says: pass `finetune=dataclasses.replace(base_ft, augment="crop_flip",
-#    label_smoothing=0.0)` to `cure`. How much clean accuracy does the switch cost the small CNN?
+#    label_smoothing=0.0)` to `cure`. How much clean accuracy does the switch cost this build's network?
 #
 # :::{admonition} Solutions (hints, and how to check them)
 # :class: dropdown
@@ -229,14 +229,14 @@ glue("tab_sweeps", sweep.set_index(["sweep", "value"]).round(2), display=False)
 #    approximate; expect the backdoor to fall as well. Build the single-signal defense in a code cell and compare
 #    the attack success and clean accuracy with the chapter's table.
 # 2. Relabelling teaches "trigger → base" on the poisoned base images only; counter-poison copies teach
-#    "perturbation → own label" for every class. The attack success is measured on triggered images of all
-#    non-target classes, so expect the counter-poison copies to do most of the work there and the relabelling to
-#    matter mainly for base images; switch each off in turn and compare.
+#    "perturbation → own label" for every class. Attack success is measured on triggered base-class test images
+#    (chapter 2's definition), where both act; switch each off in turn and compare which one the attack success
+#    follows, and what each costs in clean accuracy on the other classes.
 # 3. After the defense the trigger has become evidence *for* the base class (the relabelled samples taught
 #    exactly that), so a triggered base image carries its own base features plus a cue pointing the same way;
 #    a clean base image has only the former.
 # 4. Add a code cell with `cure("blend", finetune=dataclasses.replace(base_ft, augment="crop_flip",
-#    label_smoothing=0.0))` and compare its clean accuracy with the chapter's. The small CNN was trained with
+#    label_smoothing=0.0))` and compare its clean accuracy with the chapter's. This build's network was trained with
 #    flips only and label smoothing; crops at fine-tuning time shift the input distribution for one epoch, and
 #    the change of loss shifts the logits' scale, which costs accuracy that one epoch cannot win back.
 # :::

@@ -83,7 +83,7 @@ specs = {p: experiments.attack_spec_or_none(tm) or spec for p, tm in trained.ite
 target, base = specs["blend"].target, specs["blend"].base
 clean_set, held_out = experiments.defender_split(cifar.test, clean_per_class, seed=seed)
 attacked = [p for p in poisons if trained[p].metrics.attack_success_rate >= min_asr]
-glue("pixel_repair_note", "The one-pixel model is trained in the `full` profile only." if "pixel" not in poisons
+glue("pixel_repair_note", "The one-pixel model is not among this build's poisons." if "pixel" not in poisons
      else ("The pixel model's backdoor works, so every repair runs on it too." if "pixel" in attacked else
            "The pixel model never learned its backdoor (chapter 2), so there is nothing to repair on it."),
      display=False)

@@ -71,7 +71,7 @@ import pandas as pd
 from myst_nb import glue
 from scipy import stats
 
-from poisoncure import attacks, data, experiments, plots, reproduce
+from poisoncure import attacks, data, experiments, models, plots, reproduce
 from poisoncure.defenses.neural_cleanse import NeuralCleanse
 from poisoncure.defenses.reverse_engineer import ReverseEngineeringDetector, pattern_correlation
 
@@ -335,7 +335,7 @@ for i, name in enumerate(clean_names):
     r = results[name]
     acc = trained[name].metrics.clean_accuracy
     ax.scatter(acc, r.null.p_value, color=cols[i], s=40, zorder=3,
-               label="small CNN, this build (CPU)" if i == 0 else None)
+               label=f"{models.MODEL_NAMES[model]}, this build (CPU)" if i == 0 else None)
     ax.annotate(f"{name}\n{classes[r.source]} → {classes[r.target]}", (acc, r.null.p_value), fontsize=7,
                 xytext=(6, -4), textcoords="offset points", va="top")  # below: the squares' labels sit above
 for j, rec in enumerate(full_clean):

@@ -81,7 +81,7 @@ crafted_fraction = 0.2  # crafted images, as a fraction of D_10
 threshold = 2.0  # lambda of the paper's target test (chapter 5)
 clean_per_class = 100  # clean test images per class held by the defender for Neural Cleanse (as in chapter 7)
 nc_steps = 200  # Neural Cleanse optimisation steps (as in chapter 7, so its results are shared)
-results_profile = "cpu-full"  # whose committed runs of every attack to show (results/<profile>/hygiene)
+results_profile = "cpu-cnn"  # whose committed runs of every attack to show (results/<profile>/hygiene)
 
 # %%
 import matplotlib.pyplot as plt
@@ -415,7 +415,7 @@ plt.close(fig)
 #
 # The default build trains one attacked suspect. The runner measures every attack of the spec's mini
 # configuration with this chapter's settings, one result file per suspect
-# (`python -m poisoncure.reproduce --profile cpu-full --grid hygiene`, the same calls as above); this section
+# (`python -m poisoncure.reproduce --profile cpu-cnn --grid hygiene`, the same calls as above); this section
 # reads the files of the {glue:text}`all_profile` profile ({glue:text}`all_done` suspects, {glue:text}`all_prov`).
 #
 # Besides BadNets and Chen et al.'s blend, they include the paper's *adversarial poisoning* (AP) attacks, which

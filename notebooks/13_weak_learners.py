@@ -90,7 +90,7 @@ import numpy as np
 import pandas as pd
 from myst_nb import glue
 
-from poisoncure import attacks, data, expansion, experiments, isolation, plots, provenance, reproduce
+from poisoncure import attacks, data, expansion, experiments, isolation, models, plots, provenance, reproduce
 from poisoncure.defenses import weak_learners as wl
 from poisoncure.train import resolve_device
 
@@ -228,7 +228,7 @@ n_images = 10 * wl_train_per_class if wl_train_per_class else 50_000
 glue("scale_text", f"{wl_components} components in {wl_bags} bag{'s' if wl_bags > 1 else ''} instead of 8 in three, "
      f"{wl_learner_epochs}-epoch weak learners instead of 40, {wl_spl_rounds} × {wl_spl_epochs} epochs of "
      f"self-training instead of 20 × 5, {n_images:,} training images and the book's "
-     f"{ {'small_cnn': 'small CNN', 'resnet18': 'ResNet-18', 'vgg19': 'VGG-19'}[model]} "
+     f"{models.MODEL_NAMES[model]} "
      "instead of all of CIFAR-10 and a PreActResNet-18", display=False)
 glue("final_text", f"{wl_epochs} epochs, {experiments.Recipe(model=model).train_config().schedule} schedule",
      display=False)

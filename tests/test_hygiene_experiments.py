@@ -219,7 +219,7 @@ def test_comparison_rows_read_the_verdicts():
 def test_grid_follows_the_profile_and_rejects_unknown_keys():
     from poisoncure import profiles
 
-    prof = profiles.load("cpu-full")
+    prof = profiles.load("cpu-cnn")
     exps = hygiene.grid(prof, prof["reproduce"]["hygiene"])
     names = [n for n, _ in exps]
     assert len(set(names)) == len(names) and "fmnist-frog-poison_rate0.06-s0" in names
@@ -290,7 +290,7 @@ def test_cifar_all_to_one_recipes():
 def test_grid_builds_the_cifar_suspects_over_the_shared_recipe():
     from poisoncure import experiments, profiles
 
-    prof = profiles.load("cpu-full")
+    prof = profiles.load("cpu-cnn")
     cif = [(n, p) for n, p in hygiene.grid(prof, prof["reproduce"]["hygiene"]) if "recipe" in p]
     assert [n for n, _ in cif] == ["cifar-badnets-small_cnn-s0", "cifar-chen-opacity0.1-small_cnn-s0"]
     r = experiments.Recipe(**cif[1][1]["recipe"])

@@ -97,7 +97,7 @@ def test_interrupted_experiment_leaves_no_file_and_keeps_finished_ones(tmp_path)
     with pytest.raises(KeyboardInterrupt):
         run("smoke", ["reverse"], root=tmp_path, progress=False, runners={"reverse": flaky})
     done = {p.stem for p in (tmp_path / "smoke" / "reverse").glob("*")}
-    assert done == {"chessboard-small_cnn-s0"}  # the one before the interruption; no temporary file left
+    assert done == {"chessboard-whitened_net-s0"}  # the one before the interruption; no temporary file left
     status = run("smoke", ["reverse"], root=tmp_path, progress=False,
                  runners={"reverse": fake_runners([])["reverse"]})
     assert [s for _, s in status] == ["skipped", "done", "done", "done"]

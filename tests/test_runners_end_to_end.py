@@ -53,7 +53,7 @@ def table_of(grid: str, records: list[dict], classes: tuple[str, ...]):
 
 @pytest.mark.parametrize("profile, grid, name", [
     ("smoke", "main", "pair1-blend-*"), ("gpu", "main", "pair1-pixel-*"), ("smoke", "reverse", "chessboard-*"),
-    ("smoke", "sweep", "pair1-pixel-small_cnn-r0.1-*"), ("cpu-full", "hygiene", "cifar-badnets-*"),
+    ("smoke", "sweep", "pair1-pixel-whitened_net-r0.1-*"), ("cpu-cnn", "hygiene", "cifar-badnets-*"),
     ("smoke", "ensembles", "pair1-pixel-*")])
 def test_the_real_runner_writes_a_verified_record_and_its_table_row(cifar: data.Cifar10, tmp_path, monkeypatch,
                                                                      profile, grid, name):
@@ -75,3 +75,34 @@ def test_the_real_runner_writes_a_verified_record_and_its_table_row(cifar: data.
     assert {a["kind"] for a in prov["artifacts"]} & {"model", "hygiene_suspect"}, prov["artifacts"]
     rows = table_of(grid, [back], cifar.train.classes)
     assert len(rows) >= 1
+
+
+def test_the_learning_grid_records_every_epoch_and_its_table_rows(cifar: data.Cifar10, tmp_path):
+    """Chapter 2's learning curves: the real runner on a tiny configuration of the smoke plan (two epochs)."""
+    (planned,) = reproduce.plan("smoke", ["learning"], ["pair1-pixel-small_cnn_whitened*"])
+    exp = tiny(planned)
+    exp.params["recipe"]["epochs"] = 2
+    exp = Experiment(exp.grid, exp.name, exp.params)
+    record = execute("smoke", exp, device="cpu", data=cifar)
+    path = exp.path("smoke", tmp_path)
+    write_result(path, record)
+    back = read_result(path, exp)
+    assert back is not None and back["key"] == exp.key
+    res = back["results"]
+    assert [e["epoch"] for e in res["epochs"]] == [1, 2] and len(res["train_loss"]) == 2
+    assert all(0 <= e["attack_success_rate"] <= 100 and 0 <= e["clean_accuracy"] <= 100 for e in res["epochs"])
+    assert res["precision"] in ("fp32", "bf16") and res["train_seconds"] > 0
+    rows = reproduce.learning_table([back])
+    assert list(rows["epoch"]) == [1, 2] and set(rows["network"]) == {"small CNN with a whitening stem"}
+
+
+def test_the_learning_grid_refuses_bad_entries():
+    prof = {"experiment": {"pair": 1, "seed": 0, "epochs": 2, "model": "small_cnn", "width": 8}, "notebooks": {}}
+    with pytest.raises(ValueError, match="non-empty"):
+        reproduce._learning_grid(prof, {"models": [], "triggers": [{"poison": "pixel"}]})
+    with pytest.raises(ValueError, match="exactly 'model' and 'width'"):
+        reproduce._learning_grid(prof, {"models": [{"model": "small_cnn"}], "triggers": [{"poison": "pixel"}]})
+    with pytest.raises(ValueError, match="poison: pixel"):
+        reproduce._learning_grid(prof, {"models": [{"model": "small_cnn", "width": 8}], "triggers": [{"poison": "x"}]})
+    with pytest.raises(ValueError, match="unknown keys"):
+        reproduce._learning_grid(prof, {"models": [], "triggers": [], "lr": 1})

@@ -53,7 +53,7 @@ def test_sweep_plans():
     smoke = plan("smoke", ["sweep"])
     assert len(smoke) == 27 and len({e.key for e in smoke}) == 27
     assert {e.params["recipe"]["train_per_class"] for e in smoke} == {1000}
-    assert smoke[2].name == "pair1-patch3-small_cnn-r0.1-s0"
+    assert smoke[2].name == "pair1-patch3-whitened_net-r0.1-s0"
     assert smoke[2].params["recipe"]["patch_size"] == 3
 
 

@@ -289,8 +289,8 @@ def test_the_runner_plans_one_experiment_per_trigger_with_the_chapters_settings(
     exps = reproduce.plan("smoke", ["ensembles"])
     prof = profiles.load("smoke")
     nb = {**prof["experiment"], **prof["notebooks"]["13_weak_learners"]}
-    assert [e.name for e in exps] == ["pair1-blend0.2-small_cnn-r0.2-s0", "pair1-pixel-small_cnn-r0.2-s0",
-                                      "pair1-patch3-small_cnn-r0.2-s0"]
+    assert [e.name for e in exps] == ["pair1-blend0.2-whitened_net-r0.2-s0", "pair1-pixel-whitened_net-r0.2-s0",
+                                      "pair1-patch3-whitened_net-r0.2-s0"]
     live = isolation.experiment_params(nb, isolation.live_trigger(nb), nb["wl_poison_rate"], nb["seed"], False)
     assert [isolation.same_experiment(e.params, live) for e in exps] == [True, False, False]
     assert exps[0].params["ensemble"]["components"] == nb["wl_components"]

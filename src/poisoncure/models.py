@@ -198,6 +198,35 @@ def fit_whitening(model: nn.Module, x: torch.Tensor) -> int:
     return len(layers)
 
 
+@torch.no_grad()
+def trigger_contrast(whitening: PatchWhitening, normalize: nn.Module, clean: torch.Tensor, triggered: torch.Tensor
+                     ) -> dict[str, torch.Tensor]:
+    """How loudly a trigger speaks to a network's first layer, with and without patch whitening.
+
+    ``clean`` and ``triggered`` are the same images (N, 3, H, W) in [0, 1] without and with the trigger. For each
+    image, the trigger's largest change to one 2x2 patch (over all positions) is measured in units of the
+    root-mean-square size of the clean images' centred patches: on the normalised pixels (``"raw"``: what a plain
+    first convolution sees) and after ``whitening`` (``"whitened"``: what the whitened network's first convolution
+    sees; whitened clean patches have identity covariance). A value of 1 means the trigger moves its patch as far
+    as a typical natural patch lies from the mean; a trigger along directions natural patches seldom vary in is
+    scaled up by whitening. Returns ``{"raw": (N,), "whitened": (N,)}``."""
+    p = whitening.patch
+    a, b = normalize(clean.float()), normalize(triggered.float())
+
+    def patches(x: torch.Tensor) -> torch.Tensor:  # N, positions, C*p*p
+        u = x.unfold(2, p, 1).unfold(3, p, 1)
+        return u.permute(0, 2, 3, 1, 4, 5).reshape(len(x), -1, x.shape[1] * p * p).double()
+
+    pa, pb = patches(a), patches(b)
+    w = whitening.weight.reshape(len(whitening.weight), -1).double()
+    centred = pa.reshape(-1, pa.shape[-1]) - pa.reshape(-1, pa.shape[-1]).mean(0)
+    out = {}
+    for name, f in (("raw", lambda v: v), ("whitened", lambda v: v @ w.T)):
+        rms = f(centred).pow(2).sum(1).mean().sqrt()
+        out[name] = (f(pb - pa).norm(dim=2).amax(dim=1) / rms).float()
+    return out
+
+
 class BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
@@ -286,6 +315,11 @@ def pool_cnn(kind: str = "I", num_classes: int = 10, image_size: int = 32, dropo
 #: The CIFAR-10 recipes' models (``experiments.Recipe.model``); the pool CNNs are built with :func:`pool_cnn`.
 MODELS: dict[str, Callable[..., Classifier]] = {"small_cnn": small_cnn, "small_cnn_whitened": small_cnn_whitened,
                                                "whitened_net": whitened_net, "resnet18": resnet18, "vgg19": vgg19}
+
+
+#: How the book names each model of :data:`MODELS` in prose, tables and legends.
+MODEL_NAMES: dict[str, str] = {"small_cnn": "small CNN", "small_cnn_whitened": "small CNN with a whitening stem",
+                               "whitened_net": "whitened fast network", "resnet18": "ResNet-18", "vgg19": "VGG-19"}
 
 
 def build_model(name: str, num_classes: int = 10, **kwargs) -> Classifier:

@@ -573,6 +573,19 @@ def reverse_table(records: list[dict[str, Any]]):
     return pd.DataFrame(rows).set_index("model") if rows else pd.DataFrame()
 
 
+def learning_table(records: list[dict[str, Any]]):
+    """One row per (``learning`` result, epoch): trigger, network (the book's name), width, epoch, clean accuracy,
+    worst class and attack success after that epoch, and the run's training time and parameter count."""
+    import pandas as pd
+
+    from .models import MODEL_NAMES
+
+    rows = [{"trigger": r["params"]["poison"], "network": MODEL_NAMES.get(r["params"]["recipe"]["model"]),
+             "width": r["params"]["recipe"]["width"], **e, "seconds": r["results"]["train_seconds"],
+             "parameters": r["results"]["parameters"]} for r in records for e in r["results"]["epochs"]]
+    return pd.DataFrame(rows)
+
+
 # ------------------------------------------------------------------------------------------ running
 def execute(profile: str, exp: Experiment, device: str = "auto", runners: dict | None = None, data=None
             ) -> dict[str, Any]:
