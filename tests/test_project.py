@@ -136,7 +136,7 @@ def test_pages_below_the_papers_scale_say_so():
 
     note = plots.scale_note("smoke")
     assert note is not None and "smoke" in note and "not comparable" in note
-    assert plots.scale_note("cpu-cnn") is not None and plots.scale_note("cpu-full") is not None and plots.scale_note("gpu") is not None
+    assert all(plots.scale_note(p) is not None for p in ("cpu-cnn", "cpu-full", "gpu"))
     assert plots.scale_note("full") is None  # the paper's own setup
 
 

@@ -3,8 +3,12 @@
 For a classifier ``f`` in eval mode with frozen parameters, the gradient of the summed cross-entropy with
 respect to a batch of inputs has, in row ``i``, exactly the gradient of sample ``i``'s own loss: batch-norm
 uses its running statistics in eval mode, so samples do not interact. One backward pass therefore yields the
-whole batch of per-sample gradients. Computations are float32 (no autocast: bf16 would underflow the softmax
-tails that carry the signal). Gradients live in [0, 1] pixel space because normalisation is inside the model.
+whole batch of per-sample gradients. The network's passes follow the library's precision policy
+(:func:`poisoncure.train.precision`: bf16 autocast on CUDA and on CPUs with native bf16, float32 elsewhere); the
+softmax and cross-entropy are computed in float32 from the logits, so their small tail probabilities do not
+underflow, and the gradients are returned in float32 (bench/README.md measures the agreement with float32 passes
+and its effect on the paper's scan). Gradients live in [0, 1] pixel space because normalisation is inside the model.
+Representations (:func:`features`) stay float32: the SVDs downstream read them directly.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import check_images
-from .train import resolve_device, to_float
+from .train import autocast, resolve_device, to_float
 
 
 def _labels(labels: int | np.ndarray, n: int, num_classes: int) -> np.ndarray:
@@ -64,7 +68,9 @@ def input_gradients(model: nn.Module, x_uint8: np.ndarray, labels: int | np.ndar
     try:
         for i in range(0, len(x_uint8), batch_size):
             xb = to_float(torch.from_numpy(x_uint8[i:i + batch_size]).to(dev)).requires_grad_(True)
-            loss = F.cross_entropy(model(xb), y[i:i + batch_size].to(dev), reduction="sum")
+            with autocast(dev):
+                logits = model(xb)
+            loss = F.cross_entropy(logits.float(), y[i:i + batch_size].to(dev), reduction="sum")
             (g,) = torch.autograd.grad(loss, xb)
             out[i:i + len(xb)] = g.contiguous().reshape(len(xb), -1).float().cpu().numpy()
     finally:

@@ -30,7 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data import ImageSet
-from ..train import TrainConfig, fit, resolve_device, to_float
+from ..train import TrainConfig, autocast, fit, resolve_device, to_float
 from .base import CLEAN_FINETUNE, Arrays, check_train
 
 MAD_CONSTANT = 1.4826
@@ -178,7 +178,9 @@ class NeuralCleanse:
                 xb, yb = x_all[idx], y_all[idx]
                 m, p = torch.sigmoid(a), torch.sigmoid(b)
                 xs = stamp(xb[None], m[:, None], p[:, None]).reshape(-1, 3, h, w)
-                logits = model(xs.contiguous(memory_format=torch.channels_last)).reshape(k_all, len(xb), -1)
+                with autocast(dev):  # bf16 where the device computes it natively (train.precision)
+                    logits = model(xs.contiguous(memory_format=torch.channels_last))
+                logits = logits.float().reshape(k_all, len(xb), -1)
                 ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.repeat_interleave(len(xb)),
                                      reduction="none").reshape(k_all, len(xb))
                 valid = (yb[None, :] != labels[:, None]).float()  # images of label t do not count for t

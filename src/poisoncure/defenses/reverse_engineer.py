@@ -34,7 +34,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data import ImageSet
-from ..train import resolve_device, to_float
+from ..train import autocast, resolve_device, to_float
 from .base import Arrays
 
 OBJECTIVES = ("J", "Jp", "Jc")
@@ -247,7 +247,8 @@ class ReverseEngineeringDetector:
             t = pairs_t[sl]
             with torch.set_grad_enabled(with_grad):
                 x = (xs[pairs_s[sl]] + vi[:, None]).clamp(0.0, 1.0).flatten(0, 1)
-                logits = model(x.contiguous(memory_format=torch.channels_last)).float()
+                with autocast(v.device):  # bf16 where the device computes it natively (train.precision)
+                    logits = model(x.contiguous(memory_format=torch.channels_last)).float()
                 prob = logits.softmax(1).view(len(vi), n, -1)
                 p_t = prob.gather(2, t[:, None, None].expand(-1, n, 1)).squeeze(2)  # (a, n)
                 hit = (prob.argmax(2) == t[:, None]).float()
