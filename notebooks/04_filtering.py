@@ -30,7 +30,7 @@ opacity = 0.2  # blend opacity, in (0, 1]
 blend_source = "skimage"  # blend pattern: "noise" or "skimage"
 train_per_class = None  # training images per class; None means all 5,000
 model = "whitened_net"  # "whitened_net" (fast, CPU), "small_cnn", "small_cnn_whitened", "resnet18" or "vgg19"
-width = 32  # channel width of the model's first stage
+width = 16  # channel width of the model's first stage
 epochs = 8  # training epochs
 batch_size = 256  # training batch size
 lr = 0.2  # peak learning rate
@@ -194,7 +194,7 @@ for ax, (p, tm) in zip(axes[0], trained.items(), strict=True):
     p_spec, p_sens = paper.detection(p, pair)
     results.append({"poison": p, "n": len(s), "poisoned": int(truth.sum()), "flagged": int(mf.flagged.sum()),
                     "sensitivity %": sens, "specificity %": spec,
-                    "paper (000 T3/T4) sensitivity %": p_sens, "paper (000 T3/T4) specificity %": p_spec})
+                    "paper, Tables 3–4: sensitivity %": p_sens, "paper, Tables 3–4: specificity %": p_spec})
     glue(f"sens_{p}", sens, display=False)
     glue(f"spec_{p}", spec, display=False)
 fig.tight_layout()

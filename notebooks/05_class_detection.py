@@ -35,7 +35,7 @@ opacity = 0.2  # blend opacity, in (0, 1]
 blend_source = "skimage"  # blend pattern: "noise" or "skimage"
 train_per_class = None  # training images per class; None means all 5,000
 model = "whitened_net"  # "whitened_net" (fast, CPU), "small_cnn", "small_cnn_whitened", "resnet18" or "vgg19"
-width = 32  # channel width of the model's first stage
+width = 16  # channel width of the model's first stage
 epochs = 8  # training epochs
 batch_size = 256  # training batch size
 lr = 0.2  # peak learning rate
@@ -180,8 +180,8 @@ glue("tab_base", pd.DataFrame(base_rows).pivot(index="CE target j", columns="mod
 #
 # ## Exercises
 #
-# 1. The scan uses each sample's own label. Rerun it with the base class as the label for every class (SPEC
-#    3(e), robustness variant). Does the clean model stay unflagged?
+# 1. The scan uses each sample's own label. Rerun it with the base class as the label for every class (a
+#    variant that does not trust the training labels). Does the clean model stay unflagged?
 # 2. Lower `threshold` until the clean model is flagged. What false-positive rate would you expect over many
 #    clean models, and how would you estimate it?
 # 3. Why is the score with the target itself as label ($m_t$) large even though it is not the base?
@@ -197,7 +197,8 @@ glue("tab_base", pd.DataFrame(base_rows).pivot(index="CE target j", columns="mod
 #    each, and report the fraction above $\lambda$ with a binomial confidence interval (e.g. Clopper–Pearson);
 #    the distribution of $R$ over clean models is the null that $\lambda$ should be set against.
 # 3. The filter works on *normalised* gradients, so what counts is their direction, not their size. With the
-#    target as label, the loss of a poisoned image falls most steeply by removing the trigger — the trigger is
-#    what makes it look like the target — so the poisoned gradients again line up with the trigger and their PC1
-#    projections are large. That is why the base search skips the target label.
+#    target as label, the loss of a poisoned image is small, and it *rises* most steeply by taking the trigger
+#    away — the trigger is what makes the image look like the target — so the gradient of every poisoned image
+#    points along the trigger (with a minus sign), the poisoned gradients line up with one another and their PC1
+#    projections are large, whatever the base class. That is why the base search skips the target label.
 # :::

@@ -36,7 +36,7 @@ opacity = 0.2  # blend opacity, in (0, 1]
 blend_source = "skimage"  # blend pattern: "noise" or "skimage"
 train_per_class = None  # training images per class; None means all 5,000
 model = "whitened_net"  # "whitened_net" (fast, CPU), "small_cnn", "small_cnn_whitened", "resnet18" or "vgg19"
-width = 32  # channel width of the model's first stage
+width = 16  # channel width of the model's first stage
 epochs = 8  # training epochs
 batch_size = 256  # training batch size
 lr = 0.2  # peak learning rate
@@ -48,7 +48,7 @@ poisons = ["blend", "pixel"]  # poisoned models of chapter 2: "blend" and/or "pi
 threshold = 2.0  # lambda of the paper's target test (chapter 5)
 eta = 2.0  # counter-poison step of the paper's repair (chapter 6)
 eps = 0.1  # Spectral Signatures: the defender's bound on the poisoned fraction of a label
-ss_layer = None  # Spectral Signatures' representation: the input of the last conv block (None: penultimate)
+ss_layer = None  # Spectral Signatures' representation: a module name, e.g. features.4 (None: penultimate features)
 ac_layer = None  # Activation Clustering's activations (None: the last hidden layer)
 clean_per_class = 100  # clean test images per class given to Neural Cleanse and Fine-Pruning
 nc_steps = 200  # Neural Cleanse optimisation steps (all labels at once)
@@ -161,8 +161,8 @@ for p in poisons:
     for m, key in (("Poison as a Cure", "ours"), ("Activation Clustering (smaller target cluster)", "ac")):
         sel = (detection.poison == p) & (detection.method == m)
         spec_p, sens_p = paper.detection(p, pair, key)
-        detection.loc[sel, "paper (000 T3/T4) specificity"] = spec_p
-        detection.loc[sel, "paper (000 T3/T4) sensitivity"] = sens_p
+        detection.loc[sel, "paper, Tables 3–4: specificity"] = spec_p
+        detection.loc[sel, "paper, Tables 3–4: sensitivity"] = sens_p
 glue("tab_detection", detection.set_index(["poison", "method"]).round(1).astype(object).fillna("—"),
      display=False)
 for p in models:
@@ -208,12 +208,16 @@ plt.close(fig)
 # ```
 #
 # Spectral Signatures, in its own paper, reads an intermediate convolutional representation, not the
-# penultimate features; here it reads the output of the module named by `ss_layer`
-# ({glue:text}`ss_layer_name`, the input of the last convolutional block). The histograms show its scores in the
-# target class, clean and poisoned samples apart, with the removal cut:
+# penultimate features; here it reads {glue:text}`ss_layer_name`. The histograms show its scores in the target
+# class, clean and poisoned samples apart, with the removal cut:
 
 # %%
-glue("ss_layer_name", str(ss_layer), display=False)
+# an intermediate convolutional representation of each architecture, compared with the penultimate features below
+INTERMEDIATE = {"small_cnn": "features.5", "small_cnn_whitened": "features.7", "whitened_net": "features.4",
+                "resnet18": "features.9", "vgg19": "features.15"}
+compare_layer = ss_layer or INTERMEDIATE.get(model)
+glue("ss_layer_name", "the penultimate features (ss_layer None), as Activation Clustering does" if ss_layer is None
+     else f"the output of the module {ss_layer} (the parameter ss_layer)", display=False)
 fig, axes = plt.subplots(1, len(poisons), figsize=(5 * len(poisons), 3), squeeze=False)
 for ax, p in zip(axes[0], poisons, strict=True):
     rows = target_rows(p)
@@ -235,7 +239,7 @@ layer_rows = []
 for p in poisons:
     tm, rows = trained[p], target_rows(p)
     is_poison = tm.train_set.is_poison[rows]
-    for name, layer in (("penultimate", None), (str(ss_layer), ss_layer)):
+    for name, layer in (("penultimate", None), *([(compare_layer, compare_layer)] if compare_layer else [])):
         reps = experiments.get_features(tm, layer, rows, device=device) if layer is not None else \
             experiments.get_features(tm, None, device=device)[rows]
         removed = ss.score_features(reps, tm.train_set.y[rows]).removed
@@ -246,6 +250,8 @@ for p in poisons:
                            "AC (smaller) sensitivity": metrics.sensitivity(small, is_poison),
                            "AC (smaller) specificity": metrics.specificity(small, is_poison)})
 glue("tab_layers", pd.DataFrame(layer_rows).set_index(["poison", "layer"]).round(1), display=False)
+glue("compare_layer_name", f"module {compare_layer}" if compare_layer else "none for this architecture",
+     display=False)
 
 # Activation Clustering's clusters depend on the random starts of FastICA and k-means: the same protocol (smaller
 # cluster of the target label, last hidden layer) under five seeds
@@ -270,7 +276,8 @@ glue("tab_ac_seeds", ac_seeds.round(1), display=False)
 # ```{glue:figure} tab_layers
 # :name: tab-layers
 #
-# Where the representation is read changes both baselines (target class, %).
+# The same two detectors on the penultimate features and on an intermediate convolutional representation
+# ({glue:text}`compare_layer_name`; target class, %).
 # ```
 #
 # ```{glue:figure} tab_ac_seeds
@@ -445,8 +452,8 @@ summary = {"removed_blend": "— (no working backdoor)", "kept_blend": "—",
            "asr_list_blend": "— (the blend backdoor did not work, so no repair ran)"}
 for p in attacked:
     sel = final.poison == p
-    final.loc[sel & (final.defense == "Poison as a Cure"), "paper (000 T5) ASR"] = paper.final_asr(pair, "ours")
-    final.loc[sel & (final.defense == "Spectral Signatures"), "paper (000 T5) ASR"] = paper.final_asr(pair, "ss")
+    final.loc[sel & (final.defense == "Poison as a Cure"), "paper, Table 5: ASR"] = paper.final_asr(pair, "ours")
+    final.loc[sel & (final.defense == "Spectral Signatures"), "paper, Table 5: ASR"] = paper.final_asr(pair, "ss")
     summary[f"asr_list_{p}"] = ", ".join(
         f"{r['defense']} " + (f"{r['ASR']:.1f}%" if pd.notna(r["ASR"]) else "not run here (see `retrain`)")
         for _, r in final[sel].iterrows())

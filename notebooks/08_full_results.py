@@ -65,9 +65,9 @@ for prof in profiles.available():
     if prof != results_profile and "main" in (profiles.load(prof).get("reproduce") or {}):
         found = len(reproduce.load_results(prof, "main"))
         if found:
-            others.append(f"`{prof}`: {found} of {len(reproduce.plan(prof, ['main']))}")
+            others.append(f"{prof}: {found} of {len(reproduce.plan(prof, ['main']))}")
 glue("other_profiles", ("Results of other profiles: " + "; ".join(others) + " (this page shows them with "
-                        "`-p results_profile=<profile>`).") if others else "No other profile has results yet.",
+                        "-p results_profile=<profile>).") if others else "No other profile has results yet.",
      display=False)
 print(f"{n_done} of {n_plan} planned experiments have a valid result; {prov_text}")
 

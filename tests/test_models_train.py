@@ -256,3 +256,20 @@ def test_on_epoch_sees_every_epoch_in_eval_mode_and_changes_nothing(monkeypatch)
     assert seen == [(1, False), (2, False), (3, False)]
     assert [m["epoch"] for m in hist.epoch_metrics] == [1, 2, 3]
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def test_trigger_as_seen_is_the_input_gradient_of_a_neuron_tuned_to_the_trigger():
+    """Behind the whitened network's fixed first layer, a unit whose weights are the trigger's image there has the
+    input gradient WᵀW(δ/std)/std; a network without that layer sees the trigger as it is."""
+    torch.manual_seed(0)
+    net = models.whitened_net(width=4)
+    models.fit_whitening(net, torch.rand(64, 3, 32, 32))
+    delta = np.random.default_rng(0).normal(size=(3, 32, 32)).astype(np.float32)
+    layer = net.features[0]
+    std = net.normalize.std[0]
+    tuned = torch.nn.functional.conv2d(torch.from_numpy(delta)[None] / std, layer.weight)
+    x = torch.rand(1, 3, 32, 32, requires_grad=True)
+    (layer(net.normalize(x)) * tuned).sum().backward()
+    seen = models.trigger_as_seen(net, delta)
+    assert np.allclose(seen, x.grad[0].numpy(), rtol=1e-4, atol=1e-4 * np.abs(seen).max())
+    assert np.array_equal(models.trigger_as_seen(models.small_cnn(width=4), delta), delta)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -225,6 +226,26 @@ def trigger_contrast(whitening: PatchWhitening, normalize: nn.Module, clean: tor
         rms = f(centred).pow(2).sum(1).mean().sqrt()
         out[name] = (f(pb - pa).norm(dim=2).amax(dim=1) / rms).float()
     return out
+
+
+def trigger_as_seen(model: Classifier, delta: np.ndarray) -> np.ndarray:
+    """A pixel change ``delta`` (3, H, W) as a network with a fixed linear first layer passes it to input gradients.
+
+    For ``z = W · normalize(x)`` every input gradient is ``Wᵀ`` times a gradient at ``z`` (divided by the
+    normalisation's std), and a neuron tuned to the trigger's image ``W δ/std`` there leaves ``Wᵀ W (δ/std) / std`` in
+    the input gradients: the direction Theorem 4.1 predicts for such a network. For the whitened networks ``W`` is
+    the :class:`PatchWhitening` (bias left out), and ``WᵀW`` is close to the inverse patch covariance: smooth,
+    large-scale changes shrink and sharp local ones grow (chapter 3). A model without a whitening layer learns its
+    first layer, so ``delta`` is returned unchanged."""
+    layer = next((m for m in model.modules() if isinstance(m, PatchWhitening)), None)
+    if layer is None:
+        return np.asarray(delta, dtype=np.float32)
+    std = model.normalize.std[0].detach().cpu().float()
+    w = layer.weight.detach().cpu().float()
+    with torch.no_grad():
+        d = torch.as_tensor(np.asarray(delta, dtype=np.float32))[None] / std
+        seen = F.conv_transpose2d(F.conv2d(d, w), w) / std
+    return seen[0].numpy()
 
 
 class BasicBlock(nn.Module):

@@ -38,7 +38,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data import ImageSet, balanced_subset
-from ..train import FitHistory, TrainConfig, evaluate, fit, resolve_device
+from ..train import FitHistory, TrainConfig, autocast, evaluate, fit, resolve_device
 from .base import Arrays
 
 #: MITIGATE's fine-tuning (B.3 step 5, the paper's Table-19 optimiser): five epochs, SGD 0.01, momentum 0.9,
@@ -123,7 +123,11 @@ StopFn = Callable[[Losses, torch.Tensor], torch.Tensor]  #: (losses, rows) -> bo
 
 
 def _per_sample_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(model(x), y, reduction="none")
+    """Per-sample cross-entropy; the network's pass in the library's precision (bf16 where native), the loss in
+    float32."""
+    with autocast(x.device):
+        logits = model(x)
+    return F.cross_entropy(logits.float(), y, reduction="none")
 
 
 class PoisHygiene:
