@@ -94,6 +94,8 @@ def test_the_learning_grid_records_every_epoch_and_its_table_rows(cifar: data.Ci
     assert res["precision"] in ("fp32", "bf16") and res["train_seconds"] > 0
     rows = reproduce.learning_table([back])
     assert list(rows["epoch"]) == [1, 2] and set(rows["network"]) == {"small CNN with a whitening stem"}
+    whitened = {**back, "params": {**back["params"], "recipe": {**back["params"]["recipe"], "model": "whitened_net"}}}
+    assert set(reproduce.learning_table([whitened])["network"]) == {"whitened fast network 8/32/32"}
 
 
 def test_the_learning_grid_refuses_bad_entries():

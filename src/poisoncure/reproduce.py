@@ -574,13 +574,19 @@ def reverse_table(records: list[dict[str, Any]]):
 
 
 def learning_table(records: list[dict[str, Any]]):
-    """One row per (``learning`` result, epoch): trigger, network (the book's name), width, epoch, clean accuracy,
-    worst class and attack success after that epoch, and the run's training time and parameter count."""
+    """One row per (``learning`` result, epoch): trigger, network (the book's name; the whitened network with its
+    widths), width, epoch, clean accuracy, worst class and attack success after that epoch, and the run's training
+    time and parameter count."""
     import pandas as pd
 
     from .models import MODEL_NAMES
 
-    rows = [{"trigger": r["params"]["poison"], "network": MODEL_NAMES.get(r["params"]["recipe"]["model"]),
+    def network(recipe: dict[str, Any]) -> str:
+        w = recipe["width"]
+        return MODEL_NAMES.get(recipe["model"], recipe["model"]) + (
+            f" {w}/{4 * w}/{4 * w}" if recipe["model"] == "whitened_net" else "")
+
+    rows = [{"trigger": r["params"]["poison"], "network": network(r["params"]["recipe"]),
              "width": r["params"]["recipe"]["width"], **e, "seconds": r["results"]["train_seconds"],
              "parameters": r["results"]["parameters"]} for r in records for e in r["results"]["epochs"]]
     return pd.DataFrame(rows)
