@@ -154,6 +154,13 @@ class Recipe:
         return cfg
 
 
+def recipe_fields(values: dict[str, Any]) -> dict[str, Any]:
+    """The shared recipe's fields among ``values`` (a profile's ``experiment`` section, a notebook's parameters),
+    with ``tta: false`` left out: it is the default, and leaving it out keeps the keys of the result files written
+    before test-time augmentation was a recipe field."""
+    return {k: v for k, v in values.items() if k in Recipe.param_names() and not (k == "tta" and not v)}
+
+
 @dataclass
 class TrainedModel:
     """A trained model with its training data, metrics and provenance."""

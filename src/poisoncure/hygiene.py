@@ -630,7 +630,7 @@ def grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[tuple[str, dict[str
     section) and per CIFAR-10 suspect of ``spec['cifar_suspects']`` (each a dict of :class:`experiments.Recipe`
     fields over the profile's shared ``experiment`` recipe, e.g. ``{poison: badnets}``), with that section's
     references, detector, crafting and comparison settings."""
-    from .experiments import Recipe
+    from .experiments import Recipe, recipe_fields
 
     known = {"suspects", "cifar_suspects"}
     if set(spec) - known:
@@ -657,7 +657,7 @@ def grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[tuple[str, dict[str
         return (kind + (f" ({', '.join(f'{k} {v:g}' for k, v in extra)})" if extra else ""),
                 kind + "".join(f"-{k}{v:g}" for k, v in extra))
 
-    recipe0 = {k: v for k, v in prof["experiment"].items() if k in Recipe.param_names()}
+    recipe0 = recipe_fields(prof["experiment"])
     out = []
     for change in spec.get("cifar_suspects") or []:
         r = Recipe(**{"poison": "blend", **recipe0, **change})  # validates

@@ -145,14 +145,14 @@ def experiment_params(nb: dict[str, Any], trigger: dict[str, Any], rate: float, 
     "opacity": 0.2}``, ``{"poison": "pixel"}``, ``{"poison": "patch", "patch_size": 3}``), the poisoned share
     ``rate`` of the source class and ``seed``.
     """
-    from .experiments import Recipe
+    from .experiments import Recipe, recipe_fields
     from .sweep import check_trigger
 
     missing = [n for n in (*Recipe.param_names(), "wl_train_per_class", "wl_epochs",
                            *(f"wl_{f}" for f in ENSEMBLE_FIELDS), *BASELINE_FIELDS) if n not in nb]
     if missing:
         raise ValueError(f"parameters missing for the experiment: {missing}")
-    recipe = {n: nb[n] for n in Recipe.param_names()}
+    recipe = recipe_fields(nb)
     recipe.update(check_trigger(trigger), train_per_class=nb["wl_train_per_class"], epochs=nb["wl_epochs"],
                   poison_rate=float(rate), seed=int(seed))
     Recipe(**recipe)  # validates

@@ -125,12 +125,10 @@ def plan(profile: str, grids: Iterable[str] | None = None, only: Iterable[str] |
 
 
 def _recipe_fields(prof: dict[str, Any]) -> dict[str, Any]:
-    """The profile's shared recipe; ``tta: false`` is left out (the default), which keeps the keys of the result
-    files written before test-time augmentation was a recipe field."""
-    from .experiments import Recipe
+    """The profile's shared recipe (:func:`experiments.recipe_fields`)."""
+    from .experiments import recipe_fields
 
-    return {k: v for k, v in prof["experiment"].items()
-            if k in Recipe.param_names() and not (k == "tta" and not v)}
+    return recipe_fields(prof["experiment"])
 
 
 def _main_grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[Experiment]:
