@@ -273,3 +273,15 @@ def test_trigger_as_seen_is_the_input_gradient_of_a_neuron_tuned_to_the_trigger(
     seen = models.trigger_as_seen(net, delta)
     assert np.allclose(seen, x.grad[0].numpy(), rtol=1e-4, atol=1e-4 * np.abs(seen).max())
     assert np.array_equal(models.trigger_as_seen(models.small_cnn(width=4), delta), delta)
+
+
+def test_prepare_whitening_fits_an_unfitted_layer_once():
+    net = models.whitened_net(width=4)
+    images = _toy_images(40)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        train.predict(net, images.x, device="cpu")
+    assert train.prepare_whitening(net, images, seed=0, device="cpu") == 1
+    w = net.features[0].weight.clone()
+    assert train.prepare_whitening(net, images, seed=1, device="cpu") == 0  # a fitted layer is kept
+    assert torch.equal(net.features[0].weight, w)
+    assert train.predict(net, images.x, device="cpu").shape == (40,)

@@ -231,6 +231,17 @@ def _check_offsets(offsets: np.ndarray | None, offset_index: np.ndarray | None, 
     return torch.from_numpy(table), torch.from_numpy(np.where(offset_index < 0, len(offsets), offset_index))
 
 
+def prepare_whitening(model: nn.Module, images: ImageSet, seed: int = 0, device: str | torch.device = "auto") -> int:
+    """Fit every unfitted :class:`models.PatchWhitening` layer of ``model`` to ``WHITENING_IMAGES`` of ``images``
+    drawn with ``seed`` (what :func:`fit` does before training a new whitened network; a fitted layer is kept).
+    Returns how many layers were fitted."""
+    if not unfitted_whitening(model) or len(images) == 0:
+        return 0
+    dev = resolve_device(device)
+    sample = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:WHITENING_IMAGES]
+    return fit_whitening(model.to(dev), to_float(torch.from_numpy(images.x)[sample].to(dev)))
+
+
 def fit(model: nn.Module, images: ImageSet, cfg: TrainConfig, device: str | torch.device = "auto",
         progress: bool = True, offsets: np.ndarray | None = None,
         offset_index: np.ndarray | None = None,
@@ -256,9 +267,7 @@ def fit(model: nn.Module, images: ImageSet, cfg: TrainConfig, device: str | torc
     model.to(dev).to(memory_format=torch.channels_last).train()
     x_all = torch.from_numpy(images.x)
     y_all = torch.from_numpy(images.y)
-    if unfitted_whitening(model):  # a whitened network's first layer is fitted to its training images, once
-        sample = torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg.seed))[:WHITENING_IMAGES]
-        fit_whitening(model, to_float(x_all[sample].to(dev)))
+    prepare_whitening(model, images, cfg.seed, dev)
     if dev.type == "cuda":
         x_all, y_all = x_all.to(dev), y_all.to(dev)
         if table is not None:

@@ -46,7 +46,7 @@ from tqdm import tqdm
 from .. import provenance
 from ..cache import Cache
 from ..data import ImageSet
-from ..train import TrainConfig, augment_batch, autocast, fit, resolve_device, to_float
+from ..train import TrainConfig, augment_batch, autocast, fit, prepare_whitening, resolve_device, to_float
 from .base import check_train
 
 ModelFactory = Callable[[int], nn.Module]  #: seed -> a fresh, untrained model
@@ -372,6 +372,8 @@ class WeakLearnerEnsemble:
             if kept.any():
                 fit(theta, train.subset(np.flatnonzero(kept)), cfg.train_config(cfg.spl_epochs, cfg.seed + 5000 + r),
                     self.device, progress=False)
+            else:  # nothing kept, nothing to train on: a whitened network still needs its first layer to predict
+                prepare_whitening(theta, train, cfg.seed + 5000, self.device)
             pred = predict_views(theta, train.x, self.device, cfg.eval_mode, cfg.seed + 6000 + r)
             score = cfg.spl_momentum * score + (1 - cfg.spl_momentum) * (pred == train.y)
             kept = score > 0.5
