@@ -230,6 +230,7 @@ glue("scale_text", f"{wl_components} components in {wl_bags} bag{'s' if wl_bags 
      f"self-training instead of 20 × 5, {n_images:,} training images and the book's "
      f"{models.MODEL_NAMES[model]} "
      "instead of all of CIFAR-10 and a PreActResNet-18", display=False)
+glue("wl_net", f"the {models.MODEL_NAMES[model]} at width {width}", display=False)
 glue("final_text", f"{wl_epochs} epochs, {experiments.Recipe(model=model).train_config().schedule} schedule",
      display=False)
 glue("ss_budget", f"{150 * wl_poison_rate:g} % at {100 * wl_poison_rate:g} %", display=False)
@@ -254,8 +255,8 @@ glue("itlm_text", f"{itlm_rounds} rounds ({itlm_first_epochs} epochs, then {itlm
 #
 # The paper's setting (a PreActResNet-18 trained for 200 epochs, 24 weak learners of 40 epochs each, 100 epochs of
 # self-training) costs about 2.7 ordinary trainings and needs a GPU. Here everything is scaled down to a 1,000-per-
-# class training subset and the book's small CNN: the spec's "mini" configuration (parameters above). The attack is
-# the book's own: the source class is the pair's base class, and the trigger is `wl_poison`.
+# class training subset and the book's own network, {glue:text}`wl_net` (the parameters above). The attack is the
+# book's own: the source class is the pair's base class, and the trigger is `wl_poison`.
 #
 # Training the defenses' models takes most of the time, so the experiments come from the reproduction runner
 # (`python -m poisoncure.reproduce --profile <profile> --grid ensembles`, one result file per trigger), and the
@@ -471,8 +472,8 @@ glue("paper_eps", f"{100 * wl_poison_rate:g} %", display=False)
 # attack success falls and the clean accuracy falls with it, the small configuration keeps the first half of the
 # paper's statement and loses the second. The paper explains its own failures (cat → dog, where a clean model
 # already sends 6–8 % of triggered cats to dog) by a violation of incompatibility; ours has a plainer cause: the
-# weak learners must be good enough to recognise clean data they did not train on, and small CNNs trained for a
-# few epochs on a quarter of a 10,000-image subset are not.
+# weak learners must be good enough to recognise clean data they did not train on, and small networks trained for
+# a few epochs on a quarter of a 10,000-image subset are not.
 #
 # ## Exercises
 #
@@ -490,8 +491,9 @@ glue("paper_eps", f"{100 * wl_poison_rate:g} %", display=False)
 #    adds four learners; a clean sample that two weak learners of one bag get wrong can be saved by the other bag,
 #    so FP should fall; the poison's own component still yields one learner per bag that votes for the target, so
 #    with two bags the poison has two votes and `cnt > 1` no longer stops it — look at FN.
-# 2. At 5 % the blend reaches only a few % attack success at this scale (see chapter 9's sweep). The ensemble's FP
-#    barely depends on the poison: it is the price of weak learners, paid on clean data too.
+# 2. At this scale the blend is learned far less at 5 % than at 20 % (chapter 9's sweep measures the same blend at
+#    5 % of the source class). The ensemble's FP barely depends on the poison: it is the price of weak learners,
+#    paid on clean data too.
 # 3. With a weak trigger the poisoned points sit among the clean ones with flipped labels: closer to label noise
 #    than to a separate population. Compare ε(poison; α) with and without the trigger: a linear learner can no
 #    longer fit the poisoned set on its own, and its learners' errors in the heat map drift towards chance — the
