@@ -406,8 +406,10 @@ glue("snr_range", f"{ours.snr.min():.1f}–{ours.snr.max():.1f}" if len(ours) el
 # ## The committed numbers, recomputed here
 #
 # One point of the grid, {glue:text}`live_name`, is run again from nothing (training included) while this page is
-# built, and its numbers are set beside those of its committed file. On the same kind of machine they should agree
-# to rounding; a difference means the code or the environment changed since the file was written.
+# built, and its numbers are set beside those of its committed file. On the same kind of machine (CPU model,
+# precision and torch thread count) they agree in every number. A difference means the code, the environment or the
+# machine changed since the file was written: the thread count alone changes the order of floating-point sums, and
+# a network trained along a slightly different path can end some points apart, most visibly after a repair.
 
 # %%
 live = next((e for e in exps if e.name == live_point), None) if live_point else None
