@@ -71,8 +71,8 @@ EPS = 500 / 5500  # the paper's poisoned share inside the target class
 # $\sigma^2 I_d$, and $\|X_i\| \le 1$. Let $\hat v$ be the top eigenvector of the sample second-moment matrix of
 # $n$ such vectors and call a sample poisoned when its projection on $\hat v$ is large; let $m$ be the number of
 # samples classified wrongly. Theorem 5.1 of the paper bounds the probability that the error rate $m/n$ is large.
-# Its exact form and constants did not survive in the text we work from; the SPEC reconstructs it from the
-# tools the paper names (matrix Bernstein, then Davis–Kahan) as
+# Its exact form and constants did not survive in the text we work from; we reconstruct it from the tools the
+# paper names (matrix Bernstein, then Davis–Kahan) as
 #
 # $$\Pr\Big[\tfrac{m}{n} \ge C\,\tfrac{\sigma^2 + \tau}{\|v\|^2}\Big] \le 2d\,\exp\big(-c\,n\min(\tau^2, \tau)\big),
 # \qquad 0 < \tau \le \epsilon\|v\|^2/4 .$$
@@ -228,8 +228,8 @@ glue("pixel_filter_note", note, display=False)
 # :name: tab-filtering
 #
 # Filtering the target class. Sensitivity: poisoned samples caught; specificity: clean target samples kept.
-# The paper's columns are its ResNet-18 results for the same pair (Tables 3 and 4; the meaning of the
-# specificity column is inferred, SPEC §5).
+# The paper's columns are its ResNet-18 results for the same pair (Tables 3 and 4; the paper does not define
+# its specificity column, and we read it as the share of clean target samples kept).
 # ```
 #
 # For the blend poison, sensitivity is {glue:text}`sens_blend:.1f`% and specificity

@@ -240,8 +240,8 @@ glue("gap_text", gap_text, display=False)
 # ```{glue:figure} tab_reasons
 # :name: tab-reasons
 #
-# The likely reason behind each kind of large difference (our reading of the documented differences in setup,
-# SPEC §2, and of the measurements above).
+# The likely reason behind each kind of large difference (our reading of where our setup differs from the
+# paper's, listed above, and of the measurements on this page).
 # ```
 
 # %% [markdown]

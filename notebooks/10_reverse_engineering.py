@@ -157,7 +157,7 @@ glue("asr_additive", float(trained[additive_pattern].metrics.attack_success_rate
 # one batch: a step is one forward and backward pass over every pair's images, and each pair stops on its own.
 # We step along the *normalised* gradient with a fixed length, then halve back within the last step to the
 # smallest multiple that still reaches $\pi$ — the paper leaves its step size to a line search; this choice is
-# ours (SPEC-related-defenses X-1). Each heat map shows the norm found for every (source, target): look for a
+# ours. Each heat map shows the norm found for every (source, target): look for a
 # cell much darker than its row and column.
 
 # %%

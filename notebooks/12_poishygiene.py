@@ -33,7 +33,7 @@
 # see some other label $y_o$ are crafted, labelled $y_o$, and the suspect is fine-tuned on them and a little
 # clean data, which teaches it that the poisoned region belongs to other labels.
 #
-# We run it on Fashion-MNIST with the paper's small models (the spec's CPU-sized "mini" configuration), with a
+# We run it on Fashion-MNIST with the paper's small models (in a configuration scaled down for CPUs), with a
 # BadNets backdoor and on a healthy twin, then on the companion's CIFAR-10 blend model and clean model of
 # chapter 2, beside Neural Cleanse and the paper's method.
 #
@@ -71,7 +71,7 @@ probes = 10  # probes per label, M (the paper: 100)
 hygiene_steps = 200  # MaxIters of the probe optimisation (phase 2)
 warm_steps = 200  # limit of phase 1, which pushes probes out of the label's region
 calibration_steps = 200  # ascent steps of each gamma and lambda calibration run
-calibration_rounds = 1  # fixed-point rounds of the lambda calibration (the spec: 3)
+calibration_rounds = 1  # fixed-point rounds of the lambda calibration (3 at full scale)
 tau = 0.5  # a label is infected when Prob > tau
 craft_steps = 50  # optimisation steps per crafting try (mitigation)
 craft_lr = 0.05  # step size of the crafting (Adam, [0, 1] pixel units)
@@ -178,9 +178,9 @@ glue("ref_goal", f"{ref_goal:g} %", display=False)
 # times; the small profile stops after one round (`calibration_rounds`), which saves two thirds of the
 # calibration's cost (exercise 4 compares). Then every label gets {glue:text}`n_probes` probes (the paper uses 100; its
 # Fig. 11 finds 4–10 enough on the small data sets), all labels in one batch, and every phase runs at most
-# {glue:text}`n_steps` steps (the spec's 1000; 200–300 for CPU runs). The paper's optimiser is plain
-# gradient descent; we use Adam on the probes, projected to valid images after every step (SPEC-related-defenses
-# B-Q2, B-Q3), and the ensemble rule "every reference disagrees" (B-Q7).
+# {glue:text}`n_steps` steps (1000 at the paper's scale; 200–300 for CPU runs). The paper's optimiser is plain
+# gradient descent; we use Adam on the probes, projected to valid images after every step, and read its ensemble
+# rule as: a label is infected when every reference disagrees with the suspect.
 
 # %%
 ph = PoisHygiene(probes=probes, steps=hygiene_steps, warm_steps=warm_steps, calibration_steps=calibration_steps,
@@ -331,9 +331,9 @@ else:
 # For the label found infected, the repair crafts images the suspect sends there while the references see each
 # other label $y_o$ (the paper's Eq. 5, started from the successful probes), keeps those that meet both
 # conditions, labels them $y_o$, and fine-tunes the suspect for five epochs on them plus a class-balanced
-# {glue:text}`clean_frac` of the training-set size in clean images. The spec's mini configuration crafts
+# {glue:text}`clean_frac` of the training-set size in clean images. Our small configuration crafts
 # 20 % of that clean set. We cut the crafting budget to {glue:text}`craft_budget` to fit the CPU build (the
-# spec: up to 1000 steps; exercise 2 measures what more buys). The comparison row fine-tunes on the same
+# paper's scale: up to 1000 steps; exercise 2 measures what more buys). The comparison row fine-tunes on the same
 # clean images alone: if that removed the backdoor, the crafted images would not be needed.
 
 # %%
@@ -413,7 +413,7 @@ plt.close(fig)
 # %% [markdown]
 # ## Every attack, from the committed runs
 #
-# The default build trains one attacked suspect. The runner measures every attack of the spec's mini
+# The default build trains one attacked suspect. The runner measures every attack of the scaled-down
 # configuration with this chapter's settings, one result file per suspect
 # (`python -m poisoncure.reproduce --profile cpu-cnn --grid hygiene`, the same calls as above); this section
 # reads the files of the {glue:text}`all_profile` profile ({glue:text}`all_done` suspects, {glue:text}`all_prov`).
@@ -427,7 +427,7 @@ plt.close(fig)
 # feature distance plus a small penalty for leaving the blended image; StingRay {cite}`suciu2018stingray` starts
 # from the T-shirt nearest to its bag in feature space and stays within 8/255 of it in every pixel. PoisHygiene
 # says it "exactly follows" both papers, which attack a single test image; the class-level versions here are
-# the spec's reading (SPEC-related-defenses B-Q11), with 6 % of the training set poisoned as for Mislabel. A
+# our reading of that claim, with 6 % of the training set poisoned as for Mislabel. A
 # *withheld* control, the same nine-class task without any poison, measures how many test bags a model calls
 # T-shirt anyway: the floor for all three.
 
@@ -516,7 +516,7 @@ plt.close(fig)
 # - Without poison, the nine-class task calls {glue:text}`all_floor` of the test bags T-shirt/top, the floor of
 #   the last three. On the two healthy suspects (ten classes, and the withheld nine), {glue:text}`all_fp`.
 #
-# {glue:text}`all_kept`. The figure shows why the two clean-label attacks differ so much. The spec's penalty
+# {glue:text}`all_kept`. The figure shows why the two clean-label attacks differ so much. Our penalty
 # weight for Poison Frog, β₀ = 0.25 scaled by (256/3072)², is about 0.002: nothing holds a poison near its
 # base, and after 1000 steps some of its pixels have moved by {glue:text}`all_frog_change`. Its poisons are
 # bags to the attacker's model and, to the eye, a noisy mix of shirt and bag, no longer clean T-shirts:
@@ -525,7 +525,7 @@ plt.close(fig)
 # learns its own features rather than the attacker's: {glue:text}`all_sting_claim` The paper's
 # Table 8 (the "paper" column) reports near-complete attack success for both, so its versions must differ from
 # these in ways it does not state (a shared feature extractor, a stronger penalty for Poison Frog, more poisons
-# for StingRay); we report what the spec's reading gives.
+# for StingRay); we report what our reading of the two papers gives.
 #
 # ```{glue:figure} fig_clean_label
 # :name: fig-clean-label
@@ -660,13 +660,13 @@ glue("c_all_summary", "; ".join(f"{rec['params']['label']}: {hygiene.outcome(rec
 # 1. Add the blend attack: `-p 'fm_attacks=["badnets", "blend"]'`. Is the blend learned in five epochs? Try
 #    `fm_epochs=15` for the blend model and compare its Prob profile with the BadNets one. Then try
 #    `"mislabel"`, an attack with no trigger at all: the bag class leaves the task and 6 % of the training set,
-#    all bags, is labelled T-shirt (`fm_poison_rate=0.06`, the spec's setting).
+#    all bags, is labelled T-shirt (`fm_poison_rate=0.06`, our setting for it).
 # 2. Raise the crafting budget (`craft_steps=300`, `craft_lr=0.01`, `craft_restarts=5`). How many more crafted
 #    images are kept, and what does it do to the attack success after the repair?
 # 3. Use one reference only (`ref_models=["II"]`). What happens to the healthy suspect's Prob, and why does the
 #    ensemble help? On CIFAR-10, try stronger references: `-p 'cifar_ref_per_class=[2500]'` (one more model to
 #    train).
-# 4. Run the λ calibration as the spec does, `calibration_rounds=3`. Do any decisions change?
+# 4. Run the λ calibration as at full scale, `calibration_rounds=3`. Do any decisions change?
 #
 # :::{admonition} Solutions (hints, and how to check them)
 # :class: dropdown

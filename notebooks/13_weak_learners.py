@@ -73,7 +73,7 @@ wl_lr = 0.05  # constant learning rate inside the defense (SGD, momentum 0.9)
 wl_batch_size = 128  # batch size inside the defense
 wl_augment = "flip"  # augmentation inside the defense
 wl_eval_augment = True  # score losses and votes on augmented views (the authors' code) rather than the images
-itlm_rounds = 3  # ITLM rounds (the paper's number is not stated; the spec suggests 4)
+itlm_rounds = 3  # ITLM rounds (the paper does not state its number)
 itlm_first_epochs = 5  # epochs of ITLM's first round (the paper: 80)
 itlm_epochs = 5  # epochs of each later ITLM round (the paper: 40)
 ss_layer = None  # layer of Spectral Signatures' representations (None: penultimate)
@@ -203,7 +203,7 @@ glue("tab_boost", votes, display=False)
 # random draws ("scenarios"). Its table of the drawn triggers was an image that did not survive into the text. The
 # authors' generator is deterministic (numpy's legacy random stream, seeds 100, 1000 and 10000), so
 # `poisoncure.attacks.ensemble_scenario` regenerates it; the positions it gives match those the paper
-# prints in its Table 1 (a test checks every entry against the specification).
+# prints in its Table 1 (a test checks every entry against that table).
 
 # %%
 rows = []
