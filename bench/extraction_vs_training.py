@@ -9,8 +9,8 @@ CNN is ``small_cnn:24``; the whitened fast network ``whitened_net:16`` ... ``:64
 are counted by ``torch.utils.flop_counter`` (forward and backward convolutions and matmuls); the peak is the best of
 a few square matmuls in the same arithmetic, timed in the same run. Training is timed in every precision of
 ``--precisions`` (default: float32 and, where :func:`poisoncure.train.precision` picks it, bf16 autocast), so the
-bf16 speed-up of this machine is a ratio measured in one run; input gradients are float32 (as the library computes
-them).
+bf16 speed-up of this machine is a ratio measured in one run; input gradients are taken in the library's precision
+(``train.precision``: bf16 autocast where native, with the loss and the returned gradients in float32).
 
     .venv/bin/python bench/extraction_vs_training.py [--models small_cnn:24 whitened_net:16 resnet18]
                                                      [--batch 256] [--repeats 5] [--precisions fp32 bf16]
@@ -59,7 +59,7 @@ def time_training_step(model, x_uint8: np.ndarray, y: np.ndarray, dev: torch.dev
 
 
 def time_extraction(model, x_uint8: np.ndarray, y: np.ndarray, dev: torch.device, repeats: int) -> float:
-    """Median seconds of ``input_gradients`` on the batch (one backward pass, float32), including the copy back."""
+    """Median seconds of ``input_gradients`` on the batch (one backward pass, library precision), copy back included."""
     times = []
     for i in range(repeats + 1):
         _sync(dev)
