@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     prof = profiles.load(args.profile)
-    nb = {**prof["experiment"], **prof["notebooks"]["13_weak_learners"]}
+    nb = {**prof["experiment"], **prof["notebooks"]["12_weak_learners"]}
     if args.per_class is not None:
         nb["wl_train_per_class"] = args.per_class
     params = isolation.experiment_params(nb, isolation.live_trigger(nb), nb["wl_poison_rate"], nb["seed"], False)

@@ -272,8 +272,9 @@ else:
         axes[1, j].set_xlabel("epoch")
     axes[0, 0].set_ylabel("attack success (%)")
     axes[1, 0].set_ylabel("clean test accuracy (%)")
-    axes[0, 0].legend(loc="center right")
-    fig.tight_layout()
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncols=2, fontsize=9, frameon=False)  # below the panels
+    fig.tight_layout(rect=(0, 0.09, 1, 1))
     last = learn.sort_values("epoch").groupby(["network", "trigger"]).last().reset_index()
     learn_final = last.pivot(index="network", columns="trigger", values="attack_success_rate").add_prefix(
         "attack success, ").join(last.groupby("network")[["clean_accuracy"]].mean().rename(

@@ -53,7 +53,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from myst_nb import glue
 
-from poisoncure import data, experiments, paper, plots
+from poisoncure import attacks, data, experiments, models, paper, plots, signal
 
 plots.set_style(profile)
 cols = plots.colours(4)
@@ -78,15 +78,24 @@ cured = {p: cure(p) for p in recipes}
 #
 # One direction per non-target class, each extracted from the filtered poisoned images with that class as the
 # cross-entropy target (no centring: every row of this pool carries the trigger, so the signal is the common
-# direction). If the extraction works, they should all resemble the trigger.
+# direction). If the extraction works, they should all resemble the trigger — as the network passes it to its input
+# gradients, which for a network whose first layer whitens 2×2 patches is a sharpened copy of the pixel change
+# (chapter 3). Both are drawn first, and each signal is labelled with its agreement (|cos|) with the second.
 
 # %%
 blend = cured["blend"].result
 if blend.counter is not None:
     t = blend.counter.target
     shown = [c for c in range(len(classes)) if c != t]
-    fig = plots.image_grid([[blend.counter.signals[c] for c in shown]], [f"v_c (η = {eta:g})"],
-                           [classes[c] for c in shown], size=1.3)
+    ps = trained["blend"].train_set
+    clean_train = experiments.training_set(recipes["blend"].replace(poison="clean"), cifar)
+    delta = attacks.mean_perturbation(clean_train.x[ps.poison_index], ps.spec.trigger).reshape(3, 32, 32)
+    seen = models.trigger_as_seen(trained["blend"].model, delta)
+    agree = {c: max(signal.abs_cosine(blend.counter.signals[c].ravel(), seen.ravel()),
+                    signal.abs_cosine(blend.counter.signals[c].ravel(), seen[:, :, ::-1].ravel())) for c in shown}
+    fig = plots.image_grid([[delta, seen] + [blend.counter.signals[c] for c in shown]], [f"η = {eta:g}"],
+                           ["trigger δ̄", "δ̄ as seen"] + [f"{classes[c]}\n|cos| {agree[c]:.2f}" for c in shown],
+                           size=1.3)
 else:
     fig, ax = plt.subplots(figsize=(4, 1))
     ax.text(0.5, 0.5, "no class flagged: no counter-poison", ha="center")
@@ -98,8 +107,10 @@ plt.close(fig)
 # ```{glue:figure} fig_counter_signals
 # :name: fig-counter-signals
 #
-# Counter-poison directions of the blend model, one per non-target class (min–max scaled). Chapter 3 shows the
-# true blend pattern for comparison.
+# The blend trigger's mean pixel change δ̄ and δ̄ as the network's first layer passes it to input gradients, then the
+# counter-poison directions of the blend model, one per non-target class, each with its |cos| to the second (all
+# min–max scaled; 1 would be the same direction up to sign; the larger of the image and its mirror image, as the
+# model was trained with flips).
 # ```
 
 # %% [markdown]

@@ -439,7 +439,7 @@ for p in attacked:
             final.append(final_row(p, name, experiments.get_retrained(tm, removed, device=device).model, detected,
                                    f"retrained without {int(removed.sum())} samples"))
         else:
-            final.append(final_row(p, name, None, detected, "not run here (see `retrain`)"))
+            final.append(final_row(p, name, None, detected, "not run here (see the retrain parameter)"))
     t = nc_res[p]
     final.append(final_row(p, "Neural Cleanse", nc.repair(tm.model, clean_set, t) if t.flagged.any() else tm.model,
                            note=f"flagged: {', '.join(classes[k] for k in np.flatnonzero(t.flagged)) or 'none'}"))

@@ -168,19 +168,21 @@ for name, tm in trained.items():
     results[name], search_prov[name] = experiments.get_pair_search(tm, detector, clean_set)
 
 shown = [additive_pattern, "blend", "clean"]
-fig, axes = plt.subplots(1, 3, figsize=(13, 4.8))
-for ax, name in zip(axes, shown, strict=True):
+fig, axes = plt.subplots(2, 2, figsize=(6.7, 6.8))  # two per row: each map wide enough for its class names
+axes = axes.ravel()
+axes[-1].axis("off")
+for ax, name in zip(axes, shown, strict=False):
     n = results[name].search.norms.copy()
     np.fill_diagonal(n, np.nan)
     im = ax.imshow(n, cmap="viridis", vmin=0, vmax=np.nanpercentile(n, 95))
-    ax.set_xticks(range(10), classes, rotation=60, fontsize=10)
-    ax.set_yticks(range(10), classes, fontsize=10)
+    ax.set_xticks(range(10), classes, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(10), classes, fontsize=8)
     ax.set_xlabel("target t")
     ax.set_ylabel("source s")
     ax.grid(False)
     r = results[name]
     ax.add_patch(plt.Rectangle((r.target - 0.5, r.source - 0.5), 1, 1, fill=False, color="red", lw=2))
-    ax.set_title(f"{name} model: p = {r.p_value:.1e}", fontsize=12)
+    ax.set_title(f"{name} model: p = {r.p_value:.1e}", fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046, label="‖v_st‖₂")
 fig.tight_layout()
 glue("fig_heatmaps", fig, display=False)
@@ -383,14 +385,14 @@ glue("fa_trend", "; ".join(f"p = {results[n].null.p_value:.1e} at {trained[n].me
 # The same measurements on the `full` profile's models — ResNet-18s trained for 40 epochs with crops and flips,
 # 100 clean images per class for the search, step 0.02 — were run on a GPU by
 # `python -m poisoncure.reproduce --profile full --grid reverse` and committed under `results/full/reverse/`.
-# This build reads them; it trains nothing. Each row names the commit and device that produced it.
+# This build reads them; it trains nothing. Each column names the commit and device that produced it.
 
 # %%
 full_table = reproduce.reverse_table(full_runs)
 if len(full_table):
     for c in ("p (truncated)", "p (naive)"):
         full_table[c] = full_table[c].map(lambda v: f"{v:.2e}")
-    glue("tab_full", full_table.round(2).astype(object).fillna("—"), display=False)
+    glue("tab_full", full_table.round(2).astype(object).fillna("—").T, display=False)  # one column per model
 else:
     glue("tab_full", pd.DataFrame({"note": ["no committed full-profile results in results/full/reverse"]}),
          display=False)

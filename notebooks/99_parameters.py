@@ -58,8 +58,9 @@ columns = ["parameter", "meaning", "valid values"] + [c for c in table.columns i
 # %%
 recipe = table[table["parameter"].isin(shared)].drop_duplicates("parameter")
 recipe = recipe.set_index("parameter").loc[[p for p in shared if p in set(recipe["parameter"])]].reset_index()
-glue("recipe_table", recipe[columns].style.hide(axis="index").set_properties(**{"text-align": "left"}),
-     display=False)
+# one column per profile: wider than the text column, so it scrolls sideways with the parameter's name fixed
+glue("recipe_table", recipe[columns].style.hide(axis="index").set_properties(**{"text-align": "left"})
+     .set_table_attributes('class="wide-table"'), display=False)
 
 # %% [markdown]
 # ```{glue:figure} recipe_table
@@ -72,8 +73,8 @@ glue("recipe_table", recipe[columns].style.hide(axis="index").set_properties(**{
 
 # %%
 own = table[~table["parameter"].isin(shared)]
-glue("chapter_table", own[["chapter"] + columns].style.hide(axis="index").set_properties(**{"text-align": "left"}),
-     display=False)
+glue("chapter_table", own[["chapter"] + columns].style.hide(axis="index").set_properties(**{"text-align": "left"})
+     .set_table_attributes('class="wide-table"'), display=False)
 
 # %% [markdown]
 # ```{glue:figure} chapter_table

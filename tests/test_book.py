@@ -111,6 +111,52 @@ def test_the_browser_check_fails_when_a_download_is_missing(html_dir, tmp_path):
     assert any("cannot be fetched" in p for p in problems), problems
 
 
+def test_the_browser_check_fails_on_planted_readability_defects(html_dir, tmp_path):
+    """An over-wide table, a cell cut short, a literal backtick, a shrunken figure and a spec-internal reference
+    planted in a copy of chapter 2: the browser check names each; the page as built has none of them."""
+    import re
+
+    from poisoncure import browser
+
+    _chromium_or_skip()
+    copy = tmp_path / "html"
+    shutil.copytree(html_dir, copy)
+    page = copy / "book" / "chapters" / "02_attack.html"
+    html = page.read_text()
+    img = re.search(r'<img[^>]+src="[^"]+_images/[^"]+"[^>]*>', html).group(0)
+    planted = ('<div class="output"><table><tr><td style="white-space:nowrap">' + "wide " * 400 + "</td></tr>"
+               "<tr><td>automobile, bird, dog, fr...</td></tr></table></div>"
+               "<p>set the parameter `eta` as in SPEC 3(e)</p>" + img.replace("<img", '<img style="width:30%"'))
+    end_h1 = html.index("</h1>", html.index('<article class="bd-article"')) + len("</h1>")
+    page.write_text(html[:end_h1] + planted + html[end_h1:])
+    (report,) = browser.check_book(copy, only=["02_attack"])
+    found = " | ".join(report.problems)
+    for what in ("wider than the text column", "a table cell cut short", "a literal backtick",
+                 "a figure too small to read", "an internal reference 'SPEC'"):
+        assert what in found, (what, report.problems)
+
+
+def test_the_verdict_is_on_the_introduction_and_in_chapter_8(html_dir):
+    """The reproduction verdict is shown where a reader looks first, one row per claim, with its rule."""
+    from poisoncure import verdict
+
+    for page in ("book/intro.html", "book/chapters/08_full_results.html"):
+        html = (html_dir / page).read_text()
+        assert html.count('class="verdict-table"') == 1, page
+        table = html[html.index('class="verdict-table"'):]
+        table = table[:table.index("</table>")]
+        assert table.count("<tr>") == 1 + len(verdict.CLAIMS), page
+        assert "held" in table and "How to read it" in html, page
+
+
+def test_the_teaching_page_shows_each_sessions_measured_time(html_dir):
+    html = (html_dir / "book" / "teaching.html").read_text()
+    import re
+
+    assert "their execution in this build" in html and "Measured by the build" in html
+    assert len(re.findall(r"\d+\.\d min</", html)) == len(book.SESSIONS)  # a measured time for every session
+
+
 # ------------------------------------------------------------------ the printable edition
 def _plain(text: str) -> str:
     """Text without whitespace or hyphenation, ligatures spelt out, for comparing a PDF's extracted text with the

@@ -223,7 +223,7 @@ def test_grid_follows_the_profile_and_rejects_unknown_keys():
     exps = hygiene.grid(prof, prof["reproduce"]["hygiene"])
     names = [n for n, _ in exps]
     assert len(set(names)) == len(names) and "fmnist-frog-poison_rate0.06-s0" in names
-    nb = prof["notebooks"]["12_poishygiene"]
+    nb = prof["notebooks"]["11_poishygiene"]
     for _, params in (e for e in exps if "suspect" in e[1]):
         r = hygiene.SuspectRecipe(**params["suspect"])
         assert r.train_size == nb["fm_train_size"] and params["detector"]["steps"] == nb["hygiene_steps"]
@@ -295,7 +295,7 @@ def test_grid_builds_the_cifar_suspects_over_the_shared_recipe():
     assert [n for n, _ in cif] == ["cifar-badnets-small_cnn-s0", "cifar-chen-opacity0.1-small_cnn-s0"]
     r = experiments.Recipe(**cif[1][1]["recipe"])
     assert r.poison == "chen" and r.opacity == 0.1 and r.width == prof["experiment"]["width"]
-    assert cif[0][1]["references"] == {"per_class": prof["notebooks"]["12_poishygiene"]["cifar_ref_per_class"]}
+    assert cif[0][1]["references"] == {"per_class": prof["notebooks"]["11_poishygiene"]["cifar_ref_per_class"]}
 
 
 def test_run_point_on_a_cifar_recipe(tmp_path, monkeypatch):
@@ -315,4 +315,4 @@ def test_run_point_on_a_cifar_recipe(tmp_path, monkeypatch):
     record = {"name": "cifar-badnets-small_cnn-s0", "params": params, "results": res,
               "provenance": {"device": "CPU (test)", "commit": "0123456789"}}
     table = hygiene.results_table([record], CLASSES)
-    assert table.loc["badnets", "paper (004 T6)"] == hygiene.PAPER_CIFAR["badnets"]["detect"]
+    assert table.loc["badnets", "paper, Table 6"] == hygiene.PAPER_CIFAR["badnets"]["detect"]

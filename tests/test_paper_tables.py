@@ -59,9 +59,11 @@ def test_detection_table_reads_ac_smaller_cluster_and_a_missed_target():
     assert row[("AC: specificity", "ours")] == 62.0 and row[("AC: specificity", "paper")] == spec_p
     assert row[("AC: sensitivity", "Δ")] == pytest.approx(99.0 - sens_p)
     assert row[("ours: sensitivity", "ours")] == 0.0
-    # no neutralization when the target was missed: the after-columns are empty, not zero
+    # no neutralization when nothing was flagged: the model is left unchanged, so after = before (not empty, not 0)
     t1 = paper_tables.before_after_table(rows, "blend")
-    assert math.isnan(t1.loc[paper_tables.pair_label(3), ("after: all", "ours")])
+    assert t1.loc[paper_tables.pair_label(3), ("after: all", "ours")] == rows.loc[0, "before: all"] == 90.0
+    assert rows.loc[0, "ASR after ours"] == rows.loc[0, "ASR before"] and not rows.loc[0, "repaired"]
+    assert paper_tables.coverage(rows, [rows.loc[0, "name"]]).iloc[0, 0] == "missed (model left unchanged)"
 
 
 def test_final_asr_table_shows_both_poisons_without_a_difference():
@@ -116,9 +118,11 @@ def test_bad_input_raises():
 def test_coverage_marks_missing_experiments():
     rows = paper_tables.experiment_rows([record(pair=1), record(pair=3, found=False)])
     cov = paper_tables.coverage(rows, [f"pair{k}-{p}-resnet18-r0.1-s0" for p in ("blend", "pixel") for k in (1, 2, 3)])
-    assert cov.shape == (3, 2) and list(cov.columns) == ["blend-resnet18-r0.1-s0", "pixel-resnet18-r0.1-s0"]
-    assert cov["blend-resnet18-r0.1-s0"].tolist() == ["target and base", "missing", "missed"]
-    assert set(cov["pixel-resnet18-r0.1-s0"]) == {"missing"}
+    blend, pixel = "blend · ResNet-18 · 10 % · seed 0", "one pixel · ResNet-18 · 10 % · seed 0"
+    assert cov.shape == (3, 2) and list(cov.columns) == [blend, pixel]
+    assert cov[blend].tolist() == ["target and base", "missing", "missed (model left unchanged)"]
+    assert set(cov[pixel]) == {"missing"}
+    assert paper_tables.experiment_label("odd-name") == "odd-name"
     with pytest.raises(ValueError, match="main-grid"):
         paper_tables.coverage(rows, ["chessboard-resnet18-s0"])
 

@@ -160,3 +160,32 @@ def test_the_readme_example_of_a_defense_on_your_own_model_runs():
     namespace = {"x": own.x, "y": own.y, "model": model}
     exec(compile(snippet, "README.md", "exec"), namespace)
     assert namespace["res"].scan is not None and namespace["model"] is not None
+
+
+def test_the_teaching_plan_covers_every_chapter_once_and_reports_times():
+    """The teaching page's sessions name every chapter but the parameters page exactly once, and the generated
+    table gives each session the summed execution time of its chapters (from the build's execution log)."""
+    from poisoncure import book
+
+    planned = [n for _, names in book.SESSIONS for n in names]
+    assert sorted(planned) == sorted(n for n in book.notebook_sources() if not n.startswith("99_"))
+    numbers = book.chapter_numbers()
+    assert sorted(numbers.values()) == list(range(1, len(numbers) + 1))
+    # a chapter's file is numbered as the book numbers it (so --only 11_poishygiene reruns chapter 11)
+    assert all(name.startswith(f"{k:02d}_") for name, k in numbers.items()), numbers
+
+
+def test_session_times_sum_their_chapters(tmp_path, monkeypatch):
+    import json
+
+    from poisoncure import book
+
+    log = tmp_path / "execution.json"
+    log.write_text(json.dumps({"01_theory_toy": {"seconds": 60.0, "ok": True, "profile": "smoke", "device": "CPU (x)",
+                                                 "commit": "abcdef1234"},
+                               "02_attack": {"seconds": 120.0, "ok": True, "profile": "smoke", "device": "CPU (x)",
+                                             "commit": "abcdef1234"}}))
+    monkeypatch.setattr(book, "execution_log", lambda: log)
+    text = book.session_times_markdown()
+    assert "| 1 | 1, 2 | 3.0 min |" in text and "| 2 | 3, 4 | not recorded |" in text
+    assert "commit abcdef1" in text and "CPU (x)" in text

@@ -288,7 +288,7 @@ def test_the_runner_plans_one_experiment_per_trigger_with_the_chapters_settings(
 
     exps = reproduce.plan("smoke", ["ensembles"])
     prof = profiles.load("smoke")
-    nb = {**prof["experiment"], **prof["notebooks"]["13_weak_learners"]}
+    nb = {**prof["experiment"], **prof["notebooks"]["12_weak_learners"]}
     assert [e.name for e in exps] == ["pair1-blend0.2-whitened_net-r0.2-s0", "pair1-pixel-whitened_net-r0.2-s0",
                                       "pair1-patch3-whitened_net-r0.2-s0"]
     live = isolation.experiment_params(nb, isolation.live_trigger(nb), nb["wl_poison_rate"], nb["seed"], False)
@@ -309,4 +309,4 @@ def test_bad_experiment_input_is_refused_before_any_work():
     with pytest.raises(ValueError, match="unknown methods"):
         isolation.run_point({}, methods=("none", "magic"))
     with pytest.raises(ValueError, match="unknown keys"):
-        isolation.grid({"experiment": {}, "notebooks": {"13_weak_learners": {}}}, {"tiggers": []})
+        isolation.grid({"experiment": {}, "notebooks": {"12_weak_learners": {}}}, {"tiggers": []})

@@ -222,9 +222,80 @@ def fold_injected_parameters(path: Path) -> None:
     nbformat.write(nb, path)
 
 
+def generated_dir() -> Path:
+    """Page fragments the build writes from the committed results before rendering (``book/_generated``, not
+    tracked): markdown pages include them, so their numbers are counted, never typed."""
+    return root() / "book" / "_generated"
+
+
+#: the teaching page's plan of sessions: (session, the chapters it covers as notebook names); every chapter but the
+#: parameters page belongs to one session (a test checks it)
+SESSIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (1, ("01_theory_toy", "02_attack")), (2, ("03_poison_extraction", "04_filtering")),
+    (3, ("05_class_detection", "06_neutralization")), (4, ("07_baselines",)),
+    (5, ("08_full_results", "09_variable_size_sweep")), (6, ("10_reverse_engineering",)),
+    (7, ("11_poishygiene",)), (8, ("12_weak_learners",)))
+
+
+def chapter_numbers() -> dict[str, int]:
+    """The number the book gives each notebook's chapter (from ``_toc.yml``'s numbered parts; a test checks that
+    every file name starts with it)."""
+    import yaml
+
+    toc = yaml.safe_load((root() / "_toc.yml").read_text())
+    files = [c["file"] for part in toc.get("parts", []) if part.get("numbered") for c in part.get("chapters", [])]
+    return {Path(f).name: k for k, f in enumerate(files, start=1)}
+
+
+def session_times_markdown() -> str:
+    """The plan of sessions with each session's chapters' measured execution time in the build that wrote
+    ``book/_build/execution.json`` (a MyST table and a sentence naming the profile, machine and commit)."""
+    times = execution_times().set_index("chapter")
+    numbers = chapter_numbers()
+    lines = ["| session | chapters | their execution in this build |", "| --- | --- | --- |"]
+    for session, names in SESSIONS:
+        chapters = ", ".join(str(numbers.get(n, n)) for n in names)
+        have = [n for n in names if n in times.index]
+        if len(have) < len(names):
+            took = "not recorded"
+        else:
+            took = f"{times.loc[have, 'seconds'].sum() / 60:.1f} min"
+        lines.append(f"| {session} | {chapters} | {took} |")
+    if len(times):
+        devices = ", ".join(sorted(set(times["device"])))
+        commits = ", ".join(sorted({c[:7] for c in times["commit"]}))
+        profiles_used = ", ".join(sorted(set(times["profile"])))
+        where = (f"Measured by the build of this book (profile {profiles_used}; {devices}; commit {commits}). "
+                 "A chapter that loads its models from the cache runs in a fraction of its first build's time.")
+    else:
+        where = "No chapter's execution has been recorded in this build yet."
+    return "\n".join(lines) + "\n\n" + where + "\n"
+
+
+def _write_atomic(path: Path, text: str) -> Path:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
+def write_generated() -> list[Path]:
+    """Write :func:`generated_dir`'s fragments, which markdown pages include: the reproduction verdict
+    (:func:`poisoncure.verdict.markdown`, in the introduction) and the sessions' measured times
+    (:func:`session_times_markdown`, on the teaching page). Returns the files written."""
+    from . import verdict
+
+    out = generated_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    return [_write_atomic(out / "verdict.md", verdict.markdown()),
+            _write_atomic(out / "sessions.md", session_times_markdown())]
+
+
 def render(strict: bool = True) -> int:
-    """Render the executed notebooks and pages with Jupyter Book into ``book/_build/html``."""
+    """Render the executed notebooks and pages with Jupyter Book into ``book/_build/html`` (after
+    :func:`write_generated`)."""
     vendor_mathjax()
+    write_generated()
     exe = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(exe), "build", str(root()), "--path-output", str(root() / "book")]
     if strict:

@@ -10,6 +10,11 @@ For each HTML page of ``book/_build/html`` (served on a local port, as a reader 
 * every chapter page offers its downloads: the executed notebook (fetched, it opens with ``nbformat`` and holds
   the page's figures) and its Jupytext source;
 * the footer states the licences of the code and of the text;
+* the page reads well at a 1280-px window (:func:`readability`): no table or figure wider than the text column (a
+  table marked ``wide-table`` may scroll inside a box that fits, its first column fixed), no table cell cut short
+  with "..." and no rows left out by pandas, no figure shown below :data:`READABLE_SCALE` of its natural width, no
+  literal backtick in the prose, no typographic quotes in code meant to be copied, no project-internal references
+  (:data:`INTERNAL_REFERENCES`); code blocks keep their lines and may scroll;
 * a full-page screenshot is saved for review (``book/_build/screenshots/<page>.png``).
 
 :func:`export_pdf` prints the same pages, in the book's order, with the same browser into one PDF per page and one
@@ -156,6 +161,95 @@ _PAGE_STATE = """
 }
 """
 
+# What makes a page hard to read, measured at the reader's window size: elements wider than the text column,
+# table cells cut short by pandas, figures shrunk below READABLE_SCALE of their natural width, and internal text
+# (literal backticks outside code, typographic quotes inside code meant to be copied, spec-internal references)
+_READABILITY = """
+(args) => {
+  const article = document.querySelector('article.bd-article') || document.querySelector('main');
+  if (!article) return {column: 0, wide: [], truncated: [], small: [], text: []};
+  const style = getComputedStyle(article);
+  const column = article.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+  const label = el => {
+    const fig = el.closest('figure, div.cell, section');
+    const cap = fig && fig.querySelector('figcaption, .caption-number');
+    const id = (fig && fig.id) || (el.closest('[id]') || {}).id || '';
+    const name = cap ? cap.innerText.slice(0, 60).replace(/\\s+/g, ' ') : el.tagName.toLowerCase();
+    return name + (id ? ` (#${id})` : '');
+  };
+  const wide = [];
+  // a table marked wide-table may be wider if it scrolls inside a box that fits the column, its first column fixed
+  const scrolls = el => {
+    if (!el.classList.contains('wide-table')) return false;
+    let box = el.parentElement;
+    const scrolling = b => ['auto', 'scroll'].includes(getComputedStyle(b).overflowX);
+    while (box && box !== article && !scrolling(box)) box = box.parentElement;
+    const first = el.querySelector('tr > :first-child');
+    return !!box && box !== article && box.getBoundingClientRect().width <= column + 2 && !!first
+      && getComputedStyle(first).position === 'sticky';
+  };
+  for (const el of article.querySelectorAll('table, img')) {
+    const w = Math.max(el.scrollWidth, el.getBoundingClientRect().width);
+    if (w > column + 2 && !scrolls(el)) {
+      wide.push(`${label(el)}: ${Math.round(w)} px in a ${Math.round(column)}-px column`);
+    }
+  }
+  const truncated = [];
+  for (const c of article.querySelectorAll('td, th')) {
+    const t = c.innerText.trim();
+    if (/(\\.\\.\\.|…)$/.test(t) && !args.ellipses.includes(t)) {
+      truncated.push(`${label(c)}: '${t.slice(-40)}'`);
+    }
+  }
+  for (const p of article.querySelectorAll('.output p, .output div, .cell_output p')) {
+    const t = p.innerText.trim();
+    if (/^\\d+ rows × \\d+ columns$/.test(t)) truncated.push(`${label(p)}: pandas shows '${t}'`);
+  }
+  const small = [];
+  for (const img of article.querySelectorAll('img')) {
+    if (!(img.complete && img.naturalWidth > 0)) continue;
+    const shown = img.getBoundingClientRect().width;
+    if (shown < args.scale * img.naturalWidth) {
+      small.push(`${label(img)}: shown ${Math.round(shown)} px of ${img.naturalWidth}`);
+    }
+  }
+  const clone = article.cloneNode(true);
+  const notProse = 'pre, code, .highlight, .cell_input, script, style, .MathJax, mjx-container';
+  for (const el of clone.querySelectorAll(notProse)) el.remove();
+  const prose = clone.innerText;
+  const text = [];
+  const tick = prose.indexOf('`');
+  if (tick >= 0) {
+    text.push(`a literal backtick: '${prose.slice(Math.max(0, tick - 40), tick + 40).replace(/\\s+/g, ' ')}'`);
+  }
+  for (const re of args.internal) {
+    const m = prose.match(new RegExp(re));
+    if (m) text.push(`an internal reference '${m[0]}'`);
+  }
+  for (const code of article.querySelectorAll('pre, code')) {
+    if (/[“”‘’]/.test(code.innerText)) text.push(`typographic quotes in code: '${code.innerText.slice(0, 60)}'`);
+  }
+  return {column: column, wide: wide, truncated: truncated, small: small, text: text};
+}
+"""
+#: a figure shown at less than this fraction of its natural width (or of the column, if narrower) is too small
+READABLE_SCALE = 0.8
+#: patterns of text that belongs to the project's own notes, not to a reader's page
+INTERNAL_REFERENCES = (r"\bSPEC\b", r"\bB-Q\d", r"mini configuration")
+#: cell texts that end in an ellipsis by design (none so far)
+ELLIPSES: tuple[str, ...] = ()
+
+
+def readability(page) -> list[str]:
+    """The readability problems of the open page (see :data:`_READABILITY`)."""
+    state = page.evaluate(_READABILITY, {"scale": READABLE_SCALE, "internal": list(INTERNAL_REFERENCES),
+                                         "ellipses": list(ELLIPSES)})
+    return ([f"wider than the text column: {w}" for w in state["wide"]]
+            + [f"a table cell cut short: {t}" for t in state["truncated"]]
+            + [f"a figure too small to read: {s}" for s in state["small"]]
+            + [f"internal text on the page: {t}" for t in state["text"]])
+
+
 _WAIT_MATH = """
 () => new Promise(resolve => {
   if (!(window.MathJax && MathJax.Hub && MathJax.Hub.Queue)) { resolve(false); return; }
@@ -290,6 +384,7 @@ def check_book(html_dir: Path, screenshots: Path | None = None, chromium: str | 
                 rep.problems += [f"TeX error in {t!r}" for t in state["texErrors"]]
                 rep.problems += [f"the footer does not state the licence {lic!r}" for lic in FOOTER_LICENCES
                                  if lic not in state["footer"]]
+                rep.problems += readability(page)
                 rep.links, link_problems = check_links(html_dir, base, state["hrefs"], ids)
                 rep.problems += link_problems
                 if "/chapters/" in rel:
@@ -373,15 +468,18 @@ def _page_title(page: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import book
+    from . import paths  # not the book module: it imports this one (for the PDF), and imports run one way
 
     ap = argparse.ArgumentParser(prog="python -m poisoncure.browser", description=__doc__.splitlines()[0])
     ap.add_argument("--html", type=Path, default=None, help="built HTML folder (default: book/_build/html)")
     ap.add_argument("--screenshots", type=Path, default=None,
                     help="folder for one full-page screenshot per page (default: book/_build/screenshots)")
     args = ap.parse_args(argv)
-    html = args.html or book.build_dir() / "html"
-    shots = args.screenshots or book.build_dir() / "screenshots"
+    root = paths.project_root()
+    if root is None and (args.html is None or args.screenshots is None):
+        raise SystemExit("not in a clone of the project: pass --html and --screenshots")
+    html = args.html or root / "book" / "_build" / "html"
+    shots = args.screenshots or root / "book" / "_build" / "screenshots"
     reports = check_book(html, shots)
     bad = 0
     for r in reports:

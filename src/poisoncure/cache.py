@@ -8,11 +8,11 @@ records the config, the SHA-256 of every payload file and the provenance of the 
 **The code version** is the package version plus a fingerprint of the package's computing source
 (:func:`code_fingerprint`): the SHA-256 of every ``.py`` file under ``src/poisoncure`` except the presentation
 modules of :data:`PRESENTATION` (book building, the browser check, plots, parameter rules, the paper's typed
-numbers), which compute no artifact. We fingerprint the whole computing package rather than each artifact's own
-modules because the import graph between them (a defense calling a training helper calling a model) is easy to
-get wrong by hand and a missed edge would let a changed computation reuse a stale artifact; the price is that any
-change to a computing module recomputes every artifact once. A test checks that no computing module imports a
-presentation module, so the exclusion cannot hide a dependency.
+numbers, the verdict counted from result files), which compute no artifact. We fingerprint the whole computing
+package rather than each artifact's own modules because the import graph between them (a defense calling a
+training helper calling a model) is easy to get wrong by hand and a missed edge would let a changed computation
+reuse a stale artifact; the price is that any change to a computing module recomputes every artifact once. A
+test checks that no computing module imports a presentation module, so the exclusion cannot hide a dependency.
 
 Guarantees:
 
@@ -45,7 +45,7 @@ from . import __version__, paths, provenance
 PACKAGE_DIR = Path(__file__).resolve().parent
 #: modules that compute no cached artifact (presentation, book tooling, typed paper numbers): left out of the
 #: code fingerprint so that editing a figure or a page does not retrain the models
-PRESENTATION = ("book.py", "browser.py", "plots.py", "parameters.py", "paper.py", "paper_tables.py")
+PRESENTATION = ("book.py", "browser.py", "plots.py", "parameters.py", "paper.py", "paper_tables.py", "verdict.py")
 
 T = TypeVar("T")
 MANIFEST = "manifest.json"

@@ -446,7 +446,7 @@ PAPER_CIFAR = {
     "chen": {"detect": "100 % (FP 10 %)", "acc": "90.39 → 88.41 (89.26)", "asr": "98.31 → 4.35 (13.2)"},
 }
 #: Column names of the paper's Table 8 values (acc, ASR; "before → after (clean only)") beside ours.
-PAPER_T8_COLUMNS = ("paper (004 T8): acc %", "paper (004 T8): ASR %")
+PAPER_T8_COLUMNS = ("paper, Table 8: acc %", "paper, Table 8: ASR %")
 
 
 def cifar_references(recipe: Any, per_class: list[int], data: Cifar10, device: str | torch.device = "auto"
@@ -562,12 +562,12 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
     from .attacks import class_index
     from .data import load_cifar10, load_fashion_mnist
     from .experiments import Recipe, defender_split, get_model
-    from .reproduce import _stage
+    from .provenance import stage
 
     stages: dict[str, float] = {}
     ref = params["references"]
     cifar = "recipe" in params
-    with _stage(stages, "train"):
+    with stage(stages, "train"):
         if cifar:
             if data is None or data.train.classes[0] != "airplane":
                 data = load_cifar10()
@@ -600,7 +600,7 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
                            "poison": crafted["poisons"][:EXAMPLES, :, :, 0].tolist()}
     det = params["detector"]
     ph = PoisHygiene(**det, grey=not cifar, seed=seed, device=device, progress=False)
-    with _stage(stages, "scan"):
+    with stage(stages, "scan"):
         scan, _ = get_scan(recipe.cache_config(), tm.model, refs, ph)
     out["scan"] = scan_summary(scan)
     learned = attack not in CONTROLS and (tm.metrics.attack_success_rate or 0) >= 50.0
@@ -608,7 +608,7 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
         craft, mit = params["craft"], params["mitigation"]
         ph_craft = PoisHygiene(probes=det["probes"], steps=craft["steps"], lr=craft["lr"], tau=det["tau"],
                                grey=not cifar, seed=seed, device=device, progress=False)
-        with _stage(stages, "mitigation"):
+        with stage(stages, "mitigation"):
             fix = get_mitigation(tm, refs, ph_craft, scan.suspect, clean, data.test, scan=scan,
                                  crafted_fraction=mit["crafted_fraction"], clean_fraction=mit["clean_fraction"],
                                  restarts=craft["restarts"])
@@ -619,14 +619,14 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
                              "crafted_success": fix.crafted_success}
     o = params["others"]
     defender, _ = defender_split(data.test, o["clean_per_class"], seed=seed)
-    with _stage(stages, "other_detectors"):
+    with stage(stages, "other_detectors"):
         out["others"] = other_detectors(tm, defender, data, o["nc_steps"], o["threshold"], seed, device)
     return out, stages
 
 
 def grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """The ``hygiene`` grid of a profile: (name, params) per Fashion-MNIST suspect of ``spec['suspects']`` (each a
-    dict of :class:`SuspectRecipe` fields that override the chapter's settings in the profile's ``12_poishygiene``
+    dict of :class:`SuspectRecipe` fields that override the chapter's settings in the profile's ``11_poishygiene``
     section) and per CIFAR-10 suspect of ``spec['cifar_suspects']`` (each a dict of :class:`experiments.Recipe`
     fields over the profile's shared ``experiment`` recipe, e.g. ``{poison: badnets}``), with that section's
     references, detector, crafting and comparison settings."""
@@ -635,7 +635,7 @@ def grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[tuple[str, dict[str
     known = {"suspects", "cifar_suspects"}
     if set(spec) - known:
         raise ValueError(f"unknown keys in reproduce.hygiene: {sorted(set(spec) - known)}; known: {sorted(known)}")
-    nb = prof["notebooks"]["12_poishygiene"]
+    nb = prof["notebooks"]["11_poishygiene"]
     seed = prof["experiment"].get("seed", 0)
     base = {"target": nb["fm_target"], "poison_rate": nb["fm_poison_rate"], "opacity": nb["fm_opacity"],
             "model": "I", "train_size": nb["fm_train_size"], "epochs": nb["fm_epochs"], "lr": nb["fm_lr"],
@@ -691,7 +691,7 @@ def results_table(records: list[dict[str, Any]], classes: tuple[str, ...]):
                "Prob(target)": scan["prob"][t] if t is not None else np.nan,
                "labels over τ": ("all" if all(scan["infected"]) else
                                  ", ".join(classes[k] for k, v in enumerate(scan["infected"]) if v) or "none"),
-               "paper (004 T6)": paper.get(r["attack"], {}).get("detect", "—"),
+               "paper, Table 6": paper.get(r["attack"], {}).get("detect", "—"),
                "label repaired": classes[mit["label"]] if mit else "—",
                "after: acc %": mit["after"]["clean_accuracy"] if mit else np.nan,
                "after: ASR %": mit["after"]["attack_success_rate"] if mit else np.nan,

@@ -138,7 +138,7 @@ def live_trigger(nb: dict[str, Any]) -> dict[str, Any]:
 def experiment_params(nb: dict[str, Any], trigger: dict[str, Any], rate: float, seed: int,
                       clean_reference: bool) -> dict[str, Any]:
     """The parameters of one experiment (:func:`run_point`) from a namespace holding the chapter's parameters
-    (the notebook's globals, or the profile's shared recipe merged with its ``13_weak_learners`` section).
+    (the notebook's globals, or the profile's shared recipe merged with its ``12_weak_learners`` section).
 
     The recipe is the book's shared one (``Recipe.param_names()``) with the chapter's training subset
     (``wl_train_per_class``), epochs (``wl_epochs``), the ``trigger`` (a sweep trigger: ``{"poison": "blend",
@@ -176,7 +176,7 @@ def grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[tuple[str, dict[str
     known = {"triggers", "poison_rates", "seeds", "clean_reference"}
     if set(spec) - known:
         raise ValueError(f"unknown keys in reproduce.ensembles: {sorted(set(spec) - known)}; known: {sorted(known)}")
-    nb = {**prof["experiment"], **prof["notebooks"]["13_weak_learners"]}
+    nb = {**prof["experiment"], **prof["notebooks"]["12_weak_learners"]}
     triggers = spec.get("triggers") or [live_trigger(nb)]
     out = []
     for rate in spec.get("poison_rates", [nb["wl_poison_rate"]]):
@@ -202,7 +202,7 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
     from .defenses.activation_clustering import ActivationClustering
     from .defenses.spectral import SpectralSignatures
     from .defenses.weak_learners import EnsembleConfig, WeakLearnerEnsemble, removal_counts
-    from .reproduce import _stage
+    from .provenance import stage
     from .train import resolve_device
 
     unknown = set(methods) - set(METHODS)
@@ -217,7 +217,7 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
     cfg = EnsembleConfig(**params["ensemble"])
     b = params["baselines"]
     stages: dict[str, float] = {}
-    with _stage(stages, "train"):
+    with stage(stages, "train"):
         tm = experiments.get_model(recipe, device=dev, data=data, progress=progress)
     train = tm.train_set
     spec = train.spec
@@ -228,12 +228,12 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
     res["none"] = {**scores(tm.model, data.test, spec, dev), "fp": None, "fn": None, "removed": 0}
 
     def retrained(name: str, kept: np.ndarray) -> None:
-        with _stage(stages, f"{name}_retrain"):
+        with stage(stages, f"{name}_retrain"):
             model = experiments.get_retrained(tm, ~kept, device=dev, progress=progress).model
         res[name] = {**scores(model, data.test, spec, dev), **removal_counts(kept, is_poison)}
 
     if "Ensembles of weak learners" in methods:
-        with _stage(stages, "ensemble"):
+        with stage(stages, "ensemble"):
             ens = WeakLearnerEnsemble(cfg, device=dev, progress=progress).run(
                 model_factory(recipe), train.as_imageset(), f"{recipe.model}-w{recipe.width}")
         out["ensemble"] = {
@@ -248,26 +248,26 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
 
     if "ITLM" in methods:
         keep_ratio = b.get("itlm_keep") or itlm_keep_ratio(recipe.poison_rate)
-        with _stage(stages, "itlm"):
+        with stage(stages, "itlm"):
             itlm = get_itlm(tm, keep_ratio, b["itlm_rounds"], b["itlm_first_epochs"], b["itlm_epochs"], dev,
                             progress)
         out["itlm_rounds"] = [removal_counts(k, is_poison) for k in itlm]
         retrained("ITLM", itlm[-1])
 
     if "Spectral Signatures" in methods:
-        with _stage(stages, "spectral"):
+        with stage(stages, "spectral"):
             ss = SpectralSignatures(eps=recipe.poison_rate, beta=1.5, labels="all", layer=b["ss_layer"],
                                     seed=recipe.seed, device=dev, progress=progress)
             ss_res = ss.score_features(experiments.get_features(tm, b["ss_layer"], device=dev), train.y)
         retrained("Spectral Signatures", ~ss_res.removed)
     if "Activation Clustering" in methods:
-        with _stage(stages, "activation_clustering"):
+        with stage(stages, "activation_clustering"):
             ac = ActivationClustering(layer=b["ac_layer"], seed=recipe.seed, device=dev, progress=progress)
             ac_res = ac.score_features(experiments.get_features(tm, b["ac_layer"], device=dev), train.y)
         retrained("Activation Clustering", ~np.asarray(ac_res.flagged))
 
     if "Poison as a Cure" in methods:
-        with _stage(stages, "poison_cure"):
+        with stage(stages, "poison_cure"):
             cure = experiments.get_poison_cure(tm, experiments.poison_cure_for(
                 recipe, threshold=b["threshold"], eta=b["eta"], device=dev, progress=progress), data=data)
         scan = cure.result.scan
@@ -279,7 +279,7 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
 
     out["clean_reference"] = None
     if params.get("clean_reference"):
-        with _stage(stages, "clean_reference"):
+        with stage(stages, "clean_reference"):
             clean = experiments.get_model(recipe.replace(poison="clean"), device=dev, data=data, progress=progress)
         out["clean_reference"] = scores(clean.model, data.test, spec, dev)
     return out, stages

@@ -32,9 +32,10 @@ DETECTION = ("ours: specificity", "ours: sensitivity", "AC: specificity", "AC: s
 #: Why a cell may differ from the paper's by more than the tolerance: one reason per kind of quantity, stated in
 #: the results chapter next to the list of such cells (the reasons are ours, from the SPEC's documented choices).
 REASONS = {
-    "all": "clean accuracy: a shorter training than the paper's (the full profile's 40-epoch budget schedule, SPEC "
-           "§2.9, or the small CNN of the CPU profiles; the paper does not state its schedule, the public code it "
-           "builds on trains 200 epochs or more) and the JPEG copy of CIFAR-10 (about one point)",
+    "all": "clean accuracy: a shorter training than the paper's (the full profile's 40-epoch budget schedule, "
+           "chosen to fit the GPU time there is, or the smaller networks of the CPU profiles; the paper does not "
+           "state its schedule, the public code it builds on trains 200 epochs or more) and the JPEG copy of "
+           "CIFAR-10 (about one point)",
     "triggered": "accuracy on triggered base images: before the defense it is lower the more firmly this training "
                  "run learned the trigger; after it, it rises as the neutralization removes the backdoor, up to "
                  "about the base class's clean accuracy",
@@ -57,14 +58,17 @@ def _nan(x: Any) -> float:
 
 def experiment_rows(records: list[dict[str, Any]]) -> pd.DataFrame:
     """One tidy row per ``main`` result: pair, poison, seed, rate, model, every quantity of Tables 1-5, and where
-    it ran. Missing measurements (e.g. no neutralization because the target was not found) are NaN."""
+    it ran. Where the paper's method flagged nothing, no repair ran and the model is left as it was: its "after"
+    numbers are the "before" ones and ``repaired`` is False. Measurements not made (e.g. no retraining for Spectral
+    Signatures) are NaN."""
     rows = []
     for rec in records:
         if rec.get("grid") != "main":
             raise ValueError(f"expected results of the 'main' grid, got {rec.get('grid')!r} ({rec.get('name')})")
         p, r = rec["params"], rec["results"]
         ours, ac, ss = r["ours"], r["activation_clustering"]["smaller_cluster"], r["spectral"]
-        after = ours.get("after") or {}
+        repaired = ours.get("after") is not None
+        after = ours["after"] if repaired else r["before"]  # no repair: the model after is the model before
         ss_after = ss.get("after") or {}
         rows.append({
             "name": rec["name"], "pair": p["recipe"]["pair"], "poison": p["poison"], "seed": p["recipe"]["seed"],
@@ -76,7 +80,7 @@ def experiment_rows(records: list[dict[str, Any]]) -> pd.DataFrame:
             "AC: specificity": _nan(ac["specificity"]), "AC: sensitivity": _nan(ac["sensitivity"]),
             "ASR after ours": _nan(after.get("attack_success_rate")),
             "ASR after SS": _nan(ss_after.get("attack_success_rate")),
-            "target found": bool(ours["target_found"]), "base found": bool(ours["base_found"]),
+            "target found": bool(ours["target_found"]), "base found": bool(ours["base_found"]), "repaired": repaired,
             "ratio": float(ours["ratio"]),
             "device": rec["provenance"]["device"], "commit": rec["provenance"]["commit"][:7],
             "profile": rec["profile"]})
@@ -188,10 +192,41 @@ def large_gaps(tables: dict[str, pd.DataFrame], tolerance: float = 3.0) -> pd.Da
     return pd.DataFrame(out, columns=["table", "pair", "quantity", "paper", "ours", "Δ", "likely reason"])
 
 
+def experiment_label(rest: str) -> str:
+    """A reader's label for the part of a main-grid name after the pair: ``blend-resnet18-r0.1-s0`` ->
+    ``'blend · ResNet-18 · 10 % · seed 0'`` (one pixel: ``'one pixel'``). Unknown shapes are returned as they are."""
+    from .models import MODEL_NAMES
+
+    parts = rest.split("-")
+    if len(parts) != 4 or not parts[2].startswith("r") or not parts[3].startswith("s"):
+        return rest
+    poison, model, rate, seed = parts
+    try:
+        rate_text = f"{100 * float(rate[1:]):g} %"
+    except ValueError:
+        return rest
+    return " · ".join(({"pixel": "one pixel"}.get(poison, poison), MODEL_NAMES.get(model, model), rate_text,
+                       f"seed {seed[1:]}"))
+
+
+def by_poison(rows: pd.DataFrame, column: str | None = None, fmt: str = "{:.1f} %") -> str:
+    """The experiments of ``rows`` in words, grouped by poison: ``'blend on pairs 2 (72.3 %), 4 (80.1 %); one pixel
+    on pair 1 (1.3 %)'`` (with each row's ``column`` in brackets; without ``column``, the pairs alone)."""
+    parts = []
+    for poison in sorted(set(rows["poison"]), key=lambda p: (p not in POISONS, POISONS.index(p) if p in POISONS else 0,
+                                                             p)):
+        part = rows[rows["poison"] == poison].sort_values("pair")
+        items = [str(k) + (f" ({fmt.format(v)})" if column else "")
+                 for k, v in zip(part["pair"], part[column] if column else part["pair"], strict=True)]
+        name = {"pixel": "one pixel"}.get(poison, poison)
+        parts.append(f"{name} on pair{'s' if len(items) > 1 else ''} " + ", ".join(items))
+    return "; ".join(parts)
+
+
 def coverage(rows: pd.DataFrame, planned: list[str]) -> pd.DataFrame:
     """Which planned experiments have a valid result, as a grid: one row per pair, one column per rest of the
-    name (poison, model, rate, seed: ``blend-resnet18-r0.1-s0``). A cell says 'missing', or what the paper's
-    method found ('target and base', 'target only', 'missed')."""
+    name (poison, model, rate, seed, labelled by :func:`experiment_label`: ``blend · ResNet-18 · 10 % · seed 0``).
+    A cell says 'missing', or what the paper's method found ('target and base', 'target only', 'missed ...')."""
     have = rows.set_index("name") if len(rows) else None
     grid: dict[str, dict[str, str]] = {}
     for name in planned:
@@ -203,8 +238,9 @@ def coverage(rows: pd.DataFrame, planned: list[str]) -> pd.DataFrame:
         if have is not None and name in have.index:
             r = have.loc[name]
             cell = ("target and base" if r["target found"] and r["base found"] else
-                    "target only" if r["target found"] else "missed")
-        grid.setdefault(pair_label(pair), {})[rest] = cell
+                    "target only" if r["target found"] else
+                    "missed (a wrong class repaired)" if r["repaired"] else "missed (model left unchanged)")
+        grid.setdefault(pair_label(pair), {})[experiment_label(rest)] = cell
     frame = pd.DataFrame.from_dict(grid, orient="index")
     frame.index.name = "pair"
     return frame

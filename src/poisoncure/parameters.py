@@ -191,7 +191,7 @@ RULES: dict[str, Rule] = {
     "craft_restarts": _int(1),
     "clean_fraction": UNIT,
     "crafted_fraction": UNIT,
-    # 13_weak_learners
+    # 12_weak_learners
     "wl_poison": _choice("blend", "pixel", "patch"),
     "wl_patch_size": _int(1, 32),
     "wl_train_per_class": _int(1, 5000, optional=True),

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import seaborn as sns
 
 PALETTE = "colorblind"
+#: resolution of the book's figures (pixels per inch of the PNG a page shows)
+FIGURE_DPI = 110
+#: the text column of a page at a 1280-px window (pixels): figures are drawn for it
+COLUMN_PX = 672
+#: the widest a figure is drawn (inches): at :data:`FIGURE_DPI` a tenth wider than the column, so that the page
+#: shrinks it (text and all) by about 0.9, and by no more than the browser check's ``READABLE_SCALE`` (0.8) when
+#: labels or a legend outside the axes widen the saved image
+MAX_FIGURE_WIDTH = 1.1 * COLUMN_PX / FIGURE_DPI
 
 
 def _reader_warning_types() -> tuple[type[Warning], ...]:
@@ -67,7 +77,8 @@ def scale_note(profile: str) -> str | None:
 
 
 def set_style(profile: str | None = None) -> None:
-    """The book's one figure style: seaborn 'whitegrid', colour-blind-safe palette, readable sizes; in a notebook
+    """The book's one figure style: seaborn 'whitegrid', colour-blind-safe palette, readable sizes, figures drawn for
+    the text column (:func:`fit_figures_to_column`), tables shown whole (no cell or row cut by pandas); in a notebook
     kernel also :func:`show_reader_warnings` and, given the build's ``profile``, its :func:`scale_note`."""
     if show_reader_warnings() and profile is not None:
         note = scale_note(profile)
@@ -76,8 +87,98 @@ def set_style(profile: str | None = None) -> None:
 
             display(HTML(note))
     sns.set_theme(context="notebook", style="whitegrid", palette=PALETTE,
-                  rc={"figure.dpi": 110, "savefig.dpi": 110, "axes.titlesize": 11, "axes.labelsize": 10,
+                  rc={"figure.dpi": FIGURE_DPI, "savefig.dpi": FIGURE_DPI, "axes.titlesize": 11, "axes.labelsize": 10,
                       "figure.autolayout": False})
+    fit_figures_to_column()
+    # tables show every cell whole: no "..." inside a cell, no rows or columns left out
+    pd.set_option("display.max_colwidth", None)
+    pd.set_option("display.max_rows", 500)
+    pd.set_option("display.max_columns", None)
+
+
+def fit_to_column(fig, max_width: float = MAX_FIGURE_WIDTH) -> bool:
+    """Narrow a figure whose saved image (its tight box: the figure and any label or legend outside it) is wider than
+    ``max_width`` inches, so that the page shows it near its natural size and its text stays readable (a wider image
+    would be scaled down as a picture, text and all). The height shrinks by the square root of the width's factor
+    (the panels get taller, which leaves room for their labels) and the layout is redone. Returns whether the
+    figure was changed."""
+    import warnings
+
+    from matplotlib.layout_engine import PlaceHolderLayoutEngine
+
+    def relayout():  # a figure laid out once by tight_layout() keeps a placeholder engine; a live engine re-lays itself
+        if fig.get_layout_engine() is None or isinstance(fig.get_layout_engine(), PlaceHolderLayoutEngine):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tight_layout's "not compatible" note for figures it cannot lay out
+                fig.tight_layout()
+
+    changed = reflow_row(fig, max_width)
+    if changed:
+        relayout()
+    for _ in range(3):  # the saved image is the tight box: labels or a legend outside the axes make it wider
+        w, h = fig.get_size_inches()
+        drawn = max(w, fig.get_tightbbox().width)
+        if drawn <= max_width * 1.01:
+            break
+        factor = max_width / drawn
+        fig.set_size_inches(w * factor, h * factor ** 0.5)
+        relayout()
+        changed = True
+    return changed
+
+
+def reflow_row(fig, max_width: float = MAX_FIGURE_WIDTH, min_share: float = 0.75) -> bool:
+    """Rearrange a figure that is one row of N panels (one grid of 1 x N subplots and no other axes, such as
+    colour bars) into a grid of several rows when it is wider than ``max_width``, so that each panel keeps at least
+    ``min_share`` of its width instead of all N being squeezed into the column; a row keeps about its panels' aspect
+    ratio, and is never taller than the figure was. Returns whether the figure was rearranged."""
+    from matplotlib.gridspec import GridSpec
+
+    w, h = fig.get_size_inches()
+    specs = [ax.get_subplotspec() for ax in fig.axes]
+    if w <= max_width or len(specs) < 2 or any(sp is None for sp in specs):
+        return False
+    grid = specs[0].get_gridspec()
+    if grid.nrows != 1 or grid.ncols != len(specs) or any(sp.get_gridspec() is not grid for sp in specs) or \
+            sorted(sp.colspan.start for sp in specs) != list(range(len(specs))):
+        return False
+    n = len(specs)
+    cols = max(1, min(n - 1, int(max_width // (min_share * w / n))))
+    rows = -(-n // cols)
+    panel_w = max_width / cols
+    panel_h = min(max(h * panel_w / (w / n), 0.8 * h), h)  # about the panel's aspect, never taller than before
+    fig.set_size_inches(max_width, rows * panel_h)
+    new = GridSpec(rows, cols, figure=fig)
+    for ax, sp in zip(fig.axes, specs, strict=True):
+        k = sp.colspan.start
+        ax.set_subplotspec(new[k // cols, k % cols])
+    return True
+
+
+def fit_figures_to_column() -> bool:
+    """In a notebook kernel, show every matplotlib figure through :func:`fit_to_column` (the PNG formatter that
+    ``glue`` and inline display use). Returns whether the formatter was installed (False outside IPython)."""
+    try:
+        from IPython import get_ipython
+        from IPython.core.pylabtools import print_figure
+    except ImportError:
+        return False
+    ip = get_ipython()
+    if ip is None:
+        return False
+    from matplotlib.figure import Figure
+
+    # the inline backend registers its own PNG formatter when it is first imported (lazily, at the first figure);
+    # import it now so that ours, registered after it, is the one used
+    with contextlib.suppress(ImportError):
+        import matplotlib_inline.backend_inline  # noqa: F401
+
+    def png(fig):
+        fit_to_column(fig)
+        return print_figure(fig, fmt="png", bbox_inches="tight", base64=True, dpi=FIGURE_DPI)
+
+    ip.display_formatter.formatters["image/png"].for_type(Figure, png)
+    return True
 
 
 def colours(n: int) -> list:
@@ -102,7 +203,11 @@ def image_grid(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str] =
     ``markers`` maps (row, col) to (y, x) positions to circle, e.g. a one-pixel trigger.
     """
     n_r, n_c = len(rows), max(len(r) for r in rows)
-    fig, axes = plt.subplots(n_r, n_c, figsize=(size * n_c, size * n_r), squeeze=False)
+    size = min(size, MAX_FIGURE_WIDTH / (n_c + 0.6 * bool(row_labels)))  # many columns: smaller images, same column
+    label_size = 9 if size >= 1.0 else 7
+    lines = max((str(c).count("\n") + 1 for c in col_labels), default=0)  # room above the images for the labels
+    fig, axes = plt.subplots(n_r, n_c, figsize=(size * n_c, size * n_r + lines * label_size / 60 + 0.1),
+                             squeeze=False)
     for i, row in enumerate(rows):
         for j in range(n_c):
             ax = axes[i][j]
@@ -117,9 +222,9 @@ def image_grid(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str] =
             else:
                 ax.axis("off")
             if j == 0 and i < len(row_labels):
-                ax.set_ylabel(row_labels[i], rotation=0, ha="right", va="center", fontsize=9)
+                ax.set_ylabel(row_labels[i], rotation=0, ha="right", va="center", fontsize=label_size)
             if i == 0 and j < len(col_labels):
-                ax.set_title(col_labels[j], fontsize=9)
+                ax.set_title(col_labels[j], fontsize=label_size)
     fig.tight_layout()
     return fig
 

@@ -97,3 +97,12 @@ def stopwatch() -> Iterator[dict[str, float]]:
         yield out
     finally:
         out["seconds"] = time.perf_counter() - start
+
+
+@contextmanager
+def stage(stages: dict[str, float], name: str) -> Iterator[None]:
+    """Record the wall time of the block in ``stages[name]`` (seconds, two decimals): the per-stage times a result
+    file of the runner keeps in its provenance."""
+    with stopwatch() as t:
+        yield
+    stages[name] = round(t["seconds"], 2)

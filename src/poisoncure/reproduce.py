@@ -52,7 +52,6 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -242,20 +241,12 @@ def _learning_grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[Experimen
 
 
 # ------------------------------------------------------------------------------------------ one experiment
-@contextmanager
-def _stage(stages: dict[str, float], name: str) -> Iterator[None]:
-    """Record the wall time of the block in ``stages[name]`` (seconds)."""
-    with provenance.stopwatch() as t:
-        yield
-    stages[name] = round(t["seconds"], 2)
-
-
 def _trained(params: dict[str, Any], device: str, data, progress: bool, stages: dict[str, float]):
     """The experiment's recipe and its trained model (from the cache when it exists), timed as stage 'train'."""
     from . import experiments
 
     recipe = experiments.Recipe(poison=params["poison"], **params["recipe"])
-    with _stage(stages, "train"):
+    with provenance.stage(stages, "train"):
         tm = experiments.get_model(recipe, device=device, data=data, progress=progress)
     return recipe, tm
 
@@ -292,7 +283,7 @@ def run_main(params: dict[str, Any], device: str = "auto", data=None, progress: 
                            "n_poison": int(is_poison.sum()), "before": tm.metrics.to_dict(),
                            "train_seconds": round(tm.history.seconds, 1),
                            "images_per_second": round(tm.history.images_per_second, 1)}
-    with _stage(stages, "poison_cure"):
+    with provenance.stage(stages, "poison_cure"):
         cure = experiments.get_poison_cure(tm, experiments.poison_cure_for(
             recipe, threshold=d["threshold"], eta=d["eta"], device=device, progress=progress), data=data)
     ours = _scan_summary(cure)
@@ -301,13 +292,13 @@ def run_main(params: dict[str, Any], device: str = "auto", data=None, progress: 
                    **_rates(cure.result.is_poison(len(tm.train_set))[rows], is_poison[rows]),
                    "after": None if cure.after is None else cure.after.to_dict(),
                    "seconds": {k: round(v, 1) for k, v in cure.result.seconds.items()}}
-    with _stage(stages, "activation_clustering"):
+    with provenance.stage(stages, "activation_clustering"):
         ac = ActivationClustering(layer=d["ac_layer"], seed=recipe.seed, device=device, progress=progress)
         ac_res = ac.score_features(experiments.get_features(tm, d["ac_layer"], device=device), tm.train_set.y)
     out["activation_clustering"] = {"flagged_labels": np.flatnonzero(ac_res.poisoned).tolist(),
                                     "own_rule": _rates(ac_res.flagged[rows], is_poison[rows]),
                                     "smaller_cluster": _rates(ac_res.cluster[rows] == 1, is_poison[rows])}
-    with _stage(stages, "spectral"):
+    with provenance.stage(stages, "spectral"):
         ss = SpectralSignatures(eps=d["eps"], labels=int(target), layer=d["ss_layer"], seed=recipe.seed,
                                 device=device, progress=progress)
         ss_res = ss.score_features(experiments.get_features(tm, d["ss_layer"], rows, device=device),
@@ -316,7 +307,7 @@ def run_main(params: dict[str, Any], device: str = "auto", data=None, progress: 
     if "spectral" in d["retrain"]:
         removed = np.zeros(len(tm.train_set), dtype=bool)
         removed[rows] = ss_res.removed
-        with _stage(stages, "spectral_retrain"):
+        with provenance.stage(stages, "spectral_retrain"):
             re = experiments.get_retrained(tm, removed, device=device, progress=progress)
             out["spectral"]["after"] = evaluate(re.model, data.test, spec, device).to_dict()
     return out, stages
@@ -337,7 +328,7 @@ def run_reverse(params: dict[str, Any], device: str = "auto", data=None, progres
                            "n_train": len(tm.train_set), "before": tm.metrics.to_dict(),
                            "train_seconds": round(tm.history.seconds, 1)}
     detector = ReverseEngineeringDetector(**params["detector"], seed=recipe.seed, device=device, progress=progress)
-    with _stage(stages, "pair_search"):
+    with provenance.stage(stages, "pair_search"):
         r, _ = experiments.get_pair_search(tm, detector, clean_set)
     out["xiang"] = {"norms": r.search.norms.tolist(), "reached": r.search.reached.tolist(),
                     "p_value": float(r.null.p_value), "p_naive": float(r.naive.p_value),
@@ -350,10 +341,10 @@ def run_reverse(params: dict[str, Any], device: str = "auto", data=None, progres
         out["xiang"]["pattern_correlation"] = pattern_correlation(est, v)
         out["xiang"]["pattern_correlation_mirror"] = pattern_correlation(est, v[:, ::-1])
     nc = NeuralCleanse(steps=params["nc_steps"], seed=recipe.seed, device=device, progress=progress)
-    with _stage(stages, "neural_cleanse"):
+    with provenance.stage(stages, "neural_cleanse"):
         trig, _ = experiments.get_reversed_triggers(tm, nc, clean_set)
     out["neural_cleanse"] = {"anomaly": trig.anomaly.tolist(), "flagged": np.flatnonzero(trig.flagged).tolist()}
-    with _stage(stages, "poison_cure"):
+    with provenance.stage(stages, "poison_cure"):
         cure = experiments.get_poison_cure(tm, experiments.poison_cure_for(
             recipe, threshold=params["threshold"], device=device, progress=progress), neutralize=False, data=data)
     out["ours"] = _scan_summary(cure)
@@ -390,7 +381,7 @@ def run_learning(params: dict[str, Any], device: str = "auto", data=None, progre
 
     recipe = experiments.Recipe(poison=params["poison"], **params["recipe"])
     stages: dict[str, float] = {}
-    with _stage(stages, "train"):
+    with provenance.stage(stages, "train"):
         curve = experiments.learning_curve(recipe, device=device, data=data, progress=progress)
     return curve, stages
 

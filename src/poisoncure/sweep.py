@@ -120,7 +120,7 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
     from .defenses.neural_cleanse import NeuralCleanse
     from .defenses.spectral import SpectralSignatures
     from .metrics import detection_rates
-    from .reproduce import _stage
+    from .provenance import stage
     from .signal import filter_gradients
     from .train import evaluate
 
@@ -128,7 +128,7 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
     d = params["defense"]
     stages: dict[str, float] = {}
     recipe = experiments.Recipe(**params["recipe"])
-    with _stage(stages, "train"):
+    with stage(stages, "train"):
         tm = experiments.get_model(recipe, device=device, data=data, progress=progress)
     spec = tm.train_set.spec
     target = spec.target
@@ -148,7 +148,7 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
                            "train_seconds": round(tm.history.seconds, 1), "defenses": {}}
     res = out["defenses"]
 
-    with _stage(stages, "signal"):
+    with stage(stages, "signal"):
         g = experiments.get_gradients(tm, rows, int(target), device=device)
         out["signal_norm"], out["signal_sigma"] = signal_to_noise(g, is_poison)
         # the filtering step alone on the target class (Theorem 5.1's setting), whatever the scan decides
@@ -156,7 +156,7 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
         out["target_filter"] = {"error": float(np.mean(mf.flagged != is_poison)) * 100,
                                 **detection_rates(mf.flagged, is_poison)}
 
-    with _stage(stages, "poison_cure"):
+    with stage(stages, "poison_cure"):
         cure = experiments.get_poison_cure(tm, experiments.poison_cure_for(
             recipe, threshold=d["threshold"], eta=d["eta"], device=device, progress=progress),
             neutralize=works, data=data)
@@ -169,14 +169,14 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
         "after": scored(cure.result.model) if works and cure.result.model is not None else
         (before if works else None)}
 
-    with _stage(stages, "spectral"):
+    with stage(stages, "spectral"):
         ss = SpectralSignatures(eps=d["eps"], labels=int(target), layer=d["ss_layer"], seed=recipe.seed,
                                 device=device, progress=progress)
         ss_res = ss.score_features(experiments.get_features(tm, d["ss_layer"], rows, device=device),
                                    tm.train_set.y[rows])
     res["Spectral Signatures"] = {"flags_target": None, "flagged_labels": [int(target)],
                                   **detection_rates(ss_res.removed, is_poison), "after": None}
-    with _stage(stages, "activation_clustering"):
+    with stage(stages, "activation_clustering"):
         ac = ActivationClustering(layer=d["ac_layer"], seed=recipe.seed, device=device, progress=progress)
         ac_res = ac.score_features(experiments.get_features(tm, d["ac_layer"], device=device), tm.train_set.y)
     res["Activation Clustering"] = {"flags_target": bool(ac_res.poisoned[target]),
@@ -188,12 +188,12 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
         for name, key, removed in (("Spectral Signatures", "spectral", ss_removed),
                                    ("Activation Clustering", "activation_clustering", np.asarray(ac_res.flagged))):
             if key in d["retrain"]:
-                with _stage(stages, f"{key}_retrain"):
+                with stage(stages, f"{key}_retrain"):
                     re = experiments.get_retrained(tm, removed, device=device, progress=progress)
                 res[name]["after"] = {**scored(re.model), "removed": int(removed.sum())}
 
     nc = NeuralCleanse(steps=d["nc_steps"], seed=recipe.seed, device=device, progress=progress)
-    with _stage(stages, "neural_cleanse"):
+    with stage(stages, "neural_cleanse"):
         trig, _ = experiments.get_reversed_triggers(tm, nc, clean_set)
         flagged = np.flatnonzero(trig.flagged).tolist()
         after = None
@@ -203,7 +203,7 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
                              "anomaly_target": float(trig.anomaly[target]), "sensitivity": None,
                              "specificity": None, "after": after}
     fp = FinePruning(max_accuracy_drop=d["fp_max_drop"], device=device, progress=progress)
-    with _stage(stages, "fine_pruning"):
+    with stage(stages, "fine_pruning"):
         fp_after = None
         if works:
             pruning = fp.prune_curve(tm.model, clean_set)

@@ -53,7 +53,7 @@ augment = "flip"  # "flip", "crop_flip" or "none"
 label_smoothing = 0.2  # label smoothing of the training loss
 seed = 0  # seed of the poisoned subset, model initialisation and data order
 tta = True  # flip test-time augmentation: classify by the summed logits of each image and its mirror
-wl_poison = "blend"  # the live experiment's trigger: "blend" (at `opacity`), "pixel" or "patch"
+wl_poison = "blend"  # the live experiment's trigger: "blend" (at the opacity above), "pixel" or "patch"
 wl_patch_size = 3  # side of the square when wl_poison is "patch"
 wl_train_per_class = 1000  # training images per class of this chapter's models
 wl_epochs = 8  # epochs of the undefended model and of every final (retrained) model
@@ -487,7 +487,7 @@ glue("paper_eps", f"{100 * wl_poison_rate:g} %", display=False)
 # :::{admonition} Solutions (hints, and how to check them)
 # :class: dropdown
 #
-# 1. Rebuild this chapter alone with `python3 tasks.py book --only 13_weak_learners -p wl_bags=2`. Each bag
+# 1. Rebuild this chapter alone with `python3 tasks.py book --only 12_weak_learners -p wl_bags=2`. Each bag
 #    adds four learners; a clean sample that two weak learners of one bag get wrong can be saved by the other bag,
 #    so FP should fall; the poison's own component still yields one learner per bag that votes for the target, so
 #    with two bags the poison has two votes and `cnt > 1` no longer stops it — look at FN.

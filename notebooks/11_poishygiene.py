@@ -200,7 +200,7 @@ def prob_bars(ax, scans, names, labels, target=None):
     ax.set_xticks(x, [f"{c}*" if k == target else c for k, c in enumerate(labels)], rotation=45, ha="right")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("Prob (fraction of probes)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
 
 
 fig, ax = plt.subplots(figsize=(9, 3.4))
@@ -238,7 +238,7 @@ for name, s in fm_scans.items():
     det_rows.append({"suspect": name, f"Prob({fclasses[fm_target]})": s.prob[fm_target],
                      "highest Prob (label)": f"{s.prob.max():.1f} ({fclasses[s.suspect]})",
                      "labels over τ": ", ".join(fclasses[k] for k in passing) or "none",
-                     "paper (004 T6, F-MNIST)": hygiene.PAPER_FMNIST.get(name, {}).get("detect", "—"),
+                     "paper, Table 6 (Fashion-MNIST)": hygiene.PAPER_FMNIST.get(name, {}).get("detect", "—"),
                      "scan (s)": fm_scan_prov[name].get("wall_seconds", np.nan)})
 glue("tab_fm_detect", pd.DataFrame(det_rows).set_index("suspect").round(2), display=False)
 glue("n_probes", str(probes), display=False)
@@ -365,7 +365,7 @@ mit_table = pd.DataFrame(mit_rows).set_index("suspect") if mit_rows else pd.Data
 if len(mit_table):
     for column, key in zip(hygiene.PAPER_T8_COLUMNS, ("acc", "asr"), strict=True):
         mit_table[column] = [hygiene.PAPER_FMNIST.get(a, {}).get(key, "—") for a in mit_table.index]
-glue("tab_fm_mitigation", mit_table.round(2).astype(object).fillna("—"), display=False)
+glue("tab_fm_mitigation", mit_table.round(2).astype(object).fillna("—").T, display=False)  # one column per suspect
 glue("clean_frac", f"{100 * clean_fraction:g} %", display=False)
 glue("craft_budget", f"{craft_steps} Adam steps of {craft_lr:g} and {craft_restarts} tries per image",
      display=False)
@@ -397,8 +397,8 @@ plt.close(fig)
 # :name: tab-fm-mitigation
 #
 # Clean accuracy and attack success before and after MITIGATE, and after fine-tuning on the clean images alone;
-# the paper's Table 8 row for the same attack on Fashion-MNIST beside it (in %: before → after PoisHygiene, and
-# after clean-only fine-tuning in brackets).
+# the paper's Table 8 for the same attack on Fashion-MNIST below it (in %: before → after PoisHygiene, and
+# after clean-only fine-tuning in brackets). One column per suspect.
 # ```
 #
 # ```{glue:figure} fig_crafted
@@ -437,7 +437,7 @@ all_planned = reproduce.plan(results_profile, ["hygiene"])
 c_records = [rec for rec in all_records if "recipe" in rec["params"]]  # CIFAR-10: shown in the next section
 all_records = [rec for rec in all_records if "suspect" in rec["params"]]
 all_table = hygiene.results_table(all_records, fclasses)
-glue("tab_all_attacks", all_table.round(2).astype(object).fillna("—") if len(all_table) else
+glue("tab_all_attacks", all_table.round(2).astype(object).fillna("—").T if len(all_table) else
      pd.DataFrame({"note": ["no committed result yet"]}), display=False)
 glue("all_profile", results_profile, display=False)
 glue("all_done", f"{len(all_records)} of {sum('suspect' in e.params for e in all_planned)}", display=False)
@@ -505,7 +505,7 @@ plt.close(fig)
 # Every Fashion-MNIST suspect of the committed runs: the attack (ASR: for the AP attacks and the withheld
 # control, test bags called T-shirt/top), DETECT's verdict, the repair when a label is flagged and the attack
 # learned, and what Neural Cleanse and the paper's method flag; the paper's Tables 6 and 8 for the same attack
-# beside them, in labelled columns (Table 8: before → after PoisHygiene, clean-only fine-tuning in brackets).
+# in labelled rows (Table 8: before → after PoisHygiene, clean-only fine-tuning in brackets). One column per suspect.
 # ```
 #
 # - BadNets: {glue:text}`all_badnets`.
@@ -616,7 +616,7 @@ else:
 
 # %%
 c_table = hygiene.results_table(c_records, data.CLASSES)
-glue("tab_c_all", c_table.round(2).astype(object).fillna("—") if len(c_table) else
+glue("tab_c_all", c_table.round(2).astype(object).fillna("—").T if len(c_table) else
      pd.DataFrame({"note": ["no committed result yet"]}), display=False)
 if c_records:
     _r = c_records[0]["params"]["recipe"]
@@ -640,8 +640,8 @@ glue("c_all_summary", "; ".join(f"{rec['params']['label']}: {hygiene.outcome(rec
 # PoisHygiene's all-to-one backdoors on CIFAR-10, from the committed runs: the attack, DETECT's verdict, the
 # repair of the label with the highest Prob when one is flagged and the attack learned (whether or not it is the
 # target), and what the other two detectors flag; the paper's
-# Tables 6 and 8 (ResNets and DenseNets, a four-model ensemble) beside them, in labelled columns (Table 8:
-# before → after PoisHygiene, clean-only fine-tuning in brackets).
+# Tables 6 and 8 (ResNets and DenseNets, a four-model ensemble) in labelled rows (Table 8:
+# before → after PoisHygiene, clean-only fine-tuning in brackets). One column per suspect.
 # ```
 #
 # ## What this chapter shows
@@ -671,7 +671,7 @@ glue("c_all_summary", "; ".join(f"{rec['params']['label']}: {hygiene.outcome(rec
 # :::{admonition} Solutions (hints, and how to check them)
 # :class: dropdown
 #
-# 1. `python3 tasks.py book --only 12_poishygiene -p 'fm_attacks=["badnets", "blend"]'` (and
+# 1. `python3 tasks.py book --only 11_poishygiene -p 'fm_attacks=["badnets", "blend"]'` (and
 #    `-p 'fm_attacks=["mislabel"]' -p fm_poison_rate=0.06` for Mislabel, whose clean accuracy leaves the bags out
 #    and whose attack success is the share of test bags called T-shirt). At opacity 0.1 a
 #    grey-noise blend is faint; read its attack success in the models table before reading its Prob (a backdoor
