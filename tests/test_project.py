@@ -189,3 +189,24 @@ def test_session_times_sum_their_chapters(tmp_path, monkeypatch):
     text = book.session_times_markdown()
     assert "| 1 | 1, 2 | 3.0 min |" in text and "| 2 | 3, 4 | not recorded |" in text
     assert "commit abcdef1" in text and "CPU (x)" in text
+
+
+def test_the_package_root_gives_the_public_api_lazily():
+    """``import poisoncure as pc``: every public name resolves to the object of its module, the import itself loads
+    no torch, and a misspelt name fails with an AttributeError naming it."""
+    import subprocess
+    import sys
+
+    import poisoncure as pc
+    from poisoncure.defenses.poison_cure import PoisonCure
+    from poisoncure.train import fit
+
+    assert pc.PoisonCure is PoisonCure and pc.fit is fit
+    for name in pc.__all__:
+        assert getattr(pc, name) is not None, name
+    assert "PoisonCure" in dir(pc)
+    with pytest.raises(AttributeError, match="PoisonCur"):
+        pc.PoisonCur  # noqa: B018
+    out = subprocess.run([sys.executable, "-c", "import sys, poisoncure; print('torch' in sys.modules)"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"
