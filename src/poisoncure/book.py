@@ -345,9 +345,7 @@ def record_execution(res: Execution, profile: str) -> None:
     data = json.loads(log.read_text()) if log.is_file() else {}
     data[res.name] = {"seconds": round(res.seconds, 1), "ok": res.ok, "profile": profile,
                       "device": provenance.device_name(), "commit": provenance.git_commit()}
-    tmp = log.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(log)
+    _write_atomic(log, json.dumps(data, indent=1))
 
 
 def build(profile: str = "smoke", only: list[str] | None = None, overrides: dict[str, Any] | None = None,

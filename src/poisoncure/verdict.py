@@ -228,17 +228,24 @@ def evidence(root=None, order: tuple[str, ...] = PROFILE_ORDER) -> list[Evidence
     return out
 
 
+def _cell_text(word: str, k: int, n: int, counts: bool = True) -> str:
+    return f"{word} ({k} of {n})" if counts and n else word
+
+
+def _paper_text(claim: Claim) -> str:
+    p = claim.paper()
+    return f"{p[0]} of {p[1]} ({p[2]})" if p else "not reported"
+
+
 def table(sets: list[Evidence] | None = None, counts: bool = True) -> pd.DataFrame:
     """The verdict table: one row per claim (:data:`CLAIMS`), the paper's count, then one column per evidence set
     (:func:`evidence`). Cells read 'held (3 of 3)'; ``counts=False`` gives the bare verdict words."""
     sets = evidence() if sets is None else sets
     out = {}
     for claim in CLAIMS:
-        p = claim.paper()
-        row = {"paper": f"{p[0]} of {p[1]} ({p[2]})" if p else "not reported"}
+        row = {"paper": _paper_text(claim)}
         for ev in sets:
-            word, k, n = cell(claim, ev.rows)
-            row[ev.label] = f"{word} ({k} of {n})" if counts and n else word
+            row[ev.label] = _cell_text(*cell(claim, ev.rows), counts=counts)
         out[claim.label] = row
     frame = pd.DataFrame.from_dict(out, orient="index")
     frame.index.name = "claim"
@@ -300,18 +307,16 @@ def html(sets: list[Evidence] | None = None) -> str:
     from html import escape
 
     sets = evidence() if sets is None else sets
-    frame = table(sets)
     th = 'style="text-align:left; vertical-align:bottom; padding:0.3em 0.4em"'
-    head = "".join(f"<th {th}>{escape(h)}</th>" for h in ("claim", *frame.columns))
+    head = "".join(f"<th {th}>{escape(h)}</th>" for h in ("claim", "paper", *(ev.label for ev in sets)))
     body = []
-    for claim, row in frame.iterrows():
-        cells = [f'<td style="min-width:11em; text-align:left; padding:0.3em 0.4em">{escape(claim)}</td>',
-                 f'<td style="text-align:left; padding:0.3em 0.4em">{escape(row["paper"])}</td>']
-        for col in frame.columns[1:]:
-            text = row[col]
-            word = next(w for w in (PARTLY, NOT_HELD, NOT_TESTED, HELD) if text.startswith(w))
+    for claim in CLAIMS:
+        cells = [f'<td style="min-width:11em; text-align:left; padding:0.3em 0.4em">{escape(claim.label)}</td>',
+                 f'<td style="text-align:left; padding:0.3em 0.4em">{escape(_paper_text(claim))}</td>']
+        for ev in sets:
+            word, k, n = cell(claim, ev.rows)
             cells.append(f'<td class="verdict-{word.split()[0]}" style="background:{SHADES[word]}; '
-                         f'text-align:left; padding:0.3em 0.4em">{MARKS[word]} {escape(text)}</td>')
+                         f'text-align:left; padding:0.3em 0.4em">{MARKS[word]} {escape(_cell_text(word, k, n))}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
     return ('<table class="verdict-table" style="font-size:0.85em; border-collapse:collapse; width:100%">'
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
