@@ -86,9 +86,10 @@ glue("chapter_table", own[["chapter"] + columns].style.hide(axis="index").set_pr
 # ## How long each chapter takes
 #
 # Recorded by the build itself (`book/_build/execution.json`) when each chapter last ran: seconds of execution,
-# the profile, the machine and the commit. In the `smoke` profile on a 2-core CPU, the first chapter to need a
-# model trains it; later chapters load it from the cache, so a chapter run alone on a fresh machine takes longer
-# than its line here when it has to train models another chapter would have trained first.
+# the profile, the machine and the commit. Before the first chapter, the build trains the models that chapters 2-7,
+# 10 and 11 share (the first line, "shared models"; later builds find them in the cache); a chapter then trains
+# only what is its own. A chapter run alone on a fresh machine with other recipe values trains its new models in
+# that step too.
 
 # %%
 times = book.execution_times()

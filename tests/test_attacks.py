@@ -126,3 +126,27 @@ def test_triggered_test_set_and_mean_perturbation(tiny_images):
     assert delta.shape == (3, 32, 32)
     assert np.count_nonzero(np.abs(delta).sum(0)) == 1 and np.abs(delta[:, 4, 4]).sum() > 0
     assert isinstance(ps.as_imageset(), ImageSet)
+
+
+def test_a_blend_trigger_takes_the_users_own_pattern_array(tiny_images):
+    """A pattern array (uint8 HWC, float in [0, 1], or grey HW) blends like a named pattern with the same pixels,
+    is hashable, compares by content, round-trips through the stored dict, and bad arrays say what is wrong."""
+    named = attacks.BlendTrigger("noise:7", 0.3)
+    own = attacks.BlendTrigger(attacks.blend_pattern("noise:7"), 0.3)
+    assert np.array_equal(own.apply(tiny_images.x), named.apply(tiny_images.x))
+    assert own == attacks.BlendTrigger(attacks.blend_pattern("noise:7").astype(np.float64) / 255.0, 0.3)
+    assert own != attacks.BlendTrigger(attacks.blend_pattern("noise:8"), 0.3) and own != named
+    assert len({own, attacks.BlendTrigger(attacks.blend_pattern("noise:7"), 0.3)}) == 1
+    grey = attacks.BlendTrigger(np.full((32, 32), 200, np.uint8), 1.0)
+    assert (grey.apply(tiny_images.x) == 200).all()
+    ps = attacks.poison(tiny_images, own, "cat", "dog", 0.5)
+    spec = ps.spec.to_dict()
+    assert isinstance(spec["trigger"]["pattern"], list)
+    assert attacks.trigger_from_dict(spec["trigger"]) == own
+    assert "uint8 array 32x32" in repr(own)
+    for bad, words in ((np.zeros((32, 32, 4)), "square"), (np.full((32, 32, 3), 2.0), r"\[0, 1\]"),
+                       (np.zeros((32, 32, 3), np.int64), "dtype")):
+        with pytest.raises(ValueError, match=words):
+            attacks.BlendTrigger(bad, 0.2)
+    with pytest.raises(ValueError, match="resize"):
+        attacks.BlendTrigger(np.zeros((16, 16, 3), np.uint8), 0.2).apply(tiny_images.x)

@@ -128,3 +128,37 @@ def test_real_cifar10_has_the_expected_shape(cifar):
     assert cifar.train.x.shape == (50000, 32, 32, 3) and cifar.test.x.shape == (10000, 32, 32, 3)
     assert np.bincount(cifar.train.y).tolist() == [5000] * 10
     assert np.bincount(cifar.test.y).tolist() == [1000] * 10
+
+
+def test_image_set_takes_torch_datasets_tensors_and_normalised_images():
+    """What torch code holds — a Dataset of (CHW tensor, label), a normalised batch, grey images, uint8 HWC —
+    becomes the same uint8 ImageSet; bad inputs say what is wrong."""
+    import pytest
+    import torch
+
+    from poisoncure.data import image_set
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(5, 8, 8, 3), dtype=np.uint8)
+    y = np.array([0, 1, 2, 1, 0])
+    chw = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255
+
+    class Pairs(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(y)
+
+        def __getitem__(self, i):
+            return chw[i], int(y[i])
+
+    mean, std = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
+    normalised = (chw - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+    for got in (image_set(Pairs(), batch_size=2), image_set(chw, torch.from_numpy(y)), image_set(x, y),
+                image_set(normalised, y, mean=mean, std=std), image_set(list(zip(x, y, strict=True)))):
+        assert got.x.dtype == np.uint8 and np.array_equal(got.x, x) and np.array_equal(got.y, y)
+    grey = image_set(chw[:, :1], y, classes=("a", "b", "c"))
+    assert grey.x.shape == (5, 8, 8, 3) and (grey.x[..., 0] == grey.x[..., 2]).all() and grey.classes == ("a", "b", "c")
+    for args, kwargs, words in (((chw,), {}, "needs its labels"), ((chw * 3, y), {}, r"\[0, 1\]"),
+                                ((chw, y[:3]), {}, "5 images but 3 labels"), ((chw, y), {"mean": mean}, "both"),
+                                ((x, y), {"mean": mean, "std": std}, "uint8 already"), ((3,), {}, "Dataset")):
+        with pytest.raises(ValueError, match=words):
+            image_set(*args, **kwargs)

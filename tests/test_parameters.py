@@ -85,6 +85,11 @@ def fake_build(tmp_path, monkeypatch):
         on_execute = None
 
     calls = Calls()
+    calls.shared = []  # the recipes each build's shared-models step was given
+
+    def fake_shared(recipes):
+        calls.shared.append(recipes)
+        return book.Execution(book.SHARED_MODELS, 1.0, True)
 
     def fake_execute(name, source, params):
         if calls.on_execute is not None:
@@ -97,6 +102,7 @@ def fake_build(tmp_path, monkeypatch):
     monkeypatch.setattr(book, "chapters_dir", lambda: tmp_path / "chapters")
     monkeypatch.setattr(book, "build_dir", lambda: tmp_path / "_build")
     monkeypatch.setattr(book, "execute", fake_execute)
+    monkeypatch.setattr(book, "train_shared_models", fake_shared)
     monkeypatch.setattr(book, "render", lambda: 0)
     monkeypatch.setattr(book, "export_pdf", lambda: None)
     return calls
@@ -128,4 +134,20 @@ def test_each_chapter_is_logged_before_the_next_one_runs(fake_build):
     fake_build.on_execute = look_at_log
     assert book.build("smoke") == 0
     names = list(book.notebook_sources())
-    assert seen[-1] == sorted(names[:-1])
+    assert seen[0] == [book.SHARED_MODELS]  # the shared models are trained and logged before any chapter
+    assert seen[-1] == sorted([book.SHARED_MODELS, *names[:-1]])
+
+
+def test_the_shared_models_are_trained_once_before_the_chapters_with_the_values_they_run_with(fake_build):
+    """One recipe per poison of the profile and the clean reference, each once although six chapters declare them;
+    a rerun with another recipe value trains that recipe; a build of a chapter without the recipe trains none."""
+    assert book.build("smoke") == 0
+    (recipes,) = fake_build.shared
+    assert [(r.poison, r.epochs, d) for r, d in recipes] == [("blend", 8, "auto"), ("pixel", 8, "auto"),
+                                                              ("clean", 8, "auto")]
+    fake_build.shared.clear()
+    assert book.build("smoke", ["05_class_detection"], {"epochs": 3}) == 0
+    assert [(r.poison, r.epochs) for r, _ in fake_build.shared[0]] == [("blend", 3), ("pixel", 3), ("clean", 3)]
+    fake_build.shared.clear()
+    assert book.build("smoke", ["01_theory_toy"]) == 0
+    assert fake_build.shared == []

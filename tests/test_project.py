@@ -73,7 +73,7 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert ci.strip().splitlines()[-1] == "python3 tasks.py test"
 
 
-@pytest.mark.parametrize("name", [n for n in book.notebook_sources() if n != "99_parameters"])
+@pytest.mark.parametrize("name", [n for n in book.notebook_sources() if n in book.chapter_numbers()])
 def test_every_chapter_ends_with_exercises_and_folded_solutions(name):
     text = book.notebook_sources()[name].read_text()
     exercises = text.index("# ## Exercises")
@@ -140,6 +140,43 @@ def test_pages_below_the_papers_scale_say_so():
     assert plots.scale_note("full") is None  # the paper's own setup
 
 
+def test_figures_fit_the_column_with_text_at_least_body_size():
+    """A wide three-panel figure drawn with 6-pt ticks, legend and labels (as chapters used to) is narrowed to the
+    column and its reading texts raised to the body size; text inside the data keeps its size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from poisoncure import plots
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3))
+    for ax in axes:
+        ax.plot([1, 2, 3], [3, 1, 2], label="a long legend entry")
+        ax.set_xticks([1, 2, 3], ["one", "two", "three"], fontsize=6)
+        ax.tick_params(axis="y", labelsize=6)
+        ax.set_xlabel("x label", fontsize=6)
+        ax.set_title("a title", fontsize=6)
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        ax.text(2, 2, "inside", fontsize=6)
+    fig.tight_layout()
+    assert min(t.get_fontsize() for t in plots.reading_texts(fig)) == 6
+    plots.fit_to_column(fig)
+    assert plots.enlarge_small_text(fig)
+    plots.fit_to_column(fig, relayout_first=True)
+    for ax in axes:
+        ax.set_ylim(0, 30)  # ticks made after the change follow it too
+    fig.canvas.draw()
+    read = [t for ax in axes for t in (*ax.get_xticklabels(), *ax.get_yticklabels(), ax.xaxis.label, ax.title,
+                                       *ax.get_legend().get_texts())]
+    assert len(read) > 3 * 8 and min(t.get_fontsize() for t in read) >= plots.MIN_TEXT_PT - 1e-9
+    assert plots.MIN_TEXT_PT * plots.FIGURE_DPI / 72 >= plots.BODY_PX - 1e-9  # shown at natural size: body px
+    assert max(fig.get_size_inches()[0], fig.get_tightbbox().width) <= plots.MAX_FIGURE_WIDTH * 1.01
+    assert [t.get_fontsize() for ax in axes for t in ax.texts] == [6, 6, 6]  # data annotations untouched
+    assert not plots.enlarge_small_text(fig)  # nothing left to raise
+    plt.close(fig)
+
+
 def test_the_readme_example_of_a_defense_on_your_own_model_runs():
     """The README's snippet, executed as written on a model and data of 'your own' (a tiny poisoned toy)."""
     import numpy as np
@@ -168,7 +205,8 @@ def test_the_teaching_plan_covers_every_chapter_once_and_reports_times():
     from poisoncure import book
 
     planned = [n for _, names in book.SESSIONS for n in names]
-    assert sorted(planned) == sorted(n for n in book.notebook_sources() if not n.startswith("99_"))
+    pages = [n for n in book.notebook_sources() if n != "99_parameters"]
+    assert sorted(planned) == sorted([book.SHARED_MODELS, *pages])
     numbers = book.chapter_numbers()
     assert sorted(numbers.values()) == list(range(1, len(numbers) + 1))
     # a chapter's file is numbered as the book numbers it (so --only 11_poishygiene reruns chapter 11)
@@ -187,7 +225,7 @@ def test_session_times_sum_their_chapters(tmp_path, monkeypatch):
                                              "commit": "abcdef1234"}}))
     monkeypatch.setattr(book, "execution_log", lambda: log)
     text = book.session_times_markdown()
-    assert "| 1 | 1, 2 | 3.0 min |" in text and "| 2 | 3, 4 | not recorded |" in text
+    assert "| 1 | 1, the shared models, 2 | 3.0 min |" in text and "| 2 | 3, 4 | not recorded |" in text
     assert "commit abcdef1" in text and "CPU (x)" in text
 
 

@@ -1,7 +1,8 @@
 """poisoncure — the library under the companion book to *Poison as a Cure* (Chan & Ong, 2019).
 
 ``import poisoncure as pc`` gives the library's public names at the top level (loaded on first use, so the import
-itself is quick): the data (:class:`pc.ImageSet`, :func:`pc.load_cifar10`), the attacks (``pc.PixelTrigger``,
+itself is quick): the data (:class:`pc.ImageSet`, :func:`pc.load_cifar10`, :func:`pc.image_set` for your own images and
+torch data sets), the attacks (``pc.PixelTrigger``,
 ``pc.PatchTrigger``, ``pc.BlendTrigger``, :func:`pc.poison`, :func:`pc.paper_trigger`), the models
 (:func:`pc.build_model`, :func:`pc.whitened_net`, ...), training (:class:`pc.TrainConfig`, :func:`pc.fit`,
 :func:`pc.evaluate`, :func:`pc.predict`) and every defense of the book (:class:`pc.PoisonCure`,
@@ -38,10 +39,11 @@ __version__ = "0.1.0"
 
 #: public name -> the module (relative to this package) that defines it
 _PUBLIC: dict[str, str] = {
-    "ImageSet": "data", "load_cifar10": "data",
+    "ImageSet": "data", "load_cifar10": "data", "image_set": "data",
     "PixelTrigger": "attacks", "PatchTrigger": "attacks", "BlendTrigger": "attacks", "AdditiveTrigger": "attacks",
     "poison": "attacks", "paper_trigger": "attacks", "triggered_test_set": "attacks",
-    "build_model": "models", "whitened_net": "models", "small_cnn": "models", "resnet18": "models", "vgg19": "models",
+    "build_model": "models", "Normalize": "models", "whitened_net": "models", "small_cnn": "models",
+    "resnet18": "models", "vgg19": "models",
     "TrainConfig": "train", "fit": "train", "evaluate": "train", "predict": "train",
     "input_gradients": "gradients",
     "PoisonCure": "defenses.poison_cure", "SpectralSignatures": "defenses.spectral",

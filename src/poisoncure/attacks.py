@@ -21,6 +21,7 @@ with the target label, the originals stay (single- or multi-source).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -188,23 +189,74 @@ class PatchTrigger:
 
 @dataclass(frozen=True)
 class BlendTrigger:
-    """Whole-image blend of the ``pattern`` image (see :func:`blend_pattern`) at ``opacity``."""
+    """Whole-image blend of a pattern image at ``opacity``.
 
-    pattern: str
+    ``pattern`` is a name (``skimage:<image>``, ``noise:<seed>``, ``greynoise:<seed>``; see :func:`blend_pattern`)
+    or the user's own image: an array (H, W, 3) (or (H, W), grey), uint8 in {0..255} or float in [0, 1], of the
+    images' size. An array is stored as a read-only uint8 copy; two triggers are equal when their patterns (names,
+    or the arrays' bytes) and opacities are."""
+
+    pattern: str | np.ndarray
     opacity: float = 0.2
     kind: str = field(default="blend", init=False)
 
     def __post_init__(self) -> None:
         if not 0 < self.opacity <= 1:
             raise ValueError(f"opacity must lie in (0, 1], got {self.opacity}")
-        blend_pattern(self.pattern)  # validates the name
+        if isinstance(self.pattern, str):
+            blend_pattern(self.pattern)  # validates the name
+        else:
+            object.__setattr__(self, "pattern", _pattern_array(self.pattern))
+
+    def image(self, size: int = IMAGE_SIZE) -> np.ndarray:
+        """The uint8 (size, size, 3) pattern that is blended in."""
+        if isinstance(self.pattern, str):
+            return blend_pattern(self.pattern, size)
+        if self.pattern.shape[:2] != (size, size):
+            raise ValueError(f"the blend pattern is {self.pattern.shape[0]}x{self.pattern.shape[1]} pixels; the "
+                             f"images are {size}x{size}: resize the pattern to the images' size first")
+        return self.pattern
 
     def apply(self, x: np.ndarray) -> np.ndarray:
-        return apply_blend(x, blend_pattern(self.pattern, x.shape[1]), self.opacity)
+        return apply_blend(x, self.image(x.shape[1]), self.opacity)
 
     @property
     def size(self) -> int:
         return IMAGE_SIZE * IMAGE_SIZE
+
+    def _key(self) -> tuple[str, float]:
+        p = self.pattern
+        return (p if isinstance(p, str) else "sha256:" + hashlib.sha256(p.tobytes()).hexdigest(), self.opacity)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BlendTrigger) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        p = self.pattern
+        shown = repr(p) if isinstance(p, str) else f"<uint8 array {p.shape[0]}x{p.shape[1]}, {self._key()[0][:19]}>"
+        return f"BlendTrigger(pattern={shown}, opacity={self.opacity})"
+
+
+def _pattern_array(pattern: Any) -> np.ndarray:
+    """A user's blend pattern as a read-only uint8 (H, W, 3) array, validated (see :class:`BlendTrigger`)."""
+    a = np.asarray(pattern)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    if a.ndim != 3 or a.shape[2] != 3 or a.shape[0] != a.shape[1]:
+        raise ValueError(f"a blend pattern array must be square, (H, W, 3) or (H, W), got shape {a.shape}")
+    if a.dtype == np.uint8:
+        out = a.copy()
+    elif np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
+            raise ValueError("a float blend pattern must hold values in [0, 1] (or pass uint8 in {0..255})")
+        out = np.rint(a * 255.0).astype(np.uint8)
+    else:
+        raise ValueError(f"a blend pattern array must be uint8 or float in [0, 1], got dtype {a.dtype}")
+    out.setflags(write=False)
+    return out
 
 
 ADDITIVE_PATTERNS = ("chessboard", "sparse")
@@ -356,6 +408,8 @@ def trigger_from_dict(spec: dict[str, Any]) -> Trigger:
         raise ValueError(f"trigger kind must be one of {sorted(classes)}, got {kind!r}")
     if "colour" in spec:
         spec["colour"] = tuple(int(c) for c in spec["colour"])
+    if kind == "blend" and not isinstance(spec.get("pattern"), str):  # a user's own pattern, stored as numbers
+        spec["pattern"] = np.asarray(spec["pattern"], dtype=np.uint8)
     return classes[kind](**spec)
 
 
@@ -440,6 +494,8 @@ class AttackSpec:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["trigger"] = {"kind": self.trigger.kind, **asdict(self.trigger)}
+        if isinstance(d["trigger"].get("pattern"), np.ndarray):  # a user's own blend pattern: JSON numbers
+            d["trigger"]["pattern"] = d["trigger"]["pattern"].tolist()
         return d
 
 

@@ -107,13 +107,15 @@ def execution_log() -> Path:
 
 
 def execution_times() -> Any:
-    """Each chapter's last recorded execution (``book/_build/execution.json``) as a DataFrame."""
+    """Each chapter's last recorded execution (``book/_build/execution.json``) as a DataFrame, after the build's
+    :data:`SHARED_MODELS` step when it was recorded."""
     import pandas as pd
 
     log = execution_log()
     data = json.loads(log.read_text()) if log.is_file() else {}
+    steps = [SHARED_MODELS, *notebook_sources()]
     rows = [{"chapter": n, "seconds": data[n]["seconds"], "ok": data[n]["ok"], "profile": data[n]["profile"],
-             "device": data[n]["device"], "commit": data[n]["commit"]} for n in notebook_sources() if n in data]
+             "device": data[n]["device"], "commit": data[n]["commit"]} for n in steps if n in data]
     return pd.DataFrame(rows, columns=["chapter", "seconds", "ok", "profile", "device", "commit"])
 
 
@@ -228,13 +230,20 @@ def generated_dir() -> Path:
     return root() / "book" / "_generated"
 
 
-#: the teaching page's plan of sessions: (session, the chapters it covers as notebook names); every chapter but the
-#: parameters page belongs to one session (a test checks it)
+#: the build step that trains the models several chapters share, before the first chapter (its line in
+#: ``execution.json``, on the run-times page and in the first session of the teaching plan)
+SHARED_MODELS = "shared models"
+#: what the teaching plan calls the steps and pages that have no chapter number
+UNNUMBERED = {SHARED_MODELS: "the shared models", "98_own_model": "Use it on your own model"}
+
+#: the teaching page's plan of sessions: (session, the chapters it covers as notebook names, and the shared models'
+#: training before chapter 2); every chapter and page but the parameters page belongs to one session (a test checks
+#: it)
 SESSIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
-    (1, ("01_theory_toy", "02_attack")), (2, ("03_poison_extraction", "04_filtering")),
+    (1, ("01_theory_toy", SHARED_MODELS, "02_attack")), (2, ("03_poison_extraction", "04_filtering")),
     (3, ("05_class_detection", "06_neutralization")), (4, ("07_baselines",)),
     (5, ("08_full_results", "09_variable_size_sweep")), (6, ("10_reverse_engineering",)),
-    (7, ("11_poishygiene",)), (8, ("12_weak_learners",)))
+    (7, ("11_poishygiene",)), (8, ("12_weak_learners", "98_own_model")))
 
 
 def chapter_numbers() -> dict[str, int]:
@@ -254,9 +263,9 @@ def session_times_markdown() -> str:
     numbers = chapter_numbers()
     lines = ["| session | chapters | their execution in this build |", "| --- | --- | --- |"]
     for session, names in SESSIONS:
-        chapters = ", ".join(str(numbers.get(n, n)) for n in names)
-        have = [n for n in names if n in times.index]
-        if len(have) < len(names):
+        chapters = ", ".join(str(numbers.get(n, UNNUMBERED.get(n, n))) for n in names)
+        have = [n for n in names if n in times.index]  # the shared models' step counts when it was recorded
+        if any(n not in times.index for n in names if n != SHARED_MODELS):
             took = "not recorded"
         else:
             took = f"{times.loc[have, 'seconds'].sum() / 60:.1f} min"
@@ -380,6 +389,11 @@ def build(profile: str = "smoke", only: list[str] | None = None, overrides: dict
         except ValueError as e:
             raise SystemExit(str(e)) from None
     results = []
+    shared = shared_model_recipes({n: {**declared_parameters(sources[n]), **plan[n]} for n in names})
+    if shared:
+        res = train_shared_models(shared)
+        results.append(res)
+        record_execution(res, profile)
     for n in names:
         print(f"\n=== executing {n} with profile {profile}: {plan[n]}", flush=True)
         res = execute(n, sources[n], plan[n])
@@ -401,6 +415,48 @@ def build(profile: str = "smoke", only: list[str] | None = None, overrides: dict
     if failed:
         print(f"FAILED notebooks: {failed}", file=sys.stderr)
     return rc
+
+
+def shared_model_recipes(params: dict[str, dict[str, Any]]) -> list[tuple[Any, str]]:
+    """The models the chapters of one build share: for every notebook whose parameters ({notebook: values}) hold
+    the shared recipe's names and ``poisons``, one recipe per poisoned model and the clean reference, each recipe
+    once, with the device the notebook names (chapters 2-7 and 10-11 load the same cached models)."""
+    from .experiments import Recipe
+
+    out: dict[str, Any] = {}
+    for values in params.values():
+        if "poisons" not in values or any(k not in values for k in Recipe.param_names()):
+            continue
+        for poison in (*values["poisons"], "clean"):
+            recipe = Recipe.from_params(values, poison=poison)
+            out.setdefault(json.dumps(recipe.cache_config(), sort_keys=True, default=str),
+                           (recipe, values.get("device", "auto")))
+    return list(out.values())
+
+
+def train_shared_models(recipes: list[tuple[Any, str]]) -> Execution:
+    """Train (or find in the cache) the models the chapters share, once, before any chapter runs: a chapter then
+    spends its time on its own idea, and no chapter pays for the models of all the others (chapter 2 shows the
+    models and the time each took to train, from their provenance)."""
+    from .data import load_cifar10
+    from .experiments import get_model
+
+    print(f"\n=== {SHARED_MODELS}: {len(recipes)} model(s) the chapters share", flush=True)
+    start = time.perf_counter()
+    try:
+        cifar = load_cifar10()
+        for r, device in recipes:
+            tm = get_model(r, device=device, data=cifar)
+            print(f"{r.poison:6s}: {'in the cache' if tm.from_cache else 'trained'} "
+                  f"({tm.provenance['wall_seconds']:.0f} s when trained; clean accuracy "
+                  f"{tm.metrics.clean_accuracy:.1f} %)", flush=True)
+        ok, err = True, ""
+    except Exception as e:  # reported like a chapter's failure; the chapters that need the models fail too
+        ok, err = False, f"execution report: {SHARED_MODELS}: {type(e).__name__}: {e}"
+        print(err, file=sys.stderr)
+    res = Execution(SHARED_MODELS, time.perf_counter() - start, ok, err)
+    print(f"=== {SHARED_MODELS}: {'ok' if ok else 'FAILED'} in {res.seconds:.0f} s", flush=True)
+    return res
 
 
 # ----------------------------------------------------------------------------------------------- check

@@ -28,6 +28,7 @@ import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -89,6 +90,92 @@ class ImageSet:
 
     def subset(self, index: np.ndarray) -> ImageSet:
         return ImageSet(self.x[index], self.y[index], self.classes)
+
+
+def image_set(source: Any, labels: Any = None, classes: Sequence[str] | None = None,
+              mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+              batch_size: int = 1024) -> ImageSet:
+    """Your own images as the library's :class:`ImageSet` (uint8 HWC), from what torch code usually holds.
+
+    ``source`` is one of: a ``torch.utils.data.Dataset`` (or any sequence) of ``(image, label)`` pairs, whose
+    images are tensors (C, H, W), PIL images or uint8 (H, W, C) arrays (torchvision's data sets with or without
+    ``ToTensor()``); or a batch of images, a tensor or array (N, C, H, W) / (N, H, W, C), with ``labels`` (N,).
+    Float images are taken to lie in [0, 1], or to be normalised as ``(x - mean) / std`` per channel when ``mean``
+    and ``std`` are given (as a ``Normalize`` transform made them); they are rounded to the nearest of the 256
+    levels (the library's models put normalisation inside the model and read [0, 1] images). Grey images
+    (one channel) are repeated over three. ``classes`` names the labels (default: CIFAR-10's when there are ten
+    or fewer labels, else ``"0"``, ``"1"``, ...). Any image size is kept; the library's models expect 32 x 32."""
+    import torch
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if (mean is None) != (std is None):
+        raise ValueError("give both mean and std (the Normalize transform's), or neither")
+    if labels is None:  # a data set of (image, label) pairs
+        if isinstance(source, (np.ndarray, torch.Tensor)):
+            raise ValueError("a batch of images needs its labels: image_set(images, labels)")
+        try:
+            n = len(source)
+        except TypeError:
+            raise ValueError(f"source must be a Dataset of (image, label) pairs or a batch of images, got "
+                             f"{type(source).__name__}") from None
+        chunks, ys = [], []
+        for start in range(0, n, batch_size):
+            pairs = [source[i] for i in range(start, min(n, start + batch_size))]
+            chunks.append(_to_uint8_hwc([_as_array(img) for img, _ in pairs], mean, std))
+            ys += [int(lab) for _, lab in pairs]
+        x = np.concatenate(chunks) if chunks else np.zeros((0, 32, 32, 3), np.uint8)
+        y = np.asarray(ys, dtype=np.int64)
+    else:
+        x = _to_uint8_hwc(_as_array(source), mean, std)
+        y = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels).astype(np.int64).reshape(-1)
+    if len(y) != len(x):
+        raise ValueError(f"{len(x)} images but {len(y)} labels")
+    if len(y) and y.min() < 0:
+        raise ValueError("labels must be >= 0")
+    k = int(y.max()) + 1 if len(y) else 0
+    if classes is None:
+        classes = CLASSES if k <= len(CLASSES) else tuple(str(c) for c in range(k))
+    return ImageSet(x, y, tuple(classes))
+
+
+def _as_array(img: Any) -> np.ndarray:
+    """A tensor, PIL image or array as a numpy array (no copy where none is needed)."""
+    if hasattr(img, "detach"):
+        return img.detach().cpu().numpy()
+    return np.asarray(img)
+
+
+def _to_uint8_hwc(images: Any, mean: Sequence[float] | None, std: Sequence[float] | None) -> np.ndarray:
+    """Images (a list of one image each, or an array of a batch) as uint8 (N, H, W, 3)."""
+    a = np.stack(images) if isinstance(images, list) else np.asarray(images)
+    if a.ndim == 3:  # grey images without a channel axis (N, H, W)
+        a = a[:, None] if a.dtype != np.uint8 else a[..., None]
+    if a.ndim != 4:
+        raise ValueError(f"images must be (N, C, H, W) or (N, H, W, C), got shape {a.shape}")
+    channels_first = a.shape[1] in (1, 3) and a.shape[-1] not in (1, 3)
+    if a.dtype != np.uint8 and a.shape[1] in (1, 3):
+        channels_first = True  # float tensors are CHW (torch's layout)
+    if channels_first:
+        a = a.transpose(0, 2, 3, 1)
+    if a.shape[-1] == 1:
+        a = np.repeat(a, 3, axis=-1)
+    if a.shape[-1] != 3:
+        raise ValueError(f"images must have 1 or 3 channels, got shape {a.shape}")
+    if a.dtype == np.uint8:
+        if mean is not None:
+            raise ValueError("mean and std apply to float images; these are uint8 already")
+        return np.ascontiguousarray(a)
+    a = a.astype(np.float32)
+    if mean is not None:
+        m, sd = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+        if m.size not in (1, 3) or sd.size not in (1, 3) or (sd <= 0).any():
+            raise ValueError("mean and std need 1 or 3 values each, std > 0")
+        a = a * sd + m
+    if not np.isfinite(a).all() or a.min() < -1e-3 or a.max() > 1 + 1e-3:
+        raise ValueError(f"float images must lie in [0, 1] (or give the mean and std they were normalised with); "
+                         f"got values in [{a.min():.3g}, {a.max():.3g}]")
+    return np.clip(np.rint(a * 255.0), 0, 255).astype(np.uint8)
 
 
 @dataclass

@@ -16,10 +16,14 @@ PALETTE = "colorblind"
 FIGURE_DPI = 110
 #: the text column of a page at a 1280-px window (pixels): figures are drawn for it
 COLUMN_PX = 672
-#: the widest a figure is drawn (inches): at :data:`FIGURE_DPI` a tenth wider than the column, so that the page
-#: shrinks it (text and all) by about 0.9, and by no more than the browser check's ``READABLE_SCALE`` (0.8) when
-#: labels or a legend outside the axes widen the saved image
-MAX_FIGURE_WIDTH = 1.1 * COLUMN_PX / FIGURE_DPI
+#: the widest a figure is drawn (inches): the column at :data:`FIGURE_DPI`, so that the page shows it at its natural
+#: size and its text at the size it was drawn (the saved image is the tight box, labels and legends included)
+MAX_FIGURE_WIDTH = COLUMN_PX / FIGURE_DPI
+#: the body text's size on a page (pixels; the theme's 1 rem, measured in the built book)
+BODY_PX = 16
+#: the smallest size (points) of a figure's tick labels, axis labels, titles and legends: at :data:`FIGURE_DPI`
+#: and natural size they show at least as large as the body text
+MIN_TEXT_PT = BODY_PX * 72 / FIGURE_DPI
 
 
 def _reader_warning_types() -> tuple[type[Warning], ...]:
@@ -96,12 +100,12 @@ def set_style(profile: str | None = None) -> None:
     pd.set_option("display.max_columns", None)
 
 
-def fit_to_column(fig, max_width: float = MAX_FIGURE_WIDTH) -> bool:
+def fit_to_column(fig, max_width: float = MAX_FIGURE_WIDTH, relayout_first: bool = False) -> bool:
     """Narrow a figure whose saved image (its tight box: the figure and any label or legend outside it) is wider than
     ``max_width`` inches, so that the page shows it near its natural size and its text stays readable (a wider image
     would be scaled down as a picture, text and all). The height shrinks by the square root of the width's factor
-    (the panels get taller, which leaves room for their labels) and the layout is redone. Returns whether the
-    figure was changed."""
+    (the panels get taller, which leaves room for their labels) and the layout is redone; ``relayout`` redoes it
+    even when the width fits (after texts changed size). Returns whether the figure was changed."""
     import warnings
 
     from matplotlib.layout_engine import PlaceHolderLayoutEngine
@@ -113,7 +117,7 @@ def fit_to_column(fig, max_width: float = MAX_FIGURE_WIDTH) -> bool:
                 fig.tight_layout()
 
     changed = reflow_row(fig, max_width)
-    if changed:
+    if changed or relayout_first:
         relayout()
     for _ in range(3):  # the saved image is the tight box: labels or a legend outside the axes make it wider
         w, h = fig.get_size_inches()
@@ -124,6 +128,40 @@ def fit_to_column(fig, max_width: float = MAX_FIGURE_WIDTH) -> bool:
         fig.set_size_inches(w * factor, h * factor ** 0.5)
         relayout()
         changed = True
+    return changed
+
+
+def reading_texts(fig) -> list:
+    """The texts a reader reads off a figure to understand it: tick labels, axis labels and titles of every axes
+    (colour bars included), legend entries and titles, the figure's suptitle and legends. Text placed inside the
+    data (annotations, a heat map's numbers) is not among them: its size is the figure's own choice."""
+    out = []
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            out += [*axis.get_ticklabels(which="both"), axis.label]
+        out += [ax.title, ax._left_title, ax._right_title]
+    legends = [ax.get_legend() for ax in fig.axes] + list(fig.legends)
+    for leg in legends:
+        if leg is not None:
+            out += [*leg.get_texts(), leg.get_title()]
+    if fig._suptitle is not None:
+        out.append(fig._suptitle)
+    return [t for t in out if t.get_text()]
+
+
+def enlarge_small_text(fig, min_pt: float = MIN_TEXT_PT) -> bool:
+    """Raise every text of :func:`reading_texts` smaller than ``min_pt`` points to ``min_pt`` (tick labels through
+    ``tick_params``, so that ticks drawn later follow). Returns whether anything changed."""
+    changed = False
+    for ax in fig.axes:
+        for name, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
+            if any(t.get_fontsize() < min_pt for t in axis.get_ticklabels(which="both")):
+                ax.tick_params(axis=name, which="both", labelsize=min_pt)
+                changed = True
+    for t in reading_texts(fig):
+        if t.get_fontsize() < min_pt:
+            t.set_fontsize(min_pt)
+            changed = True
     return changed
 
 
@@ -175,6 +213,8 @@ def fit_figures_to_column() -> bool:
 
     def png(fig):
         fit_to_column(fig)
+        if enlarge_small_text(fig):
+            fit_to_column(fig, relayout_first=True)
         return print_figure(fig, fmt="png", bbox_inches="tight", base64=True, dpi=FIGURE_DPI)
 
     ip.display_formatter.formatters["image/png"].for_type(Figure, png)

@@ -66,7 +66,7 @@ def reduce(acts: np.ndarray, n_components: int = 10, method: str = "ica", seed: 
 
 
 class ActivationClustering(RepresentationDefense):
-    """Activation Clustering with validated parameters (SPEC §6 defaults: 10 ICA components, 2-means).
+    """Activation Clustering with validated parameters (defaults: 10 ICA components, 2-means).
 
     Parameters
     ----------

@@ -131,7 +131,7 @@ def _per_sample_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.
 
 
 class PoisHygiene:
-    """PoisHygiene's DETECT and MITIGATE with validated parameters (defaults: SPEC's CPU "mini" settings).
+    """PoisHygiene's DETECT and MITIGATE with validated parameters (defaults: the book's CPU settings).
 
     Parameters
     ----------
@@ -148,7 +148,7 @@ class PoisHygiene:
     lr:
         Step size on the probes (> 0; 0.01, in [0, 1] pixel units).
     optimizer:
-        ``"adam"`` (default, B-Q3: robust to the loss scale) or ``"gd"`` (the paper's plain gradient steps).
+        ``"adam"`` (default: robust to the loss scale) or ``"gd"`` (the paper's plain gradient steps).
     beta:
         A probe must bring L_T(x, y) to at most this (> 0; 0.2).
     rho_gamma:
@@ -158,11 +158,11 @@ class PoisHygiene:
     warm_loss:
         Phase 1 pushes probes until L_T(x, y) exceeds this (> 0; 3, a confidence below e^-3).
     init_mean, init_std:
-        Gaussian probe initialisation per pixel, clipped to [0, 1] (B-Q1: 0.5 and 0.25).
+        Gaussian probe initialisation per pixel, clipped to [0, 1] (defaults 0.5 and 0.25).
     grey:
         Optimise one channel and repeat it over three (grey data sets stored as RGB).
     clip:
-        Project probes to [0, 1] after every step (B-Q2; ``False`` lets them leave the image domain).
+        Project probes to [0, 1] after every step (``False`` lets them leave the image domain).
     chunk:
         Probes per forward pass (None: all K·M at once).
     seed, device, progress:

@@ -145,13 +145,13 @@ def _oriented(g: np.ndarray, seed: int) -> tuple[signal.Signal, signal.MixtureFi
 
 
 class PoisonCure:
-    """The paper's defense with validated parameters (SPEC 3.0 defaults).
+    """The paper's defense with validated parameters (defaults: the settings this book reproduces it with).
 
     Parameters
     ----------
     threshold:
         lambda of the target test: a class is flagged when its W exceeds ``threshold`` x the mean W of the other
-        classes (> 0; the paper's value is lost, SPEC uses 2).
+        classes (> 0; the paper does not state its value, the book uses 2).
     eta:
         L2 norm, in [0, 1] pixel units, of the counter-poison perturbation added to clean images (> 0).
     finetune:

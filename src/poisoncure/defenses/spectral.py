@@ -71,7 +71,7 @@ def n_to_remove(n: int, eps: float, beta: float) -> int:
 
 
 class SpectralSignatures(RepresentationDefense):
-    """Spectral Signatures with validated parameters (SPEC-related A.3 defaults).
+    """Spectral Signatures with validated parameters (defaults: Tran et al.'s settings, as the book runs them).
 
     Parameters
     ----------
