@@ -46,11 +46,11 @@ results_profile = "smoke"  # whose committed learning curves to show (results/<p
 # %%
 import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
 import torch
 from myst_nb import glue
 
-from poisoncure import attacks, data, experiments, models, paper, plots, provenance, reproduce, train
+from poisoncure import attacks, data, experiments, models, plots, provenance, reproduce, train
+from poisoncure.pages import attack_page as page
 
 plots.set_style(profile)
 cifar = data.load_cifar10()
@@ -126,8 +126,10 @@ glue("epochs_text", f"{epochs} epochs" + (" with flip test-time augmentation" if
 # %% [markdown]
 # ## Training the models
 #
-# The models share one recipe (profile {glue:text}`profile_name`): {glue:text}`models_trained`. Each is
-# trained once and cached under a hash of its recipe; later chapters load the same models.
+# The models share one recipe (profile {glue:text}`profile_name`): {glue:text}`models_trained`. The build
+# trains each of them once, before the first chapter runs (its "shared models" step, timed on the last page), and
+# caches it under a hash of its recipe; this chapter and the later ones load the same models. Run alone with
+# other recipe values, this chapter trains the new models itself.
 
 # %%
 glue("profile_name", profile, display=False)
@@ -149,42 +151,11 @@ for p, tm in trained.items():
 
 # %%
 clean_tm = trained["clean"]
-rows = []
-for p in poisons:
-    tm = trained[p]
-    spec = experiments.attack_spec_or_none(tm)
-    clean_on_trigger = train.evaluate(clean_tm.model, cifar.test, spec, device=device)
-    paper_all, paper_trig = paper.before(p, pair)
-    rows.append({"poison": p, "clean accuracy (%)": tm.metrics.clean_accuracy,
-                 "lowest class accuracy (%)": min(tm.metrics.per_class_accuracy),
-                 "attack success (%)": tm.metrics.attack_success_rate,
-                 "accuracy on triggered (%)": tm.metrics.poisoned_accuracy,
-                 "clean model: attack success (%)": clean_on_trigger.attack_success_rate,
-                 "paper, Tables 1–2: clean accuracy (%)": paper_all,
-                 "paper, Tables 1–2: accuracy on triggered (%)": paper_trig,
-                 "training time (s)": tm.provenance["wall_seconds"]})
-rows.append({"poison": "none (clean model)", "clean accuracy (%)": clean_tm.metrics.clean_accuracy,
-             "lowest class accuracy (%)": min(clean_tm.metrics.per_class_accuracy),
-             "training time (s)": clean_tm.provenance["wall_seconds"]})
-attack_table = pd.DataFrame(rows).set_index("poison").round(1).astype(object).fillna("—").T  # one column per model
-glue("tab_attack", attack_table, display=False)
+glue("tab_attack", page.attack_table(trained, poisons, pair, cifar.test, device), display=False)  # a column per model
 glue("asr_blend", trained["blend"].metrics.attack_success_rate, display=False)
 glue("acc_blend", trained["blend"].metrics.clean_accuracy, display=False)
 glue("acc_clean", clean_tm.metrics.clean_accuracy, display=False)
-works = {p: trained[p].metrics.attack_success_rate >= 80 for p in poisons}
-others = [f"the {p}-poisoned model reaches {trained[p].metrics.clean_accuracy:.1f}% clean accuracy with "
-          f"{trained[p].metrics.attack_success_rate:.1f}% attack success" for p in poisons if p != "blend"]
-learned = [p for p in poisons if works[p]]
-missed = [p for p in poisons if not works[p]]
-verdict = [". ".join(o[0].upper() + o[1:] for o in others) + "."] if others else []
-if learned:
-    verdict.append(("Both backdoors work" if len(learned) == 2 else f"The {learned[0]} backdoor works")
-                   + " in this build (at least 80% attack success).")
-if missed:
-    verdict.append(f"The {' and '.join(missed)} backdoor{'s are' if len(missed) > 1 else ' is'} not learned "
-                   "(below 80% attack success); the section on why one pixel is learned shows which networks learn "
-                   "which trigger, and later chapters report these models' numbers as they are.")
-glue("attack_verdict", " ".join(verdict), display=False)
+glue("attack_verdict", page.attack_verdict(trained, poisons), display=False)
 
 # %% [markdown]
 # The blend-poisoned model reaches {glue:text}`acc_blend:.1f`% clean accuracy with
@@ -200,31 +171,7 @@ glue("attack_verdict", " ".join(verdict), display=False)
 # ```
 
 # %%
-classes = list(cifar.train.classes)
-fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1.5, 1]})
-pcs = pd.DataFrame({p: trained[p].metrics.per_class_accuracy for p in ("clean", *poisons)}, index=classes)
-pcs.plot.bar(ax=axes[0], width=0.8, color=plots.colours(3))
-axes[0].set_ylabel("clean test accuracy (%)")
-axes[0].set_xlabel("class")
-axes[0].set_ylim(0, 115)
-axes[0].legend(title="model", fontsize=8, title_fontsize=8, ncols=3, loc="upper center")
-axes[0].set_xticks(range(10), classes, rotation=45, ha="right")
-
-ax = axes[1]
-width_bar = 0.4
-for k, p in enumerate(poisons):
-    spec = experiments.attack_spec_or_none(trained[p])
-    trig = attacks.triggered_test_set(cifar.test, spec)
-    pred = train.predict(trained[p].model, trig.x, device=device)
-    counts = np.bincount(pred, minlength=10) / len(pred) * 100
-    ax.bar(np.arange(10) + (k - 0.5) * width_bar, counts, width_bar, label=f"{p}-poisoned model",
-           color=plots.colours(3)[k + 1])
-ax.set_xticks(range(10), classes, rotation=45, ha="right")
-ax.set_ylim(0, 115)
-ax.set_ylabel(f"triggered {base} test images (%)")
-ax.set_xlabel("predicted class")
-ax.legend(fontsize=8, loc="upper center", ncols=2)
-fig.tight_layout()
+fig = page.attack_effect_figure(trained, poisons, cifar.test, base, device)
 glue("fig_attack_effect", fig, display=False)
 plt.close(fig)
 
@@ -255,33 +202,7 @@ curves = reproduce.load_results(results_profile, "learning")
 learn = reproduce.learning_table(curves)
 glue("learning_n", len(curves), display=False)
 glue("learning_prov", reproduce.provenance_text(curves), display=False)
-if learn.empty:
-    fig = plots.placeholder(f"no learning curves committed for profile {results_profile!r}")
-    learn_final = pd.DataFrame({"note": ["no learning curves committed"]})
-else:
-    nets = list(dict.fromkeys(learn["network"]))  # in the order of the result files
-    net_colour = dict(zip(nets, plots.colours(len(nets)), strict=True))
-    fig, axes = plt.subplots(2, 2, figsize=(10, 6.4), sharex=True)
-    for j, trig_name in enumerate(("pixel", "blend")):
-        for net in nets:
-            d = learn[(learn.trigger == trig_name) & (learn.network == net)].sort_values("epoch")
-            axes[0, j].plot(d["epoch"], d["attack_success_rate"], "o-", color=net_colour[net], label=net)
-            axes[1, j].plot(d["epoch"], d["clean_accuracy"], "o-", color=net_colour[net], label=net)
-        axes[0, j].set_title({"pixel": "one-pixel trigger", "blend": "blend trigger (photo, 20 %)"}[trig_name])
-        axes[0, j].set_ylim(-3, 103)
-        axes[1, j].set_xlabel("epoch")
-    axes[0, 0].set_ylabel("attack success (%)")
-    axes[1, 0].set_ylabel("clean test accuracy (%)")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncols=2, fontsize=9, frameon=False)  # below the panels
-    fig.tight_layout(rect=(0, 0.09, 1, 1))
-    last = learn.sort_values("epoch").groupby(["network", "trigger"]).last().reset_index()
-    learn_final = last.pivot(index="network", columns="trigger", values="attack_success_rate").add_prefix(
-        "attack success, ").join(last.groupby("network")[["clean_accuracy"]].mean().rename(
-            columns={"clean_accuracy": "clean accuracy (mean of the two)"}))
-    learn_final = learn_final.join(last.groupby("network")[["parameters"]].first()).reindex(nets).round(1)
-    learn_final.columns = [c.replace("_", " ") + (" (%)" if "success" in c or "accuracy" in c else "")
-                           for c in learn_final.columns]
+fig, learn_final = page.learning_outputs(learn, results_profile)
 glue("fig_learning", fig, display=False)
 plt.close(fig)
 glue("tab_learning", learn_final, display=False)
@@ -320,26 +241,11 @@ base_x = cifar.test.x[cifar.test.y == attacks.class_index(base)]
 contrast = {name: models.trigger_contrast(stem, pix_tm.model.normalize.cpu(), train.to_float(torch.from_numpy(base_x)),
                                           train.to_float(torch.from_numpy(t.apply(base_x))))
             for name, t in (("one pixel", trig_pixel), ("blend", trig_blend))}
-fig, ax = plt.subplots(figsize=(9, 3.2))
-pos, labels = [], []
-for k, (name, res) in enumerate(contrast.items()):
-    for j, (space, vals) in enumerate(res.items()):
-        pos.append(3 * k + j)
-        labels.append(f"{name}\n{'raw pixels' if space == 'raw' else 'after whitening'}")
-        ax.boxplot(vals.numpy(), positions=[pos[-1]], widths=0.6, showfliers=False,
-                   patch_artist=True, boxprops={"facecolor": plots.colours(2)[j], "alpha": 0.6})
-ax.axhline(1.0, color="grey", lw=1, ls="--")
-ax.set_yscale("log")
-ax.set_xticks(pos, labels)
-ax.set_ylabel("trigger's change to a 2×2 patch\n(typical natural patch = 1)")
-fig.tight_layout()
+fig, medians = page.contrast_figure(contrast)
 glue("fig_contrast", fig, display=False)
 plt.close(fig)
-med = {name: {space: float(v.median()) for space, v in res.items()} for name, res in contrast.items()}
-glue("pixel_raw", med["one pixel"]["raw"], display=False)
-glue("pixel_white", med["one pixel"]["whitened"], display=False)
-glue("blend_raw", med["blend"]["raw"], display=False)
-glue("blend_white", med["blend"]["whitened"], display=False)
+for name, value in medians.items():
+    glue(name, value, display=False)
 
 # %% [markdown]
 # ```{glue:figure} fig_contrast
@@ -367,10 +273,7 @@ glue("blend_white", med["blend"]["whitened"], display=False)
 # Every number above comes from these runs (stored with the cached models).
 
 # %%
-prov = pd.DataFrame({p: {"commit": tm.provenance["commit"], "device": tm.provenance["device"],
-                         "torch": tm.provenance["torch"], "seed": tm.provenance["seed"],
-                         "training wall time (s)": tm.provenance["wall_seconds"],
-                         "created": tm.provenance["created"]} for p, tm in trained.items()})
+prov = page.provenance_table(trained)
 glue("tab_provenance", prov, display=False)
 print(f"this page was executed at commit {provenance.git_commit()} on {provenance.device_name()}")
 

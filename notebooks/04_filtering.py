@@ -55,12 +55,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from myst_nb import glue
-from scipy.stats import norm
 
 from poisoncure import attacks, data, experiments, metrics, paper, plots, signal
+from poisoncure.pages import filtering_page as page
 
 plots.set_style(profile)
-cols = plots.colours(4)
 EPS = 500 / 5500  # the paper's poisoned share inside the target class
 
 # %% [markdown]
@@ -97,35 +96,7 @@ by_n = mc[mc["sweep"] == "n"].groupby("n")["error"].agg(
     exceed=lambda e: float(np.mean(e >= error_level)), mean="mean").reset_index()
 by_v = mc[mc["sweep"] == "norm"].groupby("norm")["error"].agg(["mean", "median"]).reset_index()
 
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-ax = axes[0]
-floor = 0.5 / mc_trials  # where "no draw exceeded" is drawn on the log scale
-ax.plot(by_n["n"], by_n["exceed"].clip(lower=floor), "o-", color=cols[0], label=f"Pr[m/n ≥ {error_level}]")
-ax.plot(by_n["n"], by_n["mean"].where(by_n["mean"] > 0), "s--", color=cols[1], label="mean m/n")
-ax.axhline(floor, color="grey", lw=0.8, ls=":")
-ax.annotate("no draw exceeded", (by_n["n"].iloc[0], floor), fontsize=7, xytext=(0, 3), textcoords="offset points")
-ax.set_xscale("log")
-ax.set_yscale("log")
-ax.set_xticks(mc_ns, [str(n) for n in mc_ns])
-ax.minorticks_off()
-ax.set_xlabel("samples n")
-ax.set_title(f"‖v‖ = {mc_norm:g}σ, {mc_trials} draws each", fontsize=9)
-ax.legend(fontsize=8)
-ax = axes[1]
-ax.plot(by_v["norm"], by_v["mean"].where(by_v["mean"] > 0), "o-", color=cols[2], label="mean m/n (0 not drawn)")
-xs = np.array(mc_norms)
-ref = by_v.iloc[0]
-ax.plot(xs, ref["mean"] * (ref["norm"] / xs) ** 2, "k:", lw=1, label="∝ σ²/‖v‖² (from the first point)")
-ax.plot(xs, norm.cdf(-xs / 2), "k--", lw=1, label="Gaussian tail Φ(-‖v‖/2σ)")
-ax.set_xscale("log")
-ax.set_yscale("log")
-ax.set_ylim(1e-5, 1)
-ax.set_xticks(mc_norms, [f"{v:g}" for v in mc_norms])
-ax.minorticks_off()
-ax.set_xlabel("signal norm ‖v‖ / σ")
-ax.set_title(f"n = {mc_n}", fontsize=9)
-ax.legend(fontsize=7)
-fig.tight_layout()
+fig = page.monte_carlo_figure(by_n, by_v, error_level, mc_trials, mc_ns, mc_norms, mc_norm, mc_n)
 glue("fig_monte_carlo", fig, display=False)
 plt.close(fig)
 glue("mc_first_n", float(by_n.loc[by_n["exceed"] == 0, "n"].min()) if (by_n["exceed"] == 0).any()
@@ -176,23 +147,10 @@ fig, axes = plt.subplots(1, len(trained), figsize=(5 * len(trained), 3.3), squee
 for ax, (p, tm) in zip(axes[0], trained.items(), strict=True):
     g, mf, truth = target_class_filter(tm)
     grads[p] = (g, truth)
-    s = mf.scores
-    bins = np.linspace(s.min(), s.max(), 60)
-    ax.hist(s[~truth], bins=bins, density=False, color=cols[0], alpha=0.7, label="clean (truth)")
-    ax.hist(s[truth], bins=bins, density=False, color=cols[3], alpha=0.7, label="poisoned (truth)")
-    grid = np.linspace(s.min(), s.max(), 400)
-    width = bins[1] - bins[0]
-    for k in range(2):
-        dens = mf.weights[k] * norm.pdf(grid, mf.means[k], mf.stds[k]) * len(s) * width
-        ax.plot(grid, dens, color="k", lw=1, ls="-" if k == mf.poisoned_component else "--")
-    ax.set_yscale("log")
-    ax.set_ylim(0.5, 3 * np.histogram(s, bins=bins)[0].max())
-    ax.set_xlabel("PC1 score")
-    ax.set_title(f"{p}: attack success {tm.metrics.attack_success_rate:.1f}%", fontsize=9)
-    ax.legend(fontsize=8)
+    page.pc1_histogram(ax, mf, truth, f"{p}: attack success {tm.metrics.attack_success_rate:.1f}%")
     sens, spec = metrics.sensitivity(mf.flagged, truth), metrics.specificity(mf.flagged, truth)
     p_spec, p_sens = paper.detection(p, pair)
-    results.append({"poison": p, "n": len(s), "poisoned": int(truth.sum()), "flagged": int(mf.flagged.sum()),
+    results.append({"poison": p, "n": len(mf.scores), "poisoned": int(truth.sum()), "flagged": int(mf.flagged.sum()),
                     "sensitivity %": sens, "specificity %": spec,
                     "paper, Tables 3–4: sensitivity %": p_sens, "paper, Tables 3–4: specificity %": p_spec})
     glue(f"sens_{p}", sens, display=False)
@@ -201,19 +159,7 @@ fig.tight_layout()
 glue("fig_pc1_histograms", fig, display=False)
 plt.close(fig)
 glue("tab_filtering", pd.DataFrame(results).set_index("poison").round(1), display=False)
-if "pixel" not in trained:
-    note = "The one-pixel model is not among this build's poisons (chapter 2)."
-elif trained["pixel"].metrics.attack_success_rate >= 50:
-    note = (f"For the one-pixel poison the filter reaches {results[-1]['sensitivity %']:.1f}% sensitivity and "
-            f"{results[-1]['specificity %']:.1f}% specificity.")
-else:
-    note = (f"The one-pixel backdoor was not learned (attack success "
-            f"{trained['pixel'].metrics.attack_success_rate:.1f}%, chapter 2), so there is no poison neuron and no "
-            f"trigger signal — yet the filter still catches {results[-1]['sensitivity %']:.1f}% of the poisoned "
-            f"samples, at specificity {results[-1]['specificity %']:.1f}%. What it finds is the label, not the "
-            "trigger: base-class images labelled as the target have gradients, with the base class as the "
-            "cross-entropy target, unlike those of real target images; the two clusters overlap and the mixture "
-            "cuts through the middle.")
+note = page.pixel_note(trained, results)
 glue("pixel_filter_note", note, display=False)
 
 # %% [markdown]
@@ -265,22 +211,7 @@ for alpha in opacities:
                     "specificity %": metrics.specificity(mf.flagged, truth)})
 by_opacity = pd.DataFrame(op_rows)
 
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
-axes[0].errorbar(by_size["n"], by_size["mean"], yerr=[by_size["mean"] - by_size["min"],
-                 by_size["max"] - by_size["mean"]], fmt="o-", color=cols[0], capsize=3)
-axes[0].set_xscale("log")
-axes[0].set_xticks(class_sizes, [str(n) for n in class_sizes])
-axes[0].minorticks_off()
-axes[0].set_xlabel("target-class size n (poisoned share fixed)")
-axes[0].set_ylabel("filtering error %")
-axes[0].set_title(f"blend, {size_seeds} subsamples per size (range shown)", fontsize=9)
-axes[1].plot(by_opacity["signal norm ‖v‖"], by_opacity["error %"], "o-", color=cols[2])
-for _, r in by_opacity.iterrows():
-    axes[1].annotate(f"α = {r['opacity']:g}", (r["signal norm ‖v‖"], r["error %"]), fontsize=8,
-                     xytext=(4, 4), textcoords="offset points")
-axes[1].set_xlabel("measured signal norm ‖v‖ (normalised gradients)")
-axes[1].set_ylabel("filtering error %")
-fig.tight_layout()
+fig = page.cifar_error_figure(by_size, by_opacity, class_sizes, size_seeds)
 glue("fig_cifar_error", fig, display=False)
 plt.close(fig)
 glue("tab_opacity", by_opacity.set_index("opacity").round(2), display=False)

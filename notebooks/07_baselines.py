@@ -63,15 +63,15 @@ import pandas as pd
 import torch
 from myst_nb import glue
 
-from poisoncure import data, experiments, metrics, paper, plots
+from poisoncure import data, experiments, metrics, plots
 from poisoncure.defenses.activation_clustering import ActivationClustering
 from poisoncure.defenses.fine_pruning import FinePruning, keep_mask
 from poisoncure.defenses.neural_cleanse import NeuralCleanse
 from poisoncure.defenses.spectral import SpectralSignatures
+from poisoncure.pages import baselines_page as page
 from poisoncure.train import evaluate
 
 plots.set_style(profile)
-cols = plots.colours(6)
 classes = data.CLASSES
 
 cifar = data.load_cifar10()
@@ -94,13 +94,7 @@ ours = {p: experiments.get_poison_cure(trained[p], experiments.poison_cure_for(
 # what each method here takes as input besides the model.
 
 # %%
-needs = pd.DataFrame([
-    ("Poison as a Cure (chapters 3–6)", "yes", "no", "no", "no", "one-epoch fine-tuning"),
-    ("Spectral Signatures", "yes", "no", "bound ε", "yes, in the paper's comparison", "retrain from scratch"),
-    ("Activation Clustering", "yes", "no", "no (size rule)", "no", "retrain from scratch"),
-    ("Neural Cleanse", "no", "yes", "no", "no", "unlearning fine-tune"),
-    ("Fine-Pruning", "no", "yes", "no", "no", "pruning + fine-tune"),
-], columns=["defense", "training set", "clean data", "poison rate", "target class", "repair"]).set_index("defense")
+needs = page.NEEDS
 glue("tab_needs", needs, display=False)
 
 # %% [markdown]
@@ -152,13 +146,7 @@ for p in models:
     det_rows.append(detection_row(p, "Activation Clustering (smaller target cluster)",
                                   ac_res[p].cluster[rows] == 1, rows))
     det_rows.append(detection_row(p, "Spectral Signatures (target, 1.5ε)", ss_res[p].removed, rows))
-detection = pd.DataFrame(det_rows)
-for p in poisons:
-    for m, key in (("Poison as a Cure", "ours"), ("Activation Clustering (smaller target cluster)", "ac")):
-        sel = (detection.poison == p) & (detection.method == m)
-        spec_p, sens_p = paper.detection(p, pair, key)
-        detection.loc[sel, "paper, Tables 3–4: specificity"] = spec_p
-        detection.loc[sel, "paper, Tables 3–4: sensitivity"] = sens_p
+detection = page.with_paper_detection(pd.DataFrame(det_rows), poisons, pair)
 glue("tab_detection", detection.set_index(["poison", "method"]).round(1).astype(object).fillna("—"),
      display=False)
 for p in models:
@@ -180,18 +168,7 @@ glue("ac_flagged_all", "; ".join(f"{', '.join(classes[k] for k in np.flatnonzero
 
 # %%
 glue("target_name", classes[target], display=False)
-fig, ax = plt.subplots(figsize=(9, 3))
-w = 0.27
-for i, p in enumerate(models):
-    ax.bar(np.arange(10) + (i - (len(models) - 1) / 2) * w, ac_res[p].relative_size, w, color=cols[i],
-           label=f"{p} model")
-ax.axhline(ac.size_threshold, color="black", ls="--", lw=1, label=f"flag below {ac.size_threshold:g}")
-ax.set_xticks(np.arange(10), [c + (" (target)" if k == target else "") for k, c in enumerate(classes)],
-              rotation=20)
-ax.set_ylabel("smaller cluster / label")
-ax.set_ylim(0, 0.55)
-ax.legend(fontsize=8, ncol=4, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
-fig.tight_layout()
+fig = page.ac_sizes_figure(ac_res, ac.size_threshold, target, classes)
 glue("fig_ac_sizes", fig, display=False)
 plt.close(fig)
 
@@ -214,19 +191,8 @@ INTERMEDIATE = {"small_cnn": "features.5", "small_cnn_whitened": "features.7", "
 compare_layer = ss_layer or INTERMEDIATE.get(model)
 glue("ss_layer_name", "the penultimate features (ss_layer None), as Activation Clustering does" if ss_layer is None
      else f"the output of the module {ss_layer} (the parameter ss_layer)", display=False)
-fig, axes = plt.subplots(1, len(poisons), figsize=(5 * len(poisons), 3), squeeze=False)
-for ax, p in zip(axes[0], poisons, strict=True):
-    rows = target_rows(p)
-    is_poison = trained[p].train_set.is_poison[rows]
-    s = np.log10(ss_res[p].scores + 1e-12)
-    bins = np.linspace(s.min(), s.max(), 60)
-    ax.hist(s[~is_poison], bins, color=cols[0], alpha=0.7, label="clean")
-    ax.hist(s[is_poison], bins, color=cols[1], alpha=0.7, label="poisoned")
-    ax.axvline(s[ss_res[p].removed].min(), color="black", ls="--", lw=1, label="removed to the right")
-    ax.set_xlabel("log10 τ")
-    ax.set_title(f"{p} model")
-    ax.legend(fontsize=8)
-fig.tight_layout()
+fig = page.ss_scores_figure({p: ss_res[p] for p in poisons},
+                            {p: trained[p].train_set.is_poison[target_rows(p)] for p in poisons})
 glue("fig_ss_scores", fig, display=False)
 plt.close(fig)
 
@@ -296,36 +262,13 @@ glue("tab_ac_seeds", ac_seeds.round(1), display=False)
 nc = NeuralCleanse(steps=nc_steps, seed=seed, device=device, progress=False)
 nc_models = [*attacked, "clean"]
 nc_res = {p: experiments.get_reversed_triggers(trained[p], nc, clean_set)[0] for p in nc_models}
-fig = plots.image_grid([[nc_res[p].masks[k][..., None] * nc_res[p].patterns[k].transpose(1, 2, 0)
-                         for k in range(10)] for p in nc_models], [f"{p} model" for p in nc_models],
-                       list(classes), size=1.2)
+fig, fig_index = page.neural_cleanse_figures(nc_res, nc.anomaly_threshold, target, classes)
 glue("fig_nc", fig, display=False)
+glue("fig_nc_index", fig_index, display=False)
 plt.close(fig)
-fig, ax = plt.subplots(1, 2, figsize=(11, 3))
-w = 0.8 / len(nc_models)
-for i, p in enumerate(nc_models):
-    x = np.arange(10) + (i - (len(nc_models) - 1) / 2) * w
-    ax[0].bar(x, nc_res[p].l1, w, color=cols[i if p != "clean" else 2], label=f"{p} model")
-    ax[1].bar(x, nc_res[p].anomaly, w, color=cols[i if p != "clean" else 2], label=f"{p} model")
-ax[1].axhline(nc.anomaly_threshold, color="black", ls="--", lw=1, label="flag above")
-for a_, title in zip(ax, ("mask size ‖m‖₁ (pixels)", "anomaly index"), strict=True):
-    a_.set_xticks(np.arange(10), [c + ("*" if k == target else "") for k, c in enumerate(classes)], rotation=30,
-                  fontsize=8)
-    a_.set_title(title)
-    a_.legend(fontsize=7)
-fig.tight_layout()
-glue("fig_nc_index", fig, display=False)
-plt.close(fig)
-def nc_flags(p):
-    return ", ".join(classes[k] for k in np.flatnonzero(nc_res[p].flagged)) or "none"
-
-
-nc_text = [f"On the {p} model Neural Cleanse flags: {nc_flags(p)} (the target's anomaly index is "
-           f"{nc_res[p].anomaly[target]:.2f}, its mask covers {nc_res[p].l1[target]:.0f} pixels against a median of "
-           f"{np.median(nc_res[p].l1):.0f} over the ten labels)." for p in poisons if p in nc_res]
-nc_text += [f"The {p} model was not searched: its backdoor did not work." for p in poisons if p not in nc_res]
-glue("nc_text", " ".join(nc_text), display=False)
-glue("nc_flagged_clean", nc_flags("clean"), display=False)
+plt.close(fig_index)
+glue("nc_text", page.nc_text(nc_res, poisons, target, classes), display=False)
+glue("nc_flagged_clean", page.nc_flags(nc_res["clean"], classes), display=False)
 
 # %% [markdown]
 # ```{glue:figure} fig_nc
@@ -370,24 +313,7 @@ for p in attacked:
         m = evaluate(pruned, curve_set, specs[p], device)
         curve.append({"ratio": r, "clean accuracy (held out)": m.clean_accuracy, "ASR": m.attack_success_rate})
     fp_curves[p] = pd.DataFrame(curve)
-if attacked:
-    fig, axes = plt.subplots(1, len(attacked), figsize=(5 * len(attacked), 3.2), squeeze=False)
-    for ax, p in zip(axes[0], attacked, strict=True):
-        c = fp_curves[p]
-        ax.plot(100 * c["ratio"], fp_res[p].clean_accuracy, "o-", ms=3, color=cols[0], label="clean acc. (defender)")
-        ax.plot(100 * c["ratio"], c["clean accuracy (held out)"], "s-", ms=3, color=cols[2],
-                label="clean acc. (held out)")
-        ax.plot(100 * c["ratio"], c["ASR"], "^-", ms=3, color=cols[1], label="attack success")
-        ax.axvline(100 * fp_res[p].chosen_ratio, color="black", ls="--", lw=1, label="chosen")
-        ax.set_xlabel("channels pruned (%)")
-        ax.set_ylabel("%")
-        ax.set_title(f"{p} model")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-else:
-    fig, ax = plt.subplots(figsize=(4, 1))
-    ax.text(0.5, 0.5, "no model with a working backdoor", ha="center")
-    ax.axis("off")
+fig = page.fine_pruning_figure(fp_res, fp_curves)
 glue("fig_fp", fig, display=False)
 plt.close(fig)
 
@@ -446,22 +372,8 @@ for p in attacked:
     final.append(final_row(p, "Fine-Pruning", fp.repair(tm.model, clean_set, fp_res[p]),
                            note=f"{100 * fp_res[p].chosen_ratio:.0f}% of channels pruned"))
 final = pd.DataFrame(final, columns=["poison", "defense", "sensitivity", "specificity", "clean acc", "ASR", "note"])
-repairs = []
-for p in attacked:
-    sel = final.poison == p
-    final.loc[sel & (final.defense == "Poison as a Cure"), "paper, Table 5: ASR"] = paper.final_asr(pair, "ours")
-    final.loc[sel & (final.defense == "Spectral Signatures"), "paper, Table 5: ASR"] = paper.final_asr(pair, "ss")
-    listed = ", ".join(f"{r['defense']} " + (f"{r['ASR']:.1f}%" if pd.notna(r["ASR"]) else "not run here")
-                       for _, r in final[sel & (final.defense != "none")].iterrows())
-    before = final.loc[sel & (final.defense == "none"), "ASR"].iloc[0]
-    ran = final[sel & final["ASR"].notna() & (final.defense != "none")]
-    repairs.append(f"On the {p} model ({before:.1f}% attack success undefended), the attack success rate after "
-                   f"each repair: {listed}. Repairs that bring it "
-                   f"below 10 %: {', '.join(ran.defense[ran.ASR < 10]) or 'none'}; repairs that leave it at 10 % or "
-                   f"more: {', '.join(ran.defense[ran.ASR >= 10]) or 'none'}.")
-missed = [p for p in poisons if p not in attacked]
-glue("repairs_text", " ".join(repairs) + (f" The {' and '.join(missed)} model{'s' if len(missed) > 1 else ''} never "
-     "learned its backdoor (chapter 2), so there is nothing to repair on it." if missed else ""), display=False)
+final, repairs_text = page.repairs_text(final, poisons, attacked, pair)
+glue("repairs_text", repairs_text, display=False)
 glue("tab_final", final.set_index(["poison", "defense"]).round(1).astype(object).fillna("—"), display=False)
 
 # %% [markdown]

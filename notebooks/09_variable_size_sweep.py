@@ -44,16 +44,13 @@ results_profile = "smoke"  # whose committed sweep results to show (results/<pro
 live_point = "pair1-patch3-whitened_net-r0.1-s0"  # sweep point recomputed here beside its file ("" or None: none)
 
 # %%
-import matplotlib.colors as mcolors
-import matplotlib.patches as mpatches
 import matplotlib.pyplot as plt
-import matplotlib.ticker as mticker
 import numpy as np
 import pandas as pd
 from myst_nb import glue
-from scipy.stats import norm as gauss
 
 from poisoncure import data, experiments, plots, profiles, reproduce, sweep
+from poisoncure.pages import sweep_page as page
 
 plots.set_style(profile)
 classes = data.CLASSES
@@ -109,11 +106,7 @@ plt.close(fig)
 # resumes where it stopped: `python -m poisoncure.reproduce --profile <profile> --grid sweep`.
 
 # %%
-asr = table[table.defense == "none"].groupby(["trigger", "rate"])["ASR before"].mean()
-cover = pd.DataFrame([[f"ASR {asr[t, r]:.0f} %" if (t, r) in asr.index else "missing" for r in rates]
-                      for t in order], index=order, columns=[f"{100 * r:g} %" for r in rates])
-cover.index.name = "trigger"
-cover.columns.name = "poison rate"
+cover = page.coverage_table(table, order, rates)
 glue("tab_cover", cover, display=False)
 
 # %% [markdown]
@@ -124,71 +117,15 @@ glue("tab_cover", cover, display=False)
 # ```
 
 # %%
-def by_point(df, col):
-    """Mean over seeds of one column, and its min and max (the seed spread), per (defense, rate, trigger)."""
-    g = df.groupby(["defense", "rate", "trigger"])[col]
-    return g.mean().rename("mean").to_frame().join(g.min().rename("lo")).join(g.max().rename("hi")).reset_index()
-
-
-def placeholder(text="no sweep results yet"):
-    """A small figure that says why there is nothing to plot."""
-    fig, ax = plt.subplots(figsize=(4, 0.8))
-    ax.text(0.5, 0.5, text, ha="center", va="center")
-    ax.axis("off")
-    return fig
-
-
-colours = {"none": "black", **dict(zip(sweep.DEFENSES, plots.colours(len(sweep.DEFENSES)), strict=True))}
-markers = dict(zip(("none", *sweep.DEFENSES), "o^sDvP", strict=True))
-
-
 def per_rate_figure(df, col, ylabel, defenses, title):
-    """One panel per poison rate; x: the triggers smallest to largest; one line per defense (seed spread as bars)."""
-    fig, axes = plt.subplots(1, len(rates), figsize=(3.4 * len(rates), 3.4), sharey=True, squeeze=False)
-    pts = by_point(df, col)
-    x_of = {t: i for i, t in enumerate(order)}
-    for ax, rate in zip(axes[0], rates, strict=True):
-        for name in defenses:
-            p = pts[(pts.defense == name) & (pts.rate == rate)].dropna(subset=["mean"])
-            if p.empty:
-                continue
-            p = p.assign(x=p.trigger.map(x_of)).sort_values("x")
-            ax.errorbar(p.x, p["mean"], yerr=[p["mean"] - p.lo, p.hi - p["mean"]], marker=markers[name], ls="-",
-                        color=colours[name], ms=4, lw=1.2, capsize=2, label=name if name != "none" else
-                        "no defense")
-        ax.axvline(len([t for t in triggers if t["poison"] != "blend"]) - 0.5, color="grey", lw=0.6, ls=":")
-        ax.set_xticks(range(len(order)), order, rotation=45, ha="right", fontsize=8)
-        ax.set_xlim(-0.5, len(order) - 0.5)
-        ax.set_title(f"poison rate {100 * rate:g} %", fontsize=9)
-    axes[0][0].set_ylabel(ylabel)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    for ax in axes[0][1:]:
-        h, lab = ax.get_legend_handles_labels()
-        for hh, ll in zip(h, lab, strict=True):
-            if ll not in labels:
-                handles.append(hh)
-                labels.append(ll)
-    if handles:
-        fig.legend(handles, labels, loc="upper center", ncol=min(6, len(labels)), fontsize=8, frameon=False,
-                   bbox_to_anchor=(0.5, 1.06))
-    fig.suptitle(title, y=1.12, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return page.per_rate_figure(df, col, ylabel, defenses, title, triggers, rates)
 
 
-# %% [markdown]
-# ## The attack: how large must a trigger be to be learned?
-#
-# Before any defense: the attack success (triggered base-class test images sent to the target) and the clean
-# accuracy of each point's model. A point whose attack success stays below 50 % has no working backdoor: no repair
-# runs on it, and detecting "nothing" there is the right answer.
-
-# %%
 if len(table):
     fig = per_rate_figure(table[table.defense == "none"], "ASR before", "attack success before (%)", ["none"],
                           "The undefended models")
 else:
-    fig = placeholder()
+    fig = plots.placeholder("no sweep results yet")
 glue("fig_attack", fig, display=False)
 plt.close(fig)
 works = table[(table.defense == "none")]
@@ -217,33 +154,7 @@ glue("not_learned", ", ".join(f"{r.trigger} at {100 * r.rate:g} %" for r in work
 # samples too.
 
 # %%
-lab = table[(table.defense.isin(["Poison as a Cure", "Activation Clustering", "Neural Cleanse"]))]
-if len(lab):
-    flags = (lab.assign(hit=lab["flags target"].astype(float))
-             .groupby(["defense", "rate", "trigger"])["hit"].mean().unstack("trigger")
-             .reindex(columns=[t for t in order if t in set(lab.trigger)]))
-    fig, ax = plt.subplots(figsize=(2.5 + 0.6 * flags.shape[1], 1.8 + 0.38 * len(flags)))
-    hit_colours = ("#eeeeee", "#7fc97f")  # does not name the target / names it (light, so the marks stay legible)
-    ax.imshow(flags.to_numpy(dtype=float), cmap=mcolors.ListedColormap(hit_colours), vmin=0, vmax=1, aspect="auto")
-    ax.grid(False)
-    ax.set_xticks(range(flags.shape[1]), flags.columns, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(len(flags)), [f"{d}, {100 * r:g} %" for d, r in flags.index], fontsize=8)
-    working = table[table.defense == "none"].set_index(["rate", "trigger"])["attack works"]
-    for i, (_name, r) in enumerate(flags.index):
-        for j, t in enumerate(flags.columns):
-            v = flags.iloc[i, j]
-            if np.isnan(v):
-                continue
-            ok = bool(working.get((r, t), False))
-            ax.text(j, i, ("✓" if v >= 0.5 else "✗") + ("" if ok else "*"), ha="center", va="center", fontsize=10,
-                    color="black")
-    ax.set_title("names the target label (* = attack not learned)", fontsize=9)
-    ax.legend(handles=[mpatches.Patch(color=hit_colours[1], label="✓ names the target"),
-                       mpatches.Patch(color=hit_colours[0], label="✗ does not")],
-              loc="upper center", bbox_to_anchor=(0.5, -0.3), ncols=2, fontsize=8, frameon=False)
-    fig.tight_layout()
-else:
-    fig = placeholder()
+fig = page.flags_figure(table, order)
 glue("fig_flags", fig, display=False)
 plt.close(fig)
 
@@ -254,7 +165,7 @@ if len(table):
     fig_spec = per_rate_figure(table[table["attack works"]], "specificity", "specificity in the target (%)",
                                sample_defs, "Clean samples kept")
 else:
-    fig_sens, fig_spec = placeholder(), placeholder()
+    fig_sens, fig_spec = (plots.placeholder("no sweep results yet") for _ in range(2))
 glue("fig_sens", fig_sens, display=False)
 glue("fig_spec", fig_spec, display=False)
 plt.close("all")
@@ -297,7 +208,7 @@ if len(ran):
     fig_acc = per_rate_figure(ran, "clean after", "clean accuracy after (%)", repair_defs,
                               "What each repair costs")
 else:
-    fig_asr, fig_acc = (placeholder("no point with a working attack yet") for _ in range(2))
+    fig_asr, fig_acc = (plots.placeholder("no point with a working attack yet") for _ in range(2))
 glue("fig_asr", fig_asr, display=False)
 glue("fig_acc", fig_acc, display=False)
 plt.close("all")
@@ -337,102 +248,16 @@ if len(breaks):
 glue("tab_breaks", breaks, display=False)
 
 
-def fails_on(defense):
-    if not len(breaks) or defense not in breaks.index.get_level_values(0):
-        return "— (no working attack)"
-    sub = breaks.loc[defense]
-    parts = [f"{r}: {v}" for r, v in sub["repair fails on"].items() if v != "—"]
-    return "; ".join(parts) or "none (its repair works on every working attack)"
-
-
 for key, name in (("ours", "Poison as a Cure"), ("nc", "Neural Cleanse"), ("fp", "Fine-Pruning")):
-    glue(f"fails_{key}", fails_on(name), display=False)
+    glue(f"fails_{key}", page.fails_on(breaks, name), display=False)
 
-# %% [markdown]
-# ```{glue:figure} tab_breaks
-# :name: tab-sweep-breaks
-#
-# Where each defense stops working, per poison rate (triggers smallest to largest; "—": none).
-# ```
-#
-# Working attacks that survive the repair (attack success ≥ 10 % after it), per rate — the paper's method:
-# {glue:text}`fails_ours`. Neural Cleanse: {glue:text}`fails_nc`. Fine-Pruning: {glue:text}`fails_fp`.
-#
-# ## Theorem 5.1 on the sweep: filtering error against the signal
-#
-# Chapter 4's theorem says the filtering error falls as the poison signal grows relative to the noise, like
-# σ²/‖v‖² (the reconstructed bound; its constant is lost) — for a Gaussian picture of the two clusters, like the
-# tail Φ(−‖v‖/2σ). Every point of the sweep gives one measurement of both sides: ‖v‖ and σ from the normalised
-# input gradients of the target class with the true poison labels, and the error of the paper's filtering step
-# run on that class (the theorem's setting: the class is given, whatever the class scan of chapter 5 decided). The
-# dotted curve is C·σ²/‖v‖² with the one constant C fitted to the points (least squares on the log of the
-# non-zero errors); the dashed curve is the Gaussian tail, with no free constant.
 
-# %%
-ours = table[(table.defense == "none")].copy()
-ours["snr"] = ours["signal norm"] / ours["signal sigma"]
-ours["error"] = ours["target filter error"]
-ZERO_AT = 0.01  # where a measured error of exactly 0 is drawn: in its own band, as a downward triangle
-fig, ax = plt.subplots(figsize=(6.4, 4.2))
-fam_col = dict(zip(("pixel", "patch", "blend"), plots.colours(3), strict=True))
-ax.axhspan(0.005, 0.02, color="0.92", lw=0)
-for (fam, ok), g in ours.groupby(["family", "attack works"]):
-    for zero, part in g.groupby(g.error <= 0):
-        ax.scatter(part.snr, np.full(len(part), ZERO_AT) if zero else part.error,
-                   s=[24 + 40 * r / max(rates) for r in part.rate],
-                   marker="v" if zero else "o", facecolor=fam_col[fam] if ok else "none", edgecolor=fam_col[fam],
-                   lw=1.2, alpha=0.9, label=None if zero else f"{fam}, attack {'works' if ok else 'not learned'}")
-fit_c = np.nan
-if len(ours):
-    nz = ours[(ours.error > 0) & ours.snr.notna() & (ours.snr > 0)]
-    xs = np.geomspace(max(ours.snr.min() * 0.8, 0.3), ours.snr.max() * 1.2, 100)
-    if len(nz):
-        fit_c = float(np.exp(np.mean(np.log(nz.error) + 2 * np.log(nz.snr))))
-        ax.plot(xs, fit_c / xs ** 2, "k:", lw=1, label=f"C·σ²/‖v‖², C = {fit_c:.3g}")
-    ax.plot(xs, 100 * gauss.cdf(-xs / 2), "k--", lw=1, label="100·Φ(−‖v‖/2σ)")
-ax.set_xscale("log")
-ax.set_yscale("log")
-ax.set_ylim(0.005, 150)
-lo, hi = ax.get_xlim()
-ax.set_xticks([t for t in (1, 2, 3, 5, 10, 20, 30, 50, 100, 200) if lo <= t <= hi])
-ax.xaxis.set_major_formatter(mticker.ScalarFormatter())
-ax.xaxis.set_minor_formatter(mticker.NullFormatter())
-ax.set_xlim(lo, hi)
-ax.text(ax.get_xlim()[0], 0.014, " error 0 (▼)", ha="left", va="center", fontsize=8, color="0.3")
-ax.set_xlabel("measured ‖v‖ / σ (normalised gradients, target class)")
-ax.set_ylabel("filtering error %")
-ax.legend(fontsize=7, title="marker size ∝ poison rate", title_fontsize=7, loc="upper left",
-          bbox_to_anchor=(1.01, 1.0))
-fig.tight_layout()
+ours = page.theorem_points(table)
+fig, fit_c = page.theorem_figure(ours, rates)
 glue("fig_theorem", fig, display=False)
 plt.close(fig)
-corr = ours[["snr", "error"]].corr(method="spearman").iloc[0, 1] if len(ours) > 2 else np.nan
-glue("snr_corr", f"{corr:+.2f}" if np.isfinite(corr) else "undefined (fewer than three points, or a constant "
-     "column)", display=False)
-glue("snr_range", f"{ours.snr.min():.1f}–{ours.snr.max():.1f}" if len(ours) else "—", display=False)
-# the theorem's shape against the measurements: how many orders of magnitude (log10) separate each non-zero
-# measured error from the Gaussian tail and from the fitted curve, over the points whose attack works
-works = ours[ours["attack works"] & (ours.error > 0) & (ours.snr > 0)]
-tail_gap = np.log10(works.error / (100 * gauss.cdf(-works.snr / 2))) if len(works) else pd.Series(dtype=float)
-fit_gap = (np.log10(works.error / (fit_c / works.snr ** 2)).abs() if len(works) and np.isfinite(fit_c)
-           else pd.Series(dtype=float))
-n_zero = int((ours["attack works"] & (ours.error <= 0)).sum())
-SHAPE_HOLDS = 0.5  # the shape "holds" when the median point lies within half an order of magnitude (x3) of it
-if not len(works):
-    theorem_reading = "No learned attack has a non-zero filtering error here, so the curve's shape is not tested."
-else:
-    direction = ("The direction holds: the error falls as the signal grows" if np.isfinite(corr) and corr < 0 else
-                 "Even the direction does not hold here: the error does not fall as the signal grows")
-    shape = ("and the shape holds too" if tail_gap.abs().median() <= SHAPE_HOLDS or fit_gap.median() <= SHAPE_HOLDS
-             else "but the shape does not")
-    theorem_reading = (
-        f"{direction}, {shape}. Over the {len(works)} learned attacks with a non-zero error, the measured error lies a "
-        f"median of {tail_gap.median():.1f} orders of magnitude above the Gaussian tail (up to {tail_gap.max():.1f}), "
-        f"and the fitted C·σ²/‖v‖² misses them by a median of {fit_gap.median():.1f} orders of magnitude (up to "
-        f"{fit_gap.max():.1f}); a shape that held would put the median point within {SHAPE_HOLDS:g} of one of them. "
-        f"{n_zero} learned attack{'s have' if n_zero != 1 else ' has'} no filtering error at all (▼), which neither "
-        "curve reaches at a finite signal. The bound orders the attacks; it does not predict how large the error is.")
-glue("theorem_reading", theorem_reading, display=False)
+for name, text in page.theorem_texts(ours, fit_c).items():
+    glue(name, text, display=False)
 
 # %% [markdown]
 # ```{glue:figure} fig_theorem
@@ -464,14 +289,9 @@ if live_point and live is None:
 if live is not None:
     fresh = reproduce.execute(results_profile, live, device=device, data=cifar)
     both = [("this build", fresh)] + [("committed file", r) for r in records if r["name"] == live.name]
-    cmp = sweep.point_table([r for _, r in both]).assign(
-        source=[s for s, _ in both for _ in range(1 + len(sweep.DEFENSES))])
-    cmp = cmp.set_index(["defense", "source"])[["ASR before", "sensitivity", "specificity", "clean after",
-                                               "ASR after"]]
-    cmp = cmp.reindex(pd.MultiIndex.from_product([["none", *sweep.DEFENSES], [s for s, _ in both]]))
     glue("live_where", "; ".join(f"{src}: {r['provenance']['device']}, commit {r['provenance']['commit'][:12]}"
                                  for src, r in both), display=False)
-    glue("tab_live", cmp.round(2).astype(object).where(cmp.notna(), "—"), display=False)
+    glue("tab_live", page.live_table(both), display=False)
     glue("live_seconds", fresh["provenance"]["wall_seconds"], display=False)
     glue("live_name", live.name, display=False)
 else:

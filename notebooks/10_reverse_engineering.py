@@ -69,14 +69,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from myst_nb import glue
-from scipy import stats
 
-from poisoncure import attacks, data, experiments, models, plots, reproduce
+from poisoncure import data, experiments, plots, reproduce
 from poisoncure.defenses.neural_cleanse import NeuralCleanse
 from poisoncure.defenses.reverse_engineer import ReverseEngineeringDetector, pattern_correlation
+from poisoncure.pages import reverse_page as page
 
 plots.set_style(profile)
-cols = plots.colours(6)
 classes = data.CLASSES
 
 cifar = data.load_cifar10()
@@ -115,15 +114,7 @@ fig = plots.image_grid([list(examples), list(add_spec.trigger.apply(examples)),
                        ["clean", "with pattern", "pattern |v|"], size=1.4)
 glue("fig_additive", fig, display=False)
 plt.close(fig)
-rows = []
-for name, tm in trained.items():
-    spec_ = experiments.attack_spec_or_none(tm)
-    rows.append({"model": name, "training images": len(tm.train_set),
-                 "poisoned": int(tm.train_set.is_poison.sum()) if spec_ else 0,
-                 "clean accuracy %": tm.metrics.clean_accuracy,
-                 "attack success %": tm.metrics.attack_success_rate if spec_ else np.nan,
-                 "trained in (s)": tm.history.seconds})
-glue("tab_models", pd.DataFrame(rows).set_index("model").round(1).astype(object).fillna("—"), display=False)
+glue("tab_models", page.models_table(trained), display=False)
 glue("add_l2", f"‖v‖₂ = {additive_l2:g}", display=False)
 glue("add_levels", float(255 * delta[delta > 0].mean()), display=False)
 glue("add_n_poison", int(trained[additive_pattern].train_set.is_poison.sum()), display=False)
@@ -168,23 +159,7 @@ for name, tm in trained.items():
     results[name], search_prov[name] = experiments.get_pair_search(tm, detector, clean_set)
 
 shown = [additive_pattern, "blend", "clean"]
-fig, axes = plt.subplots(2, 2, figsize=(6.7, 6.8))  # two per row: each map wide enough for its class names
-axes = axes.ravel()
-axes[-1].axis("off")
-for ax, name in zip(axes, shown, strict=False):
-    n = results[name].search.norms.copy()
-    np.fill_diagonal(n, np.nan)
-    im = ax.imshow(n, cmap="viridis", vmin=0, vmax=np.nanpercentile(n, 95))
-    ax.set_xticks(range(10), classes, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(10), classes, fontsize=8)
-    ax.set_xlabel("target t")
-    ax.set_ylabel("source s")
-    ax.grid(False)
-    r = results[name]
-    ax.add_patch(plt.Rectangle((r.target - 0.5, r.source - 0.5), 1, 1, fill=False, color="red", lw=2))
-    ax.set_title(f"{name} model: p = {r.p_value:.1e}", fontsize=10)
-    fig.colorbar(im, ax=ax, fraction=0.046, label="‖v_st‖₂")
-fig.tight_layout()
+fig = page.heatmaps(results, shown, classes)
 glue("fig_heatmaps", fig, display=False)
 plt.close(fig)
 
@@ -204,79 +179,14 @@ plt.close(fig)
 # included, which widens it and weakens the test — the comparison of the paper's Table 5.
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-off = ~np.eye(10, dtype=bool)
-for ax, name in zip(axes, shown, strict=True):
-    r = results[name]
-    s_ = r.statistics[off]
-    grid = np.linspace(0, s_.max() * 1.05, 300)
-    ax.hist(s_, bins=30, density=True, color=cols[0], alpha=0.6, label="statistics r = 1/‖v‖")
-    ax.plot(grid, stats.gamma.pdf(grid, r.null.shape, scale=r.null.scale), color="k", label="truncated null")
-    ax.plot(grid, stats.gamma.pdf(grid, r.naive.shape, scale=r.naive.scale), color="k", ls="--", label="naive null")
-    ax.axvline(r.null.r_max, color=cols[3], lw=1.5, label="largest")
-    ax.set_title(f"{name}: p = {r.null.p_value:.1e} (naive {r.naive.p_value:.1e})", fontsize=11)
-    ax.set_xlabel("r")
-    ax.legend(fontsize=9)
-fig.tight_layout()
+fig = page.null_fits(results, shown)
 glue("fig_nulls", fig, display=False)
 plt.close(fig)
 
-det_rows = []
-for name, r in results.items():
-    n = r.search.norms[off]
-    det_rows.append({"model": name, "clean accuracy %": trained[name].metrics.clean_accuracy,
-                     "reported pair": f"{classes[r.source]} → {classes[r.target]}",
-                     "its norm": r.search.norms[r.source, r.target], "median norm": float(np.median(n)),
-                     "p (truncated null)": r.null.p_value, "p (naive null)": r.naive.p_value,
-                     "called attacked": r.detected, "pairs not reached": int((~r.search.reached[off]).sum()),
-                     "search (s)": search_prov[name].get("wall_seconds", np.nan)})
-detections = pd.DataFrame(det_rows).set_index("model")
-fmt = detections.copy()
-for c in ("p (truncated null)", "p (naive null)"):
-    fmt[c] = fmt[c].map(lambda v: f"{v:.2e}")
-glue("tab_xiang", fmt.round(2), display=False)
-ra = results[additive_pattern]
-glue("xiang_pair_additive", f"{classes[ra.source]} → {classes[ra.target]}", display=False)
-glue("xiang_true_pair", f"{classes[src_true]} → {classes[tgt_true]}", display=False)
-glue("xiang_p_additive", f"{ra.null.p_value:.1e}", display=False)
-glue("xiang_pnaive_additive", f"{ra.naive.p_value:.1e}", display=False)
-glue("xiang_correct", "the true pair" if (ra.source, ra.target) == (src_true, tgt_true) else "not the true pair",
-     display=False)
-rb = results["blend"]
-glue("xiang_pair_blend", f"{classes[rb.source]} → {classes[rb.target]}", display=False)
-glue("xiang_p_blend", f"{rb.null.p_value:.1e}", display=False)
-glue("xiang_blend_true_norm", float(rb.search.norms[attacks.class_index(shared.base),
-                                                    attacks.class_index(shared.target)]), display=False)
-glue("xiang_blend_true_pair", f"{shared.base} → {shared.target}", display=False)
-rc = results["clean"]
-glue("xiang_pair_clean", f"{classes[rc.source]} → {classes[rc.target]}", display=False)
-glue("xiang_p_clean", f"{rc.null.p_value:.1e}", display=False)
-glue("xiang_clean_verdict", "a false alarm" if rc.detected else "no alarm", display=False)
-
-# %% [markdown]
-# ```{glue:figure} fig_nulls
-# :name: fig-nulls
-#
-# The 90 statistics with the truncated (solid) and naive (dashed) Gamma nulls; the vertical line is the
-# largest statistic, whose p-value is given.
-# ```
-#
-# ```{glue:figure} tab_xiang
-# :name: tab-xiang
-#
-# The detection on every model of the chapter ({glue:text}`xiang_theta_text`).
-# ```
-#
-# On the additive model the reported pair is {glue:text}`xiang_pair_additive` — {glue:text}`xiang_correct`
-# ({glue:text}`xiang_true_pair`) — with p = {glue:text}`xiang_p_additive` under the truncated null and
-# {glue:text}`xiang_pnaive_additive` under the naive one. On the blend model it reports
-# {glue:text}`xiang_pair_blend` (p = {glue:text}`xiang_p_blend`): a blend at 20% opacity moves every pixel by
-# tens of grey levels, and the smallest perturbation that does the blend's work for the true pair
-# ({glue:text}`xiang_blend_true_pair`, norm {glue:text}`xiang_blend_true_norm:.2f`) is no smaller than natural
-# pairs — the method assumes a small additive trigger, and this one is neither small nor additive. On the clean
-# model it reports {glue:text}`xiang_pair_clean` with p = {glue:text}`xiang_p_clean`: {glue:text}`xiang_clean_verdict`.
-
-# %%
+glue("tab_xiang", page.detection_table(results, trained, search_prov, classes), display=False)
+for name, text in page.search_texts(results, additive_pattern, (src_true, tgt_true), (shared.base, shared.target),
+                                    classes).items():
+    glue(name, text, display=False)
 glue("xiang_theta_text", f"π = {pi:g}, θ = {theta:g}, {search_per_class} clean images per class, step "
      f"{search_eta:g}, bound {search_bound:g}", display=False)
 
@@ -332,30 +242,7 @@ glue("est_norm", float(np.linalg.norm(est)), display=False)
 clean_names = [n for n in results if n.startswith("clean")]
 full_runs = reproduce.load_results("full", "reverse")  # committed GPU results (python -m poisoncure.reproduce)
 full_clean = [r for r in full_runs if r["params"]["poison"] == "clean"]
-fig, ax = plt.subplots(figsize=(6.5, 3.4))
-for i, name in enumerate(clean_names):
-    r = results[name]
-    acc = trained[name].metrics.clean_accuracy
-    ax.scatter(acc, r.null.p_value, color=cols[i], s=40, zorder=3,
-               label=f"{models.MODEL_NAMES[model]}, this build (CPU)" if i == 0 else None)
-    ax.annotate(f"{name}\n{classes[r.source]} → {classes[r.target]}", (acc, r.null.p_value), fontsize=7,
-                xytext=(6, -4), textcoords="offset points", va="top")  # below: the squares' labels sit above
-for j, rec in enumerate(full_clean):
-    x_ = rec["results"]["xiang"]
-    acc = rec["results"]["before"]["clean_accuracy"]
-    ax.scatter(acc, x_["p_value"], marker="s", color=cols[5], s=40, zorder=3,
-               label="ResNet-18, full profile (GPU, committed)" if j == 0 else None)
-    ax.annotate(f"{rec['params']['recipe']['train_per_class'] or 5000}/class", (acc, x_["p_value"]), fontsize=7,
-                xytext=(0, 6 + 8 * (j % 2)), textcoords="offset points", ha="center", va="bottom")
-ax.axhline(theta, color="black", ls="--", lw=1, label=f"θ = {theta:g}")
-ax.set_xlim(right=max(ax.get_xlim()[1], 100))
-ax.set_yscale("log")
-lo = ax.get_ylim()[0]
-ax.set_ylim(lo / 300, 30)  # room for the labels below the lowest point and above p = 1
-ax.set_xlabel("clean accuracy %")
-ax.set_ylabel("p-value (truncated null)")
-ax.legend(fontsize=8)
-fig.tight_layout()
+fig = page.false_alarm_figure(results, trained, clean_names, full_clean, model, theta, classes)
 glue("fig_false_alarms", fig, display=False)
 plt.close(fig)
 n_false = int(sum(results[n].detected for n in clean_names))
@@ -396,43 +283,8 @@ if len(full_table):
 else:
     glue("tab_full", pd.DataFrame({"note": ["no committed full-profile results in results/full/reverse"]}),
          display=False)
-full_add = [r for r in full_runs if r["params"]["poison"] in experiments.ADDITIVE]
-if full_add:
-    ra_ = full_add[0]["results"]
-    asr_ = ra_["before"]["attack_success_rate"]
-    l2_ = full_add[0]["params"]["recipe"]["additive_l2"]
-    glue("full_additive", (f"The additive model (chessboard, ‖v‖₂ = {l2_:g}) reached an attack success of only "
-                           f"{asr_:.1f}%: in {full_add[0]['params']['recipe']['epochs']} epochs the ResNet-18 did "
-                           "not learn so faint a pattern. The pair search calls it "
-                           f"{'attacked' if ra_['xiang']['detected'] else 'clean'} (p = "
-                           f"{ra_['xiang']['p_value']:.2f}), the paper's method flags "
-                           f"{classes[ra_['ours']['candidate']] if ra_['ours']['poisoned'] else 'nothing'}, and "
-                           "Neural Cleanse flags "
-                           f"{', '.join(classes[k] for k in ra_['neural_cleanse']['flagged']) or 'nothing'} (the "
-                           f"attack's target is {classes[ra_['target']]}). Whether the search finds a learned "
-                           "additive backdoor at this scale stays open until a stronger pattern or a longer "
-                           "schedule is run." if asr_ < 50 else
-                           f"The additive model (chessboard, ‖v‖₂ = {l2_:g}) sends {asr_:.1f}% of the triggered "
-                           f"images to the target; the search reports {classes[ra_['xiang']['source']]} → "
-                           f"{classes[ra_['xiang']['target']]} with p = {ra_['xiang']['p_value']:.1e}."),
-         display=False)
-else:
-    glue("full_additive", "No committed full-profile result for the additive model.", display=False)
-n_full_fa = sum(r["results"]["xiang"]["detected"] for r in full_clean)
-full_p = ", ".join(f"p = {r['results']['xiang']['p_value']:.2f} at {r['results']['before']['clean_accuracy']:.1f}% "
-                   "clean accuracy" for r in sorted(full_clean, key=lambda r: r["results"]["before"]["clean_accuracy"]))
-if not full_clean:
-    full_clean_text = "No committed full-profile clean models."
-elif n_full_fa == 0:
-    full_clean_text = (f"None of the {len(full_clean)} clean ResNet-18s is called attacked ({full_p}), including the "
-                       "least accurate one: at the full profile's scale the false alarms of this build's CPU models "
-                       "disappear, which is the regime of the paper's false-positive rate. Architecture, schedule, "
-                       "augmentation and the number of search images (100 per class instead of "
-                       f"{search_per_class}) all differ between the two, so this does not say which of them matters")
-else:
-    full_clean_text = (f"{n_full_fa} of the {len(full_clean)} clean ResNet-18s are called attacked ({full_p}): false "
-                       "alarms persist at the full profile's scale")
-glue("full_clean_text", full_clean_text, display=False)
+for name, text in page.full_profile_texts(full_runs, search_per_class, classes).items():
+    glue(name, text, display=False)
 
 # %% [markdown]
 # ```{glue:figure} tab_full
@@ -457,38 +309,13 @@ nc = NeuralCleanse(steps=nc_steps, seed=seed, device=device, progress=False)
 compare = []
 for name in shown:
     tm = trained[name]
-    spec_ = experiments.attack_spec_or_none(tm)
-    t_true = spec_.target if spec_ else None
-    s_true = spec_.base if spec_ else None
-    r = results[name]
-    compare.append({"model": name, "detector": "Xiang et al. (pairs)", "called attacked": r.detected,
-                    "target named": classes[r.target] if r.detected else "—",
-                    "source named": classes[r.source] if r.detected else "—",
-                    "right target": (r.target == t_true) if (r.detected and spec_) else np.nan,
-                    "right source": (r.source == s_true) if (r.detected and spec_) else np.nan})
-    nc_trig, _ = experiments.get_reversed_triggers(tm, nc, clean_set)
-    flagged = np.flatnonzero(nc_trig.flagged)
-    nc_t = int(np.argmax(nc_trig.anomaly)) if len(flagged) else None
-    compare.append({"model": name, "detector": "Neural Cleanse (labels)", "called attacked": bool(len(flagged)),
-                    "target named": ", ".join(classes[k] for k in flagged) or "—", "source named": "n/a",
-                    "right target": (nc_t == t_true) if (nc_t is not None and spec_) else np.nan,
-                    "right source": np.nan})
     cure = experiments.get_poison_cure(tm, experiments.poison_cure_for(
         recipes[name], threshold=threshold, progress=False, device=device), neutralize=False, data=cifar)
-    scan, base = cure.result.scan, cure.result.base
-    compare.append({"model": name, "detector": "Poison as a Cure (gradients)", "called attacked": bool(scan.poisoned),
-                    "target named": classes[scan.target] if scan.poisoned else "—",
-                    "source named": classes[base.base] if (scan.poisoned and base is not None) else "—",
-                    "right target": (scan.target == t_true) if (scan.poisoned and spec_) else np.nan,
-                    "right source": (base.base == s_true) if (scan.poisoned and spec_ and base is not None)
-                    else np.nan})
+    compare += page.comparison_rows(name, tm, results[name], experiments.get_reversed_triggers(tm, nc, clean_set)[0],
+                                    cure.result, classes)
 comparison = pd.DataFrame(compare).set_index(["model", "detector"]).astype(object).fillna("—")
 glue("tab_compare", comparison, display=False)
-needs = pd.DataFrame([
-    ("Xiang et al. (pairs)", "no", "yes (a few per class)", "gradients w.r.t. the input", "source and target"),
-    ("Neural Cleanse (labels)", "no", "yes", "gradients w.r.t. the input", "target"),
-    ("Poison as a Cure (gradients)", "yes", "no", "gradients w.r.t. the input", "target, base, poisoned samples"),
-], columns=["detector", "training set", "clean data", "model access", "what it names"]).set_index("detector")
+needs = page.NEEDS
 glue("tab_xiang_needs", needs, display=False)
 
 # %% [markdown]

@@ -85,15 +85,20 @@ results_profile = "cpu-cnn"  # whose committed runs of every attack to show (res
 
 # %%
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 from myst_nb import glue
 
 from poisoncure import attacks, data, experiments, hygiene, plots, reproduce
 from poisoncure.defenses.poishygiene import PoisHygiene
+from poisoncure.pages import hygiene_page as page
+
+
+def glue_texts(texts):
+    for name, text in texts.items():
+        glue(name, text, display=False)
+
 
 plots.set_style(profile)
-cols = plots.colours(6)
 fashion = data.load_fashion_mnist()
 fclasses = fashion.train.classes
 
@@ -123,31 +128,10 @@ fm_refs = [hygiene.get_reference(hygiene.ReferenceRecipe("fashion-mnist", k, ref
 # from Debian's `dataset-fashion-mnist` package, which the set-up installs.
 
 # %%
-test_rows = np.flatnonzero(fashion.test.y != fm_target)[:6]
-examples = fashion.test.x[test_rows]
-grid_rows, grid_labels = [list(examples)], ["clean"]
-for a in fm_attacks:
-    if not isinstance(suspects[a].trigger(), attacks.NoTrigger):  # Mislabel and the clean-label attacks: no trigger
-        grid_rows.append(list(suspects[a].trigger().apply(examples)))
-        grid_labels.append(a)
-fig = plots.image_grid(grid_rows, grid_labels, [fclasses[c] for c in fashion.test.y[test_rows]], size=1.3)
+fig = page.trigger_examples(fashion.test, suspects, fm_attacks, fm_target)
 glue("fig_fm_examples", fig, display=False)
 plt.close(fig)
-
-rows = []
-for name, tm in fm_models.items():
-    spec_ = experiments.attack_spec_or_none(tm)
-    rows.append({"model": f"suspect: {name}", "architecture": "Model I", "training images": len(tm.train_set),
-                 "poisoned": int(tm.train_set.is_poison.sum()) if spec_ else 0,
-                 "clean accuracy %": tm.metrics.clean_accuracy,
-                 "attack success %": tm.metrics.attack_success_rate if spec_ else np.nan,
-                 "trained in (s)": tm.history.seconds})
-for r in fm_refs:
-    rows.append({"model": f"reference: Model {r.recipe.model}", "architecture": f"Model {r.recipe.model}",
-                 "training images": r.recipe.train_size, "poisoned": 0, "clean accuracy %": r.accuracies[-1],
-                 "attack success %": np.nan, "trained in (s)": r.provenance.get("wall_seconds", np.nan)})
-fm_table = pd.DataFrame(rows).set_index("model")
-glue("tab_fm_models", fm_table.round(1).astype(object).fillna("—"), display=False)
+glue("tab_fm_models", page.models_table(fm_models, fm_refs).round(1).astype(object).fillna("—"), display=False)
 glue("fm_train_size", f"{fm_train_size:,}", display=False)
 glue("fm_rate", f"{100 * fm_poison_rate:g} %", display=False)
 glue("fm_target_name", fclasses[fm_target], display=False)
@@ -189,58 +173,18 @@ ph = PoisHygiene(probes=probes, steps=hygiene_steps, warm_steps=warm_steps, cali
 fm_scans, fm_scan_prov = {}, {}
 for name, tm in fm_models.items():
     fm_scans[name], fm_scan_prov[name] = hygiene.get_scan(tm.recipe.cache_config(), tm.model, fm_refs, ph)
-
-
-def prob_bars(ax, scans, names, labels, target=None):
-    x = np.arange(len(labels))
-    w = 0.8 / len(names)
-    for i, name in enumerate(names):
-        ax.bar(x + (i - (len(names) - 1) / 2) * w, scans[name].prob, w, color=cols[i], label=name)
-    ax.axhline(tau, color="black", ls="--", lw=1, label=f"τ = {tau:g}")
-    ax.set_xticks(x, [f"{c}*" if k == target else c for k, c in enumerate(labels)], rotation=45, ha="right")
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("Prob (fraction of probes)")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
-
-
-fig, ax = plt.subplots(figsize=(9, 3.4))
-prob_bars(ax, fm_scans, list(fm_scans), fclasses, fm_target)
-fig.tight_layout()
+fig = page.prob_figure(fm_scans, fclasses, tau, fm_target)
 glue("fig_fm_prob", fig, display=False)
 plt.close(fig)
 
 # the successful probes of the infected label, beside the final probes of a healthy label
 attacked_fm = [a for a in fm_attacks if fm_models[a].metrics.attack_success_rate >= 50.0]
-shown_scan = fm_scans[attacked_fm[0]] if attacked_fm else fm_scans["healthy"]
-ok_t = np.flatnonzero(shown_scan.success[fm_target])[:6]
-others_prob = [(shown_scan.prob[k], k) for k in range(len(fclasses)) if k != fm_target]
-other = min(others_prob)[1]  # the healthy label with the fewest successful probes
-probe_rows = [[shown_scan.probes[fm_target, i] for i in ok_t] or [np.zeros((3, 32, 32), np.float32)],
-              [shown_scan.probes[other, i] for i in range(min(6, probes))]]
-fig = plots.image_grid(probe_rows, [f"{fclasses[fm_target]}:\nsucceeded",
-                                    f"{fclasses[other]}:\nfinal probes\n(Prob {shown_scan.prob[other]:.1f})"],
-                       size=1.3)
+fig, corner = page.probes_figure(fm_scans[attacked_fm[0]] if attacked_fm else fm_scans["healthy"], fm_target,
+                                 fclasses, probes)
 glue("fig_fm_probes", fig, display=False)
-# where the BadNets stamp sits (rows and columns 26-29): mean brightness of the successful target probes there,
-# against every other final probe
-_t = hygiene.BADNETS_TRIGGER
-_corner = shown_scan.probes[..., _t.row:_t.row + _t.size, _t.col:_t.col + _t.size].mean((2, 3, 4))
-_rest = np.ones_like(shown_scan.success)
-_rest[fm_target] = False
-glue("corner_ok", f"{_corner[fm_target][shown_scan.success[fm_target]].mean():.2f}"
-     if shown_scan.success[fm_target].any() else "—", display=False)
-glue("corner_rest", f"{_corner[_rest.astype(bool)].mean():.2f}", display=False)
 plt.close(fig)
-
-det_rows = []
-for name, s in fm_scans.items():
-    passing = np.flatnonzero(s.infected)
-    det_rows.append({"suspect": name, f"Prob({fclasses[fm_target]})": s.prob[fm_target],
-                     "highest Prob (label)": f"{s.prob.max():.1f} ({fclasses[s.suspect]})",
-                     "labels over τ": ", ".join(fclasses[k] for k in passing) or "none",
-                     "paper, Table 6 (Fashion-MNIST)": hygiene.PAPER_FMNIST.get(name, {}).get("detect", "—"),
-                     "scan (s)": fm_scan_prov[name].get("wall_seconds", np.nan)})
-glue("tab_fm_detect", pd.DataFrame(det_rows).set_index("suspect").round(2), display=False)
+glue_texts(corner)
+glue("tab_fm_detect", page.detection_table(fm_scans, fm_scan_prov, fclasses, fm_target), display=False)
 glue("n_probes", str(probes), display=False)
 glue("n_steps", str(hygiene_steps), display=False)
 
@@ -256,36 +200,7 @@ glue("tab_fm_compare", pd.DataFrame(fm_comp).set_index(["model", "detector"]).as
      display=False)
 glue("n_clean_fm", f"{len(fm_defender):,}", display=False)
 main = fm_attacks[0] if fm_attacks else None  # the attacked suspect the prose talks about
-glue("fm_main", main or "none", display=False)
-_pc = fm_others[main]["poison_cure"] if main is not None else None
-_pc_missing = main is not None and _pc is None
-if _pc is not None:
-    glue("fm_pc_verdict", f"The paper's method names {fclasses[_pc['target']]} (R = {_pc['ratio']:.2f})."
-         if _pc["poisoned"] and _pc["target"] == fm_target else
-         f"The paper's method does not find the {main} target: its largest ratio is R = {_pc['ratio']:.2f} "
-         f"({fclasses[_pc['target']]}), against λ = {threshold:g}"
-         + (", and it names the wrong class." if _pc["poisoned"] else ".")
-         + " Its target test was built for the paper's attack, where the poison is a small part of the target "
-           "class and comes from one base class; here the poisoned images come from nine classes and make up "
-           "about half of the target class. That is a likely reason, which this chapter does not test further.",
-         display=False)
-else:
-    glue("fm_pc_verdict", "The paper's method does not apply to a task without the source class (it scans every "
-         "class's gradients)." if _pc_missing else "", display=False)
-healthy_max = float(fm_scans["healthy"].prob.max())
-glue("fm_healthy_max", f"{healthy_max:.1f}", display=False)
-glue("fm_healthy_verdict", "no label passes" if not fm_scans["healthy"].model_infected else
-     f"{int(fm_scans['healthy'].infected.sum())} label(s) pass — a false positive", display=False)
-if main is not None:
-    s = fm_scans[main]
-    glue("fm_prob_main", f"{s.prob[fm_target]:.1f}", display=False)
-    glue("fm_verdict_main", (f"{fclasses[fm_target]} has the highest Prob and is the only label over τ"
-                             if s.suspect == fm_target and s.infected.sum() == 1 and s.infected[fm_target] else
-                             f"labels over τ: {', '.join(fclasses[k] for k in np.flatnonzero(s.infected)) or 'none'}"
-                             f" (highest: {fclasses[s.suspect]})"), display=False)
-else:
-    glue("fm_prob_main", "—", display=False)
-    glue("fm_verdict_main", "no attacked suspect in this run (fm_attacks is empty)", display=False)
+glue_texts(page.detection_texts(fm_scans, fm_others, main, fclasses, fm_target, threshold))
 
 # %% [markdown]
 # ```{glue:figure} fig_fm_prob
@@ -344,8 +259,6 @@ mit_rows, mitigated, clean_only = [], {}, {}
 for a in attacked_fm:
     tm, s = fm_models[a], fm_scans[a]
     found = s.suspect if s.model_infected else None
-    row = {"suspect": a, "label repaired": fclasses[found] if found is not None else "— (nothing flagged)",
-           "before: acc %": tm.metrics.clean_accuracy, "before: ASR %": tm.metrics.attack_success_rate}
     if found is not None:
         task_clean = suspects[a].task_images(fm_clean)  # Mislabel's task has no source-class images
         fix = hygiene.get_mitigation(tm, fm_refs, ph_craft, found, task_clean, fashion.test, scan=s,
@@ -354,41 +267,13 @@ for a in attacked_fm:
         only = hygiene.get_mitigation(tm, fm_refs, ph_craft, found, task_clean, fashion.test, crafted_fraction=0.0,
                                       clean_fraction=clean_fraction)
         mitigated[a], clean_only[a] = fix, only
-        row.update({"PoisHygiene: acc %": fix.metrics.clean_accuracy,
-                    "PoisHygiene: ASR %": fix.metrics.attack_success_rate,
-                    "clean only: acc %": only.metrics.clean_accuracy,
-                    "clean only: ASR %": only.metrics.attack_success_rate,
-                    "crafted kept": f"{len(fix.crafted)} ({100 * fix.crafted_success:.0f} %)",
-                    "mitigation (s)": fix.provenance.get("wall_seconds", np.nan)})
-    mit_rows.append(row)
-mit_table = pd.DataFrame(mit_rows).set_index("suspect") if mit_rows else pd.DataFrame()
-if len(mit_table):
-    for column, key in zip(hygiene.PAPER_T8_COLUMNS, ("acc", "asr"), strict=True):
-        mit_table[column] = [hygiene.PAPER_FMNIST.get(a, {}).get(key, "—") for a in mit_table.index]
-glue("tab_fm_mitigation", mit_table.round(2).astype(object).fillna("—").T, display=False)  # one column per suspect
+    mit_rows.append(page.mitigation_row(a, tm, found, mitigated.get(a), clean_only.get(a), fclasses))
+glue("tab_fm_mitigation", page.mitigation_table(mit_rows), display=False)  # one column per suspect
 glue("clean_frac", f"{100 * clean_fraction:g} %", display=False)
 glue("craft_budget", f"{craft_steps} Adam steps of {craft_lr:g} and {craft_restarts} tries per image",
      display=False)
-if main in mitigated:
-    b, f_, o_ = fm_models[main].metrics, mitigated[main].metrics, clean_only[main].metrics
-    glue("mit_main", f"attack success {b.attack_success_rate:.1f} % → {f_.attack_success_rate:.1f} % "
-         f"(clean images alone: {o_.attack_success_rate:.1f} %), clean accuracy {b.clean_accuracy:.2f} % → "
-         f"{f_.clean_accuracy:.2f} %", display=False)
-    halved = f_.attack_success_rate <= b.attack_success_rate / 2
-    glue("mit_summary", ("MITIGATE " + ("at least halves" if halved else "does not halve") + " the attack success, "
-                         + ("which fine-tuning on the clean images alone does not"
-                            if o_.attack_success_rate > b.attack_success_rate / 2 else
-                            "and so does fine-tuning on the clean images alone")), display=False)
-else:
-    glue("mit_main", f"not run (the {main} suspect was not flagged, or its attack was not learned)", display=False)
-    glue("mit_summary", "MITIGATE did not run", display=False)
-crafted_show = next(iter(mitigated.values())).crafted if mitigated else None
-if crafted_show is not None and len(crafted_show):
-    picks = [int(np.flatnonzero(crafted_show.y == c)[0]) for c in np.unique(crafted_show.y)][:8]
-    fig = plots.image_grid([[crafted_show.x[i] for i in picks]], ["crafted"],
-                           [f"→ {fclasses[crafted_show.y[i]]}" for i in picks], size=1.3)
-else:
-    fig = plots.placeholder("no crafted image (no mitigation ran)")
+glue_texts(page.mitigation_texts(main, fm_models, mitigated, clean_only))
+fig = page.crafted_figure(mitigated, fclasses)
 glue("fig_crafted", fig, display=False)
 plt.close(fig)
 
@@ -436,65 +321,13 @@ all_records = reproduce.load_results(results_profile, "hygiene")
 all_planned = reproduce.plan(results_profile, ["hygiene"])
 c_records = [rec for rec in all_records if "recipe" in rec["params"]]  # CIFAR-10: shown in the next section
 all_records = [rec for rec in all_records if "suspect" in rec["params"]]
-all_table = hygiene.results_table(all_records, fclasses)
-glue("tab_all_attacks", all_table.round(2).astype(object).fillna("—").T if len(all_table) else
-     pd.DataFrame({"note": ["no committed result yet"]}), display=False)
+glue("tab_all_attacks", page.table_or_note(hygiene.results_table(all_records, fclasses)), display=False)
 glue("all_profile", results_profile, display=False)
 glue("all_done", f"{len(all_records)} of {sum('suspect' in e.params for e in all_planned)}", display=False)
 glue("all_prov", reproduce.provenance_text(all_records), display=False)
 
-
-def result_of(attack):
-    """The committed result of an attack (of several, the longest-trained: the blend runs 5 and 15 epochs)."""
-    found = [rec for rec in all_records if rec["results"]["attack"] == attack]
-    return max(found, key=lambda rec: rec["params"]["suspect"]["epochs"])["results"] if found else None
-
-
-for a in ("badnets", "blend", "mislabel", "frog", "stingray"):
-    glue(f"all_{a}", hygiene.outcome(result_of(a), fclasses) if result_of(a) else "not run yet", display=False)
-_w, _h = result_of("withheld"), result_of("clean")
-glue("all_floor", f"{_w['before']['attack_success_rate']:.1f} %" if _w else "— (not run yet)", display=False)
-glue("all_fp", ("no label passes on either" if _h and _w and not (any(_h["scan"]["infected"])
-                                                                   or any(_w["scan"]["infected"]))
-                else "labels over τ: " + "; ".join(
-                    f"{n}: {', '.join(fclasses[k] for k, v in enumerate(r['scan']['infected']) if v) or 'none'}"
-                    for n, r in (("healthy", _h), ("withheld", _w)) if r)), display=False)
-_blends = sorted((rec for rec in all_records if rec["results"]["attack"] == "blend"),
-                 key=lambda rec: rec["params"]["suspect"]["epochs"])
-glue("all_blend_epochs", " and ".join(
-    f"{rec['params']['suspect']['epochs']} epochs ({rec['results']['before']['attack_success_rate']:.1f} %)"
-    for rec in _blends) or "—", display=False)
-_f, _s = result_of("frog"), result_of("stingray")
-if _f and _s:
-    kf, ks = _f["crafting"]["kept_label"], _s["crafting"]["kept_label"]
-    glue("all_kept", f"The attacker's own clean model calls {kf:.1f} % of the Poison Frog poisons and {ks:.1f} % "
-         f"of the StingRay poisons T-shirt/top, their label", display=False)
-    glue("all_frog_change", f"{255 * _f['crafting']['max_pixel_change']:.0f}/255", display=False)
-    glue("all_sting_change", f"{255 * _s['crafting']['max_pixel_change']:.0f}/255", display=False)
-    floor = _w["before"]["attack_success_rate"] if _w else 0.0
-    fa, sa = _f["before"]["attack_success_rate"], _s["before"]["attack_success_rate"]
-    glue("all_frog_claim", (f"a Mislabel attack by another road, and it works ({fa:.1f} % against the floor's "
-                            f"{floor:.1f} %)." if kf < 50 and fa >= 50 else
-                            f"its attack success is {fa:.1f} % against the floor's {floor:.1f} %."), display=False)
-    glue("all_sting_claim", (f"its attack success, {sa:.1f} %, stays far below Poison Frog's ({fa:.1f} %)"
-                             + (f", though above the floor ({floor:.1f} %)." if sa > floor else ".")
-                             if sa < fa else f"its attack success is {sa:.1f} % (floor {floor:.1f} %)."),
-         display=False)
-else:
-    for k in ("all_kept", "all_frog_change", "all_sting_change", "all_frog_claim", "all_sting_claim"):
-        glue(k, "— (not run yet)", display=False)
-
-example_rows, example_labels = [], []
-for a, r in (("Poison Frog", _f), ("StingRay", _s)):
-    if r is None:
-        continue
-    for part, name in (("base", "base\n(T-shirt)"), ("aim", "aim (bag)"), ("poison", "poison,\nlabel T-shirt")):
-        example_rows.append([np.repeat(np.asarray(im, np.uint8)[..., None], 3, axis=2) for im in r["examples"][part]])
-        example_labels.append(f"{a}:\n{name}")
-if example_rows:
-    fig = plots.image_grid(example_rows, example_labels, size=1.2)
-else:
-    fig = plots.placeholder("no clean-label result committed yet")
+glue_texts(page.committed_texts(all_records, fclasses))
+fig = page.clean_label_figure(all_records)
 glue("fig_clean_label", fig, display=False)
 plt.close(fig)
 
@@ -558,9 +391,7 @@ for name, tm in c_models.items():
     c_scans[name], c_prov[name] = hygiene.get_scan(tm.recipe.cache_config(), tm.model, c_refs, ph_c)
 c_target = attacks.class_index(shared.target)
 
-fig, ax = plt.subplots(figsize=(9, 3.4))
-prob_bars(ax, c_scans, list(c_scans), data.CLASSES, c_target)
-fig.tight_layout()
+fig = page.prob_figure(c_scans, data.CLASSES, tau, c_target)
 glue("fig_c_prob", fig, display=False)
 plt.close(fig)
 
@@ -572,23 +403,7 @@ comp = [r for name, tm in c_models.items()
                                          data.CLASSES, c_target if name == "blend" else None, tau, threshold)]
 c_comp = pd.DataFrame(comp).set_index(["model", "detector"]).astype(object).fillna("—")
 glue("tab_c_compare", c_comp, display=False)
-glue("cifar_ref_desc", " and ".join(f"{n} images per class ({r.accuracies[-1]:.0f} % accurate)"
-                                     for n, r in zip(cifar_ref_per_class, c_refs, strict=True)), display=False)
-glue("c_pass_blend", str(int(c_scans["blend"].infected.sum())), display=False)
-glue("c_pass_clean", str(int(c_scans["clean"].infected.sum())), display=False)
-if c_scans["clean"].model_infected:
-    glue("c_verdict", "Every label that passes on the clean model is a false positive. A reference this weak "
-         "disagrees with the suspect in much of input space, so probes that satisfy the suspect also satisfy \"the "
-         "references disagree\" on healthy labels. This is the paper's CIFAR-10 false-positive problem (40 % of "
-         "healthy models with one reference, its Table 5), and the reason it needs an ensemble of strong "
-         "references on this data (exercise 3).", display=False)
-    glue("c_summary", f"false positives on the clean model ({int(c_scans['clean'].infected.sum())} of 10 labels): "
-         "the references are too weak for the test to separate infected from healthy labels.", display=False)
-else:
-    glue("c_verdict", "No label passes on the clean model, so there is no false positive; whether the blend's "
-         "target is the label found is in the table.", display=False)
-    glue("c_summary", "no false positive on the clean model; the table says whether the blend's target is found.",
-         display=False)
+glue_texts(page.cifar_texts(c_scans, c_refs, cifar_ref_per_class))
 
 # %% [markdown]
 # ```{glue:figure} fig_c_prob
@@ -615,23 +430,8 @@ else:
 # {glue:text}`c_all_refs` as the reference:
 
 # %%
-c_table = hygiene.results_table(c_records, data.CLASSES)
-glue("tab_c_all", c_table.round(2).astype(object).fillna("—").T if len(c_table) else
-     pd.DataFrame({"note": ["no committed result yet"]}), display=False)
-if c_records:
-    _r = c_records[0]["params"]["recipe"]
-    glue("c_all_recipe", f"{_r['model']}, width {_r['width']}, {_r['epochs']} epochs on "
-         f"{'all 5,000' if _r['train_per_class'] is None else _r['train_per_class']} images per class", display=False)
-    glue("c_all_target", data.CLASSES[c_records[0]["results"]["target"]], display=False)
-    glue("c_all_refs", " and ".join(f"a clean model of the same recipe on {n} images per class ({a:.0f} % accurate)"
-                                    for n, a in zip(c_records[0]["params"]["references"]["per_class"],
-                                                    c_records[0]["results"]["references"], strict=True)),
-         display=False)
-else:
-    for k in ("c_all_recipe", "c_all_target", "c_all_refs"):
-        glue(k, "— (not run yet)", display=False)
-glue("c_all_summary", "; ".join(f"{rec['params']['label']}: {hygiene.outcome(rec['results'], data.CLASSES)}"
-                                for rec in c_records) or "not run yet", display=False)
+glue("tab_c_all", page.table_or_note(hygiene.results_table(c_records, data.CLASSES)), display=False)
+glue_texts(page.cifar_committed_texts(c_records, data.CLASSES))
 
 # %% [markdown]
 # ```{glue:figure} tab_c_all

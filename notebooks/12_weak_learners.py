@@ -92,6 +92,7 @@ from myst_nb import glue
 
 from poisoncure import attacks, data, expansion, experiments, isolation, models, plots, provenance, reproduce
 from poisoncure.defenses import weak_learners as wl
+from poisoncure.pages import ensembles_page as page
 from poisoncure.train import resolve_device
 
 plots.set_style(profile)
@@ -164,16 +165,7 @@ toy_sets = ([expansion.mixture(60, 0, seed=seed + 10 + i) for i in range(3)]
 toy_names = ["clean 1", "clean 2", "clean 3", "poison 1", "poison 2"]
 err = expansion.boosting_errors(toy_sets, learners=10, seed=seed)
 sizes = np.array([len(s) for s in toy_sets])
-fig, ax = plt.subplots(figsize=(4.6, 3.6))
-im = ax.imshow(100 * err, cmap="RdBu_r", vmin=0, vmax=100)
-ax.set_xticks(range(5), toy_names, rotation=30, ha="right")
-ax.set_yticks(range(5), [f"learners of {n}" for n in toy_names])
-ax.grid(False)
-for i in range(5):
-    for j in range(5):
-        ax.text(j, i, f"{100 * err[i, j]:.0f}", ha="center", va="center", fontsize=8,
-                color="white" if abs(err[i, j] - 0.5) > 0.3 else "black")
-fig.colorbar(im, ax=ax, label="0-1 error (%)")
+fig = page.boosting_figure(err, toy_names)
 glue("fig_boost", fig, display=False)
 plt.close(fig)
 votes = pd.DataFrame({"set": toy_names, "size": sizes,
@@ -206,14 +198,7 @@ glue("tab_boost", votes, display=False)
 # prints in its Table 1 (a test checks every entry against that table).
 
 # %%
-rows = []
-for s_i, s in enumerate(attacks.ENSEMBLE_SEEDS):
-    for (src, tgt), t in attacks.ensemble_scenario(s).items():
-        rows.append({"pair": f"{src}→{tgt} ({classes[src]} → {classes[tgt]})", "scenario": f"poison {s_i + 1}",
-                     "trigger": f"{ {'pattern': 'X', 'ell': 'L', 'pixel': 'pixel'}[t.shape]} ({t.row}, {t.col}) "
-                                f"rgb{t.colour}"})
-scen = pd.DataFrame(rows).pivot(index="pair", columns="scenario", values="trigger")
-scen = scen.reindex([r["pair"] for r in rows[:len(attacks.ENSEMBLE_PAIRS)]])
+scen = page.scenarios_table(classes)
 glue("tab_scenarios", scen, display=False)
 
 cifar = data.load_cifar10()
@@ -290,43 +275,11 @@ src_name, tgt_name = classes[live["source"]], classes[live["target"]]
 glue("live_seconds", round(clock["seconds"]), display=False)
 glue("live_attack", f"{src_name} → {tgt_name}, {live['n_poison']} of {live['n_train']:,} training images poisoned "
      f"({100 * wl_poison_rate:g} % of the source class)", display=False)
-ens = live["ensemble"]
-comp = pd.DataFrame(ens["components"])
-comp["clean"] = comp["size"] - comp["poison"]
-fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.4))
-labels = [f"bag {b}, #{i}" for b, i in zip(comp["bag"], comp["index"], strict=True)]
-ax1.bar(labels, comp["clean"], label="clean")
-ax1.bar(labels, comp["poison"], bottom=comp["clean"], label="poisoned", color="C3")
-for k, (c, p_) in enumerate(zip(comp["clean"], comp["poison"], strict=True)):
-    ax1.text(k, c + p_, f"{p_} poisoned", ha="center", va="bottom", fontsize=8)
-ax1.set_ylim(0, 1.15 * comp["size"].max())
-ax1.set_ylabel("samples in the component")
-ax1.set_title("ISPL components (each trains one weak learner)", fontsize=10)
-ax1.legend(fontsize=8, loc="lower right")
-stages = [ens["vote"], *ens["spl"]]
-xs = ["vote", *[f"SPL {r + 1}" for r in range(len(ens["spl"]))]]
-ax2.plot(xs, [s["kept"] for s in stages], "o-", label="kept")
-ax2.plot(xs, [s["fp"] for s in stages], "s--", label="clean removed (FP)")
-ax2.set_ylabel("training samples")
-ax2b = ax2.twinx()
-ax2b.plot(xs, [s["fn"] for s in stages], "^-", color="C3", label="poisoned kept (FN)")
-ax2b.set_ylabel("poisoned samples kept", color="C3")
-ax2b.set_ylim(0, max(1, live["n_poison"]))
-ax2b.grid(False)
-ax2.set_title("the kept set after the vote and each self-training round", fontsize=10)
-h1, l1 = ax2.get_legend_handles_labels()
-h2, l2 = ax2b.get_legend_handles_labels()
-ax2.legend(h1 + h2, l1 + l2, fontsize=8, loc="center right")
-fig.tight_layout()
+fig, growth_texts = page.growth_figure(live)
 glue("fig_growth", fig, display=False)
 plt.close(fig)
-glue("learner_acc", f"{comp['learner_accuracy_clean'].min():.0f}–{comp['learner_accuracy_clean'].max():.0f} %",
-     display=False)
-glue("vote_text", f"{ens['vote']['kept']:,} kept, {ens['vote']['fp']:,} clean samples removed and "
-     f"{ens['vote']['fn']} of {live['n_poison']} poisoned samples kept", display=False)
-last = stages[-1]
-glue("spl_text", f"{last['kept']:,} kept ({last['fp']:,} clean samples still out, {last['fn']} poisoned in)",
-     display=False)
+for name, text in growth_texts.items():
+    glue(name, text, display=False)
 
 # %% [markdown]
 # The live experiment: {glue:text}`live_attack`; recomputed in {glue:text}`live_seconds` s of wall time on this
@@ -349,35 +302,11 @@ records = reproduce.load_results(results_profile, "ensembles")
 exps = reproduce.plan(results_profile, ["ensembles"])
 live_name = next((e.name for e in exps if isolation.same_experiment(e.params, params)), None)
 committed = next((r for r in records if r["name"] == live_name), None)
-table = isolation.method_table([live_rec]).assign(source="this build")
-if committed is not None:
-    file_rows = isolation.method_table([committed]).assign(source="committed file")
-    table = pd.concat([table, file_rows[~file_rows["method"].isin(live_methods)]], ignore_index=True)
-order = {m: i for i, m in enumerate(isolation.METHODS)}
-table = table.sort_values("method", key=lambda s: s.map(order)).reset_index(drop=True)
-shown_cols = ["method", "clean acc %", "ASR %", "A (Eq. 7) %", "FP", "FN", "removed", "source", "commit"]
-shown = table[shown_cols].set_index("method").round(1)
-shown = shown.astype(object).where(shown.notna(), "—").rename(columns={"FP": "clean removed (FP)",
-                                                                       "FN": "poison kept (FN)"})
+table = page.methods_table(live_rec, committed, live_methods)
+shown = page.shown_methods(table)
 glue("tab_methods", shown, display=False)
-m = table.set_index("method")
-none, ours = m.loc["none"], m.loc["Ensembles of weak learners"]
-glue("asr_none", f"{none['ASR %']:.1f} %", display=False)
-glue("asr_ens", f"{ours['ASR %']:.1f} %", display=False)
-glue("acc_change", f"{none['clean acc %']:.1f} % → {ours['clean acc %']:.1f} %", display=False)
-glue("ens_fn", f"{int(ours['FN'])} of {live['n_poison']}", display=False)
-glue("ens_fp", f"{int(ours['FP']):,}", display=False)
-glue("learner_size", f"{comp['size'].mean():,.0f}", display=False)
-pac = live["methods"]["Poison as a Cure"]
-glue("pac_text", ("the paper's scan names the target" if pac["flags_target"] else
-                  f"the paper's scan does not name the target (largest ratio {pac['scan_ratio']:.2f} for "
-                  f"{classes[pac['scan_label']]}, threshold {threshold:g}), so it leaves the model as it is"),
-     display=False)
-glue("committed_note", (f"ITLM, Spectral Signatures and Activation Clustering come from the committed file "
-                        f"(commit {committed['provenance']['commit'][:7]}, {committed['provenance']['device']})"
-                        if committed is not None else
-                        "No committed file matches these parameters, so ITLM, Spectral Signatures and Activation "
-                        "Clustering are not shown; run the grid to add them"), display=False)
+for name, text in page.live_texts(table, live, committed, threshold, classes).items():
+    glue(name, text, display=False)
 
 # %% [markdown]
 # ```{glue:figure} tab_methods
@@ -404,37 +333,10 @@ glue("committed_note", (f"ITLM, Spectral Signatures and Activation Clustering co
 # `results/<profile>/ensembles/`.
 
 # %%
-all_tab = isolation.method_table(records) if records else pd.DataFrame()
-done = {r["name"] for r in records}
-glue("grid_text", "; ".join(f"{isolation.trigger_label(e.params)} at {100 * e.params['recipe']['poison_rate']:g} % "
-                            f"of the source class{'' if e.name in done else ' (not run yet)'}"
-                            for e in exps) or "empty", display=False)
-if len(all_tab):
-    wide = all_tab.pivot_table(index="method", columns="trigger", values=["ASR %", "clean acc %", "FN"],
-                               aggfunc="first")
-    wide = wide.reindex([x for x in isolation.METHODS if x in set(all_tab["method"])])
-    wide.columns = [f"{trig}: {what}" for what, trig in wide.columns]
-    wide = wide[sorted(wide.columns, key=lambda c: (c.split(":")[0], c.split(":")[1]))]
-    glue("tab_all", wide.round(1).astype(object).where(wide.notna(), "—"), display=False)
-    refs = {r["name"]: r["results"].get("clean_reference") for r in records}
-    ref_text = "; ".join(f"{isolation.trigger_label(r['params'])}: {refs[r['name']]['attack_success']:.1f} %"
-                         for r in records if refs[r["name"]])
-    by = all_tab.set_index(["trigger", "method"])
-    ens_name = "Ensembles of weak learners"
-    learned = [t for t in all_tab["trigger"].unique()
-               if by.loc[(t, "none"), "ASR %"] >= 50 and (t, ens_name) in by.index]
-    glue("wl_summary", "; ".join(
-        f"{t}: attack success {by.loc[(t, 'none'), 'ASR %']:.1f} % → {by.loc[(t, ens_name), 'ASR %']:.1f} %, clean "
-        f"accuracy {by.loc[(t, 'none'), 'clean acc %']:.1f} % → {by.loc[(t, ens_name), 'clean acc %']:.1f} %"
-        for t in learned) or "no committed experiment has an attack that the model learned", display=False)
-    glue("ref_text", ref_text or "not run", display=False)
-    glue("prov_all", reproduce.provenance_text(records), display=False)
-else:
-    glue("tab_all", pd.DataFrame({"note": [f"no committed results under results/{results_profile}/ensembles"]}),
-         display=False)
-    glue("ref_text", "not run", display=False)
-    glue("prov_all", "—", display=False)
-    glue("wl_summary", "no committed experiments to summarise", display=False)
+all_table, grid_texts = page.grid_outputs(records, exps, results_profile)
+glue("tab_all", all_table, display=False)
+for name, text in grid_texts.items():
+    glue(name, text, display=False)
 
 # %% [markdown]
 # ```{glue:figure} tab_all

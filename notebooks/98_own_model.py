@@ -34,6 +34,7 @@ seed = 0  # seed of the data subset, the pattern and the training
 device = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
 
 # %%
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
@@ -66,6 +67,12 @@ to_tensor = torch.from_numpy(attacked.x).permute(0, 3, 1, 2).float() / 255
 dataset = torch.utils.data.TensorDataset((to_tensor - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None,
                                          None], torch.from_numpy(attacked.y))
 glue("n_poison", int(attacked.is_poison.sum()), display=False)
+glue("own_opacity_text", f"{own_opacity:.0%} opacity", display=False)
+cats = subset.x[np.flatnonzero(subset.y == 3)[:4]]
+fig = plots.image_grid([[stripes, *cats], [stripes, *trigger.apply(cats)]], ["clean", "blended"],
+                       ["the attacker's pattern", "cat", "cat", "cat", "cat"], size=1.3)
+glue("fig_own_data", fig, display=False)
+plt.close(fig)
 
 
 
@@ -85,6 +92,13 @@ for _ in range(own_epochs):  # an ordinary training loop on normalised tensors
         opt.step()
 
 # %% [markdown]
+# ```{glue:figure} fig_own_data
+# :name: fig-own-data
+#
+# The attacker's own pattern (an array the library has never seen) and cat images before and after it is blended
+# in at {glue:text}`own_opacity_text`; the blended cats are labelled "dog" in the training set.
+# ```
+#
 # ## Check the model
 #
 # The two adapters, then the paper's defense and one baseline, Spectral Signatures (which reads a layer's
@@ -143,8 +157,26 @@ verdict_text += (f" Your model had learned the backdoor to {before.attack_succes
                  + f" A small CNN trained {own_epochs} epochs on {len(train):,} images is far from the paper's models: "
                  "this page shows the calls, chapters 2–7 what the method does on models that learned their task.")
 glue("verdict_text", Markdown(verdict_text), display=False)
+fig, ax = plt.subplots(figsize=(6.5, 3.2))
+ax.bar(range(len(names)), cure.scan.distances,
+       color=[plots.colours(2)[int(k == cure.scan.target)] for k in range(len(names))])
+others = np.delete(cure.scan.distances, cure.scan.target).mean()
+ax.axhline(cure.scan.threshold * others, color="black", ls="--", lw=1)
+ax.set_title("dashed: the threshold × the other classes' mean", fontsize=10)
+ax.set_ylabel("W between the two clusters")
+ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+fig.tight_layout()
+glue("fig_own_scan", fig, display=False)
+plt.close(fig)
 
 # %% [markdown]
+# ```{glue:figure} fig_own_scan
+# :name: fig-own-scan
+#
+# The paper's scan on your model: for every class, how far apart the two clusters of its input gradients lie; the
+# class flagged is the one whose distance exceeds the threshold times the other classes' mean (dashed).
+# ```
+#
 # ```{glue:figure} tab_found
 # :name: tab-own-found
 #

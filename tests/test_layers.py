@@ -7,7 +7,8 @@ Three layers, from the bottom:
 * **experiments** — what the book runs on the core: the shared recipes (``experiments``), the runner and its grids
   (``reproduce``, ``sweep``, ``hygiene``, ``isolation``), the profiles, the paper's numbers and the tables and
   verdict built from result files;
-* **book** — building, checking and drawing the book: ``book``, ``browser``, ``parameters``, ``plots``.
+* **book** — building, checking and drawing the book: ``book``, ``browser``, ``parameters``, ``plots``, and
+  ``pages`` (what each chapter shows, built from its results).
 
 A module may import from its own layer and the layers below it, never from a layer above; and no chain of
 imports, module-level or inside a function, leads from a module back to itself.
@@ -19,7 +20,7 @@ from pathlib import Path
 import poisoncure
 
 PACKAGE = Path(poisoncure.__file__).parent
-BOOK = {"book", "browser", "parameters", "plots"}
+BOOK = {"book", "browser", "parameters", "plots", "pages"}
 EXPERIMENTS = {"experiments", "reproduce", "sweep", "hygiene", "isolation", "profiles", "paper", "paper_tables",
                "verdict"}
 

@@ -27,7 +27,8 @@ torch data sets), the attacks (``pc.PixelTrigger``,
 
 The book's own layers sit above this core and are never imported by it (``tests/test_layers.py``): the
 experiments (``experiments``, ``reproduce`` and its grids, ``profiles``, the paper's numbers, ``paper_tables``,
-``verdict``) and the book tooling (``book``, ``browser``, ``parameters``, ``plots``).
+``verdict``) and the book tooling (``book``, ``browser``, ``parameters``, ``plots``, and ``pages``: what each
+chapter shows, built from its results).
 """
 
 from __future__ import annotations

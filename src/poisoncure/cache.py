@@ -46,6 +46,13 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 #: modules that compute no cached artifact (presentation, book tooling, typed paper numbers): left out of the
 #: code fingerprint so that editing a figure or a page does not retrain the models
 PRESENTATION = ("book.py", "browser.py", "plots.py", "parameters.py", "paper.py", "paper_tables.py", "verdict.py")
+#: packages that are presentation as a whole (every module in them): what the chapters show (:mod:`poisoncure.pages`)
+PRESENTATION_PACKAGES = ("pages",)
+
+
+def is_presentation(rel: str) -> bool:
+    """Whether the package file ``rel`` (a path relative to the package, ``pages/hygiene_page.py``) is presentation."""
+    return rel in PRESENTATION or rel.split("/")[0] in PRESENTATION_PACKAGES
 
 T = TypeVar("T")
 MANIFEST = "manifest.json"
@@ -74,11 +81,11 @@ def canonical(config: Any) -> Any:
 
 def code_fingerprint(package_dir: Path = PACKAGE_DIR) -> str:
     """SHA-256 (hex) of the package's computing source: every ``.py`` file under ``package_dir`` but
-    :data:`PRESENTATION`, by relative path and content, in sorted order."""
+    :data:`PRESENTATION` and :data:`PRESENTATION_PACKAGES`, by relative path and content, in sorted order."""
     digest = hashlib.sha256()
     for path in sorted(package_dir.rglob("*.py")):
         rel = path.relative_to(package_dir).as_posix()
-        if rel in PRESENTATION or "__pycache__" in rel:
+        if is_presentation(rel) or "__pycache__" in rel:
             continue
         digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()

@@ -1,0 +1,157 @@
+"""Chapter 12 (ensembles of weak learners): the figures, tables and sentences built from the synthetic
+expansion-error model, the live experiment and the committed grid."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from .. import attacks, isolation
+
+ENSEMBLES = "Ensembles of weak learners"
+
+
+def boosting_figure(err: np.ndarray, names: list[str]):
+    """The 0-1 error of each set's boosted learners on every set, in %, as an annotated heat map."""
+    fig, ax = plt.subplots(figsize=(4.6, 3.6))
+    im = ax.imshow(100 * err, cmap="RdBu_r", vmin=0, vmax=100)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_yticks(range(len(names)), [f"learners of {n}" for n in names])
+    ax.grid(False)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(j, i, f"{100 * err[i, j]:.0f}", ha="center", va="center", fontsize=8,
+                    color="white" if abs(err[i, j] - 0.5) > 0.3 else "black")
+    fig.colorbar(im, ax=ax, label="0-1 error (%)")
+    return fig
+
+
+def scenarios_table(classes: tuple[str, ...]) -> pd.DataFrame:
+    """The paper's trigger of every (source, target) pair in each of its poison scenarios."""
+    rows = []
+    for s_i, s in enumerate(attacks.ENSEMBLE_SEEDS):
+        for (src, tgt), t in attacks.ensemble_scenario(s).items():
+            shape = {"pattern": "X", "ell": "L", "pixel": "pixel"}[t.shape]
+            rows.append({"pair": f"{src}→{tgt} ({classes[src]} → {classes[tgt]})", "scenario": f"poison {s_i + 1}",
+                         "trigger": f"{shape} ({t.row}, {t.col}) rgb{t.colour}"})
+    scen = pd.DataFrame(rows).pivot(index="pair", columns="scenario", values="trigger")
+    return scen.reindex([r["pair"] for r in rows[:len(attacks.ENSEMBLE_PAIRS)]])
+
+
+def growth_figure(live: dict[str, Any]) -> tuple[Any, dict[str, str]]:
+    """The live experiment's ISPL components (clean and poisoned samples) and the kept set after the vote and each
+    self-training round; and the sentences reading them (``learner_acc``, ``vote_text``, ``spl_text``,
+    ``learner_size``)."""
+    ens = live["ensemble"]
+    comp = pd.DataFrame(ens["components"])
+    comp["clean"] = comp["size"] - comp["poison"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.4))
+    labels = [f"bag {b}, #{i}" for b, i in zip(comp["bag"], comp["index"], strict=True)]
+    ax1.bar(labels, comp["clean"], label="clean")
+    ax1.bar(labels, comp["poison"], bottom=comp["clean"], label="poisoned", color="C3")
+    for k, (c, p) in enumerate(zip(comp["clean"], comp["poison"], strict=True)):
+        ax1.text(k, c + p, f"{p} poisoned", ha="center", va="bottom", fontsize=8)
+    ax1.set_ylim(0, 1.15 * comp["size"].max())
+    ax1.set_ylabel("samples in the component")
+    ax1.set_title("ISPL components (each trains one weak learner)", fontsize=10)
+    ax1.legend(fontsize=8, loc="lower right")
+    stages = [ens["vote"], *ens["spl"]]
+    xs = ["vote", *[f"SPL {r + 1}" for r in range(len(ens["spl"]))]]
+    ax2.plot(xs, [s["kept"] for s in stages], "o-", label="kept")
+    ax2.plot(xs, [s["fp"] for s in stages], "s--", label="clean removed (FP)")
+    ax2.set_ylabel("training samples")
+    ax2b = ax2.twinx()
+    ax2b.plot(xs, [s["fn"] for s in stages], "^-", color="C3", label="poisoned kept (FN)")
+    ax2b.set_ylabel("poisoned samples kept", color="C3")
+    ax2b.set_ylim(0, max(1, live["n_poison"]))
+    ax2b.grid(False)
+    ax2.set_title("the kept set after the vote and each self-training round", fontsize=10)
+    h1, l1 = ax2.get_legend_handles_labels()
+    h2, l2 = ax2b.get_legend_handles_labels()
+    ax2.legend(h1 + h2, l1 + l2, fontsize=8, loc="center right")
+    fig.tight_layout()
+    last = stages[-1]
+    return fig, {
+        "learner_acc": f"{comp['learner_accuracy_clean'].min():.0f}–{comp['learner_accuracy_clean'].max():.0f} %",
+        "vote_text": f"{ens['vote']['kept']:,} kept, {ens['vote']['fp']:,} clean samples removed and "
+                     f"{ens['vote']['fn']} of {live['n_poison']} poisoned samples kept",
+        "spl_text": f"{last['kept']:,} kept ({last['fp']:,} clean samples still out, {last['fn']} poisoned in)",
+        "learner_size": f"{comp['size'].mean():,.0f}"}
+
+
+def methods_table(live_rec: dict[str, Any], committed: dict[str, Any] | None, live_methods: tuple[str, ...]
+                  ) -> pd.DataFrame:
+    """Every method on the live experiment: the methods run in this build, the others from the committed file of
+    the same experiment (labelled by source), in the chapter's order."""
+    table = isolation.method_table([live_rec]).assign(source="this build")
+    if committed is not None:
+        file_rows = isolation.method_table([committed]).assign(source="committed file")
+        table = pd.concat([table, file_rows[~file_rows["method"].isin(live_methods)]], ignore_index=True)
+    order = {m: i for i, m in enumerate(isolation.METHODS)}
+    return table.sort_values("method", key=lambda s: s.map(order)).reset_index(drop=True)
+
+
+def shown_methods(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`methods_table` as the page shows it: the reader's columns, rounded, "—" for what did not run."""
+    cols = ["method", "clean acc %", "ASR %", "A (Eq. 7) %", "FP", "FN", "removed", "source", "commit"]
+    shown = table[cols].set_index("method").round(1)
+    return shown.astype(object).where(shown.notna(), "—").rename(columns={"FP": "clean removed (FP)",
+                                                                          "FN": "poison kept (FN)"})
+
+
+def live_texts(table: pd.DataFrame, live: dict[str, Any], committed: dict[str, Any] | None, threshold: float,
+               classes: tuple[str, ...]) -> dict[str, str]:
+    """The sentences reading the live experiment: attack success and clean accuracy before and after the
+    ensembles, what they keep and remove, the paper's scan, and where the other methods' rows come from."""
+    m = table.set_index("method")
+    none, ours = m.loc["none"], m.loc[ENSEMBLES]
+    pac = live["methods"]["Poison as a Cure"]
+    return {
+        "asr_none": f"{none['ASR %']:.1f} %", "asr_ens": f"{ours['ASR %']:.1f} %",
+        "acc_change": f"{none['clean acc %']:.1f} % → {ours['clean acc %']:.1f} %",
+        "ens_fn": f"{int(ours['FN'])} of {live['n_poison']}", "ens_fp": f"{int(ours['FP']):,}",
+        "pac_text": ("the paper's scan names the target" if pac["flags_target"] else
+                     f"the paper's scan does not name the target (largest ratio {pac['scan_ratio']:.2f} for "
+                     f"{classes[pac['scan_label']]}, threshold {threshold:g}), so it leaves the model as it is"),
+        "committed_note": (f"ITLM, Spectral Signatures and Activation Clustering come from the committed file "
+                           f"(commit {committed['provenance']['commit'][:7]}, {committed['provenance']['device']})"
+                           if committed is not None else
+                           "No committed file matches these parameters, so ITLM, Spectral Signatures and Activation "
+                           "Clustering are not shown; run the grid to add them")}
+
+
+def grid_outputs(records: list[dict[str, Any]], exps: list[Any], results_profile: str
+                 ) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The committed grid, one column per (trigger, quantity), and its sentences: the grid's points, each learned
+    attack before and after the ensembles, the clean references' attack success and the provenance."""
+    done = {r["name"] for r in records}
+    texts = {"grid_text": "; ".join(
+        f"{isolation.trigger_label(e.params)} at {100 * e.params['recipe']['poison_rate']:g} % of the source "
+        f"class{'' if e.name in done else ' (not run yet)'}" for e in exps) or "empty"}
+    all_tab = isolation.method_table(records) if records else pd.DataFrame()
+    if not len(all_tab):
+        texts.update({"ref_text": "not run", "prov_all": "—", "wl_summary": "no committed experiments to summarise"})
+        return pd.DataFrame({"note": [f"no committed results under results/{results_profile}/ensembles"]}), texts
+    wide = all_tab.pivot_table(index="method", columns="trigger", values=["ASR %", "clean acc %", "FN"],
+                               aggfunc="first")
+    wide = wide.reindex([x for x in isolation.METHODS if x in set(all_tab["method"])])
+    wide.columns = [f"{trig}: {what}" for what, trig in wide.columns]
+    wide = wide[sorted(wide.columns, key=lambda c: (c.split(":")[0], c.split(":")[1]))]
+    refs = {r["name"]: r["results"].get("clean_reference") for r in records}
+    ref_text = "; ".join(f"{isolation.trigger_label(r['params'])}: {refs[r['name']]['attack_success']:.1f} %"
+                         for r in records if refs[r["name"]])
+    by = all_tab.set_index(["trigger", "method"])
+    learned = [t for t in all_tab["trigger"].unique()
+               if by.loc[(t, "none"), "ASR %"] >= 50 and (t, ENSEMBLES) in by.index]
+    texts["wl_summary"] = "; ".join(
+        f"{t}: attack success {by.loc[(t, 'none'), 'ASR %']:.1f} % → {by.loc[(t, ENSEMBLES), 'ASR %']:.1f} %, clean "
+        f"accuracy {by.loc[(t, 'none'), 'clean acc %']:.1f} % → {by.loc[(t, ENSEMBLES), 'clean acc %']:.1f} %"
+        for t in learned) or "no committed experiment has an attack that the model learned"
+    texts["ref_text"] = ref_text or "not run"
+    from ..reproduce import provenance_text
+
+    texts["prov_all"] = provenance_text(records)
+    return wide.round(1).astype(object).where(wide.notna(), "—"), texts

@@ -1,0 +1,128 @@
+"""The chapters' page helpers (:mod:`poisoncure.pages`): the sentences they build follow the numbers they read."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from poisoncure.pages import hygiene_page as page
+
+CLASSES = tuple(f"c{k}" for k in range(10))
+
+
+def scan(prob, infected=None):
+    prob = np.asarray(prob, dtype=float)
+    infected = prob > 0.5 if infected is None else np.asarray(infected)
+    return SimpleNamespace(prob=prob, infected=infected, suspect=int(np.argmax(prob)),
+                           model_infected=bool(infected.any()))
+
+
+def test_detection_sentences_follow_the_scans():
+    """The main suspect's verdict names the target only when it is the one label over τ; the healthy twin's names
+    a false positive only when one exists; the paper's method is credited only when it names the target."""
+    hit = scan([0.9] + [0.1] * 9)
+    two = scan([0.9, 0.7] + [0.1] * 8)
+    healthy = scan([0.2] * 10)
+    found = {"poison_cure": {"target": 0, "ratio": 3.2, "poisoned": True}}
+    wrong = {"poison_cure": {"target": 4, "ratio": 2.5, "poisoned": True}}
+    t = page.detection_texts({"healthy": healthy, "badnets": hit}, {"badnets": found}, "badnets", CLASSES, 0, 2.0)
+    assert t["fm_verdict_main"] == "c0 has the highest Prob and is the only label over τ"
+    assert t["fm_healthy_verdict"] == "no label passes" and t["fm_prob_main"] == "0.9"
+    assert t["fm_pc_verdict"] == "The paper's method names c0 (R = 3.20)."
+    t = page.detection_texts({"healthy": two, "badnets": two}, {"badnets": wrong}, "badnets", CLASSES, 0, 2.0)
+    assert t["fm_verdict_main"] == "labels over τ: c0, c1 (highest: c0)"
+    assert t["fm_healthy_verdict"] == "2 label(s) pass — a false positive"
+    assert "does not find the badnets target" in t["fm_pc_verdict"] and "names the wrong class" in t["fm_pc_verdict"]
+    t = page.detection_texts({"healthy": healthy}, {}, None, CLASSES, 0, 2.0)
+    assert t["fm_main"] == "none" and t["fm_prob_main"] == "—" and t["fm_pc_verdict"] == ""
+
+
+def test_the_mitigation_summary_says_halved_only_when_it_is():
+    def metrics(acc, asr):
+        return SimpleNamespace(metrics=SimpleNamespace(clean_accuracy=acc, attack_success_rate=asr))
+
+    before = {"badnets": metrics(90.0, 98.0)}
+    t = page.mitigation_texts("badnets", before, {"badnets": metrics(89.0, 10.0)}, {"badnets": metrics(89.5, 97.0)})
+    assert t["mit_summary"].startswith("MITIGATE at least halves") and "alone does not" in t["mit_summary"]
+    t = page.mitigation_texts("badnets", before, {"badnets": metrics(89.0, 60.0)}, {"badnets": metrics(89.5, 30.0)})
+    assert t["mit_summary"].startswith("MITIGATE does not halve") and "and so does" in t["mit_summary"]
+    assert page.mitigation_texts("blend", before, {}, {})["mit_summary"] == "MITIGATE did not run"
+
+
+def test_the_cifar_verdict_calls_a_label_passing_on_the_clean_model_a_false_positive():
+    refs = [SimpleNamespace(accuracies=[61.4])]
+    t = page.cifar_texts({"blend": scan([0.1] * 5 + [0.8] + [0.1] * 4), "clean": scan([0.7] + [0.1] * 9)}, refs, [500])
+    assert t["c_pass_clean"] == "1" and t["c_verdict"].startswith("Every label that passes on the clean model")
+    assert t["cifar_ref_desc"] == "500 images per class (61 % accurate)"
+    t = page.cifar_texts({"blend": scan([0.1] * 10), "clean": scan([0.1] * 10)}, refs, [500])
+    assert t["c_verdict"].startswith("No label passes on the clean model")
+
+
+def test_the_full_profile_sentences_follow_the_committed_runs():
+    """No alarm on any clean ResNet-18 says so; one alarm says false alarms persist; an additive attack under 50 %
+    is called not learned."""
+    from poisoncure.pages import reverse_page
+
+    def clean(p, acc, detected):
+        return {"params": {"poison": "clean"}, "results": {"xiang": {"p_value": p, "detected": detected},
+                                                         "before": {"clean_accuracy": acc}}}
+
+    additive = {"params": {"poison": "chessboard", "recipe": {"additive_l2": 0.2, "epochs": 40}},
+                "results": {"before": {"attack_success_rate": 12.0}, "target": 9,
+                            "xiang": {"detected": False, "p_value": 0.4, "source": 1, "target": 9},
+                            "ours": {"poisoned": False, "candidate": 3}, "neural_cleanse": {"flagged": []}}}
+    t = reverse_page.full_profile_texts([clean(0.3, 90.0, False), clean(0.6, 80.0, False), additive], 10, CLASSES)
+    assert t["full_clean_text"].startswith("None of the 2 clean ResNet-18s is called attacked")
+    assert "p = 0.60 at 80.0% clean accuracy, p = 0.30 at 90.0%" in t["full_clean_text"]
+    assert t["full_additive"].startswith("The additive model (chessboard, ‖v‖₂ = 0.2) reached an attack success")
+    t = reverse_page.full_profile_texts([clean(0.01, 90.0, True), clean(0.6, 80.0, False)], 10, CLASSES)
+    assert t["full_clean_text"].startswith("1 of the 2 clean ResNet-18s are called attacked")
+    assert t["full_additive"] == "No committed full-profile result for the additive model."
+
+
+def test_the_attack_verdict_says_which_backdoors_work():
+    from poisoncure.pages import attack_page
+
+    def model(acc, asr):
+        return SimpleNamespace(metrics=SimpleNamespace(clean_accuracy=acc, attack_success_rate=asr))
+
+    both = attack_page.attack_verdict({"blend": model(84.0, 97.0), "pixel": model(83.5, 99.9)}, ["blend", "pixel"])
+    assert both == ("The pixel-poisoned model reaches 83.5% clean accuracy with 99.9% attack success. Both backdoors "
+                    "work in this build (at least 80% attack success).")
+    one = attack_page.attack_verdict({"blend": model(84.0, 97.0), "pixel": model(83.5, 8.0)}, ["blend", "pixel"])
+    assert "The blend backdoor works" in one and "The pixel backdoor is not learned (below 80% attack success)" in one
+
+
+def test_the_theorem_reading_follows_the_sweep_points():
+    """Errors falling as ‖v‖/σ grows, on the Gaussian tail: direction and shape hold; errors rising: the direction
+    does not; zero errors are counted apart; no non-zero error: the shape is untested."""
+    import pandas as pd
+    from scipy.stats import norm
+
+    from poisoncure.pages import sweep_page
+
+    snr = np.array([2.0, 3.0, 4.0, 5.0])
+    tail = pd.DataFrame({"snr": snr, "error": 100 * norm.cdf(-snr / 2), "attack works": True})
+    t = sweep_page.theorem_texts(tail, fit_c=float("nan"))
+    assert t["theorem_reading"].startswith("The direction holds: the error falls as the signal grows, and the shape")
+    assert t["snr_corr"] == "-1.00" and t["snr_range"] == "2.0–5.0"
+    t = sweep_page.theorem_texts(tail.assign(error=[0.5, 1.0, 2.0, 3.0]), fit_c=float("nan"))
+    assert t["theorem_reading"].startswith("Even the direction does not hold here")
+    t = sweep_page.theorem_texts(tail.assign(error=[1.0, 0.5, 0.2, 0.0]), fit_c=float("nan"))
+    assert "1 learned attack has no filtering error at all" in t["theorem_reading"]
+    t = sweep_page.theorem_texts(tail.assign(error=0.0), fit_c=float("nan"))
+    assert t["theorem_reading"].startswith("No learned attack has a non-zero filtering error")
+
+
+def test_the_pixel_filter_note_reads_the_model():
+    from poisoncure.pages import filtering_page
+
+    def model(asr):
+        return SimpleNamespace(metrics=SimpleNamespace(attack_success_rate=asr))
+
+    results = [{"sensitivity %": 97.0, "specificity %": 99.5}]
+    assert filtering_page.pixel_note({"pixel": model(99.0)}, results).startswith(
+        "For the one-pixel poison the filter reaches 97.0% sensitivity")
+    assert filtering_page.pixel_note({"pixel": model(3.0)}, results).startswith("The one-pixel backdoor was not")
+    assert filtering_page.pixel_note({}, results).startswith("The one-pixel model is not among")
