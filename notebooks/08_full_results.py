@@ -29,9 +29,9 @@
 # the paper's scale (GPU), `cpu-full` the whitened network on a CPU, and `cpu-cnn` the same 18 experiments with the
 # small CNN of earlier builds, trained for 8 epochs on a CPU. This page shows the results of the
 # {glue:text}`results_profile` profile; the default build shows `cpu-cnn`, whose grid is complete, until another
-# is. Expect the small CNN to sit well below the paper's accuracy and to learn the backdoors less firmly — the
-# one-pixel trigger hardly at all (chapter 2 shows why): the comparison then says how the method behaves with a
-# weaker model, not whether the paper's numbers hold.
+# is. Its recipe: {glue:text}`recipe_text`. Expect the small CNN to sit well below the paper's accuracy and to
+# learn the backdoors less firmly — the one-pixel trigger hardly at all (chapter 2 shows why): the comparison then
+# says how the method behaves with a weaker model, not whether the paper's numbers hold.
 #
 # Reproduces: {cite}`chan2019poison` Tables 1–5 (§8), with the differences explained.
 
@@ -47,7 +47,7 @@ import pandas as pd
 from IPython.display import HTML, Markdown
 from myst_nb import glue
 
-from poisoncure import paper, paper_tables, plots, profiles, reproduce, verdict
+from poisoncure import models, paper, paper_tables, plots, profiles, reproduce, verdict
 
 plots.set_style(profile)
 records = reproduce.load_results(results_profile, "main")
@@ -59,6 +59,12 @@ n_done = n_plan - int((cover == "missing").to_numpy().sum())
 glue("n_done", n_done, display=False)
 glue("n_plan", n_plan, display=False)
 glue("results_profile", results_profile, display=False)
+shown_recipe = profiles.load(results_profile)["experiment"]
+glue("recipe_text", f"the {models.MODEL_NAMES[shown_recipe['model']]} at width {shown_recipe['width']}, "
+     f"{shown_recipe['epochs']} epochs, and as the blend "
+     + ("the paper's out-of-distribution photo of each pair (from scikit-image), the same image chapter 2 blends "
+        "into the smoke profile's models" if shown_recipe["blend_source"] == "skimage" else
+        "a uniform-noise pattern instead of the paper's photo (chapter 2 blends the photo)"), display=False)
 prov_text = reproduce.provenance_text(records)
 glue("prov_text", prov_text, display=False)
 others = []

@@ -177,6 +177,34 @@ def test_figures_fit_the_column_with_text_at_least_body_size():
     plt.close(fig)
 
 
+def test_colliding_texts_are_found_and_crowded_tick_labels_turned():
+    """Ten long tick labels side by side on a narrow axes collide; untangling turns them until they do not, and a
+    title wider than its axes is wrapped. A figure with room for its texts has no collision."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from poisoncure import plots
+
+    fig, ax = plt.subplots(figsize=(3, 2.5))
+    ax.bar(range(10), range(10))
+    ax.set_xticks(range(10), [f"a long class name {k}" for k in range(10)], fontsize=plots.MIN_TEXT_PT)
+    ax.set_title("a title far too long for the narrow axes under it, which must wrap")
+    assert any("x tick" in c for c in plots.text_collisions(fig))
+    assert plots.untangle_text(fig)
+    fig.tight_layout()
+    assert not [c for c in plots.text_collisions(fig) if "x tick" in c]
+    assert "\n" in ax.get_title() and all(abs(t.get_rotation()) >= 45 for t in ax.get_xticklabels())
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.plot([0, 1], [0, 1], label="line")
+    ax.set_xticks([0, 1], ["zero", "one"])
+    ax.legend()
+    assert plots.text_collisions(fig) == [] and not plots.untangle_text(fig)
+    plt.close(fig)
+
+
 def test_the_readme_example_of_a_defense_on_your_own_model_runs():
     """The README's snippet, executed as written on a model and data of 'your own' (a tiny poisoned toy)."""
     import numpy as np

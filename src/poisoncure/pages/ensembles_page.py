@@ -48,7 +48,7 @@ def growth_figure(live: dict[str, Any]) -> tuple[Any, dict[str, str]]:
     ens = live["ensemble"]
     comp = pd.DataFrame(ens["components"])
     comp["clean"] = comp["size"] - comp["poison"]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.4))
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(6.1, 6.6))
     labels = [f"bag {b}, #{i}" for b, i in zip(comp["bag"], comp["index"], strict=True)]
     ax1.bar(labels, comp["clean"], label="clean")
     ax1.bar(labels, comp["poison"], bottom=comp["clean"], label="poisoned", color="C3")
@@ -56,7 +56,7 @@ def growth_figure(live: dict[str, Any]) -> tuple[Any, dict[str, str]]:
         ax1.text(k, c + p, f"{p} poisoned", ha="center", va="bottom", fontsize=8)
     ax1.set_ylim(0, 1.15 * comp["size"].max())
     ax1.set_ylabel("samples in the component")
-    ax1.set_title("ISPL components (each trains one weak learner)", fontsize=10)
+    ax1.set_title("ISPL components, each training one weak learner", fontsize=10)
     ax1.legend(fontsize=8, loc="lower right")
     stages = [ens["vote"], *ens["spl"]]
     xs = ["vote", *[f"SPL {r + 1}" for r in range(len(ens["spl"]))]]
@@ -71,7 +71,8 @@ def growth_figure(live: dict[str, Any]) -> tuple[Any, dict[str, str]]:
     ax2.set_title("the kept set after the vote and each self-training round", fontsize=10)
     h1, l1 = ax2.get_legend_handles_labels()
     h2, l2 = ax2b.get_legend_handles_labels()
-    ax2.legend(h1 + h2, l1 + l2, fontsize=8, loc="center right")
+    ax2.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=3,
+               frameon=False)  # below the panel, off the lines
     fig.tight_layout()
     last = stages[-1]
     return fig, {

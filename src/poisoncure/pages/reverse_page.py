@@ -29,16 +29,15 @@ def models_table(trained: dict[str, Any]) -> pd.DataFrame:
 
 
 def heatmaps(results: dict[str, Any], shown: list[str], classes: tuple[str, ...]):
-    """The searched norm of every (source, target) pair per model, two maps per row, the reported pair boxed."""
-    fig, axes = plt.subplots(2, 2, figsize=(6.7, 6.8))  # two per row: each map wide enough for its class names
-    axes = axes.ravel()
-    axes[-1].axis("off")
-    for ax, name in zip(axes, shown, strict=False):
+    """The searched norm of every (source, target) pair per model, one map per row (wide enough for the class
+    names at the body text's size), the reported pair boxed."""
+    fig, axes = plt.subplots(len(shown), 1, figsize=(5.2, 4.6 * len(shown)), squeeze=False)
+    for ax, name in zip(axes[:, 0], shown, strict=True):
         n = results[name].search.norms.copy()
         np.fill_diagonal(n, np.nan)
         im = ax.imshow(n, cmap="viridis", vmin=0, vmax=np.nanpercentile(n, 95))
-        ax.set_xticks(range(10), classes, rotation=60, ha="right", fontsize=8)
-        ax.set_yticks(range(10), classes, fontsize=8)
+        ax.set_xticks(range(10), classes, rotation=90)
+        ax.set_yticks(range(10), classes)
         ax.set_xlabel("target t")
         ax.set_ylabel("source s")
         ax.grid(False)
