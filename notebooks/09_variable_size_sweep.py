@@ -121,6 +121,14 @@ def per_rate_figure(df, col, ylabel, defenses, title):
     return page.per_rate_figure(df, col, ylabel, defenses, title, triggers, rates)
 
 
+# %% [markdown]
+# ## The attack: how large must a trigger be to be learned?
+#
+# Before any defense: the attack success (triggered base-class test images sent to the target) and the clean
+# accuracy of each point's model. A point whose attack success stays below 50 % has no working backdoor: no repair
+# runs on it, and detecting "nothing" there is the right answer.
+
+# %%
 if len(table):
     fig = per_rate_figure(table[table.defense == "none"], "ASR before", "attack success before (%)", ["none"],
                           "The undefended models")
@@ -251,7 +259,27 @@ glue("tab_breaks", breaks, display=False)
 for key, name in (("ours", "Poison as a Cure"), ("nc", "Neural Cleanse"), ("fp", "Fine-Pruning")):
     glue(f"fails_{key}", page.fails_on(breaks, name), display=False)
 
+# %% [markdown]
+# ```{glue:figure} tab_breaks
+# :name: tab-sweep-breaks
+#
+# Where each defense stops working, per poison rate (triggers smallest to largest; "—": none).
+# ```
+#
+# Working attacks that survive the repair (attack success ≥ 10 % after it), per rate — the paper's method:
+# {glue:text}`fails_ours`. Neural Cleanse: {glue:text}`fails_nc`. Fine-Pruning: {glue:text}`fails_fp`.
+#
+# ## Theorem 5.1 on the sweep: filtering error against the signal
+#
+# Chapter 4's theorem says the filtering error falls as the poison signal grows relative to the noise, like
+# σ²/‖v‖² (the reconstructed bound; its constant is lost) — for a Gaussian picture of the two clusters, like the
+# tail Φ(−‖v‖/2σ). Every point of the sweep gives one measurement of both sides: ‖v‖ and σ from the normalised
+# input gradients of the target class with the true poison labels, and the error of the paper's filtering step
+# run on that class (the theorem's setting: the class is given, whatever the class scan of chapter 5 decided). The
+# dotted curve is C·σ²/‖v‖² with the one constant C fitted to the points (least squares on the log of the
+# non-zero errors); the dashed curve is the Gaussian tail, with no free constant.
 
+# %%
 ours = page.theorem_points(table)
 fig, fit_c = page.theorem_figure(ours, rates)
 glue("fig_theorem", fig, display=False)

@@ -187,6 +187,31 @@ glue("tab_xiang", page.detection_table(results, trained, search_prov, classes), 
 for name, text in page.search_texts(results, additive_pattern, (src_true, tgt_true), (shared.base, shared.target),
                                     classes).items():
     glue(name, text, display=False)
+
+# %% [markdown]
+# ```{glue:figure} fig_nulls
+# :name: fig-nulls
+#
+# The 90 statistics with the truncated (solid) and naive (dashed) Gamma nulls; the vertical line is the
+# largest statistic, whose p-value is given.
+# ```
+#
+# ```{glue:figure} tab_xiang
+# :name: tab-xiang
+#
+# The detection on every model of the chapter ({glue:text}`xiang_theta_text`).
+# ```
+#
+# On the additive model the reported pair is {glue:text}`xiang_pair_additive` — {glue:text}`xiang_correct`
+# ({glue:text}`xiang_true_pair`) — with p = {glue:text}`xiang_p_additive` under the truncated null and
+# {glue:text}`xiang_pnaive_additive` under the naive one. On the blend model it reports
+# {glue:text}`xiang_pair_blend` (p = {glue:text}`xiang_p_blend`): a blend at 20% opacity moves every pixel by
+# tens of grey levels, and the smallest perturbation that does the blend's work for the true pair
+# ({glue:text}`xiang_blend_true_pair`, norm {glue:text}`xiang_blend_true_norm:.2f`) is no smaller than natural
+# pairs — the method assumes a small additive trigger, and this one is neither small nor additive. On the clean
+# model it reports {glue:text}`xiang_pair_clean` with p = {glue:text}`xiang_p_clean`: {glue:text}`xiang_clean_verdict`.
+
+# %%
 glue("xiang_theta_text", f"π = {pi:g}, θ = {theta:g}, {search_per_class} clean images per class, step "
      f"{search_eta:g}, bound {search_bound:g}", display=False)
 
