@@ -50,6 +50,7 @@ finetune_lrs = [0.001, 0.01]  # fine-tuning learning rates of the second sweep (
 import dataclasses
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 from myst_nb import glue
 
@@ -93,9 +94,17 @@ if blend.counter is not None:
     seen = models.trigger_as_seen(trained["blend"].model, delta)
     agree = {c: max(signal.abs_cosine(blend.counter.signals[c].ravel(), seen.ravel()),
                     signal.abs_cosine(blend.counter.signals[c].ravel(), seen[:, :, ::-1].ravel())) for c in shown}
-    fig = plots.image_grid([[delta, seen] + [blend.counter.signals[c] for c in shown]], [f"η = {eta:g}"],
-                           ["trigger δ̄", "δ̄ as seen"] + [f"{classes[c]}\n|cos| {agree[c]:.2f}" for c in shown],
-                           size=1.3)
+    cells = [delta, seen] + [blend.counter.signals[c] for c in shown]
+    labels = ["trigger δ̄", "as seen"] + [f"{plots.short(classes[c])}\ncos {agree[c]:.2f}" for c in shown]
+    half = (len(cells) + 1) // 2  # two rows, so that each label has its image's width
+    fig = plots.image_grid([cells[:half], cells[half:] + [np.ones_like(cells[0])] * (2 * half - len(cells))],
+                           size=1.1)
+    for ax, label in zip(fig.axes, labels, strict=False):
+        ax.set_title(label, fontsize=plots.MIN_TEXT_PT)
+    for ax in fig.axes[len(cells):]:
+        ax.set_visible(False)
+    fig.set_size_inches(fig.get_size_inches()[0], fig.get_size_inches()[1] + 0.9)  # room for the two label lines
+    fig.tight_layout()
 else:
     fig, ax = plt.subplots(figsize=(4, 1))
     ax.text(0.5, 0.5, "no class flagged: no counter-poison", ha="center")
@@ -107,10 +116,10 @@ plt.close(fig)
 # ```{glue:figure} fig_counter_signals
 # :name: fig-counter-signals
 #
-# The blend trigger's mean pixel change δ̄ and δ̄ as the network's first layer passes it to input gradients, then the
-# counter-poison directions of the blend model, one per non-target class, each with its |cos| to the second (all
-# min–max scaled; 1 would be the same direction up to sign; the larger of the image and its mirror image, as the
-# model was trained with flips).
+# The blend trigger's mean pixel change δ̄ and δ̄ as the network's first layer passes it to input gradients ("as
+# seen"), then the counter-poison directions of the blend model, one per non-target class, each labelled with its
+# |cos| to the second (all min–max scaled; 1 would be the same direction up to sign; the larger of the image and
+# its mirror image, as the model was trained with flips).
 # ```
 
 # %% [markdown]

@@ -29,6 +29,15 @@ BODY_PX = 16
 MIN_TEXT_PT = BODY_PX * 72 / FIGURE_DPI
 
 
+#: shorter names of the CIFAR-10 classes, for labels over narrow columns of images (the others are short already)
+SHORT_NAMES = {"airplane": "plane", "automobile": "car"}
+
+
+def short(name: str) -> str:
+    """A class name short enough to label a narrow column of images ("automobile" -> "car")."""
+    return SHORT_NAMES.get(name, name)
+
+
 def _reader_warning_types() -> tuple[type[Warning], ...]:
     from .cache import CacheWarning
     from .reproduce import ResultWarning
@@ -173,7 +182,10 @@ def _labelled_texts(fig) -> list[tuple[str, Any]]:
     out = []
     for i, ax in enumerate(fig.axes):
         for name, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
-            out += [(f"axes {i} {name} tick {t.get_text()!r}", t) for t in axis.get_ticklabels()]
+            lo, hi = sorted(axis.get_view_interval())
+            k = 0 if name == "x" else 1  # a tick label outside the axes' limits is not drawn
+            out += [(f"axes {i} {name} tick {t.get_text()!r}", t) for t in axis.get_ticklabels()
+                    if lo - 1e-9 * abs(hi - lo) <= t.get_position()[k] <= hi + 1e-9 * abs(hi - lo)]
             out.append((f"axes {i} {name} label", axis.label))
         out += [(f"axes {i} title", t) for t in (ax.title, ax._left_title, ax._right_title)]
         out += [(f"axes {i} text {t.get_text()!r}", t) for t in ax.texts]
@@ -197,14 +209,15 @@ def text_collisions(fig, min_share: float = 0.15) -> list[str]:
     boxes = []
     for name, t in _labelled_texts(fig):
         bb = t.get_window_extent(renderer)
-        if bb.width > 0 and bb.height > 0:
-            boxes.append((name, bb))
+        if bb.width > 0 and bb.height > 0 and all(t is not other for _, _, other in boxes):  # each artist once
+            boxes.append((name, bb, t))
     found = []
-    for i, (na, a) in enumerate(boxes):
-        for nb, b in boxes[i + 1:]:
+    for i, (na, a, _) in enumerate(boxes):
+        for nb, b, _ in boxes[i + 1:]:
             w = min(a.x1, b.x1) - max(a.x0, b.x0)
             h = min(a.y1, b.y1) - max(a.y0, b.y0)
-            same = na.split(" ", 2)[-1] == nb.split(" ", 2)[-1] and w * h > 0.9 * a.width * a.height
+            same = (na.split(" ", 2)[-1] == nb.split(" ", 2)[-1] or {na, nb} & {"suptitle"} and
+                    na.split("'")[1:2] == nb.split("'")[1:2]) and w * h > 0.9 * a.width * a.height
             if w > 0 and h > 0 and w * h > min_share * min(a.width * a.height, b.width * b.height) and not same:
                 found.append(f"{na} overlaps {nb}")  # (the same text drawn twice in one place: twin axes)
     return found

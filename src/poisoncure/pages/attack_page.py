@@ -95,7 +95,7 @@ def learning_outputs(learn: pd.DataFrame, results_profile: str) -> tuple[Any, pd
                 pd.DataFrame({"note": ["no learning curves committed"]}))
     nets = list(dict.fromkeys(learn["network"]))  # in the order of the result files
     net_colour = dict(zip(nets, plots.colours(len(nets)), strict=True))
-    fig, axes = plt.subplots(2, 2, figsize=(10, 6.4), sharex=True)
+    fig, axes = plt.subplots(2, 2, figsize=(10, 8.5), sharex=True, layout="constrained")
     for j, trig_name in enumerate(("pixel", "blend")):
         for net in nets:
             d = learn[(learn.trigger == trig_name) & (learn.network == net)].sort_values("epoch")
@@ -107,8 +107,7 @@ def learning_outputs(learn: pd.DataFrame, results_profile: str) -> tuple[Any, pd
     axes[0, 0].set_ylabel("attack success (%)")
     axes[1, 0].set_ylabel("clean test accuracy (%)")
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncols=2, fontsize=9, frameon=False)  # below the panels
-    fig.tight_layout(rect=(0, 0.09, 1, 1))
+    fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=9, frameon=False)  # below the panels
     last = learn.sort_values("epoch").groupby(["network", "trigger"]).last().reset_index()
     final = last.pivot(index="network", columns="trigger", values="attack_success_rate").add_prefix(
         "attack success, ").join(last.groupby("network")[["clean_accuracy"]].mean().rename(

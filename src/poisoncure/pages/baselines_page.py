@@ -74,7 +74,8 @@ def neural_cleanse_figures(nc_res: dict[str, Any], anomaly_threshold: float, tar
     """The reversed triggers (mask × pattern) per label and model, and the mask sizes and anomaly indices."""
     cols = plots.colours(6)
     grid = plots.image_grid([[res.masks[k][..., None] * res.patterns[k].transpose(1, 2, 0) for k in range(10)]
-                             for res in nc_res.values()], [f"{p} model" for p in nc_res], list(classes), size=1.2)
+                             for res in nc_res.values()], [f"{p} model" for p in nc_res],
+                            [plots.short(c) for c in classes], size=1.2)
     fig, ax = plt.subplots(1, 2, figsize=(11, 3))
     w = 0.8 / len(nc_res)
     for i, (p, res) in enumerate(nc_res.items()):
