@@ -380,16 +380,17 @@ def build(profile: str = "smoke", only: list[str] | None = None, overrides: dict
     if never:
         print(f"chapters never executed, run first with profile {profile!r}: {never}", flush=True)
     names = [n for n in sources if n in set(names) | set(never)]
-    plan = {}
+    plan, values = {}, {}  # injected parameters; every value the notebook will run with
     for n in names:
         declared = declared_parameters(sources[n])
         try:
             plan[n] = profiles.notebook_parameters(profile, n, declared, None if n in never else overrides)
-            parameters.check(n, {**declared, **plan[n]})
+            values[n] = {**declared, **plan[n]}
+            parameters.check(n, values[n])
         except ValueError as e:
             raise SystemExit(str(e)) from None
     results = []
-    shared = shared_model_recipes({n: {**declared_parameters(sources[n]), **plan[n]} for n in names})
+    shared = shared_model_recipes(values)
     if shared:
         res = train_shared_models(shared)
         results.append(res)

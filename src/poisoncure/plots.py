@@ -116,8 +116,8 @@ def fit_to_column(fig, max_width: float = MAX_FIGURE_WIDTH, relayout_first: bool
     """Narrow a figure whose saved image (its tight box: the figure and any label or legend outside it) is wider than
     ``max_width`` inches, so that the page shows it near its natural size and its text stays readable (a wider image
     would be scaled down as a picture, text and all). The height shrinks by the square root of the width's factor
-    (the panels get taller, which leaves room for their labels) and the layout is redone; ``relayout`` redoes it
-    even when the width fits (after texts changed size). Returns whether the figure was changed."""
+    (the panels get taller, which leaves room for their labels) and the layout is redone; ``relayout_first`` redoes
+    it even when the width fits (after texts changed size). Returns whether the figure was changed."""
     import warnings
 
     from matplotlib.layout_engine import PlaceHolderLayoutEngine
@@ -206,20 +206,21 @@ def text_collisions(fig, min_share: float = 0.15) -> list[str]:
     "<text> overlaps <text>"; empty for a figure whose every text can be read."""
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
-    boxes = []
-    for name, t in _labelled_texts(fig):
+    boxes, seen = [], set()
+    for name, t in _labelled_texts(fig):  # an artist listed twice (the suptitle is also a figure text) counts once
         bb = t.get_window_extent(renderer)
-        if bb.width > 0 and bb.height > 0 and all(t is not other for _, _, other in boxes):  # each artist once
+        if bb.width > 0 and bb.height > 0 and id(t) not in seen:
+            seen.add(id(t))
             boxes.append((name, bb, t))
     found = []
-    for i, (na, a, _) in enumerate(boxes):
-        for nb, b, _ in boxes[i + 1:]:
+    for i, (na, a, ta) in enumerate(boxes):
+        for nb, b, tb in boxes[i + 1:]:
             w = min(a.x1, b.x1) - max(a.x0, b.x0)
             h = min(a.y1, b.y1) - max(a.y0, b.y0)
-            same = (na.split(" ", 2)[-1] == nb.split(" ", 2)[-1] or {na, nb} & {"suptitle"} and
-                    na.split("'")[1:2] == nb.split("'")[1:2]) and w * h > 0.9 * a.width * a.height
+            # the same text drawn twice in one place (twin axes sharing their ticks) reads as one
+            same = ta.get_text() == tb.get_text() and w * h > 0.9 * a.width * a.height
             if w > 0 and h > 0 and w * h > min_share * min(a.width * a.height, b.width * b.height) and not same:
-                found.append(f"{na} overlaps {nb}")  # (the same text drawn twice in one place: twin axes)
+                found.append(f"{na} overlaps {nb}")
     return found
 
 
