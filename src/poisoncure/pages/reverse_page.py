@@ -52,7 +52,7 @@ def heatmaps(results: dict[str, Any], shown: list[str], classes: tuple[str, ...]
 def null_fits(results: dict[str, Any], shown: list[str]):
     """Per model: the histogram of the K(K-1) statistics, the truncated and the naive gamma null, the largest."""
     cols = plots.colours(6)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), layout="constrained")
     for ax, name in zip(axes, shown, strict=True):
         r = results[name]
         s = r.statistics[OFF_DIAGONAL]
@@ -64,8 +64,8 @@ def null_fits(results: dict[str, Any], shown: list[str]):
         ax.axvline(r.null.r_max, color=cols[3], lw=1.5, label="largest")
         ax.set_title(f"{name}: p = {r.null.p_value:.1e} (naive {r.naive.p_value:.1e})", fontsize=11)
         ax.set_xlabel("r")
-        ax.legend(fontsize=9)
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()  # one key for the three panels, off the data
+    fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=9, frameon=False)
     return fig
 
 
