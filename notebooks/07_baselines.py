@@ -63,7 +63,7 @@ import pandas as pd
 import torch
 from myst_nb import glue
 
-from poisoncure import data, experiments, metrics, plots
+from poisoncure import data, experiments, metrics, pipeline, plots
 from poisoncure.defenses.activation_clustering import ActivationClustering
 from poisoncure.defenses.fine_pruning import FinePruning, keep_mask
 from poisoncure.defenses.neural_cleanse import NeuralCleanse
@@ -83,9 +83,13 @@ specs = {p: experiments.attack_spec_or_none(tm) or spec for p, tm in trained.ite
 target, base = specs["blend"].target, specs["blend"].base
 clean_set, held_out = experiments.defender_split(cifar.test, clean_per_class, seed=seed)
 attacked = [p for p in poisons if trained[p].metrics.attack_success_rate >= min_asr]
-ours = {p: experiments.get_poison_cure(trained[p], experiments.poison_cure_for(
-    recipes[p], threshold=threshold, eta=eta, device=device), neutralize=p in attacked, data=cifar)
-    for p in models}
+# every defense on every model through the library's one pipeline (the call the runner's grids make): repairs only
+# where the attack works; Neural Cleanse also on the clean model (false alarms); Fine-Pruning, a repair, where it works
+methods = {p: [m for m in pipeline.DEFENSES if p in attacked or m not in (pipeline.PRUNING, pipeline.CLEANSE)
+               or (p == "clean" and m == pipeline.CLEANSE)] for p in models}
+runs = {p: pipeline.run_defenses(trained[p], cifar, methods[p], pipeline.DefenseSettings.from_params(globals()),
+                                 clean=clean_set, repair=p in attacked, target=target, device=device) for p in models}
+ours = {p: runs[p][pipeline.POISON_CURE].artefact for p in models}
 
 # %% [markdown]
 # ## What each defense needs to know
@@ -131,17 +135,12 @@ def detection_row(p, method, flagged_target, rows):
             "sensitivity": metrics.sensitivity(flagged_target, is_poison)}
 
 
-ac = ActivationClustering(layer=ac_layer, seed=seed, device=device, progress=False)
-ss = SpectralSignatures(eps=eps, labels=int(target), layer=ss_layer, seed=seed, device=device, progress=False)
-ac_res, ss_res, det_rows = {}, {}, []
-for p in models:
-    tm, rows = trained[p], target_rows(p)
-    ac_res[p] = ac.score_features(experiments.get_features(tm, ac_layer, device=device), tm.train_set.y)
-    ss_res[p] = ss.score_features(experiments.get_features(tm, ss_layer, rows, device=device), tm.train_set.y[rows])
-    if p == "clean":
-        continue
-    n = len(tm.train_set)
-    det_rows.append(detection_row(p, "Poison as a Cure", ours[p].result.is_poison(n)[rows], rows))
+ac_res = {p: runs[p][pipeline.CLUSTERING].artefact for p in models}  # each defense's own result, from the pipeline
+ss_res = {p: runs[p][pipeline.SPECTRAL].artefact for p in models}
+det_rows = []
+for p in poisons:
+    rows = target_rows(p)
+    det_rows.append(detection_row(p, "Poison as a Cure", runs[p][pipeline.POISON_CURE].flagged[rows], rows))
     det_rows.append(detection_row(p, "Activation Clustering (own rule)", ac_res[p].flagged[rows], rows))
     det_rows.append(detection_row(p, "Activation Clustering (smaller target cluster)",
                                   ac_res[p].cluster[rows] == 1, rows))
@@ -168,6 +167,9 @@ glue("ac_flagged_all", "; ".join(f"{', '.join(classes[k] for k in np.flatnonzero
 
 # %%
 glue("target_name", classes[target], display=False)
+# the two detectors again, for their settings and for the layer comparison below
+ac = ActivationClustering(layer=ac_layer, seed=seed, device=device, progress=False)
+ss = SpectralSignatures(eps=eps, labels=int(target), layer=ss_layer, seed=seed, device=device, progress=False)
 fig = page.ac_sizes_figure(ac_res, ac.size_threshold, target, classes)
 glue("fig_ac_sizes", fig, display=False)
 plt.close(fig)
@@ -259,10 +261,8 @@ glue("tab_ac_seeds", ac_seeds.round(1), display=False)
 # far below the median a label's mask norm lies, in robust standard deviations.
 
 # %%
-nc = NeuralCleanse(steps=nc_steps, seed=seed, device=device, progress=False)
-nc_models = [*attacked, "clean"]
-nc_res = {p: experiments.get_reversed_triggers(trained[p], nc, clean_set)[0] for p in nc_models}
-fig, fig_index = page.neural_cleanse_figures(nc_res, nc.anomaly_threshold, target, classes)
+nc_res = {p: runs[p][pipeline.CLEANSE].artefact for p in [*attacked, "clean"]}
+fig, fig_index = page.neural_cleanse_figures(nc_res, NeuralCleanse().anomaly_threshold, target, classes)
 glue("fig_nc", fig, display=False)
 glue("fig_nc_index", fig_index, display=False)
 plt.close(fig)
@@ -304,8 +304,7 @@ fp = FinePruning(max_accuracy_drop=fp_max_drop, device=device, progress=False)
 curve_set = data.balanced_subset(held_out, 200, seed=seed)  # the curve's 20 evaluations on 2,000 held-out images
 fp_res, fp_curves = {}, {}
 for p in attacked:
-    pr = fp.prune_curve(trained[p].model, clean_set)
-    fp_res[p] = pr
+    pr = fp_res[p] = runs[p][pipeline.PRUNING].artefact
     pruned, mask = fp.masked_copy(trained[p].model)
     curve = []
     for r in pr.ratios:
@@ -351,26 +350,21 @@ def final_row(p, method, model_after, detected=None, note=""):
 
 
 final = []
-for p in attacked:
-    tm = trained[p]
+for p in attacked:  # the repairs ran in the pipeline above; a repair that changed nothing leaves the model itself
+    tm, run = trained[p], runs[p]
     final.append(final_row(p, "none", tm.model))
-    final.append(final_row(p, "Poison as a Cure", ours[p].result.model or tm.model, "Poison as a Cure",
-                           "" if ours[p].result.model is not None else "nothing flagged: model unchanged"))
-    ss_removed = np.zeros(len(tm.train_set), dtype=bool)
-    ss_removed[target_rows(p)] = ss_res[p].removed
-    for key, name, removed, detected in (
-            ("spectral", "Spectral Signatures", ss_removed, "Spectral Signatures (target, 1.5ε)"),
-            ("activation_clustering", "Activation Clustering", ac_res[p].flagged, "Activation Clustering (own rule)")):
-        if key in (retrain or []):
-            final.append(final_row(p, name, experiments.get_retrained(tm, removed, device=device).model, detected,
-                                   f"retrained without {int(removed.sum())} samples"))
-        else:
-            final.append(final_row(p, name, None, detected, "not run here (see the retrain parameter)"))
-    t = nc_res[p]
-    final.append(final_row(p, "Neural Cleanse", nc.repair(tm.model, clean_set, t) if t.flagged.any() else tm.model,
-                           note=f"flagged: {', '.join(classes[k] for k in np.flatnonzero(t.flagged)) or 'none'}"))
-    final.append(final_row(p, "Fine-Pruning", fp.repair(tm.model, clean_set, fp_res[p]),
-                           note=f"{100 * fp_res[p].chosen_ratio:.0f}% of channels pruned"))
+    cure, nc_out, fp_out = run[pipeline.POISON_CURE], run[pipeline.CLEANSE], run[pipeline.PRUNING]
+    final.append(final_row(p, cure.method, tm.model if cure.unchanged else cure.repaired, cure.method,
+                           "nothing flagged: model unchanged" if cure.unchanged else ""))
+    for name, detected in ((pipeline.SPECTRAL, "Spectral Signatures (target, 1.5ε)"),
+                           (pipeline.CLUSTERING, "Activation Clustering (own rule)")):
+        o = run[name]
+        final.append(final_row(p, name, o.repaired, detected, "not run here (see the retrain parameter)"
+                               if o.repaired is None else f"retrained without {int(o.flagged.sum())} samples"))
+    final.append(final_row(p, nc_out.method, tm.model if nc_out.unchanged else nc_out.repaired,
+                           note=f"flagged: {', '.join(classes[k] for k in nc_out.labels) or 'none'}"))
+    final.append(final_row(p, fp_out.method, fp_out.repaired,
+                           note=f"{100 * fp_out.artefact.chosen_ratio:.0f}% of channels pruned"))
 final = pd.DataFrame(final, columns=["poison", "defense", "sensitivity", "specificity", "clean acc", "ASR", "note"])
 final, repairs_text = page.repairs_text(final, poisons, attacked, pair)
 glue("repairs_text", repairs_text, display=False)

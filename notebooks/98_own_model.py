@@ -196,4 +196,6 @@ plt.close(fig)
 #   (`classes=`); the gradient scan and Spectral Signatures work on any size, the book's own models expect 32 × 32.
 # - **Grey images** (one channel) are repeated over three channels; give your model's first layer what it expects.
 # - **A sample detector** (`detect`: one flag per training image) is how the paper's method, Spectral Signatures and
-#   Activation Clustering answer; Neural Cleanse and PoisHygiene answer per label (chapters 10 and 11).
+#   Activation Clustering answer; Neural Cleanse, Xiang et al.'s detector and PoisHygiene answer per label with
+#   `detect_labels` (chapters 10 and 11), as the paper's method also can (`cure.detect_labels(net, train)`).
+#   Calling `score`, `detect` and `repair` in a row on the same model and data runs the scan once.

@@ -21,8 +21,8 @@ import poisoncure
 
 PACKAGE = Path(poisoncure.__file__).parent
 BOOK = {"book", "browser", "parameters", "plots", "pages"}
-EXPERIMENTS = {"experiments", "reproduce", "sweep", "hygiene", "isolation", "profiles", "paper", "paper_tables",
-               "verdict"}
+EXPERIMENTS = {"experiments", "pipeline", "reproduce", "sweep", "hygiene", "isolation", "profiles", "paper",
+               "paper_tables", "verdict"}
 
 
 def modules() -> dict[str, Path]:

@@ -166,4 +166,8 @@ def test_score_and_detect_follow_the_interface(tiny_images):
     assert pc.detect(net, tiny_images).shape == (len(tiny_images),)
     assert not pc.detect(net, tiny_images).any()
     assert (pc.score(net, tiny_images) == 0).all()
-    assert pc.repair(net, tiny_images) is net
+    repaired = pc.repair(net, tiny_images)  # nothing to neutralize: an unchanged copy, never the input object
+    assert repaired is not net
+    assert all(torch.equal(a, b) for a, b in zip(repaired.state_dict().values(), net.state_dict().values(),
+                                                 strict=True))
+    assert not pc.detect_labels(net, tiny_images).any() and pc.score_labels(net, tiny_images).shape == (10,)

@@ -26,9 +26,9 @@ torch data sets), the attacks (``pc.PixelTrigger``,
 =================  ==========================================================================
 
 The book's own layers sit above this core and are never imported by it (``tests/test_layers.py``): the
-experiments (``experiments``, ``reproduce`` and its grids, ``profiles``, the paper's numbers, ``paper_tables``,
-``verdict``) and the book tooling (``book``, ``browser``, ``parameters``, ``plots``, and ``pages``: what each
-chapter shows, built from its results).
+experiments (``experiments``; ``pipeline``, every defense on one attacked model in one call; ``reproduce`` and its
+grids, ``profiles``, the paper's numbers, ``paper_tables``, ``verdict``) and the book tooling (``book``, ``browser``,
+``parameters``, ``plots``, and ``pages``: what each chapter shows, built from its results).
 """
 
 from __future__ import annotations

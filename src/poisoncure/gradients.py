@@ -13,6 +13,9 @@ Representations (:func:`features`) stay float32: the SVDs downstream read them d
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -60,24 +63,34 @@ def input_gradients(model: nn.Module, x_uint8: np.ndarray, labels: int | np.ndar
     y = torch.from_numpy(_labels(labels, len(x_uint8), num_classes))
     dev = resolve_device(device)
     was_training = model.training
-    requires = [p.requires_grad for p in model.parameters()]
     model.to(dev).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
     out = np.empty((len(x_uint8), int(np.prod(x_uint8.shape[1:]))), dtype=np.float32)
     try:
-        for i in range(0, len(x_uint8), batch_size):
-            xb = to_float(torch.from_numpy(x_uint8[i:i + batch_size]).to(dev)).requires_grad_(True)
-            with autocast(dev):
-                logits = model(xb)
-            loss = F.cross_entropy(logits.float(), y[i:i + batch_size].to(dev), reduction="sum")
-            (g,) = torch.autograd.grad(loss, xb)
-            out[i:i + len(xb)] = g.contiguous().reshape(len(xb), -1).float().cpu().numpy()
+        with frozen_weights(model):
+            for i in range(0, len(x_uint8), batch_size):
+                xb = to_float(torch.from_numpy(x_uint8[i:i + batch_size]).to(dev)).requires_grad_(True)
+                with autocast(dev):
+                    logits = model(xb)
+                loss = F.cross_entropy(logits.float(), y[i:i + batch_size].to(dev), reduction="sum")
+                (g,) = torch.autograd.grad(loss, xb)
+                out[i:i + len(xb)] = g.contiguous().reshape(len(xb), -1).float().cpu().numpy()
+    finally:
+        model.train(was_training)
+    return out
+
+
+@contextmanager
+def frozen_weights(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside the block the model's parameters take no gradient (only the inputs, or a trigger, are optimised);
+    each parameter's ``requires_grad`` is restored after, also when the block raises."""
+    requires = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield model
     finally:
         for p, r in zip(model.parameters(), requires, strict=True):
             p.requires_grad_(r)
-        model.train(was_training)
-    return out
 
 
 def features(model: nn.Module, x_uint8: np.ndarray, layer: str | None = None, batch_size: int = 1000,

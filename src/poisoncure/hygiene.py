@@ -475,19 +475,21 @@ def other_detectors(tm: TrainedModel, clean: ImageSet, data: Cifar10, nc_steps: 
     the paper's ratio R, the class with the largest R and whether R exceeds ``threshold``. The paper's scan needs
     every class's gradients, so on a task without some class it is not run (``poison_cure`` None, ``missing``
     naming the classes)."""
-    from .defenses.neural_cleanse import NeuralCleanse
-    from .defenses.poison_cure import PoisonCure
-    from .experiments import get_poison_cure, get_reversed_triggers
+    from . import pipeline
 
-    trig, _ = get_reversed_triggers(tm, NeuralCleanse(steps=nc_steps, seed=seed, device=device, progress=False), clean)
-    out: dict[str, Any] = {"neural_cleanse": {"anomaly": [float(v) for v in trig.anomaly],
-                                              "flagged": [int(k) for k in np.flatnonzero(trig.flagged)]}}
     k = len(clean.classes)
-    out["missing"] = [int(c) for c in range(k) if not (tm.train_set.y == c).any()]
+    missing = [int(c) for c in range(k) if not (tm.train_set.y == c).any()]
+    methods = [pipeline.CLEANSE] + ([] if missing else [pipeline.POISON_CURE])
+    run = pipeline.run_defenses(tm, data, methods, pipeline.DefenseSettings(nc_steps=nc_steps, threshold=threshold,
+                                                                            seed=seed),
+                                clean=clean, repair=False, device=device)
+    trig = run[pipeline.CLEANSE].artefact
+    out: dict[str, Any] = {"neural_cleanse": {"anomaly": [float(v) for v in trig.anomaly],
+                                              "flagged": run[pipeline.CLEANSE].labels}}
+    out["missing"] = missing
     out["poison_cure"] = None
-    if not out["missing"]:
-        sc = get_poison_cure(tm, PoisonCure(threshold=threshold, device=device, progress=False), neutralize=False,
-                             data=data).result.scan
+    if not missing:
+        sc = run[pipeline.POISON_CURE].artefact.result.scan
         out["poison_cure"] = {"ratio": float(sc.ratio), "target": int(sc.target), "poisoned": bool(sc.poisoned)}
     return out
 

@@ -198,9 +198,7 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
     ``itlm_epochs``, optional ``itlm_keep``; ``ss_layer``, ``ac_layer``; ``threshold``, ``eta`` of the paper's
     defense) and ``clean_reference`` (train the recipe's clean model for the "L" column).
     """
-    from . import experiments
-    from .defenses.activation_clustering import ActivationClustering
-    from .defenses.spectral import SpectralSignatures
+    from . import experiments, pipeline
     from .defenses.weak_learners import EnsembleConfig, WeakLearnerEnsemble, removal_counts
     from .provenance import stage
     from .train import resolve_device
@@ -254,27 +252,24 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
         out["itlm_rounds"] = [removal_counts(k, is_poison) for k in itlm]
         retrained("ITLM", itlm[-1])
 
-    if "Spectral Signatures" in methods:
-        with stage(stages, "spectral"):
-            ss = SpectralSignatures(eps=recipe.poison_rate, beta=1.5, labels="all", layer=b["ss_layer"],
-                                    seed=recipe.seed, device=dev, progress=progress)
-            ss_res = ss.score_features(experiments.get_features(tm, b["ss_layer"], device=dev), train.y)
-        retrained("Spectral Signatures", ~ss_res.removed)
-    if "Activation Clustering" in methods:
-        with stage(stages, "activation_clustering"):
-            ac = ActivationClustering(layer=b["ac_layer"], seed=recipe.seed, device=dev, progress=progress)
-            ac_res = ac.score_features(experiments.get_features(tm, b["ac_layer"], device=dev), train.y)
-        retrained("Activation Clustering", ~np.asarray(ac_res.flagged))
-
-    if "Poison as a Cure" in methods:
-        with stage(stages, "poison_cure"):
-            cure = experiments.get_poison_cure(tm, experiments.poison_cure_for(
-                recipe, threshold=b["threshold"], eta=b["eta"], device=dev, progress=progress), data=data)
-        scan = cure.result.scan
-        flagged = cure.result.is_poison(len(train))
-        res["Poison as a Cure"] = {
-            **(scores(cure.result.model, data.test, spec, dev) if cure.result.model is not None else res["none"]),
-            **removal_counts(~flagged, is_poison), "flags_target": bool(scan.poisoned and scan.target == spec.target),
+    # the book's other defenses through the one pipeline: Spectral Signatures over every label with the true poison
+    # rate as its budget (this paper's protocol), both removal defenses retrained from scratch, the paper's defense
+    run = pipeline.run_defenses(
+        tm, data, [m for m in (pipeline.SPECTRAL, pipeline.CLUSTERING, pipeline.POISON_CURE) if m in methods],
+        pipeline.DefenseSettings(eps=recipe.poison_rate, ss_scope="all", ss_layer=b["ss_layer"], ac_layer=b["ac_layer"],
+                                 threshold=b["threshold"], eta=b["eta"], seed=recipe.seed,
+                                 retrain=("activation_clustering", "spectral")),
+        device=dev, progress=progress, stages=stages)
+    for name in (pipeline.SPECTRAL, pipeline.CLUSTERING):
+        if name in run:
+            kept = ~run[name].flagged
+            res[name] = {**scores(run[name].repaired, data.test, spec, dev), **removal_counts(kept, is_poison)}
+    if pipeline.POISON_CURE in run:
+        ours = run[pipeline.POISON_CURE]
+        scan = ours.artefact.result.scan
+        res[pipeline.POISON_CURE] = {
+            **(scores(ours.repaired, data.test, spec, dev) if ours.repaired is not None else res["none"]),
+            **removal_counts(~ours.flagged, is_poison), "flags_target": ours.names_target(int(spec.target)),
             "scan_ratio": float(scan.ratio), "scan_label": int(scan.target)}
 
     out["clean_reference"] = None

@@ -265,51 +265,44 @@ def _rates(flagged: np.ndarray, is_poison: np.ndarray) -> dict[str, float | int 
 
 
 def run_main(params: dict[str, Any], device: str = "auto", data=None, progress: bool = False) -> tuple[dict, dict]:
-    """One experiment of the ``main`` grid. Returns (results, stage wall times in seconds)."""
-    from . import experiments
-    from .defenses.activation_clustering import ActivationClustering
-    from .defenses.spectral import SpectralSignatures
+    """One experiment of the ``main`` grid: the paper's defense, Activation Clustering and Spectral Signatures (told the
+    target) through :func:`pipeline.run_defenses`, detection rates within the target class, the neutralized model
+    and, when ``retrain`` names it, Spectral Signatures' retrained model on the whole test set. Returns (results,
+    stage wall times in seconds)."""
+    from . import experiments, pipeline
     from .train import evaluate
 
     data = data or experiments.load_cifar10()
-    d = params["defense"]
     stages: dict[str, float] = {}
     recipe, tm = _trained(params, device, data, progress, stages)
     spec = tm.train_set.spec
     target, base = spec.target, spec.base
-    rows = np.flatnonzero(tm.train_set.y == target)
     is_poison = tm.train_set.is_poison
     out: dict[str, Any] = {"target": target, "base": base, "n_train": len(tm.train_set),
                            "n_poison": int(is_poison.sum()), "before": tm.metrics.to_dict(),
                            "train_seconds": round(tm.history.seconds, 1),
                            "images_per_second": round(tm.history.images_per_second, 1)}
-    with provenance.stage(stages, "poison_cure"):
-        cure = experiments.get_poison_cure(tm, experiments.poison_cure_for(
-            recipe, threshold=d["threshold"], eta=d["eta"], device=device, progress=progress), data=data)
+    run = pipeline.run_defenses(tm, data, (pipeline.POISON_CURE, pipeline.CLUSTERING, pipeline.SPECTRAL),
+                                pipeline.DefenseSettings.from_params(  # this grid's repair column: SS's retraining
+                                    params["defense"], seed=recipe.seed,
+                                    retrain=[k for k in params["defense"]["retrain"] if k == "spectral"]),
+                                device=device, progress=progress, stages=stages)
+    rows = run.target_rows
+    cure = run[pipeline.POISON_CURE].artefact
     ours = _scan_summary(cure)
     out["ours"] = {**ours, "target_found": ours["poisoned"] and ours["candidate"] == target,
                    "base_found": ours["base"] == base,
-                   **_rates(cure.result.is_poison(len(tm.train_set))[rows], is_poison[rows]),
+                   **_rates(run[pipeline.POISON_CURE].flagged[rows], is_poison[rows]),
                    "after": None if cure.after is None else cure.after.to_dict(),
                    "seconds": {k: round(v, 1) for k, v in cure.result.seconds.items()}}
-    with provenance.stage(stages, "activation_clustering"):
-        ac = ActivationClustering(layer=d["ac_layer"], seed=recipe.seed, device=device, progress=progress)
-        ac_res = ac.score_features(experiments.get_features(tm, d["ac_layer"], device=device), tm.train_set.y)
-    out["activation_clustering"] = {"flagged_labels": np.flatnonzero(ac_res.poisoned).tolist(),
-                                    "own_rule": _rates(ac_res.flagged[rows], is_poison[rows]),
-                                    "smaller_cluster": _rates(ac_res.cluster[rows] == 1, is_poison[rows])}
-    with provenance.stage(stages, "spectral"):
-        ss = SpectralSignatures(eps=d["eps"], labels=int(target), layer=d["ss_layer"], seed=recipe.seed,
-                                device=device, progress=progress)
-        ss_res = ss.score_features(experiments.get_features(tm, d["ss_layer"], rows, device=device),
-                                   tm.train_set.y[rows])
-    out["spectral"] = _rates(ss_res.removed, is_poison[rows])
-    if "spectral" in d["retrain"]:
-        removed = np.zeros(len(tm.train_set), dtype=bool)
-        removed[rows] = ss_res.removed
-        with provenance.stage(stages, "spectral_retrain"):
-            re = experiments.get_retrained(tm, removed, device=device, progress=progress)
-            out["spectral"]["after"] = evaluate(re.model, data.test, spec, device).to_dict()
+    ac = run[pipeline.CLUSTERING]
+    out["activation_clustering"] = {"flagged_labels": ac.labels,
+                                    "own_rule": _rates(ac.flagged[rows], is_poison[rows]),
+                                    "smaller_cluster": _rates(ac.artefact.cluster[rows] == 1, is_poison[rows])}
+    ss = run[pipeline.SPECTRAL]
+    out["spectral"] = _rates(ss.flagged[rows], is_poison[rows])
+    if ss.repaired is not None:
+        out["spectral"]["after"] = evaluate(ss.repaired, data.test, spec, device).to_dict()
     return out, stages
 
 

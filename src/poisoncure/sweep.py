@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-#: The defenses of a sweep point, in the order the chapter shows them.
-DEFENSES = ("Poison as a Cure", "Spectral Signatures", "Activation Clustering", "Neural Cleanse", "Fine-Pruning")
+from .pipeline import DEFENSES  # the defenses of a sweep point, in the order the chapter shows them
+
 #: A repaired model counts as rid of the backdoor below this attack success (%), as in chapter 7.
 REMOVED_BELOW = 10.0
 
@@ -114,11 +114,7 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
     (threshold, eta, eps, ss_layer, ac_layer, clean_per_class, nc_steps, fp_max_drop, retrain). Repairs run only
     when the attack works (attack success ≥ ``defense.min_asr`` %): without a backdoor there is nothing to remove.
     """
-    from . import experiments
-    from .defenses.activation_clustering import ActivationClustering
-    from .defenses.fine_pruning import FinePruning
-    from .defenses.neural_cleanse import NeuralCleanse
-    from .defenses.spectral import SpectralSignatures
+    from . import experiments, pipeline
     from .metrics import detection_rates
     from .provenance import stage
     from .signal import filter_gradients
@@ -156,60 +152,38 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
         out["target_filter"] = {"error": float(np.mean(mf.flagged != is_poison)) * 100,
                                 **detection_rates(mf.flagged, is_poison)}
 
-    with stage(stages, "poison_cure"):
-        cure = experiments.get_poison_cure(tm, experiments.poison_cure_for(
-            recipe, threshold=d["threshold"], eta=d["eta"], device=device, progress=progress),
-            neutralize=works, data=data)
-    scan = cure.result.scan
-    flagged_rows = cure.result.is_poison(len(tm.train_set))[rows]
-    res["Poison as a Cure"] = {
-        "flags_target": bool(scan.poisoned and scan.target == target), "flagged_labels": [int(scan.target)]
-        if scan.poisoned else [], "ratio": float(scan.ratio), **detection_rates(flagged_rows, is_poison),
-        "filter_error": float(np.mean(flagged_rows != is_poison)) * 100,
-        "after": scored(cure.result.model) if works and cure.result.model is not None else
-        (before if works else None)}
+    # without a working backdoor there is nothing to repair, and Fine-Pruning (a repair only) is not run
+    methods = [m for m in pipeline.DEFENSES if works or m != pipeline.PRUNING]
+    run = pipeline.run_defenses(tm, data, methods, pipeline.DefenseSettings.from_params(d, seed=recipe.seed),
+                                clean=clean_set, repair=works, device=device, progress=progress, stages=stages)
 
-    with stage(stages, "spectral"):
-        ss = SpectralSignatures(eps=d["eps"], labels=int(target), layer=d["ss_layer"], seed=recipe.seed,
-                                device=device, progress=progress)
-        ss_res = ss.score_features(experiments.get_features(tm, d["ss_layer"], rows, device=device),
-                                   tm.train_set.y[rows])
-    res["Spectral Signatures"] = {"flags_target": None, "flagged_labels": [int(target)],
-                                  **detection_rates(ss_res.removed, is_poison), "after": None}
-    with stage(stages, "activation_clustering"):
-        ac = ActivationClustering(layer=d["ac_layer"], seed=recipe.seed, device=device, progress=progress)
-        ac_res = ac.score_features(experiments.get_features(tm, d["ac_layer"], device=device), tm.train_set.y)
-    res["Activation Clustering"] = {"flags_target": bool(ac_res.poisoned[target]),
-                                    "flagged_labels": np.flatnonzero(ac_res.poisoned).tolist(),
-                                    **detection_rates(ac_res.flagged[rows], is_poison), "after": None}
-    if works:
-        ss_removed = np.zeros(len(tm.train_set), dtype=bool)
-        ss_removed[rows] = ss_res.removed
-        for name, key, removed in (("Spectral Signatures", "spectral", ss_removed),
-                                   ("Activation Clustering", "activation_clustering", np.asarray(ac_res.flagged))):
-            if key in d["retrain"]:
-                with stage(stages, f"{key}_retrain"):
-                    re = experiments.get_retrained(tm, removed, device=device, progress=progress)
-                res[name]["after"] = {**scored(re.model), "removed": int(removed.sum())}
+    def after(outcome: pipeline.Outcome) -> dict[str, Any] | None:
+        """The repaired model's scores (the model's own when the repair left it unchanged; None: no repair)."""
+        if outcome.unchanged:
+            return before
+        return None if outcome.repaired is None else scored(outcome.repaired)
 
-    nc = NeuralCleanse(steps=d["nc_steps"], seed=recipe.seed, device=device, progress=progress)
-    with stage(stages, "neural_cleanse"):
-        trig, _ = experiments.get_reversed_triggers(tm, nc, clean_set)
-        flagged = np.flatnonzero(trig.flagged).tolist()
-        after = None
-        if works:
-            after = scored(nc.repair(tm.model, clean_set, trig)) if flagged else before
-    res["Neural Cleanse"] = {"flags_target": bool(trig.flagged[target]), "flagged_labels": flagged,
-                             "anomaly_target": float(trig.anomaly[target]), "sensitivity": None,
-                             "specificity": None, "after": after}
-    fp = FinePruning(max_accuracy_drop=d["fp_max_drop"], device=device, progress=progress)
-    with stage(stages, "fine_pruning"):
-        fp_after = None
-        if works:
-            pruning = fp.prune_curve(tm.model, clean_set)
-            fp_after = {**scored(fp.repair(tm.model, clean_set, pruning)), "pruned": float(pruning.chosen_ratio)}
-    res["Fine-Pruning"] = {"flags_target": None, "flagged_labels": [], "sensitivity": None, "specificity": None,
-                           "after": fp_after}
+    ours = run[pipeline.POISON_CURE]
+    flagged_rows = ours.flagged[rows]
+    res[pipeline.POISON_CURE] = {"flags_target": ours.names_target(int(target)), "flagged_labels": ours.labels,
+                                 "ratio": float(ours.artefact.result.scan.ratio),
+                                 **detection_rates(flagged_rows, is_poison),
+                                 "filter_error": float(np.mean(flagged_rows != is_poison)) * 100, "after": after(ours)}
+    for name in (pipeline.SPECTRAL, pipeline.CLUSTERING):
+        o = run[name]
+        res[name] = {"flags_target": o.names_target(int(target)),
+                     "flagged_labels": [int(target)] if o.labels is None else o.labels,
+                     **detection_rates(o.flagged[rows], is_poison), "after": None}
+        if o.repaired is not None:
+            res[name]["after"] = {**scored(o.repaired), "removed": int(o.flagged.sum())}
+    nc = run[pipeline.CLEANSE]
+    res[pipeline.CLEANSE] = {"flags_target": nc.names_target(int(target)), "flagged_labels": nc.labels,
+                             "anomaly_target": float(nc.artefact.anomaly[target]), "sensitivity": None,
+                             "specificity": None, "after": after(nc)}
+    fp = run.outcomes.get(pipeline.PRUNING)
+    res[pipeline.PRUNING] = {"flags_target": None, "flagged_labels": [], "sensitivity": None, "specificity": None,
+                             "after": None if fp is None else {**scored(fp.repaired),
+                                                              "pruned": float(fp.artefact.chosen_ratio)}}
     return out, stages
 
 

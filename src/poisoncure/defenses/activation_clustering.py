@@ -23,10 +23,12 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA, FastICA
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import silhouette_score
+from torch import nn
 from tqdm import tqdm
 
+from ..data import ImageSet
 from ..train import resolve_device
-from .base import Arrays, RepresentationDefense, check_features
+from .base import Arrays, Memo, RepresentationDefense, check_features
 
 REDUCTIONS = ("ica", "pca")
 #: Silhouette scores are computed on at most this many points of a label (a seeded subsample; O(n^2) otherwise).
@@ -115,6 +117,16 @@ class ActivationClustering(RepresentationDefense):
         self.n_init, self.seed = n_init, seed
         self.device = resolve_device(device)
         self.progress = progress
+        self._memo = Memo()
+
+    def score_labels(self, model: nn.Module, train: ImageSet) -> np.ndarray:
+        """(K,) how suspicious each label looks: one minus twice its smaller cluster's share (0 for an even split, 1
+        for a cluster of one sample), from the same scan as :meth:`detect`."""
+        return 1.0 - 2.0 * self.scan(model, train).relative_size
+
+    def detect_labels(self, model: nn.Module, train: ImageSet) -> np.ndarray:
+        """(K,) bool: the labels whose smaller cluster is flagged (the label-level verdict)."""
+        return self.scan(model, train).poisoned
 
     def config(self) -> dict:
         """The parameters that determine the results (for cache keys and provenance)."""

@@ -1,18 +1,31 @@
 """What the defenses share: input checks, the array artefacts they return, and the two repairs the baselines use
 (retraining from scratch without the removed samples; fine-tuning on the defender's clean data).
 
-The project's defense interface (STYLE): parameters validated at construction (``ValueError`` naming the parameter
-and its range); ``score`` returns floats, higher = more suspicious; ``detect`` returns a boolean mask; ``repair``
-returns a new model and never changes the one it was given.
+The project's defense interface (STYLE), the same for every defense of the book:
+
+* parameters are validated at construction (``ValueError`` naming the parameter and its range);
+* a **sample detector** (the paper's method, Spectral Signatures, Activation Clustering) judges training samples:
+  ``score`` returns one float per sample, higher = more suspicious, and ``detect`` a boolean mask over the samples;
+* a **label detector** (Neural Cleanse, Xiang et al.'s reverse engineering, PoisHygiene; the paper's method and
+  Activation Clustering also judge labels) gives its verdict per label: ``score_labels`` (one float per label) and
+  ``detect_labels`` (a boolean mask over the labels, True = named a backdoor target). A label detector has no
+  ``detect``: calling it says which method to use instead;
+* ``repair`` returns a **new** model and never changes, or returns, the one it was given;
+* ``score``, ``detect``, ``score_labels``, ``detect_labels`` and ``repair`` called one after another on the same
+  model and data compute the defense's scan once (:class:`Memo`): the second call reuses it.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
+import torch
 from torch import nn
 
 from ..data import ImageSet
@@ -36,6 +49,64 @@ class Arrays:
         with np.load(path) as z:
             values = {k: (z[k].item() if z[k].ndim == 0 else z[k]) for k in z.files}
         return cls(**values)
+
+
+T = TypeVar("T")
+
+
+def data_digest(images: ImageSet) -> str:
+    """SHA-256 of a set's pixels and labels (what a scan of it depends on; also the weak learners' cache keys)."""
+    if not isinstance(images, ImageSet):
+        raise TypeError(f"expected an ImageSet (see pc.image_set), got {type(images).__name__}")
+    h = hashlib.sha256(np.ascontiguousarray(images.x).tobytes())
+    h.update(np.ascontiguousarray(images.y, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+def model_digest(model: nn.Module) -> str:
+    """SHA-256 of a model's parameters and buffers (names, dtypes, shapes, values): it changes whenever any weight or
+    batch-norm statistic does, so a scan is never reused for a model trained further in place."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class Memo:
+    """The last scan a defense computed and what it was computed from, so that ``score``, ``detect`` and ``repair``
+    on the same model and data run the scan once.
+
+    The key holds digests of the model's weights and of the data (:func:`model_digest`, :func:`data_digest`), never
+    object identities: a model fine-tuned in place, or an array edited in place, is a different key and is scanned
+    again. One entry only (the last), so a defense object does not keep old models alive."""
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.value: Any = None
+        self.computed = 0  #: how many times a value was computed rather than reused (for tests)
+
+    def __call__(self, key: tuple, compute: Callable[[], T]) -> T:
+        if self.key is None or self.key != key:
+            self.value, self.key = compute(), key
+            self.computed += 1
+        return self.value
+
+
+def scan_key(method: str, model: nn.Module, data: ImageSet, *extra: Any) -> tuple:
+    """The :class:`Memo` key of one scan: the method's name, the model's and the data's digests, and any further
+    argument the scan depends on (a layer name, the reference models' digests)."""
+    return (method, model_digest(model), data_digest(data), *extra)
+
+
+class LabelDetector:
+    """A defense whose verdict is per label (see the module's interface): ``detect`` is not defined, and calling it
+    names the methods to use."""
+
+    def detect(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        raise TypeError(f"{type(self).__name__} judges labels, not training samples: use detect_labels() for the "
+                        f"(K,) mask of labels it names as backdoor targets, score_labels() for their scores")
 
 
 def check_train(train: ImageSet, num_classes: int, name: str = "train") -> None:
@@ -89,6 +160,7 @@ class RepresentationDefense:
 
     layer: str | None
     num_classes: int
+    _memo: Memo
     progress: bool
     score_field: str
     flag_field: str
@@ -99,8 +171,10 @@ class RepresentationDefense:
         return features(model, train.x, self.layer, device=self.device)
 
     def scan(self, model: nn.Module, train: ImageSet):
-        """``score_features`` on the model's representations of ``train``."""
-        return self.score_features(self.representations(model, train), train.y)
+        """``score_features`` on the model's representations of ``train`` (computed once for the same model, data and
+        layer, then reused by :meth:`score`, :meth:`detect` and :meth:`repair`)."""
+        return self._memo(scan_key("scan", model, train, self.layer),
+                    lambda: self.score_features(self.representations(model, train), train.y))
 
     def score(self, model: nn.Module, train: ImageSet) -> np.ndarray:
         """(N,) suspicion of every training sample, higher = more suspicious."""
@@ -111,5 +185,5 @@ class RepresentationDefense:
         return getattr(self.scan(model, train), self.flag_field)
 
     def repair(self, model: nn.Module, train: ImageSet, config: TrainConfig) -> nn.Module:
-        """A fresh copy of the architecture trained with ``config`` on the samples not flagged."""
+        """A fresh copy of the architecture trained with ``config`` on the samples not flagged (the scan reused)."""
         return retrain_without(model, train, self.detect(model, train), config, self.device, self.progress)[0]

@@ -26,7 +26,7 @@ from .. import metrics
 from ..data import ImageSet
 from ..gradients import features
 from ..train import TrainConfig, fit, predict, resolve_device
-from .base import CLEAN_FINETUNE, Arrays, check_train
+from .base import CLEAN_FINETUNE, Arrays, Memo, check_train, scan_key
 
 #: Default candidate pruning ratios: 0, 5, ..., 95 % of the channels.
 RATIOS = tuple(round(0.05 * i, 2) for i in range(20))
@@ -114,6 +114,7 @@ class FinePruning:
         self.finetune, self.num_classes = finetune, num_classes
         self.device = resolve_device(device)
         self.progress = progress
+        self._memo = Memo()
 
     def config(self) -> dict:
         """The parameters that determine the results (for cache keys and provenance)."""
@@ -161,19 +162,25 @@ class FinePruning:
         mask.keep.copy_(torch.from_numpy(keep_mask(pruning.order, ratio)))
         return pruned
 
-    def score(self, model: nn.Module, clean: ImageSet) -> np.ndarray:
-        """(C,) suspicion of each channel: minus its mean clean activation (dormant channels first)."""
-        check_train(clean, self.num_classes, "clean")
-        return -self.activations(model, clean)[0]
+    def pruning(self, model: nn.Module, clean: ImageSet) -> Pruning:
+        """:meth:`prune_curve`, computed once for the same model and clean data and reused by
+        :meth:`score_channels`, :meth:`pruned_channels` and :meth:`repair`."""
+        return self._memo(scan_key("pruning", model, clean, self.layer), lambda: self.prune_curve(model, clean))
 
-    def detect(self, model: nn.Module, clean: ImageSet) -> np.ndarray:
+    def score_channels(self, model: nn.Module, clean: ImageSet) -> np.ndarray:
+        """(C,) suspicion of each channel of the pruned layer: minus its mean clean activation (dormant first).
+        Fine-Pruning judges channels, neither samples nor labels."""
+        return -self.pruning(model, clean).activation
+
+    def pruned_channels(self, model: nn.Module, clean: ImageSet) -> np.ndarray:
         """(C,) bool: the channels pruned at the chosen ratio."""
-        p = self.prune_curve(model, clean)
+        p = self.pruning(model, clean)
         return keep_mask(p.order, p.chosen_ratio) == 0
 
     def repair(self, model: nn.Module, clean: ImageSet, pruning: Pruning | None = None) -> nn.Module:
-        """Prune at the chosen ratio, then fine-tune on ``clean`` (a new model; the input is unchanged)."""
-        pruning = pruning if pruning is not None else self.prune_curve(model, clean)
+        """Prune at the chosen ratio, then fine-tune on ``clean`` (a new model; the input is unchanged).
+        ``pruning`` defaults to :meth:`pruning` (the scan reused)."""
+        pruning = pruning if pruning is not None else self.pruning(model, clean)
         pruned = self.prune(model, pruning)
         fit(pruned, clean, self.finetune, self.device, progress=self.progress)
         return pruned

@@ -30,8 +30,9 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data import ImageSet
+from ..gradients import frozen_weights
 from ..train import TrainConfig, autocast, fit, resolve_device, to_float
-from .base import CLEAN_FINETUNE, Arrays, check_train
+from .base import CLEAN_FINETUNE, Arrays, LabelDetector, Memo, check_train, scan_key
 
 MAD_CONSTANT = 1.4826
 
@@ -74,7 +75,41 @@ def stamp(x: torch.Tensor, mask: torch.Tensor, pattern: torch.Tensor) -> torch.T
     return x * (1 - mask) + pattern * mask
 
 
-class NeuralCleanse:
+@dataclass
+class _Search:
+    """The state of the joint search over the K labels: the unconstrained mask and pattern parameters (mask =
+    sigmoid(a), pattern = sigmoid(b); the authors use tanh/2 + 1/2), each label's cost, the best successful trigger
+    so far and the counters of the cost schedule."""
+
+    a: torch.Tensor
+    b: torch.Tensor
+    cost: torch.Tensor
+    best_l1: torch.Tensor
+    best_m: torch.Tensor
+    best_p: torch.Tensor
+    best_succ: torch.Tensor
+    up: torch.Tensor
+    down: torch.Tensor
+    hits: torch.Tensor
+    count: torch.Tensor
+    last_succ: torch.Tensor
+
+    @classmethod
+    def start(cls, k: int, hw: tuple[int, int], init_cost: float, gen: torch.Generator, dev) -> _Search:
+        h, w = hw
+        a = torch.full((k, 1, h, w), -3.0, device=dev, requires_grad=True)
+        b = (torch.rand((k, 3, h, w), generator=gen) * 2 - 1).to(dev).requires_grad_(True)
+        def zeros(dtype=torch.float32) -> torch.Tensor:
+            return torch.zeros(k, dtype=dtype, device=dev)
+
+        return cls(a, b, cost=torch.full((k,), init_cost, device=dev),
+                   best_l1=torch.full((k,), float("inf"), device=dev),
+                   best_m=torch.sigmoid(a.detach()).clone(), best_p=torch.sigmoid(b.detach()).clone(),
+                   best_succ=zeros(), up=zeros(torch.long), down=zeros(torch.long), hits=zeros(), count=zeros(),
+                   last_succ=zeros())
+
+
+class NeuralCleanse(LabelDetector):
     """Neural Cleanse with validated parameters (the authors' defaults except the number of steps).
 
     Parameters
@@ -138,6 +173,7 @@ class NeuralCleanse:
             num_classes, seed
         self.device = resolve_device(device)
         self.progress = progress
+        self._memo = Memo()
 
     def config(self) -> dict:
         """The parameters that determine the results (for cache keys and provenance)."""
@@ -147,87 +183,96 @@ class NeuralCleanse:
                 "finetune": dataclasses.asdict(self.finetune)}
 
     def reverse_engineer(self, model: nn.Module, clean: ImageSet) -> ReversedTriggers:
-        """The smallest successful mask and pattern for every label, optimised jointly (one pass per step)."""
+        """The smallest successful mask and pattern for every label, optimised jointly (one pass per step): each step
+        stamps a batch with every label's trigger (:meth:`_step`); every ``check_every`` steps the labels' costs
+        adapt and the smallest successful masks are kept (:meth:`_check`); :meth:`_result` reads them out."""
         check_train(clean, self.num_classes, "clean")
-        k_all, dev = self.num_classes, self.device
+        dev = self.device
         model.to(dev).eval()
-        requires = [p.requires_grad for p in model.parameters()]
-        for p in model.parameters():
-            p.requires_grad_(False)
         x_all = to_float(torch.from_numpy(clean.x)).to(dev)
         y_all = torch.from_numpy(clean.y).to(dev)
-        h, w = x_all.shape[2:]
         gen = torch.Generator().manual_seed(self.seed)
-        # unconstrained parameters; mask = sigmoid(a), pattern = sigmoid(b) (the authors use tanh/2 + 1/2)
-        a = torch.full((k_all, 1, h, w), -3.0, device=dev, requires_grad=True)
-        b = (torch.rand((k_all, 3, h, w), generator=gen) * 2 - 1).to(dev).requires_grad_(True)
-        opt = torch.optim.Adam([a, b], lr=self.lr, betas=(0.5, 0.9))
-        labels = torch.arange(k_all, device=dev)
-        cost = torch.full((k_all,), self.init_cost, device=dev)
-        best_l1 = torch.full((k_all,), float("inf"), device=dev)
-        best_m, best_p = torch.sigmoid(a.detach()).clone(), torch.sigmoid(b.detach()).clone()
-        best_succ = torch.zeros(k_all, device=dev)
-        up = torch.zeros(k_all, dtype=torch.long, device=dev)
-        down = torch.zeros(k_all, dtype=torch.long, device=dev)
-        hits = torch.zeros(k_all, device=dev)
-        count = torch.zeros(k_all, device=dev)
-        last_succ = torch.zeros(k_all, device=dev)
-        try:
+        st = _Search.start(self.num_classes, tuple(x_all.shape[2:]), self.init_cost, gen, dev)
+        opt = torch.optim.Adam([st.a, st.b], lr=self.lr, betas=(0.5, 0.9))
+        with frozen_weights(model):
             for step in tqdm(range(self.steps), desc="reverse-engineering triggers", disable=not self.progress):
                 idx = torch.randint(0, len(x_all), (min(self.batch_size, len(x_all)),), generator=gen).to(dev)
-                xb, yb = x_all[idx], y_all[idx]
-                m, p = torch.sigmoid(a), torch.sigmoid(b)
-                xs = stamp(xb[None], m[:, None], p[:, None]).reshape(-1, 3, h, w)
-                with autocast(dev):  # bf16 where the device computes it natively (train.precision)
-                    logits = model(xs.contiguous(memory_format=torch.channels_last))
-                logits = logits.float().reshape(k_all, len(xb), -1)
-                ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.repeat_interleave(len(xb)),
-                                     reduction="none").reshape(k_all, len(xb))
-                valid = (yb[None, :] != labels[:, None]).float()  # images of label t do not count for t
-                n_valid = valid.sum(1).clamp(min=1)
-                l1 = m.sum(dim=(1, 2, 3))
-                loss = ((ce * valid).sum(1) / n_valid + cost * l1).sum()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                with torch.no_grad():
-                    hits += ((logits.argmax(-1) == labels[:, None]).float() * valid).sum(1)
-                    count += valid.sum(1)
-                    if (step + 1) % self.check_every == 0:
-                        succ = hits / count.clamp(min=1)
-                        ok = succ >= self.attack_threshold
-                        better = ok & (l1 < best_l1)
-                        best_l1 = torch.where(better, l1, best_l1)
-                        best_m[better], best_p[better], best_succ[better] = m[better], p[better], succ[better]
-                        up, down = torch.where(ok, up + 1, 0), torch.where(ok, 0, down + 1)
-                        cost = torch.where(up >= self.patience, cost * self.cost_multiplier, cost)
-                        cost = torch.where(down >= self.patience, cost / self.cost_multiplier**1.5, cost)
-                        up, down = torch.where(up >= self.patience, 0, up), torch.where(down >= self.patience, 0, down)
-                        last_succ = succ
-                        hits.zero_()
-                        count.zero_()
-        finally:
-            for p_, r in zip(model.parameters(), requires, strict=True):
-                p_.requires_grad_(r)
-        reached = torch.isfinite(best_l1)
+                m, p, l1 = self._step(model, opt, st, x_all[idx], y_all[idx])
+                if (step + 1) % self.check_every == 0:
+                    with torch.no_grad():
+                        self._check(st, m, p, l1)
+        return self._result(st)
+
+    def _step(self, model: nn.Module, opt: torch.optim.Optimizer, st: _Search, xb: torch.Tensor,
+              yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One Adam step on every label's mask and pattern; counts the stamped images sent to each label. Returns the
+        masks, patterns and mask norms the step was taken from."""
+        k_all = self.num_classes
+        h, w = xb.shape[2:]
+        labels = torch.arange(k_all, device=xb.device)
+        m, p = torch.sigmoid(st.a), torch.sigmoid(st.b)
+        xs = stamp(xb[None], m[:, None], p[:, None]).reshape(-1, 3, h, w)
+        with autocast(self.device):  # bf16 where the device computes it natively (train.precision)
+            logits = model(xs.contiguous(memory_format=torch.channels_last))
+        logits = logits.float().reshape(k_all, len(xb), -1)
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.repeat_interleave(len(xb)),
+                             reduction="none").reshape(k_all, len(xb))
+        valid = (yb[None, :] != labels[:, None]).float()  # images of label t do not count for t
+        n_valid = valid.sum(1).clamp(min=1)
+        l1 = m.sum(dim=(1, 2, 3))
+        loss = ((ce * valid).sum(1) / n_valid + st.cost * l1).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
         with torch.no_grad():
-            m_last, p_last = torch.sigmoid(a), torch.sigmoid(b)
-            best_m[~reached], best_p[~reached] = m_last[~reached], p_last[~reached]
-            l1_out = torch.where(reached, best_l1, m_last.sum(dim=(1, 2, 3)))
-            succ_out = torch.where(reached, best_succ, last_succ)
+            st.hits += ((logits.argmax(-1) == labels[:, None]).float() * valid).sum(1)
+            st.count += valid.sum(1)
+        return m, p, l1
+
+    def _check(self, st: _Search, m: torch.Tensor, p: torch.Tensor, l1: torch.Tensor) -> None:
+        """The authors' cost schedule, per label: keep the trigger when it succeeds with a smaller mask than the best
+        so far; raise the cost after ``patience`` successful checks in a row, lower it after as many failures."""
+        succ = st.hits / st.count.clamp(min=1)
+        ok = succ >= self.attack_threshold
+        better = ok & (l1 < st.best_l1)
+        st.best_l1 = torch.where(better, l1, st.best_l1)
+        st.best_m[better], st.best_p[better], st.best_succ[better] = m[better], p[better], succ[better]
+        st.up, st.down = torch.where(ok, st.up + 1, 0), torch.where(ok, 0, st.down + 1)
+        st.cost = torch.where(st.up >= self.patience, st.cost * self.cost_multiplier, st.cost)
+        st.cost = torch.where(st.down >= self.patience, st.cost / self.cost_multiplier**1.5, st.cost)
+        st.up = torch.where(st.up >= self.patience, 0, st.up)
+        st.down = torch.where(st.down >= self.patience, 0, st.down)
+        st.last_succ = succ
+        st.hits.zero_()
+        st.count.zero_()
+
+    def _result(self, st: _Search) -> ReversedTriggers:
+        """The best trigger of every label (the last one where no trigger ever succeeded), its anomaly index and
+        the labels flagged."""
+        reached = torch.isfinite(st.best_l1)
+        with torch.no_grad():
+            m_last, p_last = torch.sigmoid(st.a), torch.sigmoid(st.b)
+            st.best_m[~reached], st.best_p[~reached] = m_last[~reached], p_last[~reached]
+            l1_out = torch.where(reached, st.best_l1, m_last.sum(dim=(1, 2, 3)))
+            succ_out = torch.where(reached, st.best_succ, st.last_succ)
         l1_np, reached_np = l1_out.cpu().numpy(), reached.cpu().numpy()
         anomaly = anomaly_index(l1_np, reached_np)
-        return ReversedTriggers(best_m[:, 0].cpu().numpy(), best_p.cpu().numpy(), l1_np,
+        return ReversedTriggers(st.best_m[:, 0].cpu().numpy(), st.best_p.cpu().numpy(), l1_np,
                                 100.0 * succ_out.cpu().numpy(), reached_np, anomaly,
                                 anomaly > self.anomaly_threshold)
 
-    def score(self, model: nn.Module, clean: ImageSet) -> np.ndarray:
-        """(K,) anomaly index of every label, higher = more suspicious."""
-        return self.reverse_engineer(model, clean).anomaly
+    def triggers(self, model: nn.Module, clean: ImageSet) -> ReversedTriggers:
+        """:meth:`reverse_engineer`, computed once for the same model and clean data and reused by
+        :meth:`score_labels`, :meth:`detect_labels` and :meth:`repair`."""
+        return self._memo(scan_key("triggers", model, clean), lambda: self.reverse_engineer(model, clean))
 
-    def detect(self, model: nn.Module, clean: ImageSet) -> np.ndarray:
-        """(K,) bool: the labels flagged as backdoor targets."""
-        return self.reverse_engineer(model, clean).flagged
+    def score_labels(self, model: nn.Module, clean: ImageSet) -> np.ndarray:
+        """(K,) anomaly index of every label, higher = more suspicious."""
+        return self.triggers(model, clean).anomaly
+
+    def detect_labels(self, model: nn.Module, clean: ImageSet) -> np.ndarray:
+        """(K,) bool: the labels flagged as backdoor targets (anomaly index above ``anomaly_threshold``)."""
+        return self.triggers(model, clean).flagged
 
     def unlearning_offsets(self, clean: ImageSet, triggers: ReversedTriggers) -> tuple[np.ndarray, np.ndarray]:
         """(offsets (M, 3, H, W), offset_index (N,)) that stamp a seeded ``unlearn_fraction`` of ``clean`` with the
@@ -248,10 +293,11 @@ class NeuralCleanse:
 
     def repair(self, model: nn.Module, clean: ImageSet, triggers: ReversedTriggers | None = None) -> nn.Module:
         """Unlearning: fine-tune a copy of ``model`` on ``clean`` with the flagged labels' reversed triggers stamped on
-        ``unlearn_fraction`` of the images, correct labels kept. The model itself when nothing is flagged."""
-        triggers = triggers if triggers is not None else self.reverse_engineer(model, clean)
+        ``unlearn_fraction`` of the images, correct labels kept. ``triggers`` defaults to :meth:`triggers` (the scan
+        reused). When no label is flagged there is nothing to unlearn: an unchanged copy of ``model`` is returned."""
+        triggers = triggers if triggers is not None else self.triggers(model, clean)
         if not triggers.flagged.any():
-            return model
+            return copy.deepcopy(model)
         offsets, offset_index = self.unlearning_offsets(clean, triggers)
         new = copy.deepcopy(model)
         fit(new, clean, self.finetune, self.device, progress=self.progress, offsets=offsets,

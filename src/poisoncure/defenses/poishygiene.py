@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from ..data import ImageSet, balanced_subset
 from ..train import FitHistory, TrainConfig, autocast, evaluate, fit, resolve_device
-from .base import Arrays
+from .base import Arrays, LabelDetector, Memo, model_digest
 
 #: MITIGATE's fine-tuning (B.3 step 5, the paper's Table-19 optimiser): five epochs, SGD 0.01, momentum 0.9,
 #: batch 128, no augmentation or label smoothing.
@@ -130,7 +130,7 @@ def _per_sample_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.
     return F.cross_entropy(logits.float(), y, reduction="none")
 
 
-class PoisHygiene:
+class PoisHygiene(LabelDetector):
     """PoisHygiene's DETECT and MITIGATE with validated parameters (defaults: the book's CPU settings).
 
     Parameters
@@ -199,6 +199,7 @@ class PoisHygiene:
         self.grey, self.clip, self.chunk, self.seed = grey, clip, chunk, seed
         self.device = resolve_device(device)
         self.progress = progress
+        self._memo = Memo()
 
     def config(self) -> dict:
         """Every parameter that changes the result (for cache keys and result files)."""
@@ -369,13 +370,23 @@ class PoisHygiene:
                            loss_refs=torch.stack(values[1:]).view(k, num_classes, self.probes).cpu().numpy(),
                            probes=x.reshape(num_classes, self.probes, *shape).float().cpu().numpy())
 
-    def score(self, model: nn.Module, refs: Sequence[nn.Module] | nn.Module, **kwargs) -> np.ndarray:
-        """Prob per label (K,): higher = more suspicious."""
-        return self.scan(model, refs, **kwargs).prob
+    def cached_scan(self, model: nn.Module, refs: Sequence[nn.Module] | nn.Module,
+                    shape: tuple[int, int, int] = (3, 32, 32), num_classes: int = 10,
+                    gammas: np.ndarray | None = None) -> HygieneScan:
+        """:meth:`scan`, computed once for the same suspect, references and arguments and reused by
+        :meth:`score_labels` and :meth:`detect_labels`."""
+        ref_list = [refs] if isinstance(refs, nn.Module) else list(refs)
+        key = ("scan", model_digest(model), tuple(model_digest(r) for r in ref_list), tuple(shape), num_classes,
+               None if gammas is None else np.asarray(gammas, dtype=np.float64).tobytes())
+        return self._memo(key, lambda: self.scan(model, refs, shape, num_classes, gammas))
 
-    def detect(self, model: nn.Module, refs: Sequence[nn.Module] | nn.Module, **kwargs) -> np.ndarray:
-        """Infected labels as a boolean mask (K,)."""
-        return self.scan(model, refs, **kwargs).infected
+    def score_labels(self, model: nn.Module, refs: Sequence[nn.Module] | nn.Module, **kwargs) -> np.ndarray:
+        """Prob per label (K,): the share of probes that reached the label; higher = more suspicious."""
+        return self.cached_scan(model, refs, **kwargs).prob
+
+    def detect_labels(self, model: nn.Module, refs: Sequence[nn.Module] | nn.Module, **kwargs) -> np.ndarray:
+        """Infected labels as a boolean mask (K,): Prob above ``tau``."""
+        return self.cached_scan(model, refs, **kwargs).infected
 
     # ----------------------------------------------------------------------------------- MITIGATE
     def craft(self, model: nn.Module, refs: Sequence[nn.Module] | nn.Module, target: int, others: np.ndarray,

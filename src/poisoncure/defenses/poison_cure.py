@@ -16,8 +16,10 @@ method of :class:`PoisonCure` returning a dataclass of arrays:
    copy shifted by ``eta`` times its class's signal; P̂ is relabelled to the base class; the poisoned model
    is fine-tuned for one epoch on the union.
 
-:meth:`PoisonCure.run` chains them (SPEC 3(h)). The detection-defense interface of the project: ``score``
-(higher = more suspicious) and ``detect`` (boolean ``is_poison``); ``repair`` returns a new model.
+:meth:`PoisonCure.run` chains them (SPEC 3(h)). The project's defense interface (:mod:`.base`): per sample ``score``
+(higher = more suspicious) and ``detect`` (the filtered poison set), per label ``score_labels`` (the distances W_k)
+and ``detect_labels`` (the flagged target), and ``repair`` (a new, neutralized model); called in a row on the same
+model and data they share one scan.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from .. import signal
 from ..data import ImageSet
 from ..gradients import input_gradients
 from ..train import FitHistory, TrainConfig, fit, resolve_device
-from .base import Arrays, check_train
+from .base import Arrays, Memo, check_train, scan_key
 
 #: SPEC 3.0: the fine-tuning of the neutralization step (one epoch, constant lr 0.01, plain momentum SGD).
 FINETUNE = TrainConfig(epochs=1, batch_size=128, lr=0.01, momentum=0.9, nesterov=False, weight_decay=5e-4,
@@ -186,6 +188,7 @@ class PoisonCure:
         self.num_classes, self.gradient_batch, self.seed = num_classes, gradient_batch, seed
         self.device = resolve_device(device)
         self.progress = progress
+        self._memo = Memo()
 
     def config(self) -> dict[str, Any]:
         """The parameters that determine the results (for cache keys and provenance)."""
@@ -318,9 +321,14 @@ class PoisonCure:
             seconds["neutralize"] = time.perf_counter() - t0
         return res
 
+    def analysis(self, model: nn.Module, train: ImageSet) -> PoisonCureResult:
+        """:meth:`run` without the fine-tuning, computed once for the same model and data and reused by
+        :meth:`score`, :meth:`detect`, :meth:`score_labels`, :meth:`detect_labels` and :meth:`repair`."""
+        return self._memo(scan_key("analysis", model, train), lambda: self.run(model, train, neutralize=False))
+
     def score(self, model: nn.Module, train: ImageSet) -> np.ndarray:
         """(N,) suspicion in [0, 1]: the poisoned-component posterior in the flagged class, 0 elsewhere."""
-        res = self.run(model, train, neutralize=False)
+        res = self.analysis(model, train)
         out = np.zeros(len(train))
         if res.filtering is not None:
             out[res.filtering.rows] = res.filtering.posterior
@@ -328,9 +336,24 @@ class PoisonCure:
 
     def detect(self, model: nn.Module, train: ImageSet) -> np.ndarray:
         """(N,) bool: the filtered poison set P̂ (all False when no class is flagged)."""
-        return self.run(model, train, neutralize=False).is_poison(len(train))
+        return self.analysis(model, train).is_poison(len(train))
+
+    def score_labels(self, model: nn.Module, train: ImageSet) -> np.ndarray:
+        """(K,) the Wasserstein distance W_k between the two clusters of every class (higher = more suspicious)."""
+        return self.analysis(model, train).scan.distances
+
+    def detect_labels(self, model: nn.Module, train: ImageSet) -> np.ndarray:
+        """(K,) bool: True at the target class when the scan flags one (its ratio R above ``threshold``)."""
+        scan = self.analysis(model, train).scan
+        out = np.zeros(self.num_classes, dtype=bool)
+        out[int(scan.target)] = bool(scan.poisoned)
+        return out
 
     def repair(self, model: nn.Module, train: ImageSet) -> nn.Module:
-        """The neutralized model (the input model itself when no class is flagged)."""
-        res = self.run(model, train, neutralize=True)
-        return res.model if res.model is not None else model
+        """The neutralized model: a copy of ``model`` fine-tuned on the training set with the filtered poison
+        relabelled to the base class and the counter-poison added (:meth:`neutralize`). When no class is flagged, or
+        fewer than two samples are filtered, there is nothing to neutralize and the copy is returned unchanged."""
+        res = self.analysis(model, train)
+        if res.counter is None:
+            return copy.deepcopy(model)
+        return self.neutralize(model, train, res.filtering.flagged_index, res.base.base, res.counter)[0]

@@ -34,8 +34,9 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data import ImageSet
+from ..gradients import frozen_weights
 from ..train import autocast, resolve_device, to_float
-from .base import Arrays
+from .base import Arrays, LabelDetector, Memo, scan_key
 
 OBJECTIVES = ("J", "Jp", "Jc")
 
@@ -155,7 +156,23 @@ def gamma_null(stats_offdiag: np.ndarray, num_classes: int, truncated: bool = Tr
 
 
 # ------------------------------------------------------------------------------------------- the search
-class ReverseEngineeringDetector:
+def _pair_search(k: int, ps: np.ndarray, pt: np.ndarray, v: np.ndarray, reached: np.ndarray, iters: np.ndarray,
+                 rho: np.ndarray, rho0: np.ndarray) -> PairSearch:
+    """The per-pair results (pairs ``ps[i] -> pt[i]``) laid out as K x K arrays (the diagonal empty)."""
+
+    def square(values, fill=0):
+        out = np.full((k, k), fill, dtype=np.asarray(values).dtype)
+        out[ps, pt] = values
+        return out
+
+    patterns = np.zeros((k, k, *v.shape[1:]), dtype=np.float32)
+    patterns[ps, pt] = v
+    flat = v.reshape(len(v), -1)
+    return PairSearch(square(np.linalg.norm(flat, axis=1)), square(np.abs(flat).sum(1)), square(reached, False),
+                      square(iters), square(rho), square(rho0), patterns)
+
+
+class ReverseEngineeringDetector(LabelDetector):
     """All-pairs minimal-perturbation search and the order-statistic test of Xiang, Miller & Kesidis.
 
     Parameters
@@ -213,6 +230,7 @@ class ReverseEngineeringDetector:
         self.num_classes, self.seed = int(num_classes), int(seed)
         self.chunk = int(chunk) if chunk is not None else (256 if self.device.type == "cpu" else 4096)
         self.progress = progress
+        self._memo = Memo()
 
     def config(self) -> dict:
         """The parameters that determine the results (for cache keys and provenance)."""
@@ -261,30 +279,21 @@ class ReverseEngineeringDetector:
         return rho, grads
 
     def search(self, model: nn.Module, clean: ImageSet) -> PairSearch:
-        """Optimise the K(K−1) pair perturbations together (Algorithm 1, batched)."""
+        """Optimise the K(K−1) pair perturbations together (Algorithm 1, batched): normalised gradient steps of size
+        ``eta`` on every pair still active, until its success rate reaches ``pi`` (then refined by bisection), its
+        norm reaches ``bound`` or ``max_iter`` steps are done."""
         k, dev = self.num_classes, self.device
         imgs = self.images(clean)
         flat = to_float(torch.from_numpy(imgs).flatten(0, 1)).contiguous().to(dev)  # (K·n, 3, H, W)
         xs = flat.view(k, self.per_class, *flat.shape[1:])
         model.to(dev).eval()
-        requires = [p.requires_grad for p in model.parameters()]
-        for p in model.parameters():
-            p.requires_grad_(False)
         pairs = [(s, t) for s in range(k) for t in range(k) if s != t]
         ps = torch.tensor([s for s, _ in pairs], device=dev)
         pt = torch.tensor([t for _, t in pairs], device=dev)
         n_pairs = len(pairs)
         v = torch.zeros((n_pairs, *xs.shape[2:]), device=dev)
-        try:
-            with torch.inference_mode():
-                pred0 = torch.cat([model(c.contiguous(memory_format=torch.channels_last)).argmax(1)
-                                   for c in xs.flatten(0, 1).split(self.chunk)]).view(k, self.per_class)
-            if self.objective == "Jc":
-                base_mask = (pred0 == torch.arange(k, device=dev)[:, None]).float()[ps]
-            else:
-                base_mask = torch.ones((n_pairs, self.per_class), device=dev)
-            rho0 = (pred0[ps] == pt[:, None]).float()
-            rho0 = (rho0 * base_mask).sum(1) / base_mask.sum(1).clamp(min=1)
+        with frozen_weights(model):
+            base_mask, rho0 = self._start(model, xs, ps, pt)
             active = torch.ones(n_pairs, dtype=torch.bool, device=dev)
             reached = torch.zeros(n_pairs, dtype=torch.bool, device=dev)
             iters = torch.zeros(n_pairs, dtype=torch.long, device=dev)
@@ -318,22 +327,23 @@ class ReverseEngineeringDetector:
                 active[idx[stop]] = False
                 bar.update(int(stop.sum()))
             bar.close()
-        finally:
-            for p_, req in zip(model.parameters(), requires, strict=True):
-                p_.requires_grad_(req)
+        return _pair_search(k, ps.cpu().numpy(), pt.cpu().numpy(), v.detach().cpu().numpy().astype(np.float32),
+                            reached.cpu().numpy(), iters.cpu().numpy(), rho.cpu().numpy(), rho0.cpu().numpy())
 
-        def square(values, fill=0):
-            out = np.full((k, k), fill, dtype=np.asarray(values).dtype)
-            out[ps.cpu().numpy(), pt.cpu().numpy()] = values
-            return out
-
-        v_np = v.detach().cpu().numpy().astype(np.float32)
-        patterns = np.zeros((k, k, *v_np.shape[1:]), dtype=np.float32)
-        patterns[ps.cpu().numpy(), pt.cpu().numpy()] = v_np
-        flat = v_np.reshape(n_pairs, -1)
-        return PairSearch(square(np.linalg.norm(flat, axis=1)), square(np.abs(flat).sum(1)),
-                          square(reached.cpu().numpy(), False), square(iters.cpu().numpy()),
-                          square(rho.cpu().numpy()), square(rho0.cpu().numpy()), patterns)
+    def _start(self, model: nn.Module, xs: torch.Tensor, ps: torch.Tensor,
+               pt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Which images count for each pair (objective 'Jc': the source images the model classifies correctly; else
+        all) and each pair's success rate before any perturbation."""
+        k = self.num_classes
+        with torch.inference_mode():
+            pred0 = torch.cat([model(c.contiguous(memory_format=torch.channels_last)).argmax(1)
+                               for c in xs.flatten(0, 1).split(self.chunk)]).view(k, self.per_class)
+        if self.objective == "Jc":
+            base_mask = (pred0 == torch.arange(k, device=xs.device)[:, None]).float()[ps]
+        else:
+            base_mask = torch.ones((len(ps), self.per_class), device=xs.device)
+        rho0 = (pred0[ps] == pt[:, None]).float()
+        return base_mask, (rho0 * base_mask).sum(1) / base_mask.sum(1).clamp(min=1)
 
     def _bisect(self, model, xs, v_lo, v_hi, ps, pt, base_mask, steps: int = 6) -> torch.Tensor:
         """Smallest a in [0, 1] (to 2^-steps) with ρ(v_lo + a (v_hi − v_lo)) ≥ π, per pair; returns that v."""
@@ -365,14 +375,19 @@ class ReverseEngineeringDetector:
                                         int(s), int(t), search.patterns[s, t])
 
     def run(self, model: nn.Module, clean: ImageSet) -> ReverseEngineeringResult:
-        """Search and analyse."""
-        return self.analyse(self.search(model, clean))
+        """Search and analyse (computed once for the same model and clean data; the scoring methods reuse it)."""
+        return self._memo(scan_key("run", model, clean), lambda: self.analyse(self.search(model, clean)))
 
-    def score(self, model: nn.Module, clean: ImageSet) -> np.ndarray:
-        """(K, K) statistics r_st = 1/‖v_st‖, higher = more suspicious pair."""
+    def score_pairs(self, model: nn.Module, clean: ImageSet) -> np.ndarray:
+        """(K, K) statistics r_st = 1/‖v_st‖ for source s and target t, higher = more suspicious pair (0 on the
+        diagonal)."""
         return self.run(model, clean).statistics
 
-    def detect(self, model: nn.Module, clean: ImageSet) -> np.ndarray:
+    def score_labels(self, model: nn.Module, clean: ImageSet) -> np.ndarray:
+        """(K,) for every label t, the largest statistic of a pair ending at t (its most suspicious source)."""
+        return self.run(model, clean).statistics.max(axis=0)
+
+    def detect_labels(self, model: nn.Module, clean: ImageSet) -> np.ndarray:
         """(K,) bool over labels: True at the inferred target when the model is called attacked."""
         res = self.run(model, clean)
         out = np.zeros(self.num_classes, dtype=bool)

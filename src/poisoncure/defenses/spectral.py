@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from ..train import resolve_device
-from .base import Arrays, RepresentationDefense, check_features
+from .base import Arrays, Memo, RepresentationDefense, check_features
 
 SCORES = ("paper", "code")
 #: Above this many dimensions the top singular vector comes from a randomised SVD (SPEC-related A.7: a full SVD
@@ -113,6 +113,7 @@ class SpectralSignatures(RepresentationDefense):
         self.layer, self.num_classes, self.seed = layer, num_classes, seed
         self.device = resolve_device(device)
         self.progress = progress
+        self._memo = Memo()
 
     def config(self) -> dict:
         """The parameters that determine the results (for cache keys and provenance)."""

@@ -47,7 +47,7 @@ from .. import provenance
 from ..cache import Cache
 from ..data import ImageSet
 from ..train import TrainConfig, augment_batch, autocast, fit, prepare_whitening, resolve_device, to_float
-from .base import check_train
+from .base import check_train, data_digest
 
 ModelFactory = Callable[[int], nn.Module]  #: seed -> a fresh, untrained model
 
@@ -173,13 +173,6 @@ def predict_views(model: nn.Module, x: np.ndarray, device: str | torch.device = 
     """Predicted labels in eval mode, optionally on augmented views (see :func:`per_sample_loss`)."""
     out = [logits.argmax(1).cpu() for _, logits in _logits_of_views(model, x, device, augment, seed, batch_size)]
     return torch.cat(out).numpy() if out else np.zeros(0, np.int64)
-
-
-def data_digest(images: ImageSet) -> str:
-    """SHA-256 of a set's pixels and labels: the data part of the weak learners' cache keys."""
-    h = hashlib.sha256(np.ascontiguousarray(images.x).tobytes())
-    h.update(np.ascontiguousarray(images.y, dtype=np.int64).tobytes())
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------ the defense
@@ -379,6 +372,11 @@ class WeakLearnerEnsemble:
             kept = score > 0.5
             history.append(kept.copy())
         return history
+
+    def detect(self, model_fn: ModelFactory, train: ImageSet, model_key: str = "") -> np.ndarray:
+        """(N,) bool: the training samples the ensemble does not keep (the suspected poison), from :meth:`run` (whose
+        learners are cached on disk, so a second call trains nothing)."""
+        return ~self.run(model_fn, train, model_key).kept
 
     def run(self, model_fn: ModelFactory, train: ImageSet, model_key: str = "") -> EnsembleResult:
         """Isolate the clean data of ``train``. ``model_key`` names the architecture ``model_fn`` builds (it enters

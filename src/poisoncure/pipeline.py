@@ -1,0 +1,239 @@
+"""One pipeline for every comparison of the book: the defenses run on one attacked model, one call.
+
+:func:`run_defenses` takes a trained model of the book (:class:`experiments.TrainedModel`), the names of the
+defenses to run (:data:`DEFENSES`, one naming everywhere) and their settings (:class:`DefenseSettings`), runs each
+through the cached getters of :mod:`poisoncure.experiments` (so a scan, a layer's features or a retraining computed
+once is never computed again) and returns one :class:`Outcome` per defense: the training samples it removes, the
+labels it names, its repaired model and the raw artefact it computed. The grids of the runner
+(:func:`reproduce.run_main`, :func:`sweep.run_point`, :func:`isolation.run_point`), the PoisHygiene chapter's other
+detectors (:func:`hygiene.other_detectors`) and chapter 7 all call it; what differs between them (which defenses,
+which set the repaired models are scored on, whether Spectral Signatures is told the target) is a parameter here, not
+a copy of the pipeline.
+
+Scoring the repaired models stays with the caller: the main grid scores on the whole test set, the sweep and
+chapter 7 on the test images the defender did not hold (:func:`experiments.defender_split`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # the names alone are light to import (the result readers use them); the run loads torch
+    from torch import nn
+
+    from .data import Cifar10, ImageSet
+    from .experiments import TrainedModel
+
+#: every defense the pipeline runs, by the name the book shows
+POISON_CURE, SPECTRAL, CLUSTERING, CLEANSE, PRUNING = ("Poison as a Cure", "Spectral Signatures",
+                                                      "Activation Clustering", "Neural Cleanse", "Fine-Pruning")
+DEFENSES = (POISON_CURE, SPECTRAL, CLUSTERING, CLEANSE, PRUNING)
+#: the stage name (in result files' provenance) and ``retrain`` key of each defense
+KEYS = {POISON_CURE: "poison_cure", SPECTRAL: "spectral", CLUSTERING: "activation_clustering",
+        CLEANSE: "neural_cleanse", PRUNING: "fine_pruning"}
+NEEDS_CLEAN = (CLEANSE, PRUNING)  #: the defenses that need the defender's clean images
+
+
+@dataclass(frozen=True)
+class DefenseSettings:
+    """The settings of every defense in :data:`DEFENSES` (the profiles' chapter 6 and 7 parameters).
+
+    ``threshold`` and ``eta``: the paper's λ and counter-poison norm. ``eps``, ``ss_beta``, ``ss_layer``: Spectral
+    Signatures' poison budget, removal factor and layer; ``ss_scope`` 'target' scans only the attacked target label
+    (the paper's comparison: the defender is told it) and 'all' every label. ``ac_layer``: Activation Clustering's
+    layer. ``nc_steps``: Neural Cleanse's optimisation steps. ``fp_max_drop``: Fine-Pruning's allowed clean-accuracy
+    drop (points). ``retrain``: the removal defenses ('spectral', 'activation_clustering') whose repair, a retraining
+    from scratch without the removed samples, runs (one full training each). ``seed``: of Spectral Signatures,
+    Activation Clustering and Neural Cleanse (the paper's scan keeps its seed 0, as every committed result has it).
+    """
+
+    threshold: float = 2.0
+    eta: float = 2.0
+    eps: float = 0.1
+    ss_beta: float = 1.5
+    ss_scope: str = "target"
+    ss_layer: str | None = None
+    ac_layer: str | None = None
+    nc_steps: int = 200
+    fp_max_drop: float = 4.0
+    retrain: tuple[str, ...] = ()
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.ss_scope not in ("target", "all"):
+            raise ValueError(f"ss_scope must be 'target' or 'all', got {self.ss_scope!r}")
+        unknown = set(self.retrain) - {KEYS[SPECTRAL], KEYS[CLUSTERING]}
+        if unknown:
+            raise ValueError(f"retrain names {sorted(unknown)}; only 'spectral' and 'activation_clustering' retrain")
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], **overrides: Any) -> DefenseSettings:
+        """The settings named in ``params`` (a result file's ``defense`` section, a notebook's globals), the others
+        at their defaults; ``overrides`` win."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in params.items() if k in names}
+        values.update(overrides)
+        if "retrain" in values:
+            values["retrain"] = tuple(sorted(values["retrain"] or ()))
+        return cls(**values)
+
+
+@dataclass
+class Outcome:
+    """What one defense did to one attacked model.
+
+    ``flagged``: (N,) bool over the training set, the samples it removes or relabels (None for a defense that does
+    not judge samples). ``labels``: the labels it names as backdoor targets (None for a defense that is told the
+    target or judges no label). ``repaired``: its repaired model, a new object (None when no repair ran: not
+    requested, or, with ``unchanged``, nothing to repair). ``unchanged``: the repair ran and left the model as it
+    was (nothing flagged). ``artefact``: the defense's own result (scan, clustering, reversed triggers, pruning
+    curve) for the numbers only one defense has. ``seconds``: its wall time in this run."""
+
+    method: str
+    flagged: np.ndarray | None = None
+    labels: list[int] | None = None
+    repaired: nn.Module | None = None
+    unchanged: bool = False
+    artefact: Any = None
+    seconds: float = 0.0
+
+    def names_target(self, target: int) -> bool | None:
+        """Whether the defense names ``target`` as a backdoor target (None: it judges no label)."""
+        return None if self.labels is None else target in self.labels
+
+
+@dataclass
+class DefenseRun:
+    """:func:`run_defenses`'s answer: the target label (None for a clean model given none) and its training rows, one
+    :class:`Outcome` per defense in the order asked for, and the wall time of every stage."""
+
+    target: int | None
+    target_rows: np.ndarray
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    stages: dict[str, float] = field(default_factory=dict)
+
+    def __getitem__(self, method: str) -> Outcome:
+        return self.outcomes[method]
+
+    def __contains__(self, method: str) -> bool:
+        return method in self.outcomes
+
+
+def run_defenses(tm: TrainedModel, data: Cifar10, methods: Iterable[str] = DEFENSES,
+                 settings: DefenseSettings | None = None, clean: ImageSet | None = None, repair: bool = True,
+                 target: int | None = None, device: str = "auto", progress: bool = False,
+                 stages: dict[str, float] | None = None) -> DefenseRun:
+    """Run ``methods`` (names of :data:`DEFENSES`) on the attacked model ``tm``.
+
+    ``clean``: the defender's clean images (needed by Neural Cleanse and Fine-Pruning). ``repair``: run the repairs
+    (the paper's neutralization, Neural Cleanse's unlearning, Fine-Pruning's fine-tuning, and the retrainings named
+    in ``settings.retrain``); False runs the detections alone (a model whose attack did not take has nothing to
+    repair). ``target``: the label Spectral Signatures is told when ``settings.ss_scope`` is 'target' (default: the
+    attack's; give one for a clean model). ``stages`` (a dict) receives the wall time of every stage under the names
+    the result files use.
+    """
+    from . import experiments, provenance
+
+    settings = settings or DefenseSettings()
+    methods = list(methods)
+    unknown = [m for m in methods if m not in DEFENSES]
+    if unknown:
+        raise ValueError(f"unknown defenses {unknown}; the pipeline runs {DEFENSES}")
+    if clean is None and any(m in NEEDS_CLEAN for m in methods):
+        raise ValueError(f"{', '.join(m for m in methods if m in NEEDS_CLEAN)} need the defender's clean images "
+                         "(clean=...)")
+    stages = {} if stages is None else stages
+    if target is None:
+        spec = experiments.attack_spec_or_none(tm)
+        target = None if spec is None else int(spec.target)
+    if target is None and SPECTRAL in methods and settings.ss_scope == "target":
+        raise ValueError("Spectral Signatures is told the target label (ss_scope='target'), and this model has no "
+                         "attack: give target=...")
+    rows = np.flatnonzero(tm.train_set.y == target) if target is not None else np.zeros(0, np.int64)
+    run = DefenseRun(target, rows, stages=stages)
+    step = {POISON_CURE: _poison_cure, SPECTRAL: _spectral, CLUSTERING: _clustering, CLEANSE: _cleanse,
+            PRUNING: _pruning}
+    for method in methods:
+        before = dict(stages)
+        with provenance.stage(stages, KEYS[method]):
+            run.outcomes[method] = step[method](tm, data, settings, clean, target, rows, repair, device, progress)
+        if repair and KEYS[method] in settings.retrain and run.outcomes[method].flagged is not None:
+            with provenance.stage(stages, f"{KEYS[method]}_retrain"):
+                retrained = experiments.get_retrained(tm, run.outcomes[method].flagged, device=device,
+                                                      progress=progress)
+            run.outcomes[method].repaired = retrained.model
+        run.outcomes[method].seconds = round(sum(v for k, v in stages.items() if k not in before), 1)
+    return run
+
+
+# ------------------------------------------------------------------------------------------ one defense each
+def _poison_cure(tm, data, s: DefenseSettings, clean, target, rows, repair, device, progress) -> Outcome:
+    from . import experiments
+    from .defenses.poison_cure import PoisonCure
+
+    # the scan's cache key holds the threshold and seed only: detection alone needs no fine-tuning recipe
+    defense = (experiments.poison_cure_for(tm.recipe, threshold=s.threshold, eta=s.eta, device=device,
+                                           progress=progress) if repair else
+               PoisonCure(threshold=s.threshold, eta=s.eta, device=device, progress=progress))
+    cure = experiments.get_poison_cure(tm, defense, neutralize=repair, data=data)
+    scan = cure.result.scan
+    model = cure.result.model
+    return Outcome(POISON_CURE, flagged=cure.result.is_poison(len(tm.train_set)),
+                   labels=[int(scan.target)] if scan.poisoned else [], repaired=model,
+                   unchanged=repair and model is None, artefact=cure)
+
+
+def _spectral(tm, data, s: DefenseSettings, clean, target, rows, repair, device, progress) -> Outcome:
+    from . import experiments
+    from .defenses.spectral import SpectralSignatures
+
+    told = s.ss_scope == "target"
+    ss = SpectralSignatures(eps=s.eps, beta=s.ss_beta, labels=int(target) if told else "all",
+                            layer=s.ss_layer, seed=s.seed, device=device, progress=progress)
+    if told:
+        res = ss.score_features(experiments.get_features(tm, s.ss_layer, rows, device=device), tm.train_set.y[rows])
+        flagged = np.zeros(len(tm.train_set), dtype=bool)
+        flagged[rows] = res.removed
+    else:
+        res = ss.score_features(experiments.get_features(tm, s.ss_layer, device=device), tm.train_set.y)
+        flagged = np.asarray(res.removed, dtype=bool)
+    return Outcome(SPECTRAL, flagged=flagged, artefact=res)
+
+
+def _clustering(tm, data, s: DefenseSettings, clean, target, rows, repair, device, progress) -> Outcome:
+    from . import experiments
+    from .defenses.activation_clustering import ActivationClustering
+
+    ac = ActivationClustering(layer=s.ac_layer, seed=s.seed, device=device, progress=progress)
+    res = ac.score_features(experiments.get_features(tm, s.ac_layer, device=device), tm.train_set.y)
+    return Outcome(CLUSTERING, flagged=np.asarray(res.flagged, dtype=bool),
+                   labels=np.flatnonzero(res.poisoned).tolist(), artefact=res)
+
+
+def _cleanse(tm, data, s: DefenseSettings, clean, target, rows, repair, device, progress) -> Outcome:
+    from . import experiments
+    from .defenses.neural_cleanse import NeuralCleanse
+
+    nc = NeuralCleanse(steps=s.nc_steps, seed=s.seed, device=device, progress=progress)
+    trig, _ = experiments.get_reversed_triggers(tm, nc, clean)
+    flagged = bool(trig.flagged.any())
+    return Outcome(CLEANSE, labels=np.flatnonzero(trig.flagged).tolist(),
+                   repaired=nc.repair(tm.model, clean, trig) if repair and flagged else None,
+                   unchanged=repair and not flagged, artefact=trig)
+
+
+def _pruning(tm, data, s: DefenseSettings, clean, target, rows, repair, device, progress) -> Outcome:
+    from .defenses.fine_pruning import FinePruning
+
+    fp = FinePruning(max_accuracy_drop=s.fp_max_drop, device=device, progress=progress)
+    pruning = fp.prune_curve(tm.model, clean)
+    return Outcome(PRUNING, repaired=fp.repair(tm.model, clean, pruning) if repair else None, artefact=pruning)
+
+
+__all__ = ["CLEANSE", "CLUSTERING", "DEFENSES", "POISON_CURE", "PRUNING", "SPECTRAL", "DefenseRun",
+           "DefenseSettings", "Outcome", "run_defenses"]
