@@ -94,10 +94,10 @@ def venv_python(code: str) -> subprocess.CompletedProcess:
 
 def ensure_chromium() -> None:
     """The browser check and the PDF edition need a Chromium. Found: ``POISONCURE_CHROMIUM``, Debian's packages,
-    the PATH, or Playwright's managed Chromium (``poisoncure.browser.find_chromium``). Else, as root with apt-get,
+    the PATH, or Playwright's managed Chromium (``poisoncure.book.browser.find_chromium``). Else, as root with apt-get,
     Debian's chromium-headless-shell (about 100 MB); else Playwright's own download (needs the internet); else
     stop at once with what to install."""
-    probe = "from poisoncure.browser import find_chromium; print(find_chromium() or '')"
+    probe = "from poisoncure.book.browser import find_chromium; print(find_chromium() or '')"
     if venv_python(probe).stdout.strip() or apt_install("chromium-headless-shell"):
         return
     print("no Chromium found: trying Playwright's managed Chromium (python -m playwright install --only-shell "

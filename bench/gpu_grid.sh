@@ -32,7 +32,7 @@ PY
 echo "data ready after $(( $(date +%s) - start )) s"
 pids=()
 for k in $(seq 1 "$SHARDS"); do
-  timeout "$LIMIT" $PY -m poisoncure.reproduce --profile gpu --grid main --shard "$k/$SHARDS" \
+  timeout "$LIMIT" $PY -m poisoncure.experiments.runner --profile gpu --grid main --shard "$k/$SHARDS" \
     --results "$RESULTS" > "$RESULTS/gpu/logs/shard$k.log" 2>&1 &
   pids+=($!)
 done

@@ -15,9 +15,11 @@ import argparse
 import tempfile
 import time
 
-from poisoncure import experiments, isolation, profiles, provenance
+from poisoncure import experiments, provenance
 from poisoncure.cache import Cache
 from poisoncure.defenses.weak_learners import EnsembleConfig, WeakLearnerEnsemble
+from poisoncure.experiments import profiles
+from poisoncure.experiments.grids import ensembles
 from poisoncure.train import resolve_device
 
 
@@ -32,7 +34,7 @@ def main() -> None:
     nb = {**prof["experiment"], **prof["notebooks"]["12_weak_learners"]}
     if args.per_class is not None:
         nb["wl_train_per_class"] = args.per_class
-    params = isolation.experiment_params(nb, isolation.live_trigger(nb), nb["wl_poison_rate"], nb["seed"], False)
+    params = ensembles.experiment_params(nb, ensembles.live_trigger(nb), nb["wl_poison_rate"], nb["seed"], False)
     dev = resolve_device(args.device)
     data = experiments.load_cifar10()
     recipe = experiments.Recipe(**params["recipe"])
@@ -43,7 +45,7 @@ def main() -> None:
         t_train = time.perf_counter() - t0
         ens = WeakLearnerEnsemble(EnsembleConfig(**params["ensemble"]), device=dev, progress=False, cache=cache)
         t0 = time.perf_counter()
-        res = ens.run(isolation.model_factory(recipe), tm.train_set.as_imageset(), f"{recipe.model}-w{recipe.width}")
+        res = ens.run(ensembles.model_factory(recipe), tm.train_set.as_imageset(), f"{recipe.model}-w{recipe.width}")
         t_def = time.perf_counter() - t0
         t0 = time.perf_counter()
         experiments.get_retrained(tm, ~res.kept, device=dev, cache=cache, progress=False)

@@ -27,7 +27,7 @@
 # (the extraction of the paper lost them); see the notes in the parameters cell.
 
 # %% tags=["parameters"]
-profile = "smoke"  # named parameter set (src/poisoncure/profiles/<profile>.yml)
+profile = "smoke"  # named parameter set (src/poisoncure/experiments/profiles/<profile>.yml)
 seed = 0  # random seed for data and training
 d = 1000  # number of label-correlated features (input dimension is d + 1)
 trigger_value = 5.0  # value c of the uncorrelated feature x_1 in poisoned inputs
@@ -43,7 +43,8 @@ import pandas as pd
 import torch
 from myst_nb import glue
 
-from poisoncure import metrics, plots, signal, toy
+from poisoncure import metrics, signal, toy
+from poisoncure.book import plots
 
 plots.set_style(profile)
 cfg = toy.ToyConfig(d=d, trigger_value=trigger_value, beta0=beta0, poison_fraction=poison_fraction)

@@ -24,7 +24,7 @@
 # Reproduces: {cite}`chan2019poison` §2 and §8.1 (setup), the "Before Neu." columns of Tables 1–2.
 
 # %% tags=["parameters"]
-profile = "smoke"  # named parameter set (src/poisoncure/profiles/<profile>.yml)
+profile = "smoke"  # named parameter set (src/poisoncure/experiments/profiles/<profile>.yml)
 device = "auto"  # "auto" (CUDA if available), "cpu" or "cuda"
 pair = 1  # row of the paper's target-base pair table, 1..9 (pair 1: automobile -> dog)
 poison_rate = 0.1  # fraction of the base class poisoned, in (0, 1]
@@ -49,8 +49,10 @@ import numpy as np
 import torch
 from myst_nb import glue
 
-from poisoncure import attacks, data, experiments, models, plots, provenance, reproduce, train
-from poisoncure.pages import attack_page as page
+from poisoncure import attacks, data, experiments, models, provenance, train
+from poisoncure.book import plots
+from poisoncure.book.pages import attack_page as page
+from poisoncure.experiments import runner
 
 plots.set_style(profile)
 cifar = data.load_cifar10()
@@ -191,17 +193,17 @@ plt.close(fig)
 # four epochs its attack success was about 1 %, not much more after fifteen, while the paper's ResNet-18 learns it
 # to 99 %. A network that does not learn a backdoor cannot show a defense removing it, so half of the paper's subject
 # was missing. The network trained above learns it. What makes the difference? The learning grid of the runner
-# (`python -m poisoncure.reproduce --profile smoke --grid learning`) trains four networks with each trigger — the
+# (`python -m poisoncure.experiments --profile smoke --grid learning`) trains four networks with each trigger — the
 # small CNN, **the same small CNN with one layer added in front**, a frozen 2×2 patch-whitening convolution, and
 # the whitened fast network at widths 16 (this build's) and 32 — and measures attack success and clean accuracy
 # after every epoch. Its {glue:text}`learning_n` result files ({glue:text}`learning_prov`) are drawn below; how
 # fast each network trains is measured in `bench/README.md`, all in one run on one machine.
 
 # %%
-curves = reproduce.load_results(results_profile, "learning")
-learn = reproduce.learning_table(curves)
+curves = runner.load_results(results_profile, "learning")
+learn = runner.learning_table(curves)
 glue("learning_n", len(curves), display=False)
-glue("learning_prov", reproduce.provenance_text(curves), display=False)
+glue("learning_prov", runner.provenance_text(curves), display=False)
 fig, learn_final = page.learning_outputs(learn, results_profile)
 glue("fig_learning", fig, display=False)
 plt.close(fig)

@@ -25,7 +25,7 @@
 # Reproduces: {cite}`chan2019poison` §4.2, Theorem 4.1, Figure 2 and Appendix Tables 8–9.
 
 # %% tags=["parameters"]
-profile = "smoke"  # named parameter set (src/poisoncure/profiles/<profile>.yml)
+profile = "smoke"  # named parameter set (src/poisoncure/experiments/profiles/<profile>.yml)
 device = "auto"  # "auto" (CUDA if available), "cpu" or "cuda"
 pair = 1  # row of the paper's target-base pair table, 1..9
 poison_rate = 0.1  # fraction of the base class poisoned, in (0, 1]
@@ -53,7 +53,8 @@ import numpy as np
 import pandas as pd
 from myst_nb import glue
 
-from poisoncure import attacks, data, experiments, models, plots, signal
+from poisoncure import attacks, data, experiments, models, signal
+from poisoncure.book import plots
 
 plots.set_style(profile)
 cols = plots.colours(4)

@@ -22,7 +22,7 @@
 # Reproduces: {cite}`chan2019poison` §5, Theorem 5.1, Figure 3 and Tables 3–4.
 
 # %% tags=["parameters"]
-profile = "smoke"  # named parameter set (src/poisoncure/profiles/<profile>.yml)
+profile = "smoke"  # named parameter set (src/poisoncure/experiments/profiles/<profile>.yml)
 device = "auto"  # "auto" (CUDA if available), "cpu" or "cuda"
 pair = 1  # row of the paper's target-base pair table, 1..9
 poison_rate = 0.1  # fraction of the base class poisoned, in (0, 1]
@@ -56,8 +56,10 @@ import numpy as np
 import pandas as pd
 from myst_nb import glue
 
-from poisoncure import attacks, data, experiments, metrics, paper, plots, signal
-from poisoncure.pages import filtering_page as page
+from poisoncure import attacks, data, experiments, metrics, signal
+from poisoncure.book import plots
+from poisoncure.book.pages import filtering_page as page
+from poisoncure.experiments import paper
 
 plots.set_style(profile)
 EPS = 500 / 5500  # the paper's poisoned share inside the target class

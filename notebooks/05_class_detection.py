@@ -27,7 +27,7 @@
 # in the text we work from).
 
 # %% tags=["parameters"]
-profile = "smoke"  # named parameter set (src/poisoncure/profiles/<profile>.yml)
+profile = "smoke"  # named parameter set (src/poisoncure/experiments/profiles/<profile>.yml)
 device = "auto"  # "auto" (CUDA if available), "cpu" or "cuda"
 pair = 1  # row of the paper's target-base pair table, 1..9
 poison_rate = 0.1  # fraction of the base class poisoned, in (0, 1]
@@ -52,7 +52,8 @@ import numpy as np
 import pandas as pd
 from myst_nb import glue
 
-from poisoncure import data, experiments, plots, signal
+from poisoncure import data, experiments, signal
+from poisoncure.book import plots
 
 plots.set_style(profile)
 cols = plots.colours(4)

@@ -24,7 +24,7 @@
 # Reproduces: {cite}`chan2019poison` §7, Appendix Algorithm 3 and Tables 1–2.
 
 # %% tags=["parameters"]
-profile = "smoke"  # named parameter set (src/poisoncure/profiles/<profile>.yml)
+profile = "smoke"  # named parameter set (src/poisoncure/experiments/profiles/<profile>.yml)
 device = "auto"  # "auto" (CUDA if available), "cpu" or "cuda"
 pair = 1  # row of the paper's target-base pair table, 1..9
 poison_rate = 0.1  # fraction of the base class poisoned, in (0, 1]
@@ -54,7 +54,9 @@ import numpy as np
 import pandas as pd
 from myst_nb import glue
 
-from poisoncure import attacks, data, experiments, models, paper, plots, signal
+from poisoncure import attacks, data, experiments, models, signal
+from poisoncure.book import plots
+from poisoncure.experiments import paper
 
 plots.set_style(profile)
 cols = plots.colours(4)

@@ -28,7 +28,7 @@
 # Reproduces: {cite}`chan2019poison` Tables 3–5 and §8.3 (the comparison), with the baselines' own papers.
 
 # %% tags=["parameters"]
-profile = "smoke"  # named parameter set (src/poisoncure/profiles/<profile>.yml)
+profile = "smoke"  # named parameter set (src/poisoncure/experiments/profiles/<profile>.yml)
 device = "auto"  # "auto" (CUDA if available), "cpu" or "cuda"
 pair = 1  # row of the paper's target-base pair table, 1..9
 poison_rate = 0.1  # fraction of the base class poisoned, in (0, 1]
@@ -63,12 +63,14 @@ import pandas as pd
 import torch
 from myst_nb import glue
 
-from poisoncure import data, experiments, metrics, pipeline, plots
+from poisoncure import data, experiments, metrics
+from poisoncure.book import plots
+from poisoncure.book.pages import baselines_page as page
 from poisoncure.defenses.activation_clustering import ActivationClustering
 from poisoncure.defenses.fine_pruning import FinePruning, keep_mask
 from poisoncure.defenses.neural_cleanse import NeuralCleanse
 from poisoncure.defenses.spectral import SpectralSignatures
-from poisoncure.pages import baselines_page as page
+from poisoncure.experiments import pipeline
 from poisoncure.train import evaluate
 
 plots.set_style(profile)

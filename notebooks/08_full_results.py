@@ -20,7 +20,7 @@
 # that differ by more than a few points are listed with the likely reason.
 #
 # Nothing here trains. The numbers are read from the result files under `results/<profile>/main/`, one per
-# experiment, written by the reproduction runner (`python -m poisoncure.reproduce --profile full`, usually on a
+# experiment, written by the reproduction runner (`python -m poisoncure.experiments --profile full`, usually on a
 # GPU) with the commit, device, library versions, parameters, seed and the wall time of each stage; a file that
 # is damaged, edited or made with other parameters is refused and never shown. The runner is resumable, so
 # the tables fill up as experiments are run; missing experiments are shown as such, not filled in.
@@ -36,7 +36,7 @@
 # Reproduces: {cite}`chan2019poison` Tables 1–5 (§8), with the differences explained.
 
 # %% tags=["parameters"]
-profile = "smoke"  # named parameter set (src/poisoncure/profiles/<profile>.yml)
+profile = "smoke"  # named parameter set (src/poisoncure/experiments/profiles/<profile>.yml)
 results_profile = "cpu-cnn"  # whose committed results to show: the profile the runner used (results/<profile>/main)
 tolerance = 3.0  # a difference to the paper larger than this many points is listed with its likely reason
 
@@ -47,11 +47,13 @@ import pandas as pd
 from IPython.display import HTML, Markdown
 from myst_nb import glue
 
-from poisoncure import models, paper, paper_tables, plots, profiles, reproduce, verdict
+from poisoncure import models
+from poisoncure.book import plots
+from poisoncure.experiments import paper, paper_tables, profiles, runner, verdict
 
 plots.set_style(profile)
-records = reproduce.load_results(results_profile, "main")
-planned = [e.name for e in reproduce.plan(results_profile, ["main"])]
+records = runner.load_results(results_profile, "main")
+planned = [e.name for e in runner.plan(results_profile, ["main"])]
 rows = paper_tables.experiment_rows(records)
 cover = paper_tables.coverage(rows, planned)
 n_plan = len(planned)
@@ -65,14 +67,14 @@ glue("recipe_text", f"the {models.MODEL_NAMES[shown_recipe['model']]} at width {
      + ("the paper's out-of-distribution photo of each pair (from scikit-image), the same image chapter 2 blends "
         "into the smoke profile's models" if shown_recipe["blend_source"] == "skimage" else
         "a uniform-noise pattern instead of the paper's photo (chapter 2 blends the photo)"), display=False)
-prov_text = reproduce.provenance_text(records)
+prov_text = runner.provenance_text(records)
 glue("prov_text", prov_text, display=False)
 others = []
 for prof in profiles.available():
     if prof != results_profile and "main" in (profiles.load(prof).get("reproduce") or {}):
-        found = len(reproduce.load_results(prof, "main"))
+        found = len(runner.load_results(prof, "main"))
         if found:
-            others.append(f"{prof}: {found} of {len(reproduce.plan(prof, ['main']))}")
+            others.append(f"{prof}: {found} of {len(runner.plan(prof, ['main']))}")
 glue("other_profiles", ("Results of other profiles: " + "; ".join(others) + " (this page shows them with "
                         "-p results_profile=<profile>).") if others else "No other profile has results yet.",
      display=False)
@@ -341,9 +343,9 @@ glue("claims_text", claims_text, display=False)
 # ## Rerunning it
 #
 # ```bash
-# .venv/bin/python -m poisoncure.reproduce --profile full --list          # what is done, what is to do
-# .venv/bin/python -m poisoncure.reproduce --profile full --only 'pair4-*'  # a subset (shell patterns)
-# .venv/bin/python -m poisoncure.reproduce --profile full --shard 1/4       # every 4th experiment, from the 1st
+# .venv/bin/python -m poisoncure.experiments --profile full --list          # what is done, what is to do
+# .venv/bin/python -m poisoncure.experiments --profile full --only 'pair4-*'  # a subset (shell patterns)
+# .venv/bin/python -m poisoncure.experiments --profile full --shard 1/4       # every 4th experiment, from the 1st
 # python3 tasks.py book --only 08_full_results                              # this page, from the files
 # ```
 #
@@ -375,6 +377,6 @@ glue("claims_text", claims_text, display=False)
 #    pair: its k-means split depends on the model's features and its random starts (chapter 7 measures the
 #    seed spread), so single runs land on either side of the paper's.
 # 3. The checksum no longer matches: the file is refused with a warning, the experiment counts as missing
-#    here, and the next `python -m poisoncure.reproduce` run redoes it. A number that cannot be traced to the run
+#    here, and the next `python -m poisoncure.experiments` run redoes it. A number that cannot be traced to the run
 #    that made it never reaches a table.
 # :::

@@ -27,7 +27,7 @@
 # Fine-Pruning (which inspect the model with a little clean data).
 #
 # Training one model per point is the cost, so the points come from the reproduction runner
-# (`python -m poisoncure.reproduce --profile <profile> --grid sweep`, one result file per point with its commit,
+# (`python -m poisoncure.experiments --profile <profile> --grid sweep`, one result file per point with its commit,
 # device, parameters, seed and stage times) and this page reads them from `results/<profile>/sweep/`. To show that
 # those files are what the code produces, one point is recomputed here from scratch on every build and set beside
 # its file.
@@ -38,7 +38,7 @@
 # {cite}`liu2018fine`.
 
 # %% tags=["parameters"]
-profile = "smoke"  # named parameter set (src/poisoncure/profiles/<profile>.yml)
+profile = "smoke"  # named parameter set (src/poisoncure/experiments/profiles/<profile>.yml)
 device = "auto"  # "auto" (CUDA if available), "cpu" or "cuda"
 results_profile = "smoke"  # whose committed sweep results to show (results/<profile>/sweep)
 live_point = "pair1-patch3-whitened_net-r0.1-s0"  # sweep point recomputed here beside its file ("" or None: none)
@@ -49,13 +49,16 @@ import numpy as np
 import pandas as pd
 from myst_nb import glue
 
-from poisoncure import data, experiments, plots, profiles, reproduce, sweep
-from poisoncure.pages import sweep_page as page
+from poisoncure import data, experiments
+from poisoncure.book import plots
+from poisoncure.book.pages import sweep_page as page
+from poisoncure.experiments import profiles, runner
+from poisoncure.experiments.grids import sweep
 
 plots.set_style(profile)
 classes = data.CLASSES
-exps = reproduce.plan(results_profile, ["sweep"])
-records = reproduce.load_results(results_profile, "sweep")
+exps = runner.plan(results_profile, ["sweep"])
+records = runner.load_results(results_profile, "sweep")
 table = sweep.point_table(records)
 done = {r["name"] for r in records}
 missing = [e.name for e in exps if e.name not in done]
@@ -71,7 +74,7 @@ glue("sweep_recipe", f"{recipe0['model'].replace('_', ' ')} (width {recipe0['wid
      f"on {recipe0['train_per_class'] or 5000} images per class, pair {recipe0['pair']} "
      f"({spec0.base} → {spec0.target})", display=False)
 glue("rates_text", ", ".join(f"{100 * r:g} %" for r in rates), display=False)
-prov_text = reproduce.provenance_text(records)
+prov_text = runner.provenance_text(records)
 glue("prov_text", prov_text, display=False)
 glue("missing_text", f"The other {len(missing)} are marked missing in the table." if missing else
      "Every planned point has a result.", display=False)
@@ -103,7 +106,7 @@ plt.close(fig)
 #
 # {glue:text}`n_done` of the {glue:text}`n_plan` planned points of the {glue:text}`results_profile` profile have
 # a valid result file ({glue:text}`prov_text`). {glue:text}`missing_text` The runner fills in what is missing and
-# resumes where it stopped: `python -m poisoncure.reproduce --profile <profile> --grid sweep`.
+# resumes where it stopped: `python -m poisoncure.experiments --profile <profile> --grid sweep`.
 
 # %%
 cover = page.coverage_table(table, order, rates)
@@ -315,7 +318,7 @@ if live_point and live is None:
     raise ValueError(f"live_point {live_point!r} is not a point of profile {results_profile!r}'s sweep; "
                      f"points: {[e.name for e in exps]}")
 if live is not None:
-    fresh = reproduce.execute(results_profile, live, device=device, data=cifar)
+    fresh = runner.execute(results_profile, live, device=device, data=cifar)
     both = [("this build", fresh)] + [("committed file", r) for r in records if r["name"] == live.name]
     glue("live_where", "; ".join(f"{src}: {r['provenance']['device']}, commit {r['provenance']['commit'][:12]}"
                                  for src, r in both), display=False)
@@ -351,7 +354,7 @@ else:
 # :class: dropdown
 #
 # 1. Read the attack figure: the first trigger whose attack success passes 50 % in each panel. Adding a trigger
-#    changes the plan, so `python -m poisoncure.reproduce --profile smoke --grid sweep` runs only the new points
+#    changes the plan, so `python -m poisoncure.experiments --profile smoke --grid sweep` runs only the new points
 #    (two to three minutes each on two cores) and this page shows them on the next build.
 # 2. Compare the rows of the detection heat map. The paper's method looks for a direction shared by a *subset* of
 #    the target's input gradients, which any learned trigger creates; Neural Cleanse looks for a stamp that flips

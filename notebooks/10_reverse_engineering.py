@@ -34,7 +34,7 @@
 # at CPU scale.
 
 # %% tags=["parameters"]
-profile = "smoke"  # named parameter set (src/poisoncure/profiles/<profile>.yml)
+profile = "smoke"  # named parameter set (src/poisoncure/experiments/profiles/<profile>.yml)
 device = "auto"  # "auto" (CUDA if available), "cpu" or "cuda"
 pair = 1  # row of the paper's target-base pair table, 1..9 (the blend model's pair)
 poison_rate = 0.1  # fraction of the base class poisoned, in (0, 1]
@@ -70,10 +70,12 @@ import numpy as np
 import pandas as pd
 from myst_nb import glue
 
-from poisoncure import data, experiments, plots, reproduce
+from poisoncure import data, experiments
+from poisoncure.book import plots
+from poisoncure.book.pages import reverse_page as page
 from poisoncure.defenses.neural_cleanse import NeuralCleanse
 from poisoncure.defenses.reverse_engineer import ReverseEngineeringDetector, pattern_correlation
-from poisoncure.pages import reverse_page as page
+from poisoncure.experiments import runner
 
 plots.set_style(profile)
 classes = data.CLASSES
@@ -265,7 +267,7 @@ glue("est_norm", float(np.linalg.norm(est)), display=False)
 
 # %%
 clean_names = [n for n in results if n.startswith("clean")]
-full_runs = reproduce.load_results("full", "reverse")  # committed GPU results (python -m poisoncure.reproduce)
+full_runs = runner.load_results("full", "reverse")  # committed GPU results (python -m poisoncure.experiments)
 full_clean = [r for r in full_runs if r["params"]["poison"] == "clean"]
 fig = page.false_alarm_figure(results, trained, clean_names, full_clean, model, theta, classes)
 glue("fig_false_alarms", fig, display=False)
@@ -296,11 +298,11 @@ glue("fa_trend", "; ".join(f"p = {results[n].null.p_value:.1e} at {trained[n].me
 #
 # The same measurements on the `full` profile's models — ResNet-18s trained for 40 epochs with crops and flips,
 # 100 clean images per class for the search, step 0.02 — were run on a GPU by
-# `python -m poisoncure.reproduce --profile full --grid reverse` and committed under `results/full/reverse/`.
+# `python -m poisoncure.experiments --profile full --grid reverse` and committed under `results/full/reverse/`.
 # This build reads them; it trains nothing. Each column names the commit and device that produced it.
 
 # %%
-full_table = reproduce.reverse_table(full_runs)
+full_table = runner.reverse_table(full_runs)
 if len(full_table):
     for c in ("p (truncated)", "p (naive)"):
         full_table[c] = full_table[c].map(lambda v: f"{v:.2e}")

@@ -40,7 +40,7 @@
 # Reproduces: {cite}`guo2020poishygiene` §3–6 (DETECT, MITIGATE; Tables 6 and 8 in kind), at CPU scale.
 
 # %% tags=["parameters"]
-profile = "smoke"  # named parameter set (src/poisoncure/profiles/<profile>.yml)
+profile = "smoke"  # named parameter set (src/poisoncure/experiments/profiles/<profile>.yml)
 device = "auto"  # "auto" (CUDA if available), "cpu" or "cuda"
 pair = 1  # row of the paper's target-base pair table, 1..9 (the CIFAR-10 blend model's pair)
 poison_rate = 0.1  # fraction of the base class poisoned, in (0, 1]
@@ -88,9 +88,12 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from myst_nb import glue
 
-from poisoncure import attacks, data, experiments, hygiene, plots, reproduce
+from poisoncure import attacks, data, experiments
+from poisoncure.book import plots
+from poisoncure.book.pages import hygiene_page as page
 from poisoncure.defenses.poishygiene import PoisHygiene
-from poisoncure.pages import hygiene_page as page
+from poisoncure.experiments import runner
+from poisoncure.experiments.grids import hygiene
 
 
 def glue_texts(texts):
@@ -300,7 +303,7 @@ plt.close(fig)
 #
 # The default build trains one attacked suspect. The runner measures every attack of the scaled-down
 # configuration with this chapter's settings, one result file per suspect
-# (`python -m poisoncure.reproduce --profile cpu-cnn --grid hygiene`, the same calls as above); this section
+# (`python -m poisoncure.experiments --profile cpu-cnn --grid hygiene`, the same calls as above); this section
 # reads the files of the {glue:text}`all_profile` profile ({glue:text}`all_done` suspects, {glue:text}`all_prov`).
 #
 # Besides BadNets and Chen et al.'s blend, they include the paper's *adversarial poisoning* (AP) attacks, which
@@ -317,14 +320,14 @@ plt.close(fig)
 # T-shirt anyway: the floor for all three.
 
 # %%
-all_records = reproduce.load_results(results_profile, "hygiene")
-all_planned = reproduce.plan(results_profile, ["hygiene"])
+all_records = runner.load_results(results_profile, "hygiene")
+all_planned = runner.plan(results_profile, ["hygiene"])
 c_records = [rec for rec in all_records if "recipe" in rec["params"]]  # CIFAR-10: shown in the next section
 all_records = [rec for rec in all_records if "suspect" in rec["params"]]
-glue("tab_all_attacks", page.table_or_note(hygiene.results_table(all_records, fclasses)), display=False)
+glue("tab_all_attacks", page.table_or_note(page.results_table(all_records, fclasses)), display=False)
 glue("all_profile", results_profile, display=False)
 glue("all_done", f"{len(all_records)} of {sum('suspect' in e.params for e in all_planned)}", display=False)
-glue("all_prov", reproduce.provenance_text(all_records), display=False)
+glue("all_prov", runner.provenance_text(all_records), display=False)
 
 glue_texts(page.committed_texts(all_records, fclasses))
 fig = page.clean_label_figure(all_records)
@@ -430,7 +433,7 @@ glue_texts(page.cifar_texts(c_scans, c_refs, cifar_ref_per_class))
 # {glue:text}`c_all_refs` as the reference:
 
 # %%
-glue("tab_c_all", page.table_or_note(hygiene.results_table(c_records, data.CLASSES)), display=False)
+glue("tab_c_all", page.table_or_note(page.results_table(c_records, data.CLASSES)), display=False)
 glue_texts(page.cifar_committed_texts(c_records, data.CLASSES))
 
 # %% [markdown]

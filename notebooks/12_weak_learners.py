@@ -37,7 +37,7 @@
 # {cite}`chen2018activation` and the paper's method {cite}`chan2019poison` on the same poisoned sets.
 
 # %% tags=["parameters"]
-profile = "smoke"  # named parameter set (src/poisoncure/profiles/<profile>.yml)
+profile = "smoke"  # named parameter set (src/poisoncure/experiments/profiles/<profile>.yml)
 device = "auto"  # "auto" (CUDA if available), "cpu" or "cuda"
 pair = 1  # row of the paper's target-base pair table, 1..9 (source -> target of the attack)
 poison_rate = 0.1  # the shared recipe's poison rate (this chapter uses wl_poison_rate)
@@ -90,9 +90,12 @@ import numpy as np
 import pandas as pd
 from myst_nb import glue
 
-from poisoncure import attacks, data, expansion, experiments, isolation, models, plots, provenance, reproduce
+from poisoncure import attacks, data, expansion, experiments, models, provenance
+from poisoncure.book import plots
+from poisoncure.book.pages import ensembles_page as page
 from poisoncure.defenses import weak_learners as wl
-from poisoncure.pages import ensembles_page as page
+from poisoncure.experiments import runner
+from poisoncure.experiments.grids import ensembles
 from poisoncure.train import resolve_device
 
 plots.set_style(profile)
@@ -244,7 +247,7 @@ glue("itlm_text", f"{itlm_rounds} rounds ({itlm_first_epochs} epochs, then {itlm
 # book's own: the source class is the pair's base class, and the trigger is `wl_poison`.
 #
 # Training the defenses' models takes most of the time, so the experiments come from the reproduction runner
-# (`python -m poisoncure.reproduce --profile <profile> --grid ensembles`, one result file per trigger), and the
+# (`python -m poisoncure.experiments --profile <profile> --grid ensembles`, one result file per trigger), and the
 # experiment with the chapter's trigger is recomputed here on every build: the undefended model, the ensemble of
 # weak learners with its final model, and the paper's method. ITLM, Spectral Signatures and Activation Clustering
 # (three more trainings) are read from the committed file of the same experiment.
@@ -265,12 +268,12 @@ glue("itlm_text", f"{itlm_rounds} rounds ({itlm_first_epochs} epochs, then {itlm
 # :::
 
 # %%
-params = isolation.experiment_params(globals(), isolation.live_trigger(globals()), wl_poison_rate, seed,
+params = ensembles.experiment_params(globals(), ensembles.live_trigger(globals()), wl_poison_rate, seed,
                                      clean_reference)
 live_methods = ("none", "Ensembles of weak learners", "Poison as a Cure")
 with provenance.stopwatch() as clock:
-    live, live_stages = isolation.run_point(params, device=dev, data=cifar, progress=False, methods=live_methods)
-live_rec = isolation.as_record(live, params, live_stages, dev)
+    live, live_stages = ensembles.run_point(params, device=dev, data=cifar, progress=False, methods=live_methods)
+live_rec = ensembles.as_record(live, params, live_stages, dev)
 src_name, tgt_name = classes[live["source"]], classes[live["target"]]
 glue("live_seconds", round(clock["seconds"]), display=False)
 glue("live_attack", f"{src_name} → {tgt_name}, {live['n_poison']} of {live['n_train']:,} training images poisoned "
@@ -298,9 +301,9 @@ for name, text in growth_texts.items():
 # {glue:text}`spl_text`.
 
 # %%
-records = reproduce.load_results(results_profile, "ensembles")
-exps = reproduce.plan(results_profile, ["ensembles"])
-live_name = next((e.name for e in exps if isolation.same_experiment(e.params, params)), None)
+records = runner.load_results(results_profile, "ensembles")
+exps = runner.plan(results_profile, ["ensembles"])
+live_name = next((e.name for e in exps if ensembles.same_experiment(e.params, params)), None)
 committed = next((r for r in records if r["name"] == live_name), None)
 table = page.methods_table(live_rec, committed, live_methods)
 shown = page.shown_methods(table)
@@ -356,7 +359,7 @@ for name, text in grid_texts.items():
 # runs elsewhere in the paper), clean accuracy / A in %:
 
 # %%
-paper = pd.DataFrame(isolation.paper_rows(wl_poison_rate)).set_index("pair (source/target)")
+paper = pd.DataFrame(page.paper_rows(wl_poison_rate)).set_index("pair (source/target)")
 glue("tab_paper", paper, display=False)
 glue("paper_eps", f"{100 * wl_poison_rate:g} %", display=False)
 

@@ -42,7 +42,8 @@ from IPython.display import Markdown
 from myst_nb import glue
 
 import poisoncure as pc
-from poisoncure import data, plots
+from poisoncure import data
+from poisoncure.book import plots
 
 plots.set_style()
 torch.manual_seed(seed)

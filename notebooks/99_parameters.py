@@ -36,13 +36,15 @@
 # its new parameters (in the folded cell under the defaults), beside the other chapters as last built.
 
 # %% tags=["parameters"]
-profile = "smoke"  # named parameter set (src/poisoncure/profiles/<profile>.yml)
+profile = "smoke"  # named parameter set (src/poisoncure/experiments/profiles/<profile>.yml)
 
 # %%
 import matplotlib.pyplot as plt
 from myst_nb import glue
 
-from poisoncure import book, plots, profiles
+from poisoncure import book
+from poisoncure.book import plots
+from poisoncure.experiments import profiles
 
 table = book.parameter_table(tuple(profiles.available()[::-1]))
 shared = list(profiles.load("smoke")["experiment"])

@@ -56,7 +56,7 @@ def test_pages_and_notebooks_have_no_error_output(html_dir):
 
 # ------------------------------------------------------------------ the pages in a real browser
 def _chromium_or_skip() -> None:
-    from poisoncure import browser
+    from poisoncure.book import browser
 
     if browser.find_chromium() is None:
         msg = ("no Chromium: install Debian's chromium-headless-shell (python3 tasks.py test does it as root) "
@@ -68,7 +68,7 @@ def _chromium_or_skip() -> None:
 
 def test_every_page_renders_in_a_browser(html_dir):
     """Every page in headless Chromium: figures load, tables render, no errors, links resolve, math typeset."""
-    from poisoncure import browser
+    from poisoncure.book import browser
 
     _chromium_or_skip()
     reports = browser.check_book(html_dir, screenshots=book.build_dir() / "screenshots")
@@ -87,7 +87,7 @@ def _check_chapter_2_without(html_dir, tmp_path, link: str) -> list[str]:
     by ``link`` (a regular expression with one group: the relative URL) was deleted."""
     import re
 
-    from poisoncure import browser
+    from poisoncure.book import browser
 
     _chromium_or_skip()
     copy = tmp_path / "html"
@@ -116,7 +116,7 @@ def test_the_browser_check_fails_on_planted_readability_defects(html_dir, tmp_pa
     planted in a copy of chapter 2: the browser check names each; the page as built has none of them."""
     import re
 
-    from poisoncure import browser
+    from poisoncure.book import browser
 
     _chromium_or_skip()
     copy = tmp_path / "html"
@@ -138,7 +138,7 @@ def test_the_browser_check_fails_on_planted_readability_defects(html_dir, tmp_pa
 
 def test_the_verdict_is_on_the_introduction_and_in_chapter_8(html_dir):
     """The reproduction verdict is shown where a reader looks first, one row per claim, with its rule."""
-    from poisoncure import verdict
+    from poisoncure.experiments import verdict
 
     for page in ("book/intro.html", "book/chapters/08_full_results.html"):
         html = (html_dir / page).read_text()

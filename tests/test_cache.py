@@ -118,7 +118,7 @@ def test_editing_one_line_of_train_py_changes_the_models_cache_key(tmp_path):
     new_key = Cache(tmp_path, version=f"0.1.0+{after[:16]}").entry_path("model", recipe)
     assert old_key != new_key
     # presentation modules are not part of it: a figure change retrains nothing
-    (copy / "plots.py").write_text((copy / "plots.py").read_text() + "\n# a comment\n")
+    (copy / "book/plots.py").write_text((copy / "book/plots.py").read_text() + "\n# a comment\n")
     assert code_fingerprint(copy) == after
 
 
@@ -135,8 +135,9 @@ def test_no_computing_module_imports_a_presentation_module():
 
     from poisoncure.cache import PACKAGE_DIR, PRESENTATION, PRESENTATION_PACKAGES, is_presentation
 
-    banned = {name.removesuffix(".py") for name in PRESENTATION} | set(PRESENTATION_PACKAGES)
-    assert is_presentation("pages/hygiene_page.py") and not is_presentation("defenses/poishygiene.py")
+    banned = {name.removesuffix(".py").rsplit("/", 1)[-1] for name in PRESENTATION} | set(PRESENTATION_PACKAGES)
+    assert is_presentation("book/pages/hygiene_page.py") and is_presentation("experiments/verdict.py")
+    assert not is_presentation("defenses/poishygiene.py") and not is_presentation("experiments/store.py")
     offenders = []
     for path in sorted(PACKAGE_DIR.rglob("*.py")):
         rel = path.relative_to(PACKAGE_DIR).as_posix()

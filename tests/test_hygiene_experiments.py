@@ -1,4 +1,5 @@
-"""The PoisHygiene chapter's cached experiments (:mod:`poisoncure.hygiene`) and the optimiser's frozen probes.
+"""The PoisHygiene chapter's cached experiments (:mod:`poisoncure.experiments.grids.hygiene`) and the optimiser's
+frozen probes.
 
 The data here are a tiny synthetic Fashion-MNIST-shaped set (grey 32x32 images whose label is set by which
 band of rows is bright), so suspects and references train in a second and the caching can be checked
@@ -11,10 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from poisoncure import hygiene
+from poisoncure.book.pages import hygiene_page
 from poisoncure.cache import Cache
 from poisoncure.data import FASHION_CLASSES, Cifar10, ImageSet
 from poisoncure.defenses.poishygiene import PoisHygiene
+from poisoncure.experiments import paper
+from poisoncure.experiments.grids import hygiene
 
 
 def band_images(n: int, seed: int) -> ImageSet:
@@ -217,7 +220,7 @@ def test_comparison_rows_read_the_verdicts():
 
 
 def test_grid_follows_the_profile_and_rejects_unknown_keys():
-    from poisoncure import profiles
+    from poisoncure.experiments import profiles
 
     prof = profiles.load("cpu-cnn")
     exps = hygiene.grid(prof, prof["reproduce"]["hygiene"])
@@ -242,7 +245,7 @@ TINY_SETTINGS = {"detector": {"probes": 2, "steps": 3, "warm_steps": 3, "calibra
 
 
 def test_run_point_measures_one_suspect_end_to_end(toy, tmp_path, monkeypatch):
-    from poisoncure import reproduce
+    from poisoncure.experiments import runner
 
     monkeypatch.setenv("POISONCURE_CACHE", str(tmp_path / "cache"))
     params = {"label": "badnets", "suspect": {"attack": "badnets", "target": 0, "poison_rate": 0.2,
@@ -257,11 +260,11 @@ def test_run_point_measures_one_suspect_end_to_end(toy, tmp_path, monkeypatch):
     assert (res["mitigation"] is not None) == (flagged and learned)
     record = {"name": "fmnist-badnets-s0", "params": params, "results": res,
               "provenance": {"device": "CPU (test)", "commit": "0123456789"}}
-    table = hygiene.results_table([record], toy.train.classes)
+    table = hygiene_page.results_table([record], toy.train.classes)
     assert table.loc["badnets", "ASR %"] == res["before"]["attack_success_rate"]
-    assert table.loc["badnets", hygiene.PAPER_T8_COLUMNS[0]] == hygiene.PAPER_FMNIST["badnets"]["acc"]
-    assert table.loc["badnets", hygiene.PAPER_T8_COLUMNS[1]] == hygiene.PAPER_FMNIST["badnets"]["asr"]
-    assert reproduce.RUNNERS["hygiene"] is reproduce.run_hygiene
+    assert table.loc["badnets", hygiene_page.T8_COLUMNS[0]] == paper.HYGIENE_FMNIST["badnets"]["acc"]
+    assert table.loc["badnets", hygiene_page.T8_COLUMNS[1]] == paper.HYGIENE_FMNIST["badnets"]["asr"]
+    assert runner.RUNNERS["hygiene"] is runner.run_hygiene
 
 
 def test_cifar_all_to_one_recipes():
@@ -288,7 +291,8 @@ def test_cifar_all_to_one_recipes():
 
 
 def test_grid_builds_the_cifar_suspects_over_the_shared_recipe():
-    from poisoncure import experiments, profiles
+    from poisoncure import experiments
+    from poisoncure.experiments import profiles
 
     prof = profiles.load("cpu-cnn")
     cif = [(n, p) for n, p in hygiene.grid(prof, prof["reproduce"]["hygiene"]) if "recipe" in p]
@@ -314,5 +318,5 @@ def test_run_point_on_a_cifar_recipe(tmp_path, monkeypatch):
     assert len(res["scan"]["prob"]) == 10 and len(res["references"]) == 1 and res["crafting"] is None
     record = {"name": "cifar-badnets-small_cnn-s0", "params": params, "results": res,
               "provenance": {"device": "CPU (test)", "commit": "0123456789"}}
-    table = hygiene.results_table([record], CLASSES)
-    assert table.loc["badnets", "paper, Table 6"] == hygiene.PAPER_CIFAR["badnets"]["detect"]
+    table = hygiene_page.results_table([record], CLASSES)
+    assert table.loc["badnets", "paper, Table 6"] == paper.HYGIENE_CIFAR["badnets"]["detect"]

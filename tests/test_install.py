@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
-from poisoncure import browser, data
+from poisoncure import data
+from poisoncure.book import browser
 from tests.test_poishygiene import _write_idx
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,11 +4,11 @@ Three layers, from the bottom:
 
 * **core** — the library a researcher uses on their own model: data, attacks, models, training, input gradients,
   the paper's maths (``signal``), metrics, the cache and provenance, and one module per defense (``defenses``);
-* **experiments** — what the book runs on the core: the shared recipes (``experiments``), the runner and its grids
-  (``reproduce``, ``sweep``, ``hygiene``, ``isolation``), the profiles, the paper's numbers and the tables and
-  verdict built from result files;
-* **book** — building, checking and drawing the book: ``book``, ``browser``, ``parameters``, ``plots``, and
-  ``pages`` (what each chapter shows, built from its results).
+* **experiments** (the package ``experiments``) — what the book runs on the core: the shared recipes and cached
+  models (``store``), every defense on one model in one call (``pipeline``), the runner and its grids (``runner``,
+  ``grids``), the profiles, the paper's numbers and the tables and verdict built from result files;
+* **book** (the package ``book``) — building, checking and drawing the book: ``build``, ``browser``, ``parameters``,
+  ``plots``, and ``pages`` (what each chapter shows, built from its results).
 
 A module may import from its own layer and the layers below it, never from a layer above; and no chain of
 imports, module-level or inside a function, leads from a module back to itself.
@@ -17,12 +17,13 @@ imports, module-level or inside a function, leads from a module back to itself.
 import ast
 from pathlib import Path
 
+import pytest
+
 import poisoncure
 
 PACKAGE = Path(poisoncure.__file__).parent
-BOOK = {"book", "browser", "parameters", "plots", "pages"}
-EXPERIMENTS = {"experiments", "pipeline", "reproduce", "sweep", "hygiene", "isolation", "profiles", "paper",
-               "paper_tables", "verdict"}
+BOOK = {"book"}  #: the book tooling's package (build, browser, parameters, plots, pages)
+EXPERIMENTS = {"experiments"}  #: the experiment layer's package (store, pipeline, grids, runner, paper numbers, ...)
 
 
 def modules() -> dict[str, Path]:
@@ -118,7 +119,28 @@ def test_no_import_cycle():
 
 def test_the_checks_see_a_planted_cycle_and_an_upward_import():
     g = {k: set(v) for k, v in graph().items()}
-    g["signal"].add("verdict")  # core -> experiments
-    g["verdict"].add("signal")
-    assert any({"signal", "verdict"} <= set(c) for c in cycles(g))
+    g["signal"].add("experiments.verdict")  # core -> experiments
+    g["experiments.verdict"].add("signal")
+    assert any({"signal", "experiments.verdict"} <= set(c) for c in cycles(g))
     assert any(layer(d) > layer(m) for m, deps in g.items() for d in deps)
+
+
+def test_the_layer_packages_load_their_names_on_first_use():
+    """``poisoncure.experiments.X`` reads the store's X and ``poisoncure.book.X`` the build's, loaded on first use:
+    importing the paper's numbers or the profiles loads no torch."""
+    import subprocess
+    import sys
+
+    from poisoncure import book, experiments
+    from poisoncure.book import build
+    from poisoncure.experiments import store
+
+    assert experiments.Recipe is store.Recipe and experiments.get_model is store.get_model
+    assert book.notebook_sources is build.notebook_sources and book.plots.__name__ == "poisoncure.book.plots"
+    for package in (experiments, book):
+        with pytest.raises(AttributeError, match="no attribute 'nothing_of_that_name'"):
+            package.nothing_of_that_name  # noqa: B018
+    code = ("import sys; import poisoncure.experiments.paper, poisoncure.experiments.profiles; "
+            "print('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
+        == "False"

@@ -1,4 +1,4 @@
-"""The chapters' page helpers (:mod:`poisoncure.pages`): the sentences they build follow the numbers they read."""
+"""The chapters' page helpers (:mod:`poisoncure.book.pages`): the sentences they build follow the numbers they read."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from poisoncure.pages import hygiene_page as page
+from poisoncure.book.pages import hygiene_page as page
 
 CLASSES = tuple(f"c{k}" for k in range(10))
 
@@ -62,7 +62,7 @@ def test_the_cifar_verdict_calls_a_label_passing_on_the_clean_model_a_false_posi
 def test_the_full_profile_sentences_follow_the_committed_runs():
     """No alarm on any clean ResNet-18 says so; one alarm says false alarms persist; an additive attack under 50 %
     is called not learned."""
-    from poisoncure.pages import reverse_page
+    from poisoncure.book.pages import reverse_page
 
     def clean(p, acc, detected):
         return {"params": {"poison": "clean"}, "results": {"xiang": {"p_value": p, "detected": detected},
@@ -82,7 +82,7 @@ def test_the_full_profile_sentences_follow_the_committed_runs():
 
 
 def test_the_attack_verdict_says_which_backdoors_work():
-    from poisoncure.pages import attack_page
+    from poisoncure.book.pages import attack_page
 
     def model(acc, asr):
         return SimpleNamespace(metrics=SimpleNamespace(clean_accuracy=acc, attack_success_rate=asr))
@@ -100,7 +100,7 @@ def test_the_theorem_reading_follows_the_sweep_points():
     import pandas as pd
     from scipy.stats import norm
 
-    from poisoncure.pages import sweep_page
+    from poisoncure.book.pages import sweep_page
 
     snr = np.array([2.0, 3.0, 4.0, 5.0])
     tail = pd.DataFrame({"snr": snr, "error": 100 * norm.cdf(-snr / 2), "attack works": True})
@@ -116,7 +116,7 @@ def test_the_theorem_reading_follows_the_sweep_points():
 
 
 def test_the_pixel_filter_note_reads_the_model():
-    from poisoncure.pages import filtering_page
+    from poisoncure.book.pages import filtering_page
 
     def model(asr):
         return SimpleNamespace(metrics=SimpleNamespace(attack_success_rate=asr))

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from poisoncure import paper, paper_tables, reproduce
+from poisoncure.experiments import paper, paper_tables, runner
 
 
 def record(pair=1, poison="blend", seed=0, rate=0.1, model="resnet18", acc=90.0, trig=5.0, acc_after=88.0,
@@ -128,7 +128,7 @@ def test_coverage_marks_missing_experiments():
 
 
 def test_committed_results_fill_the_tables_with_their_own_numbers():
-    records = reproduce.load_results("full", "main")
+    records = runner.load_results("full", "main")
     if not records:
         pytest.skip("no committed results/full/main")
     rows = paper_tables.experiment_rows(records)

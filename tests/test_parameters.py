@@ -3,24 +3,25 @@ bad values fail before any work with the valid range in the message."""
 
 import pytest
 
-from poisoncure import book, parameters, profiles
+from poisoncure.book import build, parameters
+from poisoncure.experiments import profiles
 
-NOTEBOOKS = list(book.notebook_sources())
+NOTEBOOKS = list(build.notebook_sources())
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_every_parameter_has_a_rule_and_a_meaning(name):
-    src = book.notebook_sources()[name]
-    declared = book.declared_parameters(src)
-    notes = parameters.comments(book.parameters_cell(src))
+    src = build.notebook_sources()[name]
+    declared = build.declared_parameters(src)
+    notes = parameters.comments(build.parameters_cell(src))
     assert set(declared) <= set(parameters.RULES), set(declared) - set(parameters.RULES)
     assert [k for k in declared if not notes.get(k)] == []
 
 
 @pytest.mark.parametrize("profile", profiles.available())
 def test_defaults_and_profiles_are_valid(profile):
-    for name, src in book.notebook_sources().items():
-        declared = book.declared_parameters(src)
+    for name, src in build.notebook_sources().items():
+        declared = build.declared_parameters(src)
         parameters.check(name, declared)
         parameters.check(name, {**declared, **profiles.notebook_parameters(profile, name, declared)})
 
@@ -60,7 +61,7 @@ def test_choices_mirror_the_library():
     for source in parameters.BLEND_SOURCES:
         attacks.paper_trigger(1, "blend", blend_source=source)
     assert set(parameters.ADDITIVE_PATTERNS) == set(attacks.ADDITIVE_PATTERNS) == set(experiments.ADDITIVE)
-    from poisoncure import hygiene
+    from poisoncure.experiments.grids import hygiene
 
     assert set(parameters.POOL_MODELS) == set(models.POOL_MODELS)
     assert set(parameters.FASHION_ATTACKS) == set(hygiene.ATTACKS) - {"clean", "withheld"}
@@ -68,7 +69,7 @@ def test_choices_mirror_the_library():
 
 def test_the_build_refuses_bad_values_before_any_work(capsys):
     with pytest.raises(SystemExit, match="opacity=1.5"):
-        book.build("smoke", ["04_filtering"], {"opacity": 1.5}, do_render=False)
+        build.build("smoke", ["04_filtering"], {"opacity": 1.5}, do_render=False)
 
 
 def test_comments_are_read_per_name():
@@ -89,22 +90,22 @@ def fake_build(tmp_path, monkeypatch):
 
     def fake_shared(recipes):
         calls.shared.append(recipes)
-        return book.Execution(book.SHARED_MODELS, 1.0, True)
+        return build.Execution(build.SHARED_MODELS, 1.0, True)
 
     def fake_execute(name, source, params):
         if calls.on_execute is not None:
             calls.on_execute(name, params)
         calls.append((name, params.get("opacity")))
         (tmp_path / "chapters" / f"{name}.ipynb").write_text("{}")
-        return book.Execution(name, 1.0, True)
+        return build.Execution(name, 1.0, True)
 
     (tmp_path / "chapters").mkdir()
-    monkeypatch.setattr(book, "chapters_dir", lambda: tmp_path / "chapters")
-    monkeypatch.setattr(book, "build_dir", lambda: tmp_path / "_build")
-    monkeypatch.setattr(book, "execute", fake_execute)
-    monkeypatch.setattr(book, "train_shared_models", fake_shared)
-    monkeypatch.setattr(book, "render", lambda: 0)
-    monkeypatch.setattr(book, "export_pdf", lambda: None)
+    monkeypatch.setattr(build, "chapters_dir", lambda: tmp_path / "chapters")
+    monkeypatch.setattr(build, "build_dir", lambda: tmp_path / "_build")
+    monkeypatch.setattr(build, "execute", fake_execute)
+    monkeypatch.setattr(build, "train_shared_models", fake_shared)
+    monkeypatch.setattr(build, "render", lambda: 0)
+    monkeypatch.setattr(build, "export_pdf", lambda: None)
     return calls
 
 
@@ -112,12 +113,12 @@ def test_a_rerun_on_a_fresh_clone_executes_the_missing_chapters_first(fake_build
     """`build --only 04_filtering -p opacity=0.1` with nothing executed: every chapter runs, in book order, and
     only the chapter asked for gets the override."""
     calls = fake_build
-    assert book.build("smoke", ["04_filtering"], {"opacity": 0.1}) == 0
-    assert [c[0] for c in calls] == list(book.notebook_sources())
+    assert build.build("smoke", ["04_filtering"], {"opacity": 0.1}) == 0
+    assert [c[0] for c in calls] == list(build.notebook_sources())
     assert dict(calls)["04_filtering"] == 0.1
     assert dict(calls)["02_attack"] == 0.2  # the profile's value, not the override
     calls.clear()
-    assert book.build("smoke", ["04_filtering"], {"opacity": 0.1}) == 0  # now all executed: only the one
+    assert build.build("smoke", ["04_filtering"], {"opacity": 0.1}) == 0  # now all executed: only the one
     assert calls == [("04_filtering", 0.1)]
 
 
@@ -128,26 +129,26 @@ def test_each_chapter_is_logged_before_the_next_one_runs(fake_build):
     seen = []
 
     def look_at_log(name, params):
-        log = book.execution_log()
+        log = build.execution_log()
         seen.append(sorted(json.loads(log.read_text())) if log.is_file() else [])
 
     fake_build.on_execute = look_at_log
-    assert book.build("smoke") == 0
-    names = list(book.notebook_sources())
-    assert seen[0] == [book.SHARED_MODELS]  # the shared models are trained and logged before any chapter
-    assert seen[-1] == sorted([book.SHARED_MODELS, *names[:-1]])
+    assert build.build("smoke") == 0
+    names = list(build.notebook_sources())
+    assert seen[0] == [build.SHARED_MODELS]  # the shared models are trained and logged before any chapter
+    assert seen[-1] == sorted([build.SHARED_MODELS, *names[:-1]])
 
 
 def test_the_shared_models_are_trained_once_before_the_chapters_with_the_values_they_run_with(fake_build):
     """One recipe per poison of the profile and the clean reference, each once although six chapters declare them;
     a rerun with another recipe value trains that recipe; a build of a chapter without the recipe trains none."""
-    assert book.build("smoke") == 0
+    assert build.build("smoke") == 0
     (recipes,) = fake_build.shared
     assert [(r.poison, r.epochs, d) for r, d in recipes] == [("blend", 8, "auto"), ("pixel", 8, "auto"),
                                                               ("clean", 8, "auto")]
     fake_build.shared.clear()
-    assert book.build("smoke", ["05_class_detection"], {"epochs": 3}) == 0
+    assert build.build("smoke", ["05_class_detection"], {"epochs": 3}) == 0
     assert [(r.poison, r.epochs) for r, _ in fake_build.shared[0]] == [("blend", 3), ("pixel", 3), ("clean", 3)]
     fake_build.shared.clear()
-    assert book.build("smoke", ["01_theory_toy"]) == 0
+    assert build.build("smoke", ["01_theory_toy"]) == 0
     assert fake_build.shared == []

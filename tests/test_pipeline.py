@@ -1,5 +1,5 @@
-"""The one pipeline (``poisoncure.pipeline.run_defenses``) that every grid of the runner and chapter 7 call: its
-settings, its refusals, and one real run of all five defenses on a tiny attacked model."""
+"""The one pipeline (``poisoncure.experiments.pipeline.run_defenses``) that every grid of the runner and chapter 7 call:
+its settings, its refusals, and one real run of all five defenses on a tiny attacked model."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import types
 import numpy as np
 import pytest
 
-from poisoncure import data, experiments, pipeline
+from poisoncure import data, experiments
 from poisoncure.defenses.base import model_digest
+from poisoncure.experiments import pipeline
 
 
 def test_settings_are_checked_and_read_from_parameters():

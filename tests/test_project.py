@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from poisoncure import book, experiments, profiles
+from poisoncure import experiments
+from poisoncure.book import build
+from poisoncure.experiments import profiles
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -13,22 +15,22 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_every_notebook_is_in_the_toc_in_order():
     toc = (ROOT / "_toc.yml").read_text()
     listed = re.findall(r"book/chapters/(\d\d_[a-z0-9_]+)", toc)
-    assert listed == list(book.notebook_sources())
+    assert listed == list(build.notebook_sources())
 
 
-@pytest.mark.parametrize("name", list(book.notebook_sources()))
+@pytest.mark.parametrize("name", list(build.notebook_sources()))
 def test_notebook_defaults_equal_the_smoke_profile(name):
-    declared = book.declared_parameters(book.notebook_sources()[name])
+    declared = build.declared_parameters(build.notebook_sources()[name])
     resolved = profiles.notebook_parameters("smoke", name, declared)
     assert {k: declared[k] for k in resolved} == resolved
 
 
-@pytest.mark.parametrize("name", list(book.notebook_sources()))
+@pytest.mark.parametrize("name", list(build.notebook_sources()))
 def test_parameter_comments_have_no_equals_sign(name):
     """papermill cannot parse a parameter line whose comment contains '=' and then warns of unknown names."""
     import jupytext
 
-    nb = jupytext.read(book.notebook_sources()[name])
+    nb = jupytext.read(build.notebook_sources()[name])
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     bad = [line for line in cell.source.splitlines() if "#" in line and "=" in line.split("#", 1)[1]]
     assert not bad, bad
@@ -36,17 +38,17 @@ def test_parameter_comments_have_no_equals_sign(name):
 
 @pytest.mark.parametrize("profile", profiles.available())
 def test_profiles_resolve_for_every_notebook(profile):
-    for name, src in book.notebook_sources().items():
-        params = profiles.notebook_parameters(profile, name, book.declared_parameters(src))
+    for name, src in build.notebook_sources().items():
+        params = profiles.notebook_parameters(profile, name, build.declared_parameters(src))
         if "pair" in params:  # the shared recipe is valid
-            ns = {**book.declared_parameters(src), **params}
+            ns = {**build.declared_parameters(src), **params}
             experiments.Recipe.from_params(ns, poison="blend")
 
 
 def test_bad_parameter_names_and_profiles_fail_early():
-    src = book.notebook_sources()["02_attack"]
+    src = build.notebook_sources()["02_attack"]
     with pytest.raises(ValueError, match="no parameter.*its parameters are"):
-        profiles.notebook_parameters("smoke", "02_attack", book.declared_parameters(src), {"opacityy": 0.3})
+        profiles.notebook_parameters("smoke", "02_attack", build.declared_parameters(src), {"opacityy": 0.3})
     with pytest.raises(ValueError, match="unknown profile"):
         profiles.load("huge")
 
@@ -73,9 +75,9 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert ci.strip().splitlines()[-1] == "python3 tasks.py test"
 
 
-@pytest.mark.parametrize("name", [n for n in book.notebook_sources() if n in book.chapter_numbers()])
+@pytest.mark.parametrize("name", [n for n in build.notebook_sources() if n in build.chapter_numbers()])
 def test_every_chapter_ends_with_exercises_and_folded_solutions(name):
-    text = book.notebook_sources()[name].read_text()
+    text = build.notebook_sources()[name].read_text()
     exercises = text.index("# ## Exercises")
     items = re.findall(r"^# \d\. ", text[exercises:text.index(":::{admonition} Solutions", exercises)], re.M)
     assert 2 <= len(items) <= 4, items
@@ -89,12 +91,12 @@ def test_a_traceback_on_stderr_is_a_problem_of_the_chapter():
     ok = {"cells": [{"outputs": [{"output_type": "stream", "name": "stderr", "text": "training: 100%|###|\n"}]}]}
     bad = {"cells": [{"outputs": []}, {"outputs": [{"output_type": "stream", "name": "stderr", "text": [
         "Traceback (most recent call last):\n", "  File \"x.py\", line 1\n", "ValueError: boom\n"]}]}]}
-    assert book.stderr_problems(ok) == []
-    assert book.stderr_problems(bad) == ["cell 1: stderr traceback (ValueError: boom)"]
+    assert build.stderr_problems(ok) == []
+    assert build.stderr_problems(bad) == ["cell 1: stderr traceback (ValueError: boom)"]
     warned = {"cells": [{"outputs": [{"output_type": "stream", "name": "stderr", "text": (
         "/x/gmm.py:12: ConvergenceWarning: did not converge\n"
         "/x/y.py:3: RuntimeWarning: invalid value encountered in divide\n  c /= s\n")}]}]}
-    assert book.stderr_problems(warned) == ["cell 0: RuntimeWarning: invalid value encountered in divide"]
+    assert build.stderr_problems(warned) == ["cell 0: RuntimeWarning: invalid value encountered in divide"]
 
 
 def test_a_failing_chapter_names_its_notebook_cell_and_traceback():
@@ -102,17 +104,17 @@ def test_a_failing_chapter_names_its_notebook_cell_and_traceback():
 
     err = PapermillExecutionError(cell_index=7, exec_count=3, source="1/0", ename="ZeroDivisionError",
                                   evalue="division by zero", traceback=["\x1b[31mTraceback\x1b[0m", "  line 1"])
-    report = book.execution_report("05_class_detection", err)
+    report = build.execution_report("05_class_detection", err)
     assert report.startswith("execution report: notebook 05_class_detection, cell 7 (execution count 3)")
     assert "ZeroDivisionError: division by zero" in report and "Traceback" in report and "\x1b" not in report
-    assert "ValueError: bad" in book.execution_report("02_attack", ValueError("bad"))
+    assert "ValueError: bad" in build.execution_report("02_attack", ValueError("bad"))
 
 
 def test_reader_warnings_become_visible_notes_in_a_kernel(monkeypatch):
     """Outside a kernel nothing is installed; inside one a CacheWarning is displayed as an HTML note."""
     import warnings
 
-    from poisoncure import plots
+    from poisoncure.book import plots
     from poisoncure.cache import CacheWarning
 
     assert plots.show_reader_warnings() is False  # pytest is no IPython kernel
@@ -132,7 +134,7 @@ def test_reader_warnings_become_visible_notes_in_a_kernel(monkeypatch):
 
 
 def test_pages_below_the_papers_scale_say_so():
-    from poisoncure import plots
+    from poisoncure.book import plots
 
     note = plots.scale_note("smoke")
     assert note is not None and "smoke" in note and "not comparable" in note
@@ -148,7 +150,7 @@ def test_figures_fit_the_column_with_text_at_least_body_size():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from poisoncure import plots
+    from poisoncure.book import plots
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 3))
     for ax in axes:
@@ -185,7 +187,7 @@ def test_colliding_texts_are_found_and_crowded_tick_labels_turned():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from poisoncure import plots
+    from poisoncure.book import plots
 
     fig, ax = plt.subplots(figsize=(3, 2.5))
     ax.bar(range(10), range(10))
@@ -230,12 +232,12 @@ def test_the_readme_example_of_a_defense_on_your_own_model_runs():
 def test_the_teaching_plan_covers_every_chapter_once_and_reports_times():
     """The teaching page's sessions name every chapter but the parameters page exactly once, and the generated
     table gives each session the summed execution time of its chapters (from the build's execution log)."""
-    from poisoncure import book
+    from poisoncure.book import build
 
-    planned = [n for _, names in book.SESSIONS for n in names]
-    pages = [n for n in book.notebook_sources() if n != "99_parameters"]
-    assert sorted(planned) == sorted([book.SHARED_MODELS, *pages])
-    numbers = book.chapter_numbers()
+    planned = [n for _, names in build.SESSIONS for n in names]
+    pages = [n for n in build.notebook_sources() if n != "99_parameters"]
+    assert sorted(planned) == sorted([build.SHARED_MODELS, *pages])
+    numbers = build.chapter_numbers()
     assert sorted(numbers.values()) == list(range(1, len(numbers) + 1))
     # a chapter's file is numbered as the book numbers it (so --only 11_poishygiene reruns chapter 11)
     assert all(name.startswith(f"{k:02d}_") for name, k in numbers.items()), numbers
@@ -244,15 +246,15 @@ def test_the_teaching_plan_covers_every_chapter_once_and_reports_times():
 def test_session_times_sum_their_chapters(tmp_path, monkeypatch):
     import json
 
-    from poisoncure import book
+    from poisoncure.book import build
 
     log = tmp_path / "execution.json"
     log.write_text(json.dumps({"01_theory_toy": {"seconds": 60.0, "ok": True, "profile": "smoke", "device": "CPU (x)",
                                                  "commit": "abcdef1234"},
                                "02_attack": {"seconds": 120.0, "ok": True, "profile": "smoke", "device": "CPU (x)",
                                              "commit": "abcdef1234"}}))
-    monkeypatch.setattr(book, "execution_log", lambda: log)
-    text = book.session_times_markdown()
+    monkeypatch.setattr(build, "execution_log", lambda: log)
+    text = build.session_times_markdown()
     assert "| 1 | 1, the shared models, 2 | 3.0 min |" in text and "| 2 | 3, 4 | not recorded |" in text
     assert "commit abcdef1" in text and "CPU (x)" in text
 

@@ -5,18 +5,18 @@ import warnings
 
 import pytest
 
-from poisoncure import reproduce
-from poisoncure.reproduce import ResultWarning, load_results, plan, read_result, run
+from poisoncure.experiments import runner
+from poisoncure.experiments.runner import ResultWarning, load_results, plan, read_result, run
 
 
 def fake_runners(calls):
     """Runners that record what they were asked and return numbers derived from the parameters."""
 
-    def runner(params, device="auto", data=None, progress=False):
+    def fake(params, device="auto", data=None, progress=False):
         calls.append(params["recipe"].get("pair", params["poison"]))
         return {"value": params["recipe"]["seed"] + 1}, {"train": 0.01}
 
-    return {"main": runner, "reverse": runner, "sweep": runner}
+    return {"main": fake, "reverse": fake, "sweep": fake}
 
 
 def test_full_plan_is_the_papers_grid_and_chapter_8s_models():
@@ -72,7 +72,7 @@ def test_damaged_result_is_detected_rerun_and_never_shown(tmp_path, damage):
     else:  # written for other parameters: rebuild the record with its own (valid) checksum but another key
         record = json.loads(text)
         record["key"] = "0" * 64
-        reproduce.write_result(path, {k: v for k, v in record.items() if k != "sha256"})
+        runner.write_result(path, {k: v for k, v in record.items() if k != "sha256"})
     with pytest.warns(ResultWarning):
         assert read_result(path, exp) is None
     with pytest.warns(ResultWarning):
@@ -115,21 +115,21 @@ def test_shards_partition_the_grid(tmp_path):
 
 def test_cli_lists_state(tmp_path, capsys):
     run("smoke", ["main"], root=tmp_path, progress=False, runners=fake_runners([]))
-    assert reproduce.main(["--profile", "smoke", "--list", "--results", str(tmp_path)]) == 0
+    assert runner.main(["--profile", "smoke", "--list", "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("done") and all(line.startswith("to do") for line in out[1:])
     with pytest.raises(SystemExit):
-        reproduce.main(["--profile", "smoke", "--shard", "x"])
+        runner.main(["--profile", "smoke", "--shard", "x"])
 
 
 def test_committed_results_are_valid():
     """Every result file in the repository passes the checks the chapters rely on (checksum, current plan)."""
-    committed = sorted(p.name for p in reproduce.results_root().iterdir() if p.is_dir())
+    committed = sorted(p.name for p in runner.results_root().iterdir() if p.is_dir())
     assert "full" in committed
     with warnings.catch_warnings():
         warnings.simplefilter("error", ResultWarning)
-        records = [r for prof in committed for grid in reproduce.GRIDS for r in load_results(prof, grid)]
-    n_files = sum(1 for prof in committed for _ in (reproduce.results_root() / prof).glob("*/*.json"))
+        records = [r for prof in committed for grid in runner.GRIDS for r in load_results(prof, grid)]
+    n_files = sum(1 for prof in committed for _ in (runner.results_root() / prof).glob("*/*.json"))
     assert records and len(records) == n_files  # every file of every profile is valid and in its profile's plan
     for record in records:
         assert record["provenance"]["commit"] != "unknown" and record["provenance"]["device"]
@@ -137,10 +137,10 @@ def test_committed_results_are_valid():
 
 def test_reverse_table_reads_the_committed_runs():
     records = load_results("full", "reverse")
-    table = reproduce.reverse_table(records)
+    table = runner.reverse_table(records)
     assert len(table) == len(records) and {"p (truncated)", "reported pair", "device, commit"} <= set(table.columns)
     assert ((table["p (truncated)"] >= 0) & (table["p (truncated)"] <= 1)).all()
-    assert reproduce.reverse_table([]).empty
+    assert runner.reverse_table([]).empty
 
 
 def arithmetic_runner(params, device="auto", data=None, progress=False):
@@ -198,19 +198,19 @@ def test_provenance_text_says_when_artifacts_came_from_another_commit():
         return {"provenance": prov}
 
     same = rec("abc1234", [{"kind": "model", "commit": "abc1234"}])
-    assert "another commit" not in reproduce.provenance_text([same])
+    assert "another commit" not in runner.provenance_text([same])
     other = rec("abc1234", [{"kind": "model", "commit": "fff0000"}, {"kind": "gradients", "commit": "abc1234"}])
-    text = reproduce.provenance_text([same, other])
+    text = runner.provenance_text([same, other])
     assert "1 cached artifacts were computed at another commit" in text and "fff0000" in text
     legacy = rec("abc1234", None)
-    assert "1 of 2 files were written before" in reproduce.provenance_text([same, legacy])
+    assert "1 of 2 files were written before" in runner.provenance_text([same, legacy])
     legacy["provenance"]["stages"] = {"train": 0.4}
-    marked = reproduce.mark_legacy_provenance(legacy)
+    marked = runner.mark_legacy_provenance(legacy)
     assert marked["provenance"]["legacy_artifacts"].startswith("model read from an older cache entry")
-    assert "1 read it from an older cache entry" in reproduce.provenance_text([same, marked])
-    assert reproduce.mark_legacy_provenance(marked) is None and reproduce.mark_legacy_provenance(same) is None
+    assert "1 read it from an older cache entry" in runner.provenance_text([same, marked])
+    assert runner.mark_legacy_provenance(marked) is None and runner.mark_legacy_provenance(same) is None
     legacy["provenance"]["stages"] = {"train": 300.0}
-    assert reproduce.mark_legacy_provenance(legacy)["provenance"]["legacy_artifacts"] == "trained in this run"
+    assert runner.mark_legacy_provenance(legacy)["provenance"]["legacy_artifacts"] == "trained in this run"
 
 
 def test_restamp_marks_old_files_without_touching_their_numbers(tmp_path):
@@ -218,8 +218,8 @@ def test_restamp_marks_old_files_without_touching_their_numbers(tmp_path):
     path = exp.path("smoke", tmp_path)
     record = json.loads(path.read_text())
     del record["provenance"]["artifacts"]  # as written before artifact lists existed
-    reproduce.write_result(path, {k: v for k, v in record.items() if k != "sha256"})
-    assert reproduce.restamp(tmp_path) == [path] and reproduce.restamp(tmp_path) == []
+    runner.write_result(path, {k: v for k, v in record.items() if k != "sha256"})
+    assert runner.restamp(tmp_path) == [path] and runner.restamp(tmp_path) == []
     back = read_result(path, exp)
     assert back["results"] == record["results"] and "legacy_artifacts" in back["provenance"]
 
@@ -229,7 +229,7 @@ def test_execute_lists_the_cached_artifacts_a_runner_used(tmp_path, monkeypatch)
 
     monkeypatch.setenv("POISONCURE_CACHE", str(tmp_path))
 
-    def runner(params, device="auto", data=None, progress=False):
+    def fake(params, device="auto", data=None, progress=False):
         def build(folder):
             (folder / "x.txt").write_text("x")
 
@@ -237,8 +237,8 @@ def test_execute_lists_the_cached_artifacts_a_runner_used(tmp_path, monkeypatch)
         return {"value": 1}, {}
 
     (exp,) = plan("smoke", ["main"])
-    first = reproduce.execute("smoke", exp, runners={"main": runner})["provenance"]
-    second = reproduce.execute("smoke", exp, runners={"main": runner})["provenance"]
+    first = runner.execute("smoke", exp, runners={"main": fake})["provenance"]
+    second = runner.execute("smoke", exp, runners={"main": fake})["provenance"]
     assert [a["from_cache"] for a in first["artifacts"]] == [False]
     assert [a["from_cache"] for a in second["artifacts"]] == [True]
     assert second["artifacts"][0]["commit"] == first["commit"] and second["artifacts"][0]["key"]

@@ -9,9 +9,11 @@ import json
 
 import pytest
 
-from poisoncure import data, paper_tables, reproduce, sweep
+from poisoncure import data
 from poisoncure.cache import canonical
-from poisoncure.reproduce import Experiment, execute, read_result, write_result
+from poisoncure.experiments import paper_tables, runner
+from poisoncure.experiments.grids import sweep
+from poisoncure.experiments.runner import Experiment, execute, read_result, write_result
 
 pytestmark = pytest.mark.slow
 
@@ -39,16 +41,16 @@ def table_of(grid: str, records: list[dict], classes: tuple[str, ...]):
     if grid == "main":
         return paper_tables.experiment_rows(records)
     if grid == "reverse":
-        return reproduce.reverse_table(records)
+        return runner.reverse_table(records)
     if grid == "sweep":
         return sweep.point_table(records)
     if grid == "hygiene":
-        from poisoncure import hygiene
+        from poisoncure.book.pages import hygiene_page
 
-        return hygiene.results_table(records, classes)
-    from poisoncure import isolation
+        return hygiene_page.results_table(records, classes)
+    from poisoncure.experiments.grids import ensembles
 
-    return isolation.method_table(records)
+    return ensembles.method_table(records)
 
 
 @pytest.mark.parametrize("profile, grid, name", [
@@ -58,7 +60,7 @@ def table_of(grid: str, records: list[dict], classes: tuple[str, ...]):
 def test_the_real_runner_writes_a_verified_record_and_its_table_row(cifar: data.Cifar10, tmp_path, monkeypatch,
                                                                      profile, grid, name):
     monkeypatch.setenv("POISONCURE_CACHE", str(tmp_path / "cache"))
-    (planned,) = reproduce.plan(profile, [grid], [name])
+    (planned,) = runner.plan(profile, [grid], [name])
     exp = tiny(planned)
     record = execute(profile, exp, device="cpu", data=cifar)
     path = exp.path(profile, tmp_path)
@@ -79,7 +81,7 @@ def test_the_real_runner_writes_a_verified_record_and_its_table_row(cifar: data.
 
 def test_the_learning_grid_records_every_epoch_and_its_table_rows(cifar: data.Cifar10, tmp_path):
     """Chapter 2's learning curves: the real runner on a tiny configuration of the smoke plan (two epochs)."""
-    (planned,) = reproduce.plan("smoke", ["learning"], ["pair1-pixel-small_cnn_whitened*"])
+    (planned,) = runner.plan("smoke", ["learning"], ["pair1-pixel-small_cnn_whitened*"])
     exp = tiny(planned)
     exp.params["recipe"]["epochs"] = 2
     exp = Experiment(exp.grid, exp.name, exp.params)
@@ -92,19 +94,19 @@ def test_the_learning_grid_records_every_epoch_and_its_table_rows(cifar: data.Ci
     assert [e["epoch"] for e in res["epochs"]] == [1, 2] and len(res["train_loss"]) == 2
     assert all(0 <= e["attack_success_rate"] <= 100 and 0 <= e["clean_accuracy"] <= 100 for e in res["epochs"])
     assert res["precision"] in ("fp32", "bf16") and res["train_seconds"] > 0
-    rows = reproduce.learning_table([back])
+    rows = runner.learning_table([back])
     assert list(rows["epoch"]) == [1, 2] and set(rows["network"]) == {"small CNN with a whitening stem"}
     whitened = {**back, "params": {**back["params"], "recipe": {**back["params"]["recipe"], "model": "whitened_net"}}}
-    assert set(reproduce.learning_table([whitened])["network"]) == {"whitened fast network 8/32/32"}
+    assert set(runner.learning_table([whitened])["network"]) == {"whitened fast network 8/32/32"}
 
 
 def test_the_learning_grid_refuses_bad_entries():
     prof = {"experiment": {"pair": 1, "seed": 0, "epochs": 2, "model": "small_cnn", "width": 8}, "notebooks": {}}
     with pytest.raises(ValueError, match="non-empty"):
-        reproduce._learning_grid(prof, {"models": [], "triggers": [{"poison": "pixel"}]})
+        runner._learning_grid(prof, {"models": [], "triggers": [{"poison": "pixel"}]})
     with pytest.raises(ValueError, match="exactly 'model' and 'width'"):
-        reproduce._learning_grid(prof, {"models": [{"model": "small_cnn"}], "triggers": [{"poison": "pixel"}]})
+        runner._learning_grid(prof, {"models": [{"model": "small_cnn"}], "triggers": [{"poison": "pixel"}]})
     with pytest.raises(ValueError, match="poison: pixel"):
-        reproduce._learning_grid(prof, {"models": [{"model": "small_cnn", "width": 8}], "triggers": [{"poison": "x"}]})
+        runner._learning_grid(prof, {"models": [{"model": "small_cnn", "width": 8}], "triggers": [{"poison": "x"}]})
     with pytest.raises(ValueError, match="unknown keys"):
-        reproduce._learning_grid(prof, {"models": [], "triggers": [], "lr": 1})
+        runner._learning_grid(prof, {"models": [], "triggers": [], "lr": 1})

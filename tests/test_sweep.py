@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from poisoncure import attacks, experiments, sweep
-from poisoncure.reproduce import plan
+from poisoncure import attacks, experiments
+from poisoncure.experiments.grids import sweep
+from poisoncure.experiments.runner import plan
 
 
 def test_grown_patch_starts_at_the_pixel_and_size_one_is_the_pixel():
@@ -58,7 +59,7 @@ def test_sweep_plans():
 
 
 def test_bad_sweep_sections_raise(monkeypatch):
-    from poisoncure import profiles
+    from poisoncure.experiments import profiles
 
     real = profiles.load
 

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from poisoncure import verdict
+from poisoncure.experiments import verdict
 
 from .test_paper_tables import record
 

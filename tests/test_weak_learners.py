@@ -284,29 +284,30 @@ def test_algorithm_1_with_stochastic_learners_flags_exactly_the_clean_sets():
 
 
 def test_the_runner_plans_one_experiment_per_trigger_with_the_chapters_settings():
-    from poisoncure import isolation, profiles, reproduce
+    from poisoncure.experiments import profiles, runner
+    from poisoncure.experiments.grids import ensembles
 
-    exps = reproduce.plan("smoke", ["ensembles"])
+    exps = runner.plan("smoke", ["ensembles"])
     prof = profiles.load("smoke")
     nb = {**prof["experiment"], **prof["notebooks"]["12_weak_learners"]}
     assert [e.name for e in exps] == ["pair1-blend0.2-whitened_net-r0.2-s0", "pair1-pixel-whitened_net-r0.2-s0",
                                       "pair1-patch3-whitened_net-r0.2-s0"]
-    live = isolation.experiment_params(nb, isolation.live_trigger(nb), nb["wl_poison_rate"], nb["seed"], False)
-    assert [isolation.same_experiment(e.params, live) for e in exps] == [True, False, False]
+    live = ensembles.experiment_params(nb, ensembles.live_trigger(nb), nb["wl_poison_rate"], nb["seed"], False)
+    assert [ensembles.same_experiment(e.params, live) for e in exps] == [True, False, False]
     assert exps[0].params["ensemble"]["components"] == nb["wl_components"]
     assert exps[0].params["recipe"]["train_per_class"] == nb["wl_train_per_class"]
     with pytest.raises(ValueError, match="missing"):
-        isolation.experiment_params({k: v for k, v in nb.items() if k != "wl_alpha"}, isolation.live_trigger(nb),
+        ensembles.experiment_params({k: v for k, v in nb.items() if k != "wl_alpha"}, ensembles.live_trigger(nb),
                                     0.2, 0, False)
 
 
 def test_bad_experiment_input_is_refused_before_any_work():
-    from poisoncure import isolation
+    from poisoncure.experiments.grids import ensembles
 
-    assert isolation.itlm_keep_ratio(0.1) == 0.96
+    assert ensembles.itlm_keep_ratio(0.1) == 0.96
     with pytest.raises(ValueError, match="ITLM keep ratios"):
-        isolation.itlm_keep_ratio(0.15)
+        ensembles.itlm_keep_ratio(0.15)
     with pytest.raises(ValueError, match="unknown methods"):
-        isolation.run_point({}, methods=("none", "magic"))
+        ensembles.run_point({}, methods=("none", "magic"))
     with pytest.raises(ValueError, match="unknown keys"):
-        isolation.grid({"experiment": {}, "notebooks": {"12_weak_learners": {}}}, {"tiggers": []})
+        ensembles.grid({"experiment": {}, "notebooks": {"12_weak_learners": {}}}, {"tiggers": []})

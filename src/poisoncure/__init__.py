@@ -25,10 +25,10 @@ torch data sets), the attacks (``pc.PixelTrigger``,
 ``toy``            the Gaussian toy model of the paper's Appendix A (chapter 1)
 =================  ==========================================================================
 
-The book's own layers sit above this core and are never imported by it (``tests/test_layers.py``): the
-experiments (``experiments``; ``pipeline``, every defense on one attacked model in one call; ``reproduce`` and its
-grids, ``profiles``, the paper's numbers, ``paper_tables``, ``verdict``) and the book tooling (``book``, ``browser``,
-``parameters``, ``plots``, and ``pages``: what each chapter shows, built from its results).
+The book's own layers sit above this core, each a package, and are never imported by it (``tests/test_layers.py``):
+``poisoncure.experiments`` (the cached models of the book, the pipeline that runs every defense on one model, the
+runner and its grids, the profiles, the paper's numbers, the tables and verdict built from result files) and
+``poisoncure.book`` (building, checking and drawing the book, and what each chapter shows).
 """
 
 from __future__ import annotations

@@ -45,13 +45,14 @@ from . import __version__, paths, provenance
 PACKAGE_DIR = Path(__file__).resolve().parent
 #: modules that compute no cached artifact (presentation, book tooling, typed paper numbers): left out of the
 #: code fingerprint so that editing a figure or a page does not retrain the models
-PRESENTATION = ("book.py", "browser.py", "plots.py", "parameters.py", "paper.py", "paper_tables.py", "verdict.py")
-#: packages that are presentation as a whole (every module in them): what the chapters show (:mod:`poisoncure.pages`)
-PRESENTATION_PACKAGES = ("pages",)
+PRESENTATION = ("experiments/paper.py", "experiments/paper_tables.py", "experiments/verdict.py")
+#: packages that are presentation as a whole (every module in them): the book tooling (:mod:`poisoncure.book`)
+PRESENTATION_PACKAGES = ("book",)
 
 
 def is_presentation(rel: str) -> bool:
-    """Whether the package file ``rel`` (a path relative to the package, ``pages/hygiene_page.py``) is presentation."""
+    """Whether the package file ``rel`` (a path relative to the package, ``book/pages/hygiene_page.py``) is
+    presentation."""
     return rel in PRESENTATION or rel.split("/")[0] in PRESENTATION_PACKAGES
 
 T = TypeVar("T")

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm as gauss
 
-from .. import plots, sweep
+from ...experiments.grids import sweep
+from .. import plots
 
 #: the filtering-error figure draws a measured error of exactly 0 here, in its own band, as a downward triangle
 ZERO_AT = 0.01

@@ -1,6 +1,6 @@
 """The full reproduction: the paper's grid run experiment by experiment, one result file each, resumable.
 
-``python -m poisoncure.reproduce --profile full`` runs every experiment of a profile's ``reproduce`` section
+``python -m poisoncure.experiments --profile full`` runs every experiment of a profile's ``reproduce`` section
 that has no valid result file yet and writes ``results/<profile>/<grid>/<name>.json``. Six grids:
 
 ``main``
@@ -13,20 +13,20 @@ that has no valid result file yet and writes ``results/<profile>/<grid>/<name>.j
     additive attack, the blend attack and clean models of several training-set sizes): Xiang et al.'s pair
     search with both nulls, Neural Cleanse and the paper's target scan on each.
 ``sweep``
-    The variable-size sweep of chapter 9 (:mod:`poisoncure.sweep`): every defense against trigger size and
-    poison rate on one pair.
+    The variable-size sweep of chapter 9 (:mod:`poisoncure.experiments.grids.sweep`): every defense against trigger size
+    and poison rate on one pair.
 ``hygiene``
     The PoisHygiene chapter's suspects, one attack each, on Fashion-MNIST and CIFAR-10
-    (:func:`poisoncure.hygiene.run_point`): the suspect, DETECT against the references, MITIGATE and its
-    clean-only baseline, Neural Cleanse and the paper's target scan.
+    (:func:`poisoncure.experiments.grids.hygiene.run_point`): the suspect, DETECT against the references, MITIGATE and
+    its clean-only baseline, Neural Cleanse and the paper's target scan.
 ``learning``
     Chapter 2's learning curves (:func:`poisoncure.experiments.learning_curve`): clean accuracy and attack success
     after every epoch, for the small CNN with and without the whitening stem and for the whitened network, with
     the one-pixel and the blend trigger; why one network learns the one-pixel backdoor and another does not.
 ``ensembles``
-    The chapter on ensembles of weak learners (:func:`poisoncure.isolation.run_point`): on one small recipe per
-    trigger, the weak-learner ensemble, ITLM, Spectral Signatures, Activation Clustering and the paper's defense,
-    each with its retrained (or neutralized) model.
+    The chapter on ensembles of weak learners (:func:`poisoncure.experiments.grids.ensembles.run_point`): on one small
+    recipe per trigger, the weak-learner ensemble, ITLM, Spectral Signatures, Activation Clustering and the paper's
+    defense, each with its retrained (or neutralized) model.
 
 A result file holds every number the chapters read, the experiment's parameters, its provenance (commit,
 device, library versions, profile, seed, wall time of every stage) and a SHA-256 of its content. It is written
@@ -59,9 +59,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from . import paths, profiles, provenance
-from .cache import canonical
-from .train import resolve_device
+from .. import paths, provenance
+from ..cache import canonical
+from ..train import resolve_device
+from . import profiles
 
 GRIDS = ("main", "reverse", "sweep", "hygiene", "ensembles", "learning")
 FORMAT = 1  #: version of the result-file layout; files of another version count as stale
@@ -125,7 +126,7 @@ def plan(profile: str, grids: Iterable[str] | None = None, only: Iterable[str] |
 
 def _recipe_fields(prof: dict[str, Any]) -> dict[str, Any]:
     """The profile's shared recipe (:func:`experiments.recipe_fields`)."""
-    from .experiments import recipe_fields
+    from .store import recipe_fields
 
     return recipe_fields(prof["experiment"])
 
@@ -168,9 +169,9 @@ def _reverse_grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[Experiment
 
 
 def _sweep_grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[Experiment]:
-    """The variable-size sweep (:mod:`poisoncure.sweep`): every trigger at every poison rate and seed, on one pair,
+    """The variable-size sweep (:mod:`.grids.sweep`): every trigger at every poison rate and seed, on one pair,
     with the profile's recipe changed by ``spec['recipe']``; the defenses' settings are chapter 7's."""
-    from .sweep import check_trigger, trigger_slug
+    from .grids.sweep import check_trigger, trigger_slug
 
     known = {"pair", "recipe", "triggers", "poison_rates", "seeds", "retrain", "min_asr"}
     if set(spec) - known:
@@ -197,15 +198,15 @@ def _sweep_grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[Experiment]:
 
 
 def _hygiene_grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[Experiment]:
-    """The PoisHygiene chapter's Fashion-MNIST and CIFAR-10 suspects (:func:`poisoncure.hygiene.grid`)."""
-    from .hygiene import grid
+    """The PoisHygiene chapter's Fashion-MNIST and CIFAR-10 suspects (:func:`.grids.hygiene.grid`)."""
+    from .grids.hygiene import grid
 
     return [Experiment("hygiene", name, params) for name, params in grid(prof, spec)]
 
 
 def _ensembles_grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[Experiment]:
-    """The chapter on ensembles of weak learners (:func:`poisoncure.isolation.grid`)."""
-    from .isolation import grid
+    """The chapter on ensembles of weak learners (:func:`poisoncure.experiments.grids.ensembles.grid`)."""
+    from .grids.ensembles import grid
 
     return [Experiment("ensembles", name, params) for name, params in grid(prof, spec)]
 
@@ -243,11 +244,11 @@ def _learning_grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[Experimen
 # ------------------------------------------------------------------------------------------ one experiment
 def _trained(params: dict[str, Any], device: str, data, progress: bool, stages: dict[str, float]):
     """The experiment's recipe and its trained model (from the cache when it exists), timed as stage 'train'."""
-    from . import experiments
+    from . import store
 
-    recipe = experiments.Recipe(poison=params["poison"], **params["recipe"])
+    recipe = store.Recipe(poison=params["poison"], **params["recipe"])
     with provenance.stage(stages, "train"):
-        tm = experiments.get_model(recipe, device=device, data=data, progress=progress)
+        tm = store.get_model(recipe, device=device, data=data, progress=progress)
     return recipe, tm
 
 
@@ -259,7 +260,7 @@ def _scan_summary(cure) -> dict[str, Any]:
 
 
 def _rates(flagged: np.ndarray, is_poison: np.ndarray) -> dict[str, float | int | None]:
-    from . import metrics
+    from .. import metrics
 
     return {**metrics.detection_rates(flagged, is_poison), "flagged": int(np.asarray(flagged).sum())}
 
@@ -269,10 +270,10 @@ def run_main(params: dict[str, Any], device: str = "auto", data=None, progress: 
     target) through :func:`pipeline.run_defenses`, detection rates within the target class, the neutralized model
     and, when ``retrain`` names it, Spectral Signatures' retrained model on the whole test set. Returns (results,
     stage wall times in seconds)."""
-    from . import experiments, pipeline
-    from .train import evaluate
+    from ..train import evaluate
+    from . import pipeline, store
 
-    data = data or experiments.load_cifar10()
+    data = data or store.load_cifar10()
     stages: dict[str, float] = {}
     recipe, tm = _trained(params, device, data, progress, stages)
     spec = tm.train_set.spec
@@ -308,61 +309,61 @@ def run_main(params: dict[str, Any], device: str = "auto", data=None, progress: 
 
 def run_reverse(params: dict[str, Any], device: str = "auto", data=None, progress: bool = False) -> tuple[dict, dict]:
     """One experiment of the ``reverse`` grid (the reverse-engineering chapter's measurements on one model)."""
-    from . import experiments
-    from .defenses.neural_cleanse import NeuralCleanse
-    from .defenses.reverse_engineer import ReverseEngineeringDetector, pattern_correlation
+    from ..defenses.neural_cleanse import NeuralCleanse
+    from ..defenses.reverse_engineer import ReverseEngineeringDetector, pattern_correlation
+    from . import store
 
-    data = data or experiments.load_cifar10()
+    data = data or store.load_cifar10()
     stages: dict[str, float] = {}
     recipe, tm = _trained(params, device, data, progress, stages)
-    spec = experiments.attack_spec_or_none(tm)
-    clean_set, _ = experiments.defender_split(data.test, params["clean_per_class"], seed=recipe.seed)
+    spec = store.attack_spec_or_none(tm)
+    clean_set, _ = store.defender_split(data.test, params["clean_per_class"], seed=recipe.seed)
     out: dict[str, Any] = {"target": None if spec is None else spec.target, "base": None if spec is None else spec.base,
                            "n_train": len(tm.train_set), "before": tm.metrics.to_dict(),
                            "train_seconds": round(tm.history.seconds, 1)}
     detector = ReverseEngineeringDetector(**params["detector"], seed=recipe.seed, device=device, progress=progress)
     with provenance.stage(stages, "pair_search"):
-        r, _ = experiments.get_pair_search(tm, detector, clean_set)
+        r, _ = store.get_pair_search(tm, detector, clean_set)
     out["xiang"] = {"norms": r.search.norms.tolist(), "reached": r.search.reached.tolist(),
                     "p_value": float(r.null.p_value), "p_naive": float(r.naive.p_value),
                     "null": [float(r.null.shape), float(r.null.scale)],
                     "naive": [float(r.naive.shape), float(r.naive.scale)],
                     "detected": bool(r.detected), "source": int(r.source), "target": int(r.target)}
-    if params["poison"] in experiments.ADDITIVE:
+    if params["poison"] in store.ADDITIVE:
         v = spec.trigger.delta()
         est = r.search.patterns[spec.base, spec.target]
         out["xiang"]["pattern_correlation"] = pattern_correlation(est, v)
         out["xiang"]["pattern_correlation_mirror"] = pattern_correlation(est, v[:, ::-1])
     nc = NeuralCleanse(steps=params["nc_steps"], seed=recipe.seed, device=device, progress=progress)
     with provenance.stage(stages, "neural_cleanse"):
-        trig, _ = experiments.get_reversed_triggers(tm, nc, clean_set)
+        trig, _ = store.get_reversed_triggers(tm, nc, clean_set)
     out["neural_cleanse"] = {"anomaly": trig.anomaly.tolist(), "flagged": np.flatnonzero(trig.flagged).tolist()}
     with provenance.stage(stages, "poison_cure"):
-        cure = experiments.get_poison_cure(tm, experiments.poison_cure_for(
+        cure = store.get_poison_cure(tm, store.poison_cure_for(
             recipe, threshold=params["threshold"], device=device, progress=progress), neutralize=False, data=data)
     out["ours"] = _scan_summary(cure)
     return out, stages
 
 
 def run_sweep(params: dict[str, Any], device: str = "auto", data=None, progress: bool = False) -> tuple[dict, dict]:
-    """One experiment of the ``sweep`` grid: :func:`poisoncure.sweep.run_point`."""
-    from .sweep import run_point
+    """One experiment of the ``sweep`` grid: :func:`poisoncure.experiments.grids.sweep.run_point`."""
+    from .grids.sweep import run_point
 
     return run_point(params, device=device, data=data, progress=progress)
 
 
 def run_hygiene(params: dict[str, Any], device: str = "auto", data=None, progress: bool = False
                 ) -> tuple[dict, dict]:
-    """One experiment of the ``hygiene`` grid: :func:`poisoncure.hygiene.run_point`."""
-    from .hygiene import run_point
+    """One experiment of the ``hygiene`` grid: :func:`poisoncure.experiments.grids.hygiene.run_point`."""
+    from .grids.hygiene import run_point
 
     return run_point(params, device=device, data=data, progress=progress)
 
 
 def run_ensembles(params: dict[str, Any], device: str = "auto", data=None, progress: bool = False
                   ) -> tuple[dict, dict]:
-    """One experiment of the ``ensembles`` grid: :func:`poisoncure.isolation.run_point`."""
-    from .isolation import run_point
+    """One experiment of the ``ensembles`` grid: :func:`poisoncure.experiments.grids.ensembles.run_point`."""
+    from .grids.ensembles import run_point
 
     return run_point(params, device=device, data=data, progress=progress)
 
@@ -370,12 +371,12 @@ def run_ensembles(params: dict[str, Any], device: str = "auto", data=None, progr
 def run_learning(params: dict[str, Any], device: str = "auto", data=None, progress: bool = False
                  ) -> tuple[dict, dict]:
     """One experiment of the ``learning`` grid: :func:`poisoncure.experiments.learning_curve`."""
-    from . import experiments
+    from . import store
 
-    recipe = experiments.Recipe(poison=params["poison"], **params["recipe"])
+    recipe = store.Recipe(poison=params["poison"], **params["recipe"])
     stages: dict[str, float] = {}
     with provenance.stage(stages, "train"):
-        curve = experiments.learning_curve(recipe, device=device, data=data, progress=progress)
+        curve = store.learning_curve(recipe, device=device, data=data, progress=progress)
     return curve, stages
 
 
@@ -534,7 +535,7 @@ def reverse_table(records: list[dict[str, Any]]):
     method flag, and where it ran."""
     import pandas as pd
 
-    from .data import CLASSES
+    from ..data import CLASSES
 
     rows = []
     for rec in records:
@@ -561,7 +562,7 @@ def learning_table(records: list[dict[str, Any]]):
     time and parameter count."""
     import pandas as pd
 
-    from .models import MODEL_NAMES
+    from ..models import MODEL_NAMES
 
     def network(recipe: dict[str, Any]) -> str:
         w = recipe["width"]
@@ -579,7 +580,7 @@ def execute(profile: str, exp: Experiment, device: str = "auto", runners: dict |
             ) -> dict[str, Any]:
     """Run one experiment where this function is called (this process, a Ray worker or a Slurm job) and return
     its complete record with provenance (device, versions, stage times); :func:`write_result` stores it."""
-    from .cache import record_artifacts
+    from ..cache import record_artifacts
 
     runners = runners or RUNNERS
     with provenance.stopwatch() as t, record_artifacts() as artifacts:
@@ -596,7 +597,7 @@ def _local(profile, todo, device, runners, options) -> Iterator[tuple[Experiment
     data = {}  # loaded once per data set: Fashion-MNIST for the hygiene grid's suspects, CIFAR-10 for the rest
     for exp in todo:
         if runners is RUNNERS:
-            from .data import load_cifar10, load_fashion_mnist
+            from ..data import load_cifar10, load_fashion_mnist
 
             name = "fashion" if "suspect" in exp.params else "cifar"
             if name not in data:
@@ -651,7 +652,7 @@ def _submitit(profile, todo, device, runners, options) -> Iterator[tuple[Experim
         raise RuntimeError("engine 'submitit' needs submitit: pip install submitit") from err
     if not todo:
         return
-    from .cache import Cache
+    from ..cache import Cache
 
     folder = options.get("folder") or Cache().root / "submitit" / "%j"
     executor = submitit.AutoExecutor(folder=folder, cluster=options.get("cluster"))
@@ -706,7 +707,7 @@ def run(profile: str, grids: Iterable[str] | None = None, only: Iterable[str] | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m poisoncure.reproduce", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m poisoncure.experiments", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="full", help="profile with a 'reproduce' section (default: full)")
     parser.add_argument("--grid", action="append", choices=GRIDS, help="grid(s) to run (default: all of the profile's)")
     parser.add_argument("--only", action="append", metavar="PATTERN",

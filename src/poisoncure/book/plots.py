@@ -39,8 +39,8 @@ def short(name: str) -> str:
 
 
 def _reader_warning_types() -> tuple[type[Warning], ...]:
-    from .cache import CacheWarning
-    from .reproduce import ResultWarning
+    from ..cache import CacheWarning
+    from ..experiments.runner import ResultWarning
 
     return CacheWarning, ResultWarning
 
@@ -81,7 +81,7 @@ def show_reader_warnings() -> bool:
 def scale_note(profile: str) -> str | None:
     """The note a page shows when its build's profile is below the paper's scale (every profile but those marked
     ``paper_scale: true``, i.e. ``full``): HTML naming the profile and its description, or ``None``."""
-    from . import profiles
+    from ..experiments import profiles
 
     prof = profiles.load(profile)
     if prof.get("paper_scale"):

@@ -31,7 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import parameters, paths, profiles
+from .. import paths
+from ..experiments import profiles
+from . import parameters
 
 
 def root() -> Path:
@@ -290,9 +292,9 @@ def _write_atomic(path: Path, text: str) -> Path:
 
 def write_generated() -> list[Path]:
     """Write :func:`generated_dir`'s fragments, which markdown pages include: the reproduction verdict
-    (:func:`poisoncure.verdict.markdown`, in the introduction) and the sessions' measured times
+    (:func:`poisoncure.experiments.verdict.markdown`, in the introduction) and the sessions' measured times
     (:func:`session_times_markdown`, on the teaching page). Returns the files written."""
-    from . import verdict
+    from ..experiments import verdict
 
     out = generated_dir()
     out.mkdir(parents=True, exist_ok=True)
@@ -332,7 +334,7 @@ def toc_pages() -> list[str]:
 
 def export_pdf() -> Any:
     """Print the built book (every page of ``_toc.yml``, in order) to ``book/_build/html/_pdf/``: one PDF per page and
-    :data:`PDF_BOOK` for the whole book (:func:`poisoncure.browser.export_pdf`)."""
+    :data:`PDF_BOOK` for the whole book (:func:`poisoncure.book.browser.export_pdf`)."""
     import yaml
 
     from . import browser
@@ -347,7 +349,7 @@ def export_pdf() -> Any:
 
 def record_execution(res: Execution, profile: str) -> None:
     """Add one chapter's run to ``book/_build/execution.json`` (written atomically)."""
-    from . import provenance
+    from .. import provenance
 
     log = execution_log()
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -422,7 +424,7 @@ def shared_model_recipes(params: dict[str, dict[str, Any]]) -> list[tuple[Any, s
     """The models the chapters of one build share: for every notebook whose parameters ({notebook: values}) hold
     the shared recipe's names and ``poisons``, one recipe per poisoned model and the clean reference, each recipe
     once, with the device the notebook names (chapters 2-7 and 10-11 load the same cached models)."""
-    from .experiments import Recipe
+    from ..experiments.store import Recipe
 
     out: dict[str, Any] = {}
     for values in params.values():
@@ -439,8 +441,8 @@ def train_shared_models(recipes: list[tuple[Any, str]]) -> Execution:
     """Train (or find in the cache) the models the chapters share, once, before any chapter runs: a chapter then
     spends its time on its own idea, and no chapter pays for the models of all the others (chapter 2 shows the
     models and the time each took to train, from their provenance)."""
-    from .data import load_cifar10
-    from .experiments import get_model
+    from ..data import load_cifar10
+    from ..experiments.store import get_model
 
     print(f"\n=== {SHARED_MODELS}: {len(recipes)} model(s) the chapters share", flush=True)
     start = time.perf_counter()

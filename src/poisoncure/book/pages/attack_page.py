@@ -9,7 +9,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .. import attacks, experiments, paper, plots, train
+from ... import attacks, train
+from ...experiments import paper, store
+from .. import plots
 
 #: an attack "works" from this attack success (%) on
 WORKS = 80
@@ -22,7 +24,7 @@ def attack_table(trained: dict[str, Any], poisons: list[str], pair: int, test, d
     rows = []
     for p in poisons:
         tm = trained[p]
-        spec = experiments.attack_spec_or_none(tm)
+        spec = store.attack_spec_or_none(tm)
         clean_on_trigger = train.evaluate(clean_tm.model, test, spec, device=device)
         paper_all, paper_trig = paper.before(p, pair)
         rows.append({"poison": p, "clean accuracy (%)": tm.metrics.clean_accuracy,
@@ -72,7 +74,7 @@ def attack_effect_figure(trained: dict[str, Any], poisons: list[str], test, base
     ax = axes[1]
     width_bar = 0.4
     for k, p in enumerate(poisons):
-        spec = experiments.attack_spec_or_none(trained[p])
+        spec = store.attack_spec_or_none(trained[p])
         trig = attacks.triggered_test_set(test, spec)
         pred = train.predict(trained[p].model, trig.x, device=device)
         counts = np.bincount(pred, minlength=10) / len(pred) * 100

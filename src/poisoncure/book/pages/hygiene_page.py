@@ -8,7 +8,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .. import attacks, experiments, hygiene, plots
+from ... import attacks
+from ...experiments import paper, store
+from ...experiments.grids import hygiene
+from .. import plots
+
+#: Column names of the paper's Table 8 values (acc, ASR; "before → after (clean only)") beside ours.
+T8_COLUMNS = ("paper, Table 8: acc %", "paper, Table 8: ASR %")
 
 
 def trigger_examples(test, suspects: dict[str, Any], attacked: list[str], target: int):
@@ -28,7 +34,7 @@ def models_table(models: dict[str, Any], refs: list[Any]) -> pd.DataFrame:
     """One row per suspect and reference: architecture, training images, poisons, accuracy, attack success, time."""
     rows = []
     for name, tm in models.items():
-        spec = experiments.attack_spec_or_none(tm)
+        spec = store.attack_spec_or_none(tm)
         rows.append({"model": f"suspect: {name}", "architecture": "Model I", "training images": len(tm.train_set),
                      "poisoned": int(tm.train_set.is_poison.sum()) if spec else 0,
                      "clean accuracy %": tm.metrics.clean_accuracy,
@@ -85,7 +91,7 @@ def detection_table(scans: dict[str, Any], provenance: dict[str, dict], classes:
         rows.append({"suspect": name, f"Prob({classes[target]})": s.prob[target],
                      "highest Prob (label)": f"{s.prob.max():.1f} ({classes[s.suspect]})",
                      "labels over τ": ", ".join(classes[k] for k in np.flatnonzero(s.infected)) or "none",
-                     "paper, Table 6 (Fashion-MNIST)": hygiene.PAPER_FMNIST.get(name, {}).get("detect", "—"),
+                     "paper, Table 6 (Fashion-MNIST)": paper.HYGIENE_FMNIST.get(name, {}).get("detect", "—"),
                      "scan (s)": provenance[name].get("wall_seconds", np.nan)})
     return pd.DataFrame(rows).set_index("suspect").round(2)
 
@@ -146,8 +152,8 @@ def mitigation_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """The mitigation rows with the paper's Table 8, one column per suspect."""
     table = pd.DataFrame(rows).set_index("suspect") if rows else pd.DataFrame()
     if len(table):
-        for column, key in zip(hygiene.PAPER_T8_COLUMNS, ("acc", "asr"), strict=True):
-            table[column] = [hygiene.PAPER_FMNIST.get(a, {}).get(key, "—") for a in table.index]
+        for column, key in zip(T8_COLUMNS, ("acc", "asr"), strict=True):
+            table[column] = [paper.HYGIENE_FMNIST.get(a, {}).get(key, "—") for a in table.index]
     return table.round(2).astype(object).fillna("—").T
 
 
@@ -283,3 +289,35 @@ def table_or_note(table: pd.DataFrame) -> pd.DataFrame:
     """A committed-results table, one column per suspect, or a one-cell note when nothing is committed yet."""
     return table.round(2).astype(object).fillna("—").T if len(table) else \
         pd.DataFrame({"note": ["no committed result yet"]})
+
+
+def results_table(records: list[dict[str, Any]], classes: tuple[str, ...]):
+    """One row per ``hygiene`` result file (all of one data set, whose ``classes`` name the labels): the suspect,
+    DETECT's verdict, the repair and what the other two detectors name, with the paper's numbers for that data set
+    in labelled columns and where each file ran."""
+    rows = []
+    for rec in records:
+        r = rec["results"]
+        numbers = paper.HYGIENE_CIFAR if "recipe" in rec["params"] else paper.HYGIENE_FMNIST
+        attacked = r["attack"] not in hygiene.CONTROLS
+        t = r["target"] if r["attack"] != "clean" else None
+        scan, mit, others = r["scan"], r["mitigation"], r["others"]
+        row = {"suspect": rec["params"]["label"],
+               "clean acc %": r["before"]["clean_accuracy"],
+               "ASR %": r["before"]["attack_success_rate"] if r["attack"] != "clean" else np.nan,
+               "Prob(target)": scan["prob"][t] if t is not None else np.nan,
+               "labels over τ": ("all" if all(scan["infected"]) else
+                                 ", ".join(classes[k] for k, v in enumerate(scan["infected"]) if v) or "none"),
+               "paper, Table 6": numbers.get(r["attack"], {}).get("detect", "—"),
+               "label repaired": classes[mit["label"]] if mit else "—",
+               "after: acc %": mit["after"]["clean_accuracy"] if mit else np.nan,
+               "after: ASR %": mit["after"]["attack_success_rate"] if mit else np.nan,
+               "clean only: ASR %": mit["clean_only"]["attack_success_rate"] if mit else np.nan,
+               T8_COLUMNS[0]: numbers.get(r["attack"], {}).get("acc", "—") if attacked else "—",
+               T8_COLUMNS[1]: numbers.get(r["attack"], {}).get("asr", "—") if attacked else "—",
+               "Neural Cleanse flags": ", ".join(classes[k] for k in others["neural_cleanse"]["flagged"]) or "none",
+               "ours flags": "not run" if others["poison_cure"] is None else
+               (classes[others["poison_cure"]["target"]] if others["poison_cure"]["poisoned"] else "none"),
+               "device, commit": f"{rec['provenance']['device'].split(' (')[0]}, {rec['provenance']['commit'][:7]}"}
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("suspect") if rows else pd.DataFrame()

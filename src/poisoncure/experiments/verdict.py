@@ -1,8 +1,8 @@
 """The reproduction verdict: claim by claim, whether the paper's claims held in the committed runs.
 
-Nothing here is typed by hand: every cell is counted from the result files of the runner (:mod:`poisoncure.reproduce`)
-by the rule below, and the paper's column is counted by the same rule from the paper's own numbers
-(:mod:`poisoncure.paper`) where the paper reports the quantity.
+Nothing here is typed by hand: every cell is counted from the result files of the runner
+(:mod:`poisoncure.experiments.runner`) by the rule below, and the paper's column is counted by the same rule from the
+paper's own numbers (:mod:`poisoncure.experiments.paper`) where the paper reports the quantity.
 
 **Evidence sets.** Each profile's ``main`` grid (the paper's 9 pairs x 2 trigger sizes) and each profile's ``sweep``
 grid (trigger sizes from one pixel to a full-image blend, at several poison rates) is one column, the paper-scale
@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import paper, paper_tables, profiles, reproduce
-from .attacks import PAPER_PAIRS
-from .models import MODEL_NAMES
+from ..attacks import PAPER_PAIRS
+from ..models import MODEL_NAMES
+from . import paper, paper_tables, profiles, runner
 
 LEARNED = 50.0  #: attack success (%) before the defense from which an attack counts as learned
 MIN_SENSITIVITY = 80.0  #: filtering: share of the poison caught (%), at least
@@ -212,10 +212,10 @@ def evidence(root=None, order: tuple[str, ...] = PROFILE_ORDER) -> list[Evidence
         for prof in names:
             if grid not in (profiles.load(prof).get("reproduce") or {}):
                 continue
-            records = reproduce.load_results(prof, grid, root)
+            records = runner.load_results(prof, grid, root)
             if not records:
                 continue
-            planned = len(reproduce.plan(prof, [grid]))
+            planned = len(runner.plan(prof, [grid]))
             what = "the paper's grid of 9 pairs × 2 triggers" if grid == "main" else \
                 "the trigger-size sweep (one pixel to a full-image blend, 3 poison rates)"
             per_class = records[0]["params"]["recipe"].get("train_per_class")
@@ -331,7 +331,7 @@ def markdown(sets: list[Evidence] | None = None) -> str:
     notebooks (the introduction); written by the book build before rendering."""
     sets = evidence() if sets is None else sets
     tests = "\n".join(f"- {_md_escape(t)}" for t in tests_text())
-    prov = "\n".join(f"- {_md_escape(ev.description)}; {_md_escape(reproduce.provenance_text(ev.records))}."
+    prov = "\n".join(f"- {_md_escape(ev.description)}; {_md_escape(runner.provenance_text(ev.records))}."
                       for ev in sets) or "- no result files yet."
     return "\n".join(["(tab-verdict)=", "", html(sets), "",
                       f"**How to read it.** {rule_text()} The tests, per claim:", "", tests, "",

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-PROFILE_DIR = Path(str(resources.files("poisoncure") / "profiles"))
+PROFILE_DIR = Path(str(resources.files("poisoncure.experiments") / "profiles"))
 
 
 def available() -> list[str]:

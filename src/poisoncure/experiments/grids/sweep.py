@@ -3,7 +3,7 @@
 The paper tests two trigger sizes (one pixel, a full-image blend at 20 % opacity). The sweep walks between and
 beyond them on one pair and one model recipe: the pair's pixel trigger, then the same colour grown into solid
 k x k squares (:func:`attacks.grown_patch`), then full-image blends of rising opacity, each at several poison rates.
-Every point is one ``sweep`` experiment of the runner (:mod:`poisoncure.reproduce`, one result file each) and
+Every point is one ``sweep`` experiment of the runner (:mod:`poisoncure.experiments.runner`, one result file each) and
 measures, on the same trained model:
 
 * the attack: clean accuracy and attack success before any defense;
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .pipeline import DEFENSES  # the defenses of a sweep point, in the order the chapter shows them
+from ..pipeline import DEFENSES  # the defenses of a sweep point, in the order the chapter shows them
 
 #: A repaired model counts as rid of the backdoor below this attack success (%), as in chapter 7.
 REMOVED_BELOW = 10.0
@@ -75,7 +75,7 @@ def check_trigger(trigger: dict[str, Any]) -> dict[str, Any]:
     missing = [k for k in need if k not in trigger]
     if missing or extra:
         raise ValueError(f"a {kind} trigger needs exactly {list(need)} besides 'poison'; got {trigger!r}")
-    from .experiments import Recipe
+    from ..store import Recipe
 
     Recipe(**trigger)  # validates patch_size / opacity
     return dict(trigger)
@@ -89,7 +89,7 @@ def signal_to_noise(g: np.ndarray, is_poison: np.ndarray) -> tuple[float, float]
     normalised gradient of the poisoned and of the clean samples; ``σ`` the standard deviation of the clean samples'
     projections on that direction. Theorem 5.1 bounds the filtering error by a quantity falling like σ²/‖v‖².
     """
-    from .signal import normalise_rows
+    from ...signal import normalise_rows
 
     g = np.asarray(g, dtype=np.float64)
     mask = np.asarray(is_poison, dtype=bool)
@@ -114,23 +114,23 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
     (threshold, eta, eps, ss_layer, ac_layer, clean_per_class, nc_steps, fp_max_drop, retrain). Repairs run only
     when the attack works (attack success ≥ ``defense.min_asr`` %): without a backdoor there is nothing to remove.
     """
-    from . import experiments, pipeline
-    from .metrics import detection_rates
-    from .provenance import stage
-    from .signal import filter_gradients
-    from .train import evaluate
+    from ...metrics import detection_rates
+    from ...provenance import stage
+    from ...signal import filter_gradients
+    from ...train import evaluate
+    from .. import pipeline, store
 
-    data = data or experiments.load_cifar10()
+    data = data or store.load_cifar10()
     d = params["defense"]
     stages: dict[str, float] = {}
-    recipe = experiments.Recipe(**params["recipe"])
+    recipe = store.Recipe(**params["recipe"])
     with stage(stages, "train"):
-        tm = experiments.get_model(recipe, device=device, data=data, progress=progress)
+        tm = store.get_model(recipe, device=device, data=data, progress=progress)
     spec = tm.train_set.spec
     target = spec.target
     rows = np.flatnonzero(tm.train_set.y == target)
     is_poison = tm.train_set.is_poison[rows]
-    clean_set, held_out = experiments.defender_split(data.test, d["clean_per_class"], seed=recipe.seed)
+    clean_set, held_out = store.defender_split(data.test, d["clean_per_class"], seed=recipe.seed)
 
     def scored(model) -> dict[str, Any]:
         m = evaluate(model, held_out, spec, device)
@@ -145,7 +145,7 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
     res = out["defenses"]
 
     with stage(stages, "signal"):
-        g = experiments.get_gradients(tm, rows, int(target), device=device)
+        g = store.get_gradients(tm, rows, int(target), device=device)
         out["signal_norm"], out["signal_sigma"] = signal_to_noise(g, is_poison)
         # the filtering step alone on the target class (Theorem 5.1's setting), whatever the scan decides
         mf = filter_gradients(g, seed=recipe.seed)

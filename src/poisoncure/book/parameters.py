@@ -230,7 +230,7 @@ def check(notebook: str, values: dict[str, Any]) -> None:
     for name, value in values.items():
         rule = RULES.get(name)
         if rule is None:
-            bad.append(f"{name}: no rule in poisoncure.parameters.RULES (add one)")
+            bad.append(f"{name}: no rule in poisoncure.book.parameters.RULES (add one)")
         elif not rule.valid(value):
             bad.append(f"{name}={value!r}: must be {rule.describe()}")
     if bad:

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import provenance
-from .attacks import (
+from ... import provenance
+from ...attacks import (
     AttackSpec,
     BlendTrigger,
     NoTrigger,
@@ -31,13 +31,13 @@ from .attacks import (
     poison_all_to_one,
     poison_mislabel,
 )
-from .cache import Cache
-from .clean_label import CollisionConfig, assemble_clean_label, collide, kept_label, plan_clean_label
-from .data import Cifar10, ImageSet, balanced_subset
-from .defenses.poishygiene import MITIGATE_FINETUNE, HygieneScan, PoisHygiene, train_reference
-from .experiments import TrainedModel, _array_sha, load_weights, read_weights, save_weights
-from .models import Classifier, pool_cnn
-from .train import AttackMetrics, FitHistory, TrainConfig, evaluate, fit, resolve_device
+from ...cache import Cache
+from ...clean_label import CollisionConfig, assemble_clean_label, collide, kept_label, plan_clean_label
+from ...data import Cifar10, ImageSet, balanced_subset
+from ...defenses.poishygiene import MITIGATE_FINETUNE, HygieneScan, PoisHygiene, train_reference
+from ...models import Classifier, pool_cnn
+from ...train import AttackMetrics, FitHistory, TrainConfig, evaluate, fit, resolve_device
+from ..store import TrainedModel, _array_sha, load_weights, read_weights, save_weights
 
 ATTACKS = ("clean", "badnets", "blend", "mislabel", "frog", "stingray", "withheld")
 #: Attacks whose task leaves the source class out (PoisHygiene's adversarial class), with the control "withheld".
@@ -426,34 +426,11 @@ def get_mitigation(tm: TrainedModel, refs: list[Reference], hygiene: PoisHygiene
 
 
 # ------------------------------------------------------------------------------------------ detectors side by side
-#: The paper's Fashion-MNIST numbers for each attack, for "paper" columns: Table 6 (``detect``: Prob of the infected
-#: label, FP rate, with a model ensemble) and Table 8 (``acc`` and ``asr``, in %: before → after PoisHygiene, and
-#: after clean-only fine-tuning in brackets). Short strings, so that tables show them whole.
-PAPER_FMNIST = {
-    "clean": {"detect": "FP 0 %"},
-    "withheld": {"detect": "FP 0 %"},
-    "badnets": {"detect": "89 % (FP 0 %)", "acc": "90.93 → 87.94 (88.61)", "asr": "100 → 0.93 (95.46)"},
-    "blend": {"detect": "86 % (FP 0 %)", "acc": "90.49 → 88.01 (88.68)", "asr": "98.43 → 2.51 (13)"},
-    "mislabel": {"detect": "86 % (FP 0 %)", "acc": "92.9 → 90.06 (91.47)", "asr": "98.1 → 1.06 (79.21)"},
-    "frog": {"detect": "86 % (FP 0 %)", "acc": "91.23 → 89.72 (91.47)", "asr": "98.1 → 1.06 (79.18)"},
-    "stingray": {"detect": "86 % (FP 0 %)", "acc": "92.83 → 90.09 (92.01)", "asr": "98.1 → 2.07 (80.61)"},
-}
-
-#: The same for the paper's CIFAR-10 all-to-one backdoors (ResNets and DenseNets, a four-model ensemble).
-PAPER_CIFAR = {
-    "clean": {"detect": "FP 10 %"},
-    "badnets": {"detect": "100 % (FP 10 %)", "acc": "93.26 → 90.28 (89.44)", "asr": "97.14 → 5.12 (93.34)"},
-    "chen": {"detect": "100 % (FP 10 %)", "acc": "90.39 → 88.41 (89.26)", "asr": "98.31 → 4.35 (13.2)"},
-}
-#: Column names of the paper's Table 8 values (acc, ASR; "before → after (clean only)") beside ours.
-PAPER_T8_COLUMNS = ("paper, Table 8: acc %", "paper, Table 8: ASR %")
-
-
 def cifar_references(recipe: Any, per_class: list[int], data: Cifar10, device: str | torch.device = "auto"
                      ) -> list[Reference]:
     """CIFAR-10 references: clean models of ``recipe`` (an :class:`experiments.Recipe`) trained on ``per_class``
     images per class (the small clean models of chapter 10, shared through the cache)."""
-    from .experiments import get_model
+    from ..store import get_model
 
     out = []
     for n in per_class:
@@ -475,7 +452,7 @@ def other_detectors(tm: TrainedModel, clean: ImageSet, data: Cifar10, nc_steps: 
     the paper's ratio R, the class with the largest R and whether R exceeds ``threshold``. The paper's scan needs
     every class's gradients, so on a task without some class it is not run (``poison_cure`` None, ``missing``
     naming the classes)."""
-    from . import pipeline
+    from .. import pipeline
 
     k = len(clean.classes)
     missing = [int(c) for c in range(k) if not (tm.train_set.y == c).any()]
@@ -552,7 +529,7 @@ EXAMPLES = 4  #: (base, aim, poison) image triples a clean-label result file kee
 def run_point(params: dict[str, Any], device: str = "auto", data=None, progress: bool = False
               ) -> tuple[dict[str, Any], dict[str, float]]:
     """One suspect of the PoisHygiene chapter, measured end to end (a ``hygiene`` experiment of
-    :mod:`poisoncure.reproduce`). Returns (results, stage wall times in s).
+    :mod:`poisoncure.experiments.runner`). Returns (results, stage wall times in s).
 
     ``params``: either ``suspect`` (a Fashion-MNIST :class:`SuspectRecipe`'s fields) with ``references`` (pool
     models, ``train_size``, ``goal``), or ``recipe`` (a CIFAR-10 :class:`experiments.Recipe`'s fields, e.g. an
@@ -561,10 +538,10 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
     ``mitigation`` (``clean_fraction``, ``crafted_fraction``) and ``others`` (``nc_steps``, ``clean_per_class``,
     ``threshold``). The repair runs when the scan flags a label and the attack is learned (attack success ≥ 50 %),
     as in the chapter; so does its clean-only baseline."""
-    from .attacks import class_index
-    from .data import load_cifar10, load_fashion_mnist
-    from .experiments import Recipe, defender_split, get_model
-    from .provenance import stage
+    from ...attacks import class_index
+    from ...data import load_cifar10, load_fashion_mnist
+    from ...provenance import stage
+    from ..store import Recipe, defender_split, get_model
 
     stages: dict[str, float] = {}
     ref = params["references"]
@@ -632,7 +609,7 @@ def grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[tuple[str, dict[str
     section) and per CIFAR-10 suspect of ``spec['cifar_suspects']`` (each a dict of :class:`experiments.Recipe`
     fields over the profile's shared ``experiment`` recipe, e.g. ``{poison: badnets}``), with that section's
     references, detector, crafting and comparison settings."""
-    from .experiments import Recipe, recipe_fields
+    from ..store import Recipe, recipe_fields
 
     known = {"suspects", "cifar_suspects"}
     if set(spec) - known:
@@ -674,44 +651,10 @@ def grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[tuple[str, dict[str
     return out
 
 
-def results_table(records: list[dict[str, Any]], classes: tuple[str, ...]):
-    """One row per ``hygiene`` result file (all of one data set, whose ``classes`` name the labels): the suspect,
-    DETECT's verdict, the repair and what the other two detectors name, with the paper's numbers for that data set
-    in labelled columns and where each file ran."""
-    import pandas as pd
-
-    rows = []
-    for rec in records:
-        r = rec["results"]
-        paper = PAPER_CIFAR if "recipe" in rec["params"] else PAPER_FMNIST
-        attacked = r["attack"] not in CONTROLS
-        t = r["target"] if r["attack"] != "clean" else None
-        scan, mit, others = r["scan"], r["mitigation"], r["others"]
-        row = {"suspect": rec["params"]["label"],
-               "clean acc %": r["before"]["clean_accuracy"],
-               "ASR %": r["before"]["attack_success_rate"] if r["attack"] != "clean" else np.nan,
-               "Prob(target)": scan["prob"][t] if t is not None else np.nan,
-               "labels over τ": ("all" if all(scan["infected"]) else
-                                 ", ".join(classes[k] for k, v in enumerate(scan["infected"]) if v) or "none"),
-               "paper, Table 6": paper.get(r["attack"], {}).get("detect", "—"),
-               "label repaired": classes[mit["label"]] if mit else "—",
-               "after: acc %": mit["after"]["clean_accuracy"] if mit else np.nan,
-               "after: ASR %": mit["after"]["attack_success_rate"] if mit else np.nan,
-               "clean only: ASR %": mit["clean_only"]["attack_success_rate"] if mit else np.nan,
-               PAPER_T8_COLUMNS[0]: paper.get(r["attack"], {}).get("acc", "—") if attacked else "—",
-               PAPER_T8_COLUMNS[1]: paper.get(r["attack"], {}).get("asr", "—") if attacked else "—",
-               "Neural Cleanse flags": ", ".join(classes[k] for k in others["neural_cleanse"]["flagged"]) or "none",
-               "ours flags": "not run" if others["poison_cure"] is None else
-               (classes[others["poison_cure"]["target"]] if others["poison_cure"]["poisoned"] else "none"),
-               "device, commit": f"{rec['provenance']['device'].split(' (')[0]}, {rec['provenance']['commit'][:7]}"}
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("suspect") if rows else pd.DataFrame()
-
-
-__all__ = ["ATTACKS", "BADNETS_TRIGGER", "CONTROLS", "EXAMPLES", "PAPER_CIFAR", "PAPER_FMNIST", "PAPER_T8_COLUMNS",
+__all__ = ["ATTACKS", "BADNETS_TRIGGER", "CONTROLS", "EXAMPLES",
            "SOURCE_FREE", "Mitigated", "Reference", "ReferenceRecipe", "SuspectRecipe", "cifar_references",
            "comparison_rows",
            "disjoint_subsets", "evaluate_suspect", "get_gammas", "get_mitigation", "get_poisons", "get_reference",
-           "get_scan", "get_suspect", "grid", "other_detectors", "outcome", "results_table", "run_point",
+           "get_scan", "get_suspect", "grid", "other_detectors", "outcome", "run_point",
            "scan_summary",
            "suspect_training_set"]

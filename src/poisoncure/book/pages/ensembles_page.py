@@ -9,7 +9,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .. import attacks, isolation
+from ... import attacks
+from ...experiments import paper
+from ...experiments.grids import ensembles
 
 ENSEMBLES = "Ensembles of weak learners"
 
@@ -87,11 +89,11 @@ def methods_table(live_rec: dict[str, Any], committed: dict[str, Any] | None, li
                   ) -> pd.DataFrame:
     """Every method on the live experiment: the methods run in this build, the others from the committed file of
     the same experiment (labelled by source), in the chapter's order."""
-    table = isolation.method_table([live_rec]).assign(source="this build")
+    table = ensembles.method_table([live_rec]).assign(source="this build")
     if committed is not None:
-        file_rows = isolation.method_table([committed]).assign(source="committed file")
+        file_rows = ensembles.method_table([committed]).assign(source="committed file")
         table = pd.concat([table, file_rows[~file_rows["method"].isin(live_methods)]], ignore_index=True)
-    order = {m: i for i, m in enumerate(isolation.METHODS)}
+    order = {m: i for i, m in enumerate(ensembles.METHODS)}
     return table.sort_values("method", key=lambda s: s.map(order)).reset_index(drop=True)
 
 
@@ -130,19 +132,19 @@ def grid_outputs(records: list[dict[str, Any]], exps: list[Any], results_profile
     attack before and after the ensembles, the clean references' attack success and the provenance."""
     done = {r["name"] for r in records}
     texts = {"grid_text": "; ".join(
-        f"{isolation.trigger_label(e.params)} at {100 * e.params['recipe']['poison_rate']:g} % of the source "
+        f"{ensembles.trigger_label(e.params)} at {100 * e.params['recipe']['poison_rate']:g} % of the source "
         f"class{'' if e.name in done else ' (not run yet)'}" for e in exps) or "empty"}
-    all_tab = isolation.method_table(records) if records else pd.DataFrame()
+    all_tab = ensembles.method_table(records) if records else pd.DataFrame()
     if not len(all_tab):
         texts.update({"ref_text": "not run", "prov_all": "—", "wl_summary": "no committed experiments to summarise"})
         return pd.DataFrame({"note": [f"no committed results under results/{results_profile}/ensembles"]}), texts
     wide = all_tab.pivot_table(index="method", columns="trigger", values=["ASR %", "clean acc %", "FN"],
                                aggfunc="first")
-    wide = wide.reindex([x for x in isolation.METHODS if x in set(all_tab["method"])])
+    wide = wide.reindex([x for x in ensembles.METHODS if x in set(all_tab["method"])])
     wide.columns = [f"{trig}: {what}" for what, trig in wide.columns]
     wide = wide[sorted(wide.columns, key=lambda c: (c.split(":")[0], c.split(":")[1]))]
     refs = {r["name"]: r["results"].get("clean_reference") for r in records}
-    ref_text = "; ".join(f"{isolation.trigger_label(r['params'])}: {refs[r['name']]['attack_success']:.1f} %"
+    ref_text = "; ".join(f"{ensembles.trigger_label(r['params'])}: {refs[r['name']]['attack_success']:.1f} %"
                          for r in records if refs[r["name"]])
     by = all_tab.set_index(["trigger", "method"])
     learned = [t for t in all_tab["trigger"].unique()
@@ -152,7 +154,14 @@ def grid_outputs(records: list[dict[str, Any]], exps: list[Any], results_profile
         f"accuracy {by.loc[(t, 'none'), 'clean acc %']:.1f} % → {by.loc[(t, ENSEMBLES), 'clean acc %']:.1f} %"
         for t in learned) or "no committed experiment has an attack that the model learned"
     texts["ref_text"] = ref_text or "not run"
-    from ..reproduce import provenance_text
+    from ...experiments.runner import provenance_text
 
     texts["prov_all"] = provenance_text(records)
     return wide.round(1).astype(object).where(wide.notna(), "—"), texts
+
+
+def paper_rows(rate: float) -> list[dict[str, Any]]:
+    """The ensembles paper's Table 1 at one poisoned share (ε = ``rate``): C and A of every method, one row per pair."""
+    eps = int(round(rate * 100))
+    return [{"pair (source/target)": pair, **{f"paper {col} C/A": f"{c:.1f} / {a:.1f}" for col, (c, a) in v.items()}}
+            for (pair, e), v in paper.ENSEMBLES_TABLE1.items() if e == eps]

@@ -31,35 +31,6 @@ METHODS = ("none", "Ensembles of weak learners", "ITLM", "Spectral Signatures", 
 #: The weak-learner paper's ITLM keep ratios by the poisoned share of the source class (A-Q9).
 ITLM_KEEP = {0.05: 0.98, 0.1: 0.96, 0.2: 0.92}
 
-#: The paper's Table 1 (PreActResNet18, scenario 1, single-pixel triggers): (pair, ε %) -> {method: (C, A)}.
-PAPER_TABLE1: dict[tuple[str, int], dict[str, tuple[float, float]]] = {
-    ("2/5", 5): {"none": (94.5, 75.6), "SS": (94.3, 74.7), "AC": (92.4, 53.9), "ITLM": (94.7, 79.4),
-                 "TW": (92.5, 0.1)},
-    ("2/5", 10): {"none": (94.6, 95.2), "SS": (94.4, 0.0), "AC": (92.9, 81.8), "ITLM": (94.7, 92.4),
-                  "TW": (93.0, 0.0)},
-    ("2/5", 20): {"none": (94.7, 98.1), "SS": (94.2, 0.0), "AC": (92.6, 89.4), "ITLM": (94.6, 96.3),
-                  "TW": (92.8, 0.0)},
-    ("7/4", 5): {"none": (94.8, 99.3), "SS": (94.6, 50.0), "AC": (92.2, 39.2), "ITLM": (94.6, 57.2),
-                 "TW": (92.0, 0.1)},
-    ("7/4", 10): {"none": (94.5, 99.2), "SS": (94.2, 10.4), "AC": (92.0, 47.9), "ITLM": (94.5, 75.0),
-                  "TW": (92.9, 0.3)},
-    ("7/4", 20): {"none": (94.5, 98.8), "SS": (94.3, 1.5), "AC": (91.9, 60.5), "ITLM": (94.2, 92.3),
-                  "TW": (92.3, 1.3)},
-    ("8/6", 5): {"none": (94.7, 84.1), "SS": (94.8, 80.5), "AC": (92.8, 73.3), "ITLM": (94.4, 76.3),
-                 "TW": (93.1, 0.0)},
-    ("8/6", 10): {"none": (94.6, 96.4), "SS": (94.2, 96.0), "AC": (92.2, 97.0), "ITLM": (94.5, 94.2),
-                  "TW": (93.0, 0.0)},
-    ("8/6", 20): {"none": (94.1, 98.1), "SS": (94.3, 0.0), "AC": (92.5, 96.4), "ITLM": (94.1, 96.4),
-                  "TW": (92.9, 0.0)},
-    ("9/2", 5): {"none": (94.9, 98.0), "SS": (94.4, 65.7), "AC": (92.8, 79.7), "ITLM": (94.7, 97.6),
-                 "TW": (93.0, 0.0)},
-    ("9/2", 10): {"none": (94.9, 99.1), "SS": (94.6, 0.0), "AC": (92.6, 80.8), "ITLM": (94.4, 99.3),
-                  "TW": (92.9, 0.0)},
-    ("9/2", 20): {"none": (94.7, 99.1), "SS": (94.3, 0.0), "AC": (93.1, 98.9), "ITLM": (94.1, 99.1),
-                  "TW": (93.1, 0.0)},
-}
-
-
 def itlm_keep_ratio(rate: float) -> float:
     """The paper's ITLM keep ratio for a poisoned share ``rate`` of the source class (98/96/92 % for 5/10/20 %).
     The paper gives no rule for other shares, so none is invented: ``ValueError`` (pass ``itlm_keep``)."""
@@ -72,8 +43,8 @@ def itlm_keep_ratio(rate: float) -> float:
 
 def scores(model, test, spec, device) -> dict[str, float]:
     """C, attack success and Eq. 7's A of ``model`` (all in %) on the test set and its triggered source images."""
-    from . import metrics
-    from .train import predict
+    from ... import metrics
+    from ...train import predict
 
     pred = predict(model, test.x, device=device)
     src = np.flatnonzero(test.y == spec.base)
@@ -88,7 +59,7 @@ def model_factory(recipe):
     """``seed -> fresh model`` of the recipe's architecture (what the weak learners and ITLM train)."""
     import torch
 
-    from .experiments import build_model_arch
+    from ..store import build_model_arch
 
     def make(seed: int):
         torch.manual_seed(seed)
@@ -101,9 +72,9 @@ def get_itlm(tm, keep_ratio: float, rounds: int, first_epochs: int, epochs: int,
              cache=None) -> np.ndarray:
     """ITLM's kept mask after each round (rounds, N) on a trained model's training set, cached under the recipe
     and the ITLM settings; every round trains the recipe's architecture with the recipe's optimiser."""
-    from . import provenance
-    from .cache import Cache
-    from .defenses.weak_learners import itlm_keep
+    from ... import provenance
+    from ...cache import Cache
+    from ...defenses.weak_learners import itlm_keep
 
     cache = cache or Cache()
     config = {"model": tm.recipe.cache_config(), "keep_ratio": keep_ratio, "rounds": rounds,
@@ -145,7 +116,7 @@ def experiment_params(nb: dict[str, Any], trigger: dict[str, Any], rate: float, 
     "opacity": 0.2}``, ``{"poison": "pixel"}``, ``{"poison": "patch", "patch_size": 3}``), the poisoned share
     ``rate`` of the source class and ``seed``.
     """
-    from .experiments import Recipe, recipe_fields
+    from ..store import Recipe, recipe_fields
     from .sweep import check_trigger
 
     missing = [n for n in (*Recipe.param_names(), "wl_train_per_class", "wl_epochs",
@@ -198,17 +169,17 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
     ``itlm_epochs``, optional ``itlm_keep``; ``ss_layer``, ``ac_layer``; ``threshold``, ``eta`` of the paper's
     defense) and ``clean_reference`` (train the recipe's clean model for the "L" column).
     """
-    from . import experiments, pipeline
-    from .defenses.weak_learners import EnsembleConfig, WeakLearnerEnsemble, removal_counts
-    from .provenance import stage
-    from .train import resolve_device
+    from ...defenses.weak_learners import EnsembleConfig, WeakLearnerEnsemble, removal_counts
+    from ...provenance import stage
+    from ...train import resolve_device
+    from .. import pipeline, store
 
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise ValueError(f"unknown methods {sorted(unknown)}; methods are {METHODS}")
     dev = resolve_device(device)
-    data = data or experiments.load_cifar10()
-    recipe = experiments.Recipe(**params["recipe"])
+    data = data or store.load_cifar10()
+    recipe = store.Recipe(**params["recipe"])
     if recipe.poison not in ("blend", "pixel", "patch"):
         raise ValueError(f"an isolation experiment poisons one source class (blend, pixel or patch), got "
                          f"{recipe.poison!r}")
@@ -216,7 +187,7 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
     b = params["baselines"]
     stages: dict[str, float] = {}
     with stage(stages, "train"):
-        tm = experiments.get_model(recipe, device=dev, data=data, progress=progress)
+        tm = store.get_model(recipe, device=dev, data=data, progress=progress)
     train = tm.train_set
     spec = train.spec
     is_poison = train.is_poison
@@ -227,7 +198,7 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
 
     def retrained(name: str, kept: np.ndarray) -> None:
         with stage(stages, f"{name}_retrain"):
-            model = experiments.get_retrained(tm, ~kept, device=dev, progress=progress).model
+            model = store.get_retrained(tm, ~kept, device=dev, progress=progress).model
         res[name] = {**scores(model, data.test, spec, dev), **removal_counts(kept, is_poison)}
 
     if "Ensembles of weak learners" in methods:
@@ -275,7 +246,7 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
     out["clean_reference"] = None
     if params.get("clean_reference"):
         with stage(stages, "clean_reference"):
-            clean = experiments.get_model(recipe.replace(poison="clean"), device=dev, data=data, progress=progress)
+            clean = store.get_model(recipe.replace(poison="clean"), device=dev, data=data, progress=progress)
         out["clean_reference"] = scores(clean.model, data.test, spec, dev)
     return out, stages
 
@@ -310,22 +281,15 @@ def method_table(records: list[dict[str, Any]]):
     return df
 
 
-def paper_rows(rate: float) -> list[dict[str, Any]]:
-    """The paper's Table 1 at one poisoned share (ε = ``rate``): C and A of every method, one row per pair."""
-    eps = int(round(rate * 100))
-    return [{"pair (source/target)": pair, **{f"paper {col} C/A": f"{c:.1f} / {a:.1f}" for col, (c, a) in v.items()}}
-            for (pair, e), v in PAPER_TABLE1.items() if e == eps]
-
-
 def as_record(results: dict[str, Any], params: dict[str, Any], stages: dict[str, float], device) -> dict[str, Any]:
     """A live run in the shape of a result file (for :func:`method_table`), with its provenance."""
-    from . import provenance
+    from ... import provenance
 
     return {"params": params, "results": results,
             "provenance": provenance.collect(device, stages=stages, seed=params["recipe"]["seed"])}
 
 
-__all__ = ["BASELINE_FIELDS", "ENSEMBLE_FIELDS", "METHODS", "PAPER_TABLE1", "as_record", "experiment_params",
-           "get_itlm", "grid", "itlm_keep_ratio", "live_trigger", "method_table", "model_factory", "paper_rows",
+__all__ = ["BASELINE_FIELDS", "ENSEMBLE_FIELDS", "METHODS", "as_record", "experiment_params",
+           "get_itlm", "grid", "itlm_keep_ratio", "live_trigger", "method_table", "model_factory",
            "run_point", "same_experiment", "scores",
            "trigger_label"]

@@ -9,7 +9,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .. import paper, plots
+from ...experiments import paper
+from .. import plots
 
 #: what each defense of the chapter needs and how it repairs
 NEEDS = pd.DataFrame([

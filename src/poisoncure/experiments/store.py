@@ -2,7 +2,7 @@
 
 A :class:`Recipe` holds everything that determines a trained model — pair, poison type and strength, data
 subset, architecture and training schedule. Its fields are the experiment parameters of the profiles
-(``src/poisoncure/profiles/*.yml``); every chapter that declares them in its ``parameters`` cell gets the
+(``src/poisoncure/experiments/profiles/*.yml``); every chapter that declares them in its ``parameters`` cell gets the
 same values from the profile, so all chapters talk about the same models, trained once and loaded from
 the cache afterwards.
 """
@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import provenance
-from .attacks import (
+from .. import provenance
+from ..attacks import (
     ADDITIVE_PATTERNS,
     PAPER_PAIRS,
     AdditiveTrigger,
@@ -31,10 +31,10 @@ from .attacks import (
     poison_add,
     poison_all_to_one,
 )
-from .cache import Cache
-from .data import Cifar10, ImageSet, balanced_subset, load_cifar10
-from .models import Classifier, build_model
-from .train import AttackMetrics, FitHistory, TrainConfig, evaluate, fit, resolve_device
+from ..cache import Cache
+from ..data import Cifar10, ImageSet, balanced_subset, load_cifar10
+from ..models import Classifier, build_model
+from ..train import AttackMetrics, FitHistory, TrainConfig, evaluate, fit, resolve_device
 
 ADDITIVE = ADDITIVE_PATTERNS  #: Xiang et al.'s additive patterns, added as copies (chapter 10)
 #: All-to-one backdoors of PoisHygiene's experiments: every class but the target poisoned (a fraction of the whole set)
@@ -255,7 +255,7 @@ def get_gradients(tm: TrainedModel, index: np.ndarray, labels: int | np.ndarray,
 
     ``images`` defaults to the model's training images (poisoned where the recipe poisons).
     """
-    from .gradients import input_gradients
+    from ..gradients import input_gradients
 
     cache = cache or Cache()
     dev = resolve_device(device)
@@ -307,7 +307,7 @@ def poison_cure_for(recipe: Recipe, **overrides: Any):
     fine-tuning costs it clean accuracy (chapter 6 shows the measurements). ``overrides`` go to
     :class:`PoisonCure` (e.g. ``eta``, ``threshold``, ``finetune``).
     """
-    from .defenses.poison_cure import FINETUNE, PoisonCure
+    from ..defenses.poison_cure import FINETUNE, PoisonCure
 
     overrides.setdefault("finetune", dataclasses.replace(FINETUNE, augment=recipe.augment, seed=recipe.seed,
                                                          label_smoothing=recipe.label_smoothing))
@@ -322,7 +322,7 @@ def get_poison_cure(tm: TrainedModel, defense=None, neutralize: bool = True, dat
     The detection cache is keyed by the model's recipe and the detection parameters (threshold, seed), so chapters
     that sweep ``eta`` or the fine-tuning reuse one scan.
     """
-    from .defenses.poison_cure import BaseScan, ClassScan, CounterPoison, Filtering, PoisonCureResult
+    from ..defenses.poison_cure import BaseScan, ClassScan, CounterPoison, Filtering, PoisonCureResult
 
     defense = defense or poison_cure_for(tm.recipe)
     cache = cache or Cache()
@@ -421,7 +421,7 @@ def get_features(tm: TrainedModel, layer: str | None = None, rows: np.ndarray | 
                  device: str | torch.device = "auto", cache: Cache | None = None) -> np.ndarray:
     """Representations (len(rows), d) of a trained model's training images at ``layer`` (None: the penultimate
     features), cached under the model's recipe, the layer and the rows (default: all training images)."""
-    from .gradients import features
+    from ..gradients import features
 
     cache = cache or Cache()
     dev = resolve_device(device)
@@ -453,7 +453,7 @@ def get_retrained(tm: TrainedModel, removed: np.ndarray, device: str | torch.dev
     """Retrain the recipe's architecture from a fresh initialisation (seed + 1) with the recipe's schedule on the
     training set without ``removed`` (N,) bool — the repair of Spectral Signatures and Activation Clustering —
     cached under the recipe and the removed set."""
-    from .defenses.base import retrain_without
+    from ..defenses.base import retrain_without
 
     cache = cache or Cache()
     dev = resolve_device(device)
@@ -496,7 +496,7 @@ def _model_defense_artefact(kind: str, tm: TrainedModel, defense, clean: ImageSe
 def get_reversed_triggers(tm: TrainedModel, defense, clean: ImageSet, cache: Cache | None = None):
     """Neural Cleanse's reverse-engineered triggers for a trained model and a clean set, cached under the recipe,
     the defense's parameters and the clean images. Returns (:class:`ReversedTriggers`, provenance)."""
-    from .defenses.neural_cleanse import ReversedTriggers
+    from ..defenses.neural_cleanse import ReversedTriggers
 
     return _model_defense_artefact("neural_cleanse", tm, defense, clean, defense.reverse_engineer, ReversedTriggers,
                                    "triggers.npz", cache)
@@ -506,7 +506,7 @@ def get_pair_search(tm: TrainedModel, detector, clean: ImageSet, cache: Cache | 
     """Xiang et al.'s all-pairs perturbation search for a trained model and a clean set (chapter 10), cached under the
     recipe, the detector's parameters and the clean images. Returns (:class:`ReverseEngineeringResult`, provenance);
     the statistics, nulls and decision are recomputed from the cached search (cheap, and θ may change)."""
-    from .defenses.reverse_engineer import PairSearch
+    from ..defenses.reverse_engineer import PairSearch
 
     search, prov = _model_defense_artefact("pair_search", tm, detector, clean, detector.search, PairSearch,
                                            "search.npz", cache)

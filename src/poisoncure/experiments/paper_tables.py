@@ -1,9 +1,9 @@
-"""The paper's Tables 1-5 rebuilt from the result files of the ``main`` grid (:mod:`poisoncure.reproduce`).
+"""The paper's Tables 1-5 rebuilt from the result files of the ``main`` grid (:mod:`poisoncure.experiments.runner`).
 
-Every table puts, for every cell, the paper's number (:mod:`poisoncure.paper`), ours and the difference side by
-side; where a cell has results for several seeds, ours is their mean and the spread (sample standard deviation)
-and the number of seeds are shown. Nothing here trains or reads a model: the inputs are result records as
-returned by :func:`poisoncure.reproduce.load_results`.
+Every table puts, for every cell, the paper's number (:mod:`poisoncure.experiments.paper`), ours and the difference side
+by side; where a cell has results for several seeds, ours is their mean and the spread (sample standard deviation) and
+the number of seeds are shown. Nothing here trains or reads a model: the inputs are result records as returned by
+:func:`poisoncure.experiments.runner.load_results`.
 
 Quantities (all in %):
 
@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..attacks import PAPER_PAIRS
 from . import paper
-from .attacks import PAPER_PAIRS
 
 POISONS = ("blend", "pixel")
 #: The quantities of Tables 1-2 and 3-4: (column label, paper accessor index)
@@ -195,7 +195,7 @@ def large_gaps(tables: dict[str, pd.DataFrame], tolerance: float = 3.0) -> pd.Da
 def experiment_label(rest: str) -> str:
     """A reader's label for the part of a main-grid name after the pair: ``blend-resnet18-r0.1-s0`` ->
     ``'blend · ResNet-18 · 10 % · seed 0'`` (one pixel: ``'one pixel'``). Unknown shapes are returned as they are."""
-    from .models import MODEL_NAMES
+    from ..models import MODEL_NAMES
 
     parts = rest.split("-")
     if len(parts) != 4 or not parts[2].startswith("r") or not parts[3].startswith("s"):

@@ -5,10 +5,10 @@ defenses to run (:data:`DEFENSES`, one naming everywhere) and their settings (:c
 through the cached getters of :mod:`poisoncure.experiments` (so a scan, a layer's features or a retraining computed
 once is never computed again) and returns one :class:`Outcome` per defense: the training samples it removes, the
 labels it names, its repaired model and the raw artefact it computed. The grids of the runner
-(:func:`reproduce.run_main`, :func:`sweep.run_point`, :func:`isolation.run_point`), the PoisHygiene chapter's other
-detectors (:func:`hygiene.other_detectors`) and chapter 7 all call it; what differs between them (which defenses,
-which set the repaired models are scored on, whether Spectral Signatures is told the target) is a parameter here, not
-a copy of the pipeline.
+(:func:`.runner.run_main`, :func:`.grids.sweep.run_point`, :func:`.grids.ensembles.run_point`), the PoisHygiene
+chapter's other detectors (:func:`.grids.hygiene.other_detectors`) and chapter 7 all call it; what differs between
+them (which defenses, which set the repaired models are scored on, whether Spectral Signatures is told the target)
+is a parameter here, not a copy of the pipeline.
 
 Scoring the repaired models stays with the caller: the main grid scores on the whole test set, the sweep and
 chapter 7 on the test images the defender did not hold (:func:`experiments.defender_split`).
@@ -26,8 +26,8 @@ import numpy as np
 if TYPE_CHECKING:  # the names alone are light to import (the result readers use them); the run loads torch
     from torch import nn
 
-    from .data import Cifar10, ImageSet
-    from .experiments import TrainedModel
+    from ..data import Cifar10, ImageSet
+    from .store import TrainedModel
 
 #: every defense the pipeline runs, by the name the book shows
 POISON_CURE, SPECTRAL, CLUSTERING, CLEANSE, PRUNING = ("Poison as a Cure", "Spectral Signatures",
@@ -137,7 +137,8 @@ def run_defenses(tm: TrainedModel, data: Cifar10, methods: Iterable[str] = DEFEN
     attack's; give one for a clean model). ``stages`` (a dict) receives the wall time of every stage under the names
     the result files use.
     """
-    from . import experiments, provenance
+    from .. import provenance
+    from . import store
 
     settings = settings or DefenseSettings()
     methods = list(methods)
@@ -149,7 +150,7 @@ def run_defenses(tm: TrainedModel, data: Cifar10, methods: Iterable[str] = DEFEN
                          "(clean=...)")
     stages = {} if stages is None else stages
     if target is None:
-        spec = experiments.attack_spec_or_none(tm)
+        spec = store.attack_spec_or_none(tm)
         target = None if spec is None else int(spec.target)
     if target is None and SPECTRAL in methods and settings.ss_scope == "target":
         raise ValueError("Spectral Signatures is told the target label (ss_scope='target'), and this model has no "
@@ -164,7 +165,7 @@ def run_defenses(tm: TrainedModel, data: Cifar10, methods: Iterable[str] = DEFEN
             run.outcomes[method] = step[method](tm, data, settings, clean, target, rows, repair, device, progress)
         if repair and KEYS[method] in settings.retrain and run.outcomes[method].flagged is not None:
             with provenance.stage(stages, f"{KEYS[method]}_retrain"):
-                retrained = experiments.get_retrained(tm, run.outcomes[method].flagged, device=device,
+                retrained = store.get_retrained(tm, run.outcomes[method].flagged, device=device,
                                                       progress=progress)
             run.outcomes[method].repaired = retrained.model
         run.outcomes[method].seconds = round(sum(v for k, v in stages.items() if k not in before), 1)
@@ -173,14 +174,14 @@ def run_defenses(tm: TrainedModel, data: Cifar10, methods: Iterable[str] = DEFEN
 
 # ------------------------------------------------------------------------------------------ one defense each
 def _poison_cure(tm, data, s: DefenseSettings, clean, target, rows, repair, device, progress) -> Outcome:
-    from . import experiments
-    from .defenses.poison_cure import PoisonCure
+    from ..defenses.poison_cure import PoisonCure
+    from . import store
 
     # the scan's cache key holds the threshold and seed only: detection alone needs no fine-tuning recipe
-    defense = (experiments.poison_cure_for(tm.recipe, threshold=s.threshold, eta=s.eta, device=device,
+    defense = (store.poison_cure_for(tm.recipe, threshold=s.threshold, eta=s.eta, device=device,
                                            progress=progress) if repair else
                PoisonCure(threshold=s.threshold, eta=s.eta, device=device, progress=progress))
-    cure = experiments.get_poison_cure(tm, defense, neutralize=repair, data=data)
+    cure = store.get_poison_cure(tm, defense, neutralize=repair, data=data)
     scan = cure.result.scan
     model = cure.result.model
     return Outcome(POISON_CURE, flagged=cure.result.is_poison(len(tm.train_set)),
@@ -189,38 +190,38 @@ def _poison_cure(tm, data, s: DefenseSettings, clean, target, rows, repair, devi
 
 
 def _spectral(tm, data, s: DefenseSettings, clean, target, rows, repair, device, progress) -> Outcome:
-    from . import experiments
-    from .defenses.spectral import SpectralSignatures
+    from ..defenses.spectral import SpectralSignatures
+    from . import store
 
     told = s.ss_scope == "target"
     ss = SpectralSignatures(eps=s.eps, beta=s.ss_beta, labels=int(target) if told else "all",
                             layer=s.ss_layer, seed=s.seed, device=device, progress=progress)
     if told:
-        res = ss.score_features(experiments.get_features(tm, s.ss_layer, rows, device=device), tm.train_set.y[rows])
+        res = ss.score_features(store.get_features(tm, s.ss_layer, rows, device=device), tm.train_set.y[rows])
         flagged = np.zeros(len(tm.train_set), dtype=bool)
         flagged[rows] = res.removed
     else:
-        res = ss.score_features(experiments.get_features(tm, s.ss_layer, device=device), tm.train_set.y)
+        res = ss.score_features(store.get_features(tm, s.ss_layer, device=device), tm.train_set.y)
         flagged = np.asarray(res.removed, dtype=bool)
     return Outcome(SPECTRAL, flagged=flagged, artefact=res)
 
 
 def _clustering(tm, data, s: DefenseSettings, clean, target, rows, repair, device, progress) -> Outcome:
-    from . import experiments
-    from .defenses.activation_clustering import ActivationClustering
+    from ..defenses.activation_clustering import ActivationClustering
+    from . import store
 
     ac = ActivationClustering(layer=s.ac_layer, seed=s.seed, device=device, progress=progress)
-    res = ac.score_features(experiments.get_features(tm, s.ac_layer, device=device), tm.train_set.y)
+    res = ac.score_features(store.get_features(tm, s.ac_layer, device=device), tm.train_set.y)
     return Outcome(CLUSTERING, flagged=np.asarray(res.flagged, dtype=bool),
                    labels=np.flatnonzero(res.poisoned).tolist(), artefact=res)
 
 
 def _cleanse(tm, data, s: DefenseSettings, clean, target, rows, repair, device, progress) -> Outcome:
-    from . import experiments
-    from .defenses.neural_cleanse import NeuralCleanse
+    from ..defenses.neural_cleanse import NeuralCleanse
+    from . import store
 
     nc = NeuralCleanse(steps=s.nc_steps, seed=s.seed, device=device, progress=progress)
-    trig, _ = experiments.get_reversed_triggers(tm, nc, clean)
+    trig, _ = store.get_reversed_triggers(tm, nc, clean)
     flagged = bool(trig.flagged.any())
     return Outcome(CLEANSE, labels=np.flatnonzero(trig.flagged).tolist(),
                    repaired=nc.repair(tm.model, clean, trig) if repair and flagged else None,
@@ -228,7 +229,7 @@ def _cleanse(tm, data, s: DefenseSettings, clean, target, rows, repair, device, 
 
 
 def _pruning(tm, data, s: DefenseSettings, clean, target, rows, repair, device, progress) -> Outcome:
-    from .defenses.fine_pruning import FinePruning
+    from ..defenses.fine_pruning import FinePruning
 
     fp = FinePruning(max_accuracy_drop=s.fp_max_drop, device=device, progress=progress)
     pruning = fp.prune_curve(tm.model, clean)

@@ -22,7 +22,7 @@ for the whole book (the printable edition).
 
 Usage::
 
-    python -m poisoncure.browser [--html book/_build/html] [--screenshots DIR]
+    python -m poisoncure.book.browser [--html book/_build/html] [--screenshots DIR]
 
 Chromium comes from ``POISONCURE_CHROMIUM``, Debian's ``chromium-headless-shell`` or ``chromium`` package
 (``python3 tasks.py test`` installs the first when it can), the PATH, or Playwright's own managed Chromium
@@ -468,9 +468,9 @@ def _page_title(page: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import paths  # not the book module: it imports this one (for the PDF), and imports run one way
+    from .. import paths  # not the book module: it imports this one (for the PDF), and imports run one way
 
-    ap = argparse.ArgumentParser(prog="python -m poisoncure.browser", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m poisoncure.book.browser", description=__doc__.splitlines()[0])
     ap.add_argument("--html", type=Path, default=None, help="built HTML folder (default: book/_build/html)")
     ap.add_argument("--screenshots", type=Path, default=None,
                     help="folder for one full-page screenshot per page (default: book/_build/screenshots)")

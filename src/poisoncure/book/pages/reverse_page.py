@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .. import experiments, models, plots
+from ... import models
+from ...experiments import store
+from .. import plots
 
 OFF_DIAGONAL = ~np.eye(10, dtype=bool)
 
@@ -19,7 +21,7 @@ def models_table(trained: dict[str, Any]) -> pd.DataFrame:
     """One row per model: training images, poisons, clean accuracy, attack success, training time."""
     rows = []
     for name, tm in trained.items():
-        spec = experiments.attack_spec_or_none(tm)
+        spec = store.attack_spec_or_none(tm)
         rows.append({"model": name, "training images": len(tm.train_set),
                      "poisoned": int(tm.train_set.is_poison.sum()) if spec else 0,
                      "clean accuracy %": tm.metrics.clean_accuracy,
@@ -143,7 +145,7 @@ def full_profile_texts(full_runs: list[dict[str, Any]], search_per_class: int, c
     """The sentences reading the committed full-profile runs: the additive model, and the clean ResNet-18s'
     false alarms."""
     out = {}
-    full_add = [r for r in full_runs if r["params"]["poison"] in experiments.ADDITIVE]
+    full_add = [r for r in full_runs if r["params"]["poison"] in store.ADDITIVE]
     if full_add:
         ra = full_add[0]["results"]
         asr = ra["before"]["attack_success_rate"]
@@ -185,7 +187,7 @@ def comparison_rows(name: str, tm: Any, search: Any, reversed_triggers: Any, cur
                     classes: tuple[str, ...]) -> list[dict[str, Any]]:
     """Three rows for one model: what the pair search, Neural Cleanse and the paper's scan call it and name, and
     whether the names are right (NaN where there is nothing to be right about)."""
-    spec = experiments.attack_spec_or_none(tm)
+    spec = store.attack_spec_or_none(tm)
     t_true = spec.target if spec else None
     s_true = spec.base if spec else None
     r = search
