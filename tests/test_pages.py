@@ -126,3 +126,17 @@ def test_the_pixel_filter_note_reads_the_model():
         "For the one-pixel poison the filter reaches 97.0% sensitivity")
     assert filtering_page.pixel_note({"pixel": model(3.0)}, results).startswith("The one-pixel backdoor was not")
     assert filtering_page.pixel_note({}, results).startswith("The one-pixel model is not among")
+
+
+def test_a_trained_model_row_reads_the_model_and_keeps_column_order(tiny_images):
+    from poisoncure.book.pages import reverse_page
+    from poisoncure.book.pages.rows import trained_model_row
+
+    clean = SimpleNamespace(train_set=tiny_images, metrics=SimpleNamespace(clean_accuracy=81.25,
+                                                                            attack_success_rate=None),
+                            history=SimpleNamespace(seconds=12.5))
+    row = trained_model_row("clean", clean, architecture="Model I")
+    assert list(row)[:3] == ["model", "architecture", "training images"]
+    assert row["training images"] == 200 and row["poisoned"] == 0 and np.isnan(row["attack success %"])
+    table = reverse_page.models_table({"clean": clean})
+    assert table.loc["clean", "clean accuracy %"] == 81.2 and table.loc["clean", "attack success %"] == "—"

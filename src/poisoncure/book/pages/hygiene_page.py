@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 
 from ... import attacks
-from ...experiments import paper, store
+from ...experiments import paper
 from ...experiments.grids import hygiene
 from .. import plots
+from .rows import trained_model_row
 
 #: Column names of the paper's Table 8 values (acc, ASR; "before → after (clean only)") beside ours.
 T8_COLUMNS = ("paper, Table 8: acc %", "paper, Table 8: ASR %")
@@ -32,14 +33,7 @@ def trigger_examples(test, suspects: dict[str, Any], attacked: list[str], target
 
 def models_table(models: dict[str, Any], refs: list[Any]) -> pd.DataFrame:
     """One row per suspect and reference: architecture, training images, poisons, accuracy, attack success, time."""
-    rows = []
-    for name, tm in models.items():
-        spec = store.attack_spec_or_none(tm)
-        rows.append({"model": f"suspect: {name}", "architecture": "Model I", "training images": len(tm.train_set),
-                     "poisoned": int(tm.train_set.is_poison.sum()) if spec else 0,
-                     "clean accuracy %": tm.metrics.clean_accuracy,
-                     "attack success %": tm.metrics.attack_success_rate if spec else np.nan,
-                     "trained in (s)": tm.history.seconds})
+    rows = [trained_model_row(f"suspect: {name}", tm, architecture="Model I") for name, tm in models.items()]
     for r in refs:
         rows.append({"model": f"reference: Model {r.recipe.model}", "architecture": f"Model {r.recipe.model}",
                      "training images": r.recipe.train_size, "poisoned": 0, "clean accuracy %": r.accuracies[-1],

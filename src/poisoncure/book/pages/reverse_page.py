@@ -13,20 +13,14 @@ from scipy import stats
 from ... import models
 from ...experiments import store
 from .. import plots
+from .rows import trained_model_row
 
 OFF_DIAGONAL = ~np.eye(10, dtype=bool)
 
 
 def models_table(trained: dict[str, Any]) -> pd.DataFrame:
     """One row per model: training images, poisons, clean accuracy, attack success, training time."""
-    rows = []
-    for name, tm in trained.items():
-        spec = store.attack_spec_or_none(tm)
-        rows.append({"model": name, "training images": len(tm.train_set),
-                     "poisoned": int(tm.train_set.is_poison.sum()) if spec else 0,
-                     "clean accuracy %": tm.metrics.clean_accuracy,
-                     "attack success %": tm.metrics.attack_success_rate if spec else np.nan,
-                     "trained in (s)": tm.history.seconds})
+    rows = [trained_model_row(name, tm) for name, tm in trained.items()]
     return pd.DataFrame(rows).set_index("model").round(1).astype(object).fillna("—")
 
 
