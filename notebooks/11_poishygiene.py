@@ -196,7 +196,7 @@ fm_defender, _ = experiments.defender_split(fashion.test, clean_per_class, seed=
 fm_others = {name: hygiene.other_detectors(tm, fm_defender, fashion, nc_steps, threshold, seed, device)
              for name, tm in fm_models.items()}
 fm_comp = [r for name, tm in fm_models.items()
-           for r in hygiene.comparison_rows(name, hygiene.scan_summary(fm_scans[name]), fm_others[name], fclasses,
+           for r in page.comparison_rows(name, hygiene.scan_summary(fm_scans[name]), fm_others[name], fclasses,
                                             fm_target if experiments.attack_spec_or_none(tm) else None, tau,
                                             threshold)]
 glue("tab_fm_compare", pd.DataFrame(fm_comp).set_index(["model", "detector"]).astype(object).fillna("—"),
@@ -400,7 +400,7 @@ plt.close(fig)
 
 clean_set, _ = experiments.defender_split(cifar.test, clean_per_class, seed=seed)
 comp = [r for name, tm in c_models.items()
-        for r in hygiene.comparison_rows(name, hygiene.scan_summary(c_scans[name]),
+        for r in page.comparison_rows(name, hygiene.scan_summary(c_scans[name]),
                                          hygiene.other_detectors(tm, clean_set, cifar, nc_steps, threshold, seed,
                                                                  device),
                                          data.CLASSES, c_target if name == "blend" else None, tau, threshold)]

@@ -211,11 +211,11 @@ def test_comparison_rows_read_the_verdicts():
     scan = {"prob": [0.9, 0.1] + [0.0] * 8, "infected": [True] + [False] * 9, "suspect": 0}
     others = {"neural_cleanse": {"anomaly": [0.5, 3.0] + [0.0] * 8, "flagged": [1]}, "missing": [],
               "poison_cure": {"ratio": 1.5, "target": 0, "poisoned": False}}
-    rows = {r["detector"]: r for r in hygiene.comparison_rows("m", scan, others, classes, target=0)}
+    rows = {r["detector"]: r for r in hygiene_page.comparison_rows("m", scan, others, classes, target=0)}
     assert rows["PoisHygiene (probes)"]["right target"] is True
     assert rows["Neural Cleanse"]["target named"] == "b" and rows["Neural Cleanse"]["right target"] is False
     assert rows["Poison as a Cure"]["labels flagged"] == "none" and np.isnan(rows["Poison as a Cure"]["right target"])
-    healthy = hygiene.comparison_rows("h", scan, {**others, "poison_cure": None, "missing": [8]}, classes, None)
+    healthy = hygiene_page.comparison_rows("h", scan, {**others, "poison_cure": None, "missing": [8]}, classes, None)
     assert np.isnan(healthy[0]["right target"]) and "no training images of i" in healthy[2]["statistic"]
 
 

@@ -188,7 +188,7 @@ def result_of(records: list[dict[str, Any]], attack: str) -> dict[str, Any] | No
 def committed_texts(records: list[dict[str, Any]], classes: tuple[str, ...]) -> dict[str, str]:
     """The sentences reading every Fashion-MNIST attack's committed run: each attack's outcome, the withheld
     control's floor, the healthy suspects' false positives, the blend's epochs and the two clean-label attacks."""
-    out = {f"all_{a}": hygiene.outcome(result_of(records, a), classes) if result_of(records, a) else "not run yet"
+    out = {f"all_{a}": outcome(result_of(records, a), classes) if result_of(records, a) else "not run yet"
            for a in ("badnets", "blend", "mislabel", "frog", "stingray")}
     w, h = result_of(records, "withheld"), result_of(records, "clean")
     out["all_floor"] = f"{w['before']['attack_success_rate']:.1f} %" if w else "— (not run yet)"
@@ -274,7 +274,7 @@ def cifar_committed_texts(records: list[dict[str, Any]], classes: tuple[str, ...
                                    records[0]["results"]["references"], strict=True))}
     else:
         out = {k: "— (not run yet)" for k in ("c_all_recipe", "c_all_target", "c_all_refs")}
-    out["c_all_summary"] = "; ".join(f"{rec['params']['label']}: {hygiene.outcome(rec['results'], classes)}"
+    out["c_all_summary"] = "; ".join(f"{rec['params']['label']}: {outcome(rec['results'], classes)}"
                                      for rec in records) or "not run yet"
     return out
 
@@ -315,3 +315,56 @@ def results_table(records: list[dict[str, Any]], classes: tuple[str, ...]):
                "device, commit": f"{rec['provenance']['device'].split(' (')[0]}, {rec['provenance']['commit'][:7]}"}
         rows.append(row)
     return pd.DataFrame(rows).set_index("suspect") if rows else pd.DataFrame()
+
+
+def comparison_rows(name: str, scan: dict[str, Any], others: dict[str, Any], classes: tuple[str, ...],
+                    target: int | None, tau: float = 0.5, threshold: float = 2.0) -> list[dict[str, Any]]:
+    """Table rows (PoisHygiene, Neural Cleanse, Poison as a Cure) for one model from the grid's
+    :func:`~poisoncure.experiments.grids.hygiene.scan_summary` and
+    :func:`~poisoncure.experiments.grids.hygiene.other_detectors`: labels flagged, target named and whether it is the attack's ``target`` (None: a
+    healthy model, nothing to be right about)."""
+    def right(named: int | None) -> Any:
+        return np.nan if target is None or named is None else named == target
+
+    flagged = [k for k, v in enumerate(scan["infected"]) if v]
+    named = scan["suspect"] if flagged else None
+    rows = [{"model": name, "detector": "PoisHygiene (probes)",
+             "labels flagged": ", ".join(classes[k] for k in flagged) or "none",
+             "target named": classes[named] if named is not None else "—", "right target": right(named),
+             "statistic": f"highest Prob {max(scan['prob']):.1f} (τ = {tau:g})"}]
+    nc = others["neural_cleanse"]
+    nc_named = int(np.argmax(nc["anomaly"])) if nc["flagged"] else None
+    rows.append({"model": name, "detector": "Neural Cleanse",
+                 "labels flagged": ", ".join(classes[k] for k in nc["flagged"]) or "none",
+                 "target named": classes[nc_named] if nc_named is not None else "—", "right target": right(nc_named),
+                 "statistic": f"largest anomaly index {max(nc['anomaly']):.2f} (flag above 2)"})
+    pc = others["poison_cure"]
+    if pc is None:
+        rows.append({"model": name, "detector": "Poison as a Cure", "labels flagged": "—", "target named": "—",
+                     "right target": np.nan, "statistic": "not run: no training images of "
+                     + ", ".join(classes[k] for k in others["missing"])})
+    else:
+        pc_named = pc["target"] if pc["poisoned"] else None
+        rows.append({"model": name, "detector": "Poison as a Cure",
+                     "labels flagged": classes[pc_named] if pc_named is not None else "none",
+                     "target named": classes[pc_named] if pc_named is not None else "—",
+                     "right target": right(pc_named),
+                     "statistic": f"R = {pc['ratio']:.2f} (λ = {threshold:g}; largest: {classes[pc['target']]})"})
+    return rows
+
+
+def outcome(result: dict[str, Any], classes: tuple[str, ...]) -> str:
+    """One clause of prose on a committed ``hygiene`` result: the attack, DETECT's verdict on the target and which
+    label the repair touched, with what it left."""
+    t, b, m = result["target"], result["before"], result["mitigation"]
+    over = [k for k, v in enumerate(result["scan"]["infected"]) if v]
+    verdict = ("the only label over τ" if over == [t] else "every label over τ" if len(over) == len(classes) else
+               f"labels over τ: {', '.join(classes[k] for k in over)}" if over else "no label over τ")
+    text = (f"attack success {b['attack_success_rate']:.1f} % at {b['clean_accuracy']:.1f} % clean accuracy; "
+            f"Prob({classes[t]}) {result['scan']['prob'][t]:.1f}, {verdict}")
+    if m:
+        text += (f"; MITIGATE on {classes[m['label']]} ({'the target' if m['label'] == t else 'not the target'}): "
+                 f"attack success {m['after']['attack_success_rate']:.1f} % (clean images alone: "
+                 f"{m['clean_only']['attack_success_rate']:.1f} %), clean accuracy "
+                 f"{m['after']['clean_accuracy']:.1f} %")
+    return text

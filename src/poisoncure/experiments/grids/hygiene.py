@@ -471,60 +471,9 @@ def other_detectors(tm: TrainedModel, clean: ImageSet, data: Cifar10, nc_steps: 
     return out
 
 
-def comparison_rows(name: str, scan: dict[str, Any], others: dict[str, Any], classes: tuple[str, ...],
-                    target: int | None, tau: float = 0.5, threshold: float = 2.0) -> list[dict[str, Any]]:
-    """Table rows (PoisHygiene, Neural Cleanse, Poison as a Cure) for one model from :func:`scan_summary` and
-    :func:`other_detectors`: labels flagged, target named and whether it is the attack's ``target`` (None: a
-    healthy model, nothing to be right about)."""
-    def right(named: int | None) -> Any:
-        return np.nan if target is None or named is None else named == target
-
-    flagged = [k for k, v in enumerate(scan["infected"]) if v]
-    named = scan["suspect"] if flagged else None
-    rows = [{"model": name, "detector": "PoisHygiene (probes)",
-             "labels flagged": ", ".join(classes[k] for k in flagged) or "none",
-             "target named": classes[named] if named is not None else "—", "right target": right(named),
-             "statistic": f"highest Prob {max(scan['prob']):.1f} (τ = {tau:g})"}]
-    nc = others["neural_cleanse"]
-    nc_named = int(np.argmax(nc["anomaly"])) if nc["flagged"] else None
-    rows.append({"model": name, "detector": "Neural Cleanse",
-                 "labels flagged": ", ".join(classes[k] for k in nc["flagged"]) or "none",
-                 "target named": classes[nc_named] if nc_named is not None else "—", "right target": right(nc_named),
-                 "statistic": f"largest anomaly index {max(nc['anomaly']):.2f} (flag above 2)"})
-    pc = others["poison_cure"]
-    if pc is None:
-        rows.append({"model": name, "detector": "Poison as a Cure", "labels flagged": "—", "target named": "—",
-                     "right target": np.nan, "statistic": "not run: no training images of "
-                     + ", ".join(classes[k] for k in others["missing"])})
-    else:
-        pc_named = pc["target"] if pc["poisoned"] else None
-        rows.append({"model": name, "detector": "Poison as a Cure",
-                     "labels flagged": classes[pc_named] if pc_named is not None else "none",
-                     "target named": classes[pc_named] if pc_named is not None else "—",
-                     "right target": right(pc_named),
-                     "statistic": f"R = {pc['ratio']:.2f} (λ = {threshold:g}; largest: {classes[pc['target']]})"})
-    return rows
-
-
-def outcome(result: dict[str, Any], classes: tuple[str, ...]) -> str:
-    """One clause of prose on a committed ``hygiene`` result: the attack, DETECT's verdict on the target and which
-    label the repair touched, with what it left."""
-    t, b, m = result["target"], result["before"], result["mitigation"]
-    over = [k for k, v in enumerate(result["scan"]["infected"]) if v]
-    verdict = ("the only label over τ" if over == [t] else "every label over τ" if len(over) == len(classes) else
-               f"labels over τ: {', '.join(classes[k] for k in over)}" if over else "no label over τ")
-    text = (f"attack success {b['attack_success_rate']:.1f} % at {b['clean_accuracy']:.1f} % clean accuracy; "
-            f"Prob({classes[t]}) {result['scan']['prob'][t]:.1f}, {verdict}")
-    if m:
-        text += (f"; MITIGATE on {classes[m['label']]} ({'the target' if m['label'] == t else 'not the target'}): "
-                 f"attack success {m['after']['attack_success_rate']:.1f} % (clean images alone: "
-                 f"{m['clean_only']['attack_success_rate']:.1f} %), clean accuracy "
-                 f"{m['after']['clean_accuracy']:.1f} %")
-    return text
-
-
 # ------------------------------------------------------------------------------------------ the runner's grid
 EXAMPLES = 4  #: (base, aim, poison) image triples a clean-label result file keeps for the chapter's figure
+
 
 def run_point(params: dict[str, Any], device: str = "auto", data=None, progress: bool = False
               ) -> tuple[dict[str, Any], dict[str, float]]:
@@ -653,8 +602,7 @@ def grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[tuple[str, dict[str
 
 __all__ = ["ATTACKS", "BADNETS_TRIGGER", "CONTROLS", "EXAMPLES",
            "SOURCE_FREE", "Mitigated", "Reference", "ReferenceRecipe", "SuspectRecipe", "cifar_references",
-           "comparison_rows",
            "disjoint_subsets", "evaluate_suspect", "get_gammas", "get_mitigation", "get_poisons", "get_reference",
-           "get_scan", "get_suspect", "grid", "other_detectors", "outcome", "run_point",
+           "get_scan", "get_suspect", "grid", "other_detectors", "run_point",
            "scan_summary",
            "suspect_training_set"]
