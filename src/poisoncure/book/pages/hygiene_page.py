@@ -321,8 +321,8 @@ def comparison_rows(name: str, scan: dict[str, Any], others: dict[str, Any], cla
                     target: int | None, tau: float = 0.5, threshold: float = 2.0) -> list[dict[str, Any]]:
     """Table rows (PoisHygiene, Neural Cleanse, Poison as a Cure) for one model from the grid's
     :func:`~poisoncure.experiments.grids.hygiene.scan_summary` and
-    :func:`~poisoncure.experiments.grids.hygiene.other_detectors`: labels flagged, target named and whether it is the attack's ``target`` (None: a
-    healthy model, nothing to be right about)."""
+    :func:`~poisoncure.experiments.grids.hygiene.other_detectors`: labels flagged, target named and whether it is
+    the attack's ``target`` (None: a healthy model, nothing to be right about)."""
     def right(named: int | None) -> Any:
         return np.nan if target is None or named is None else named == target
 
