@@ -197,8 +197,8 @@ fm_others = {name: hygiene.other_detectors(tm, fm_defender, fashion, nc_steps, t
              for name, tm in fm_models.items()}
 fm_comp = [r for name, tm in fm_models.items()
            for r in page.comparison_rows(name, hygiene.scan_summary(fm_scans[name]), fm_others[name], fclasses,
-                                            fm_target if experiments.attack_spec_or_none(tm) else None, tau,
-                                            threshold)]
+                                         fm_target if experiments.attack_spec_or_none(tm) else None, tau,
+                                         threshold)]
 glue("tab_fm_compare", pd.DataFrame(fm_comp).set_index(["model", "detector"]).astype(object).fillna("—"),
      display=False)
 glue("n_clean_fm", f"{len(fm_defender):,}", display=False)
@@ -401,9 +401,9 @@ plt.close(fig)
 clean_set, _ = experiments.defender_split(cifar.test, clean_per_class, seed=seed)
 comp = [r for name, tm in c_models.items()
         for r in page.comparison_rows(name, hygiene.scan_summary(c_scans[name]),
-                                         hygiene.other_detectors(tm, clean_set, cifar, nc_steps, threshold, seed,
-                                                                 device),
-                                         data.CLASSES, c_target if name == "blend" else None, tau, threshold)]
+                                      hygiene.other_detectors(tm, clean_set, cifar, nc_steps, threshold, seed,
+                                                              device),
+                                      data.CLASSES, c_target if name == "blend" else None, tau, threshold)]
 c_comp = pd.DataFrame(comp).set_index(["model", "detector"]).astype(object).fillna("—")
 glue("tab_c_compare", c_comp, display=False)
 glue_texts(page.cifar_texts(c_scans, c_refs, cifar_ref_per_class))

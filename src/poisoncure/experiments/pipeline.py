@@ -165,8 +165,7 @@ def run_defenses(tm: TrainedModel, data: Cifar10, methods: Iterable[str] = DEFEN
             run.outcomes[method] = step[method](tm, data, settings, clean, target, rows, repair, device, progress)
         if repair and KEYS[method] in settings.retrain and run.outcomes[method].flagged is not None:
             with provenance.stage(stages, f"{KEYS[method]}_retrain"):
-                retrained = store.get_retrained(tm, run.outcomes[method].flagged, device=device,
-                                                      progress=progress)
+                retrained = store.get_retrained(tm, run.outcomes[method].flagged, device=device, progress=progress)
             run.outcomes[method].repaired = retrained.model
         run.outcomes[method].seconds = round(sum(v for k, v in stages.items() if k not in before), 1)
     return run
@@ -179,7 +178,7 @@ def _poison_cure(tm, data, s: DefenseSettings, clean, target, rows, repair, devi
 
     # the scan's cache key holds the threshold and seed only: detection alone needs no fine-tuning recipe
     defense = (store.poison_cure_for(tm.recipe, threshold=s.threshold, eta=s.eta, device=device,
-                                           progress=progress) if repair else
+                                     progress=progress) if repair else
                PoisonCure(threshold=s.threshold, eta=s.eta, device=device, progress=progress))
     cure = store.get_poison_cure(tm, defense, neutralize=repair, data=data)
     scan = cure.result.scan
