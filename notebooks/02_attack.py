@@ -201,7 +201,7 @@ plt.close(fig)
 
 # %%
 curves = runner.load_results(results_profile, "learning")
-learn = runner.learning_table(curves)
+learn = page.learning_table(curves)
 glue("learning_n", len(curves), display=False)
 glue("learning_prov", runner.provenance_text(curves), display=False)
 fig, learn_final = page.learning_outputs(learn, results_profile)

@@ -302,7 +302,7 @@ glue("fa_trend", "; ".join(f"p = {results[n].null.p_value:.1e} at {trained[n].me
 # This build reads them; it trains nothing. Each column names the commit and device that produced it.
 
 # %%
-full_table = runner.reverse_table(full_runs)
+full_table = page.reverse_table(full_runs)
 if len(full_table):
     for c in ("p (truncated)", "p (naive)"):
         full_table[c] = full_table[c].map(lambda v: f"{v:.2e}")

@@ -5,6 +5,7 @@ import warnings
 
 import pytest
 
+from poisoncure.book.pages import reverse_page
 from poisoncure.experiments import runner
 from poisoncure.experiments.runner import ResultWarning, load_results, plan, read_result, run
 
@@ -137,10 +138,10 @@ def test_committed_results_are_valid():
 
 def test_reverse_table_reads_the_committed_runs():
     records = load_results("full", "reverse")
-    table = runner.reverse_table(records)
+    table = reverse_page.reverse_table(records)
     assert len(table) == len(records) and {"p (truncated)", "reported pair", "device, commit"} <= set(table.columns)
     assert ((table["p (truncated)"] >= 0) & (table["p (truncated)"] <= 1)).all()
-    assert runner.reverse_table([]).empty
+    assert reverse_page.reverse_table([]).empty
 
 
 def arithmetic_runner(params, device="auto", data=None, progress=False):

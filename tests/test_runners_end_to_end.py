@@ -10,6 +10,7 @@ import json
 import pytest
 
 from poisoncure import data
+from poisoncure.book.pages import attack_page, reverse_page
 from poisoncure.cache import canonical
 from poisoncure.experiments import paper_tables, runner
 from poisoncure.experiments.grids import sweep
@@ -41,7 +42,7 @@ def table_of(grid: str, records: list[dict], classes: tuple[str, ...]):
     if grid == "main":
         return paper_tables.experiment_rows(records)
     if grid == "reverse":
-        return runner.reverse_table(records)
+        return reverse_page.reverse_table(records)
     if grid == "sweep":
         return sweep.point_table(records)
     if grid == "hygiene":
@@ -94,10 +95,10 @@ def test_the_learning_grid_records_every_epoch_and_its_table_rows(cifar: data.Ci
     assert [e["epoch"] for e in res["epochs"]] == [1, 2] and len(res["train_loss"]) == 2
     assert all(0 <= e["attack_success_rate"] <= 100 and 0 <= e["clean_accuracy"] <= 100 for e in res["epochs"])
     assert res["precision"] in ("fp32", "bf16") and res["train_seconds"] > 0
-    rows = runner.learning_table([back])
+    rows = attack_page.learning_table([back])
     assert list(rows["epoch"]) == [1, 2] and set(rows["network"]) == {"small CNN with a whitening stem"}
     whitened = {**back, "params": {**back["params"], "recipe": {**back["params"]["recipe"], "model": "whitened_net"}}}
-    assert set(runner.learning_table([whitened])["network"]) == {"whitened fast network 8/32/32"}
+    assert set(attack_page.learning_table([whitened])["network"]) == {"whitened fast network 8/32/32"}
 
 
 def test_the_learning_grid_refuses_bad_entries():

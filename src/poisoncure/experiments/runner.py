@@ -529,52 +529,6 @@ def artifact_text(records: list[dict[str, Any]]) -> str:
     return "; " + "; ".join(parts) if parts else ""
 
 
-def reverse_table(records: list[dict[str, Any]]):
-    """One row per ``reverse`` result (the reverse-engineering chapter's table of committed runs): accuracy,
-    attack success, the pair search's reported pair, norms and p-values, what Neural Cleanse and the paper's
-    method flag, and where it ran."""
-    import pandas as pd
-
-    from ..data import CLASSES
-
-    rows = []
-    for rec in records:
-        res, x = rec["results"], rec["results"]["xiang"]
-        norms = np.asarray(x["norms"], dtype=float)
-        off = ~np.eye(len(norms), dtype=bool)
-        rows.append({
-            "model": f"{rec['params']['poison']} ({rec['params']['recipe']['train_per_class'] or 5000}/class)",
-            "clean accuracy %": res["before"]["clean_accuracy"],
-            "attack success %": res["before"]["attack_success_rate"],
-            "reported pair": f"{CLASSES[x['source']]} → {CLASSES[x['target']]}",
-            "its norm": norms[x["source"], x["target"]], "median norm": float(np.median(norms[off])),
-            "p (truncated)": x["p_value"], "p (naive)": x["p_naive"], "Xiang: attacked": x["detected"],
-            "Neural Cleanse flags": ", ".join(CLASSES[k] for k in res["neural_cleanse"]["flagged"]) or "none",
-            "ours flags": CLASSES[res["ours"]["candidate"]] if res["ours"]["poisoned"] else "none",
-            "device, commit": f"{rec['provenance']['device'].replace('NVIDIA ', '')}, "
-                              f"{rec['provenance']['commit'][:7]}"})
-    return pd.DataFrame(rows).set_index("model") if rows else pd.DataFrame()
-
-
-def learning_table(records: list[dict[str, Any]]):
-    """One row per (``learning`` result, epoch): trigger, network (the book's name; the whitened network with its
-    widths), width, epoch, clean accuracy, worst class and attack success after that epoch, and the run's training
-    time and parameter count."""
-    import pandas as pd
-
-    from ..models import MODEL_NAMES
-
-    def network(recipe: dict[str, Any]) -> str:
-        w = recipe["width"]
-        return MODEL_NAMES.get(recipe["model"], recipe["model"]) + (
-            f" {w}/{4 * w}/{4 * w}" if recipe["model"] == "whitened_net" else "")
-
-    rows = [{"trigger": r["params"]["poison"], "network": network(r["params"]["recipe"]),
-             "width": r["params"]["recipe"]["width"], **e, "seconds": r["results"]["train_seconds"],
-             "parameters": r["results"]["parameters"]} for r in records for e in r["results"]["epochs"]]
-    return pd.DataFrame(rows)
-
-
 # ------------------------------------------------------------------------------------------ running
 def execute(profile: str, exp: Experiment, device: str = "auto", runners: dict | None = None, data=None
             ) -> dict[str, Any]:
@@ -759,4 +713,4 @@ if __name__ == "__main__":
 
 
 __all__ = ["ENGINES", "Experiment", "GRIDS", "ResultWarning", "execute", "load_results", "plan", "read_result",
-           "reverse_table", "run", "run_ensembles", "run_hygiene", "run_main", "run_reverse", "write_result"]
+           "run", "run_ensembles", "run_hygiene", "run_main", "run_reverse", "write_result"]

@@ -11,6 +11,7 @@ import pandas as pd
 
 from ... import attacks, train
 from ...experiments import paper, store
+from ...models import MODEL_NAMES
 from .. import plots
 
 #: an attack "works" from this attack success (%) on
@@ -147,3 +148,18 @@ def provenance_table(trained: dict[str, Any]) -> pd.DataFrame:
                              "torch": tm.provenance["torch"], "seed": tm.provenance["seed"],
                              "training wall time (s)": tm.provenance["wall_seconds"],
                              "created": tm.provenance["created"]} for p, tm in trained.items()})
+
+
+def learning_table(records: list[dict[str, Any]]):
+    """One row per (``learning`` result, epoch): trigger, network (the book's name; the whitened network with its
+    widths), width, epoch, clean accuracy, worst class and attack success after that epoch, and the run's training
+    time and parameter count."""
+    def network(recipe: dict[str, Any]) -> str:
+        w = recipe["width"]
+        return MODEL_NAMES.get(recipe["model"], recipe["model"]) + (
+            f" {w}/{4 * w}/{4 * w}" if recipe["model"] == "whitened_net" else "")
+
+    rows = [{"trigger": r["params"]["poison"], "network": network(r["params"]["recipe"]),
+             "width": r["params"]["recipe"]["width"], **e, "seconds": r["results"]["train_seconds"],
+             "parameters": r["results"]["parameters"]} for r in records for e in r["results"]["epochs"]]
+    return pd.DataFrame(rows)

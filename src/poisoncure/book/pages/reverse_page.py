@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ... import models
+from ... import data, models
 from ...experiments import store
 from .. import plots
 from .rows import trained_model_row
@@ -212,3 +212,26 @@ NEEDS = pd.DataFrame([
     ("Neural Cleanse (labels)", "no", "yes", "gradients w.r.t. the input", "target"),
     ("Poison as a Cure (gradients)", "yes", "no", "gradients w.r.t. the input", "target, base, poisoned samples"),
 ], columns=["detector", "training set", "clean data", "model access", "what it names"]).set_index("detector")
+
+
+def reverse_table(records: list[dict[str, Any]]):
+    """One row per ``reverse`` result (the reverse-engineering chapter's table of committed runs): accuracy,
+    attack success, the pair search's reported pair, norms and p-values, what Neural Cleanse and the paper's
+    method flag, and where it ran."""
+    rows = []
+    for rec in records:
+        res, x = rec["results"], rec["results"]["xiang"]
+        norms = np.asarray(x["norms"], dtype=float)
+        off = ~np.eye(len(norms), dtype=bool)
+        rows.append({
+            "model": f"{rec['params']['poison']} ({rec['params']['recipe']['train_per_class'] or 5000}/class)",
+            "clean accuracy %": res["before"]["clean_accuracy"],
+            "attack success %": res["before"]["attack_success_rate"],
+            "reported pair": f"{data.CLASSES[x['source']]} → {data.CLASSES[x['target']]}",
+            "its norm": norms[x["source"], x["target"]], "median norm": float(np.median(norms[off])),
+            "p (truncated)": x["p_value"], "p (naive)": x["p_naive"], "Xiang: attacked": x["detected"],
+            "Neural Cleanse flags": ", ".join(data.CLASSES[k] for k in res["neural_cleanse"]["flagged"]) or "none",
+            "ours flags": data.CLASSES[res["ours"]["candidate"]] if res["ours"]["poisoned"] else "none",
+            "device, commit": f"{rec['provenance']['device'].replace('NVIDIA ', '')}, "
+                              f"{rec['provenance']['commit'][:7]}"})
+    return pd.DataFrame(rows).set_index("model") if rows else pd.DataFrame()
