@@ -91,7 +91,6 @@ methods = {p: [m for m in pipeline.DEFENSES if p in attacked or m not in (pipeli
                or (p == "clean" and m == pipeline.CLEANSE)] for p in models}
 runs = {p: pipeline.run_defenses(trained[p], cifar, methods[p], pipeline.DefenseSettings.from_params(globals()),
                                  clean=clean_set, repair=p in attacked, target=target, device=device) for p in models}
-ours = {p: runs[p][pipeline.POISON_CURE].artefact for p in models}
 
 # %% [markdown]
 # ## What each defense needs to know
@@ -128,7 +127,7 @@ glue("n_held_out", len(held_out), display=False)
 
 # %%
 def target_rows(p):
-    return np.flatnonzero(trained[p].train_set.y == target)
+    return runs[p].target_rows  # the training rows labelled with the target, as the pipeline found them
 
 
 def detection_row(p, method, flagged_target, rows):

@@ -88,7 +88,7 @@ class Memo:
         self.computed = 0  #: how many times a value was computed rather than reused (for tests)
 
     def __call__(self, key: tuple, compute: Callable[[], T]) -> T:
-        if self.key is None or self.key != key:
+        if key != self.key:
             self.value, self.key = compute(), key
             self.computed += 1
         return self.value
@@ -174,7 +174,7 @@ class RepresentationDefense:
         """``score_features`` on the model's representations of ``train`` (computed once for the same model, data and
         layer, then reused by :meth:`score`, :meth:`detect` and :meth:`repair`)."""
         return self._memo(scan_key("scan", model, train, self.layer),
-                    lambda: self.score_features(self.representations(model, train), train.y))
+                          lambda: self.score_features(self.representations(model, train), train.y))
 
     def score(self, model: nn.Module, train: ImageSet) -> np.ndarray:
         """(N,) suspicion of every training sample, higher = more suspicious."""

@@ -99,6 +99,7 @@ class _Search:
         h, w = hw
         a = torch.full((k, 1, h, w), -3.0, device=dev, requires_grad=True)
         b = (torch.rand((k, 3, h, w), generator=gen) * 2 - 1).to(dev).requires_grad_(True)
+
         def zeros(dtype=torch.float32) -> torch.Tensor:
             return torch.zeros(k, dtype=dtype, device=dev)
 

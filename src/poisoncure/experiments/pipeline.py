@@ -92,7 +92,7 @@ class Outcome:
     target or judges no label). ``repaired``: its repaired model, a new object (None when no repair ran: not
     requested, or, with ``unchanged``, nothing to repair). ``unchanged``: the repair ran and left the model as it
     was (nothing flagged). ``artefact``: the defense's own result (scan, clustering, reversed triggers, pruning
-    curve) for the numbers only one defense has. ``seconds``: its wall time in this run."""
+    curve) for the numbers only one defense has. Its wall time is in :attr:`DefenseRun.stages`."""
 
     method: str
     flagged: np.ndarray | None = None
@@ -100,7 +100,6 @@ class Outcome:
     repaired: nn.Module | None = None
     unchanged: bool = False
     artefact: Any = None
-    seconds: float = 0.0
 
     def names_target(self, target: int) -> bool | None:
         """Whether the defense names ``target`` as a backdoor target (None: it judges no label)."""
@@ -160,14 +159,12 @@ def run_defenses(tm: TrainedModel, data: Cifar10, methods: Iterable[str] = DEFEN
     step = {POISON_CURE: _poison_cure, SPECTRAL: _spectral, CLUSTERING: _clustering, CLEANSE: _cleanse,
             PRUNING: _pruning}
     for method in methods:
-        before = dict(stages)
         with provenance.stage(stages, KEYS[method]):
             run.outcomes[method] = step[method](tm, data, settings, clean, target, rows, repair, device, progress)
         if repair and KEYS[method] in settings.retrain and run.outcomes[method].flagged is not None:
             with provenance.stage(stages, f"{KEYS[method]}_retrain"):
                 retrained = store.get_retrained(tm, run.outcomes[method].flagged, device=device, progress=progress)
             run.outcomes[method].repaired = retrained.model
-        run.outcomes[method].seconds = round(sum(v for k, v in stages.items() if k not in before), 1)
     return run
 
 
