@@ -52,7 +52,7 @@ from myst_nb import glue
 from poisoncure import attacks, data, experiments, models, provenance, train
 from poisoncure.book import plots
 from poisoncure.book.pages import attack_page as page
-from poisoncure.experiments import runner
+from poisoncure.experiments import result_files
 
 plots.set_style(profile)
 cifar = data.load_cifar10()
@@ -200,10 +200,10 @@ plt.close(fig)
 # fast each network trains is measured in `bench/README.md`, all in one run on one machine.
 
 # %%
-curves = runner.load_results(results_profile, "learning")
+curves = result_files.load_results(results_profile, "learning")
 learn = page.learning_table(curves)
 glue("learning_n", len(curves), display=False)
-glue("learning_prov", runner.provenance_text(curves), display=False)
+glue("learning_prov", result_files.provenance_text(curves), display=False)
 fig, learn_final = page.learning_outputs(learn, results_profile)
 glue("fig_learning", fig, display=False)
 plt.close(fig)

@@ -59,19 +59,16 @@ retrain = None  # defenses whose repair retrains from scratch here, e.g. ["spect
 # %%
 import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
-import torch
 from myst_nb import glue
 
-from poisoncure import data, experiments, metrics
+from poisoncure import data, experiments
 from poisoncure.book import plots
 from poisoncure.book.pages import baselines_page as page
 from poisoncure.defenses.activation_clustering import ActivationClustering
-from poisoncure.defenses.fine_pruning import FinePruning, keep_mask
+from poisoncure.defenses.fine_pruning import FinePruning
 from poisoncure.defenses.neural_cleanse import NeuralCleanse
 from poisoncure.defenses.spectral import SpectralSignatures
 from poisoncure.experiments import pipeline
-from poisoncure.train import evaluate
 
 plots.set_style(profile)
 classes = data.CLASSES
@@ -126,27 +123,9 @@ glue("n_held_out", len(held_out), display=False)
 # Spectral Signatures scans the target label and removes its top ⌈1.5·ε·n⌉ scores.
 
 # %%
-def target_rows(p):
-    return runs[p].target_rows  # the training rows labelled with the target, as the pipeline found them
-
-
-def detection_row(p, method, flagged_target, rows):
-    is_poison = trained[p].train_set.is_poison[rows]
-    return {"poison": p, "method": method, "specificity": metrics.specificity(flagged_target, is_poison),
-            "sensitivity": metrics.sensitivity(flagged_target, is_poison)}
-
-
 ac_res = {p: runs[p][pipeline.CLUSTERING].artefact for p in models}  # each defense's own result, from the pipeline
 ss_res = {p: runs[p][pipeline.SPECTRAL].artefact for p in models}
-det_rows = []
-for p in poisons:
-    rows = target_rows(p)
-    det_rows.append(detection_row(p, "Poison as a Cure", runs[p][pipeline.POISON_CURE].flagged[rows], rows))
-    det_rows.append(detection_row(p, "Activation Clustering (own rule)", ac_res[p].flagged[rows], rows))
-    det_rows.append(detection_row(p, "Activation Clustering (smaller target cluster)",
-                                  ac_res[p].cluster[rows] == 1, rows))
-    det_rows.append(detection_row(p, "Spectral Signatures (target, 1.5ε)", ss_res[p].removed, rows))
-detection = page.with_paper_detection(pd.DataFrame(det_rows), poisons, pair)
+detection = page.with_paper_detection(page.detection_table(runs, trained, poisons), poisons, pair)
 glue("tab_detection", detection.set_index(["poison", "method"]).round(1).astype(object).fillna("—"),
      display=False)
 for p in models:
@@ -189,46 +168,22 @@ plt.close(fig)
 
 # %%
 # an intermediate convolutional representation of each architecture, compared with the penultimate features below
-INTERMEDIATE = {"small_cnn": "features.5", "small_cnn_whitened": "features.7", "whitened_net": "features.4",
-                "resnet18": "features.9", "vgg19": "features.15"}
-compare_layer = ss_layer or INTERMEDIATE.get(model)
+compare_layer = ss_layer or page.INTERMEDIATE.get(model)
 glue("ss_layer_name", "the penultimate features (ss_layer None), as Activation Clustering does" if ss_layer is None
      else f"the output of the module {ss_layer} (the parameter ss_layer)", display=False)
 fig = page.ss_scores_figure({p: ss_res[p] for p in poisons},
-                            {p: trained[p].train_set.is_poison[target_rows(p)] for p in poisons})
+                            {p: trained[p].train_set.is_poison[runs[p].target_rows] for p in poisons})
 glue("fig_ss_scores", fig, display=False)
 plt.close(fig)
 
 # the layer matters: the same two detectors on the penultimate features, target label only
-layer_rows = []
-for p in poisons:
-    tm, rows = trained[p], target_rows(p)
-    is_poison = tm.train_set.is_poison[rows]
-    for name, layer in (("penultimate", None), *([(compare_layer, compare_layer)] if compare_layer else [])):
-        reps = experiments.get_features(tm, layer, rows, device=device) if layer is not None else \
-            experiments.get_features(tm, None, device=device)[rows]
-        removed = ss.score_features(reps, tm.train_set.y[rows]).removed
-        small = ac.cluster_label(reps)[0] == 1
-        layer_rows.append({"poison": p, "layer": name,
-                           "SS sensitivity": metrics.sensitivity(removed, is_poison),
-                           "SS specificity": metrics.specificity(removed, is_poison),
-                           "AC (smaller) sensitivity": metrics.sensitivity(small, is_poison),
-                           "AC (smaller) specificity": metrics.specificity(small, is_poison)})
-glue("tab_layers", pd.DataFrame(layer_rows).set_index(["poison", "layer"]).round(1), display=False)
+glue("tab_layers", page.layer_table(trained, runs, poisons, ss, ac, compare_layer, device).round(1), display=False)
 glue("compare_layer_name", f"module {compare_layer}" if compare_layer else "none for this architecture",
      display=False)
 
 # Activation Clustering's clusters depend on the random starts of FastICA and k-means: the same protocol (smaller
 # cluster of the target label, last hidden layer) under five seeds
-seed_rows = []
-for p in poisons:
-    tm, rows = trained[p], target_rows(p)
-    is_poison, reps = tm.train_set.is_poison[rows], experiments.get_features(tm, ac_layer, device=device)[rows]
-    for s_ in range(seed, seed + 5):
-        small = ActivationClustering(layer=ac_layer, seed=s_, progress=False).cluster_label(reps)[0] == 1
-        seed_rows.append({"poison": p, "seed": s_, "sensitivity": metrics.sensitivity(small, is_poison),
-                          "specificity": metrics.specificity(small, is_poison)})
-ac_seeds = pd.DataFrame(seed_rows).groupby("poison")[["sensitivity", "specificity"]].agg(["min", "max"])
+ac_seeds = page.ac_seed_table(trained, runs, poisons, ac_layer, range(seed, seed + 5), device)
 glue("tab_ac_seeds", ac_seeds.round(1), display=False)
 
 # %% [markdown]
@@ -305,14 +260,8 @@ fp = FinePruning(max_accuracy_drop=fp_max_drop, device=device, progress=False)
 curve_set = data.balanced_subset(held_out, 200, seed=seed)  # the curve's 20 evaluations on 2,000 held-out images
 fp_res, fp_curves = {}, {}
 for p in attacked:
-    pr = fp_res[p] = runs[p][pipeline.PRUNING].artefact
-    pruned, mask = fp.masked_copy(trained[p].model)
-    curve = []
-    for r in pr.ratios:
-        mask.keep.copy_(torch.from_numpy(keep_mask(pr.order, r)))
-        m = evaluate(pruned, curve_set, specs[p], device)
-        curve.append({"ratio": r, "clean accuracy (held out)": m.clean_accuracy, "ASR": m.attack_success_rate})
-    fp_curves[p] = pd.DataFrame(curve)
+    fp_res[p] = runs[p][pipeline.PRUNING].artefact
+    fp_curves[p] = page.pruning_curve(fp, trained[p].model, fp_res[p], curve_set, specs[p], device)
 fig = page.fine_pruning_figure(fp_res, fp_curves)
 glue("fig_fp", fig, display=False)
 plt.close(fig)
@@ -339,34 +288,8 @@ plt.close(fig)
 glue("min_asr_v", min_asr, display=False)
 
 
-def final_row(p, method, model_after, detected=None, note=""):
-    """One line of the comparison: detection numbers (if any) and the repaired model on the held-out images."""
-    m = evaluate(model_after, held_out, specs[p], device) if model_after is not None else None
-    d = detection[(detection.poison == p) & (detection.method == detected)]
-    return {"poison": p, "defense": method,
-            "sensitivity": d["sensitivity"].iloc[0] if len(d) else None,
-            "specificity": d["specificity"].iloc[0] if len(d) else None,
-            "clean acc": None if m is None else m.clean_accuracy,
-            "ASR": None if m is None else m.attack_success_rate, "note": note}
-
-
-final = []
-for p in attacked:  # the repairs ran in the pipeline above; a repair that changed nothing leaves the model itself
-    tm, run = trained[p], runs[p]
-    final.append(final_row(p, "none", tm.model))
-    cure, nc_out, fp_out = run[pipeline.POISON_CURE], run[pipeline.CLEANSE], run[pipeline.PRUNING]
-    final.append(final_row(p, cure.method, tm.model if cure.unchanged else cure.repaired, cure.method,
-                           "nothing flagged: model unchanged" if cure.unchanged else ""))
-    for name, detected in ((pipeline.SPECTRAL, "Spectral Signatures (target, 1.5ε)"),
-                           (pipeline.CLUSTERING, "Activation Clustering (own rule)")):
-        o = run[name]
-        final.append(final_row(p, name, o.repaired, detected, "not run here (see the retrain parameter)"
-                               if o.repaired is None else f"retrained without {int(o.flagged.sum())} samples"))
-    final.append(final_row(p, nc_out.method, tm.model if nc_out.unchanged else nc_out.repaired,
-                           note=f"flagged: {', '.join(classes[k] for k in nc_out.labels) or 'none'}"))
-    final.append(final_row(p, fp_out.method, fp_out.repaired,
-                           note=f"{100 * fp_out.artefact.chosen_ratio:.0f}% of channels pruned"))
-final = pd.DataFrame(final, columns=["poison", "defense", "sensitivity", "specificity", "clean acc", "ASR", "note"])
+# the repairs ran in the pipeline above; a repair that changed nothing leaves the model itself
+final = page.final_table(runs, trained, attacked, detection, held_out, specs, classes, device)
 final, repairs_text = page.repairs_text(final, poisons, attacked, pair)
 glue("repairs_text", repairs_text, display=False)
 glue("tab_final", final.set_index(["poison", "defense"]).round(1).astype(object).fillna("—"), display=False)

@@ -49,11 +49,11 @@ from myst_nb import glue
 
 from poisoncure import models
 from poisoncure.book import plots
-from poisoncure.experiments import paper, paper_tables, profiles, runner, verdict
+from poisoncure.experiments import paper, paper_tables, plans, profiles, result_files, verdict
 
 plots.set_style(profile)
-records = runner.load_results(results_profile, "main")
-planned = [e.name for e in runner.plan(results_profile, ["main"])]
+records = result_files.load_results(results_profile, "main")
+planned = [e.name for e in plans.plan(results_profile, ["main"])]
 rows = paper_tables.experiment_rows(records)
 cover = paper_tables.coverage(rows, planned)
 n_plan = len(planned)
@@ -67,14 +67,14 @@ glue("recipe_text", f"the {models.MODEL_NAMES[shown_recipe['model']]} at width {
      + ("the paper's out-of-distribution photo of each pair (from scikit-image), the same image chapter 2 blends "
         "into the smoke profile's models" if shown_recipe["blend_source"] == "skimage" else
         "a uniform-noise pattern instead of the paper's photo (chapter 2 blends the photo)"), display=False)
-prov_text = runner.provenance_text(records)
+prov_text = result_files.provenance_text(records)
 glue("prov_text", prov_text, display=False)
 others = []
 for prof in profiles.available():
     if prof != results_profile and "main" in (profiles.load(prof).get("reproduce") or {}):
-        found = len(runner.load_results(prof, "main"))
+        found = len(result_files.load_results(prof, "main"))
         if found:
-            others.append(f"{prof}: {found} of {len(runner.plan(prof, ['main']))}")
+            others.append(f"{prof}: {found} of {len(plans.plan(prof, ['main']))}")
 glue("other_profiles", ("Results of other profiles: " + "; ".join(others) + " (this page shows them with "
                         "-p results_profile=<profile>).") if others else "No other profile has results yet.",
      display=False)
@@ -313,7 +313,7 @@ if len(rows):
     weak = rows[rows["ASR before"] < 90]
     found = int((rows["target found"] & rows["base found"]).sum())
     missed = rows[~(rows["target found"] & rows["base found"])]
-    lam = records[0]["params"]["defense"]["threshold"]
+    lam = records[0].params["defense"]["threshold"]
     side = "below" if (acc_gap < 0).all() else "above" if (acc_gap > 0).all() else "away from"
     claims = [f"Clean accuracy before the defense is {acc_gap.abs().min():.1f} to {acc_gap.abs().max():.1f} points "
               f"{side} the paper's ({'within' if acc_gap.abs().max() <= 2 else 'not within'} 2 points)."]

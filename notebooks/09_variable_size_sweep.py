@@ -52,15 +52,15 @@ from myst_nb import glue
 from poisoncure import data, experiments
 from poisoncure.book import plots
 from poisoncure.book.pages import sweep_page as page
-from poisoncure.experiments import profiles, runner
+from poisoncure.experiments import plans, profiles, result_files, runner
 from poisoncure.experiments.grids import sweep
 
 plots.set_style(profile)
 classes = data.CLASSES
-exps = runner.plan(results_profile, ["sweep"])
-records = runner.load_results(results_profile, "sweep")
+exps = plans.plan(results_profile, ["sweep"])
+records = result_files.load_results(results_profile, "sweep")
 table = sweep.point_table(records)
-done = {r["name"] for r in records}
+done = {r.name for r in records}
 missing = [e.name for e in exps if e.name not in done]
 rates = sorted({e.params["recipe"]["poison_rate"] for e in exps}, reverse=True)
 triggers = [sweep.check_trigger(t) for t in profiles.load(results_profile)["reproduce"]["sweep"]["triggers"]]
@@ -74,7 +74,7 @@ glue("sweep_recipe", f"{recipe0['model'].replace('_', ' ')} (width {recipe0['wid
      f"on {recipe0['train_per_class'] or 5000} images per class, pair {recipe0['pair']} "
      f"({spec0.base} → {spec0.target})", display=False)
 glue("rates_text", ", ".join(f"{100 * r:g} %" for r in rates), display=False)
-prov_text = runner.provenance_text(records)
+prov_text = result_files.provenance_text(records)
 glue("prov_text", prov_text, display=False)
 glue("missing_text", f"The other {len(missing)} are marked missing in the table." if missing else
      "Every planned point has a result.", display=False)
@@ -319,11 +319,11 @@ if live_point and live is None:
                      f"points: {[e.name for e in exps]}")
 if live is not None:
     fresh = runner.execute(results_profile, live, device=device, data=cifar)
-    both = [("this build", fresh)] + [("committed file", r) for r in records if r["name"] == live.name]
-    glue("live_where", "; ".join(f"{src}: {r['provenance']['device']}, commit {r['provenance']['commit'][:12]}"
+    both = [("this build", fresh)] + [("committed file", r) for r in records if r.name == live.name]
+    glue("live_where", "; ".join(f"{src}: {r.provenance['device']}, commit {r.provenance['commit'][:12]}"
                                  for src, r in both), display=False)
     glue("tab_live", page.live_table(both), display=False)
-    glue("live_seconds", fresh["provenance"]["wall_seconds"], display=False)
+    glue("live_seconds", fresh.provenance["wall_seconds"], display=False)
     glue("live_name", live.name, display=False)
 else:
     glue("tab_live", pd.DataFrame({"note": ["no live point (live_point is empty)"]}), display=False)

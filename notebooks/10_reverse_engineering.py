@@ -75,7 +75,7 @@ from poisoncure.book import plots
 from poisoncure.book.pages import reverse_page as page
 from poisoncure.defenses.neural_cleanse import NeuralCleanse
 from poisoncure.defenses.reverse_engineer import ReverseEngineeringDetector, pattern_correlation
-from poisoncure.experiments import runner
+from poisoncure.experiments import result_files
 
 plots.set_style(profile)
 classes = data.CLASSES
@@ -267,8 +267,8 @@ glue("est_norm", float(np.linalg.norm(est)), display=False)
 
 # %%
 clean_names = [n for n in results if n.startswith("clean")]
-full_runs = runner.load_results("full", "reverse")  # committed GPU results (python -m poisoncure.experiments)
-full_clean = [r for r in full_runs if r["params"]["poison"] == "clean"]
+full_runs = result_files.load_results("full", "reverse")  # committed GPU results (python -m poisoncure.experiments)
+full_clean = [r for r in full_runs if r.params["poison"] == "clean"]
 fig = page.false_alarm_figure(results, trained, clean_names, full_clean, model, theta, classes)
 glue("fig_false_alarms", fig, display=False)
 plt.close(fig)

@@ -85,14 +85,13 @@ results_profile = "cpu-cnn"  # whose committed runs of every attack to show (res
 
 # %%
 import matplotlib.pyplot as plt
-import pandas as pd
 from myst_nb import glue
 
 from poisoncure import attacks, data, experiments
 from poisoncure.book import plots
 from poisoncure.book.pages import hygiene_page as page
 from poisoncure.defenses.poishygiene import PoisHygiene
-from poisoncure.experiments import runner
+from poisoncure.experiments import plans, result_files
 from poisoncure.experiments.grids import hygiene
 
 
@@ -173,9 +172,7 @@ glue("ref_goal", f"{ref_goal:g} %", display=False)
 ph = PoisHygiene(probes=probes, steps=hygiene_steps, warm_steps=warm_steps, calibration_steps=calibration_steps,
                  calibration_rounds=calibration_rounds, tau=tau, grey=True, seed=seed, device=device,
                  progress=False)
-fm_scans, fm_scan_prov = {}, {}
-for name, tm in fm_models.items():
-    fm_scans[name], fm_scan_prov[name] = hygiene.get_scan(tm.recipe.cache_config(), tm.model, fm_refs, ph)
+fm_scans, fm_scan_prov = hygiene.get_scans(fm_models, fm_refs, ph)
 fig = page.prob_figure(fm_scans, fclasses, tau, fm_target)
 glue("fig_fm_prob", fig, display=False)
 plt.close(fig)
@@ -195,11 +192,8 @@ glue("n_steps", str(hygiene_steps), display=False)
 fm_defender, _ = experiments.defender_split(fashion.test, clean_per_class, seed=seed)
 fm_others = {name: hygiene.other_detectors(tm, fm_defender, fashion, nc_steps, threshold, seed, device)
              for name, tm in fm_models.items()}
-fm_comp = [r for name, tm in fm_models.items()
-           for r in page.comparison_rows(name, hygiene.scan_summary(fm_scans[name]), fm_others[name], fclasses,
-                                         fm_target if experiments.attack_spec_or_none(tm) else None, tau,
-                                         threshold)]
-glue("tab_fm_compare", pd.DataFrame(fm_comp).set_index(["model", "detector"]).astype(object).fillna("—"),
+fm_targets = {name: fm_target if experiments.attack_spec_or_none(tm) else None for name, tm in fm_models.items()}
+glue("tab_fm_compare", page.comparison_table(fm_scans, fm_others, fclasses, fm_targets, tau, threshold),
      display=False)
 glue("n_clean_fm", f"{len(fm_defender):,}", display=False)
 main = fm_attacks[0] if fm_attacks else None  # the attacked suspect the prose talks about
@@ -262,14 +256,10 @@ mit_rows, mitigated, clean_only = [], {}, {}
 for a in attacked_fm:
     tm, s = fm_models[a], fm_scans[a]
     found = s.suspect if s.model_infected else None
-    if found is not None:
-        task_clean = suspects[a].task_images(fm_clean)  # Mislabel's task has no source-class images
-        fix = hygiene.get_mitigation(tm, fm_refs, ph_craft, found, task_clean, fashion.test, scan=s,
-                                     crafted_fraction=crafted_fraction, clean_fraction=clean_fraction,
-                                     restarts=craft_restarts)
-        only = hygiene.get_mitigation(tm, fm_refs, ph_craft, found, task_clean, fashion.test, crafted_fraction=0.0,
-                                      clean_fraction=clean_fraction)
-        mitigated[a], clean_only[a] = fix, only
+    if found is not None:  # the task's own clean images (Mislabel's task has no source-class images)
+        mitigated[a], clean_only[a] = hygiene.repair_and_baseline(
+            tm, fm_refs, ph_craft, found, suspects[a].task_images(fm_clean), fashion.test, s, crafted_fraction,
+            clean_fraction, craft_restarts)
     mit_rows.append(page.mitigation_row(a, tm, found, mitigated.get(a), clean_only.get(a), fclasses))
 glue("tab_fm_mitigation", page.mitigation_table(mit_rows), display=False)  # one column per suspect
 glue("clean_frac", f"{100 * clean_fraction:g} %", display=False)
@@ -320,14 +310,14 @@ plt.close(fig)
 # T-shirt anyway: the floor for all three.
 
 # %%
-all_records = runner.load_results(results_profile, "hygiene")
-all_planned = runner.plan(results_profile, ["hygiene"])
-c_records = [rec for rec in all_records if "recipe" in rec["params"]]  # CIFAR-10: shown in the next section
-all_records = [rec for rec in all_records if "suspect" in rec["params"]]
+all_records = result_files.load_results(results_profile, "hygiene")
+all_planned = plans.plan(results_profile, ["hygiene"])
+c_records = [rec for rec in all_records if "recipe" in rec.params]  # CIFAR-10: shown in the next section
+all_records = [rec for rec in all_records if "suspect" in rec.params]
 glue("tab_all_attacks", page.table_or_note(page.results_table(all_records, fclasses)), display=False)
 glue("all_profile", results_profile, display=False)
 glue("all_done", f"{len(all_records)} of {sum('suspect' in e.params for e in all_planned)}", display=False)
-glue("all_prov", runner.provenance_text(all_records), display=False)
+glue("all_prov", result_files.provenance_text(all_records), display=False)
 
 glue_texts(page.committed_texts(all_records, fclasses))
 fig = page.clean_label_figure(all_records)
@@ -389,9 +379,7 @@ c_models = {"blend": experiments.get_model(shared, device=device, data=cifar),
 c_refs = hygiene.cifar_references(shared, cifar_ref_per_class, cifar, device)
 ph_c = PoisHygiene(probes=probes, steps=hygiene_steps, warm_steps=warm_steps, calibration_steps=calibration_steps,
                    calibration_rounds=calibration_rounds, tau=tau, seed=seed, device=device, progress=False)
-c_scans, c_prov = {}, {}
-for name, tm in c_models.items():
-    c_scans[name], c_prov[name] = hygiene.get_scan(tm.recipe.cache_config(), tm.model, c_refs, ph_c)
+c_scans, c_prov = hygiene.get_scans(c_models, c_refs, ph_c)
 c_target = attacks.class_index(shared.target)
 
 fig = page.prob_figure(c_scans, data.CLASSES, tau, c_target)
@@ -399,13 +387,10 @@ glue("fig_c_prob", fig, display=False)
 plt.close(fig)
 
 clean_set, _ = experiments.defender_split(cifar.test, clean_per_class, seed=seed)
-comp = [r for name, tm in c_models.items()
-        for r in page.comparison_rows(name, hygiene.scan_summary(c_scans[name]),
-                                      hygiene.other_detectors(tm, clean_set, cifar, nc_steps, threshold, seed,
-                                                              device),
-                                      data.CLASSES, c_target if name == "blend" else None, tau, threshold)]
-c_comp = pd.DataFrame(comp).set_index(["model", "detector"]).astype(object).fillna("—")
-glue("tab_c_compare", c_comp, display=False)
+c_others = {name: hygiene.other_detectors(tm, clean_set, cifar, nc_steps, threshold, seed, device)
+            for name, tm in c_models.items()}
+glue("tab_c_compare", page.comparison_table(c_scans, c_others, data.CLASSES,
+                                            {"blend": c_target, "clean": None}, tau, threshold), display=False)
 glue_texts(page.cifar_texts(c_scans, c_refs, cifar_ref_per_class))
 
 # %% [markdown]

@@ -94,7 +94,7 @@ from poisoncure import attacks, data, expansion, experiments, models, provenance
 from poisoncure.book import plots
 from poisoncure.book.pages import ensembles_page as page
 from poisoncure.defenses import weak_learners as wl
-from poisoncure.experiments import runner
+from poisoncure.experiments import plans, result_files
 from poisoncure.experiments.grids import ensembles
 from poisoncure.train import resolve_device
 
@@ -273,12 +273,12 @@ params = ensembles.experiment_params(globals(), ensembles.live_trigger(globals()
 live_methods = ("none", "Ensembles of weak learners", "Poison as a Cure")
 with provenance.stopwatch() as clock:
     live, live_stages = ensembles.run_point(params, device=dev, data=cifar, progress=False, methods=live_methods)
-live_rec = ensembles.as_record(live, params, live_stages, dev)
-src_name, tgt_name = classes[live["source"]], classes[live["target"]]
+live_rec = result_files.live_result("ensembles", params, live, live_stages, dev)
+rep = live_rec.report
 glue("live_seconds", round(clock["seconds"]), display=False)
-glue("live_attack", f"{src_name} → {tgt_name}, {live['n_poison']} of {live['n_train']:,} training images poisoned "
-     f"({100 * wl_poison_rate:g} % of the source class)", display=False)
-fig, growth_texts = page.growth_figure(live)
+glue("live_attack", f"{classes[rep.base]} → {classes[rep.target]}, {rep.n_poison} of {rep.n_train:,} training "
+     f"images poisoned ({100 * wl_poison_rate:g} % of the source class)", display=False)
+fig, growth_texts = page.growth_figure(rep)
 glue("fig_growth", fig, display=False)
 plt.close(fig)
 for name, text in growth_texts.items():
@@ -301,14 +301,14 @@ for name, text in growth_texts.items():
 # {glue:text}`spl_text`.
 
 # %%
-records = runner.load_results(results_profile, "ensembles")
-exps = runner.plan(results_profile, ["ensembles"])
+records = result_files.load_results(results_profile, "ensembles")
+exps = plans.plan(results_profile, ["ensembles"])
 live_name = next((e.name for e in exps if ensembles.same_experiment(e.params, params)), None)
-committed = next((r for r in records if r["name"] == live_name), None)
+committed = next((r for r in records if r.name == live_name), None)
 table = page.methods_table(live_rec, committed, live_methods)
 shown = page.shown_methods(table)
 glue("tab_methods", shown, display=False)
-for name, text in page.live_texts(table, live, committed, threshold, classes).items():
+for name, text in page.live_texts(table, live_rec, committed, threshold, classes).items():
     glue(name, text, display=False)
 
 # %% [markdown]

@@ -258,8 +258,12 @@ def test_run_point_measures_one_suspect_end_to_end(toy, tmp_path, monkeypatch):
     assert res["others"]["poison_cure"] is not None and len(res["others"]["neural_cleanse"]["anomaly"]) == 10
     flagged, learned = res["scan"]["model_infected"], res["before"]["attack_success_rate"] >= 50
     assert (res["mitigation"] is not None) == (flagged and learned)
-    record = {"name": "fmnist-badnets-s0", "params": params, "results": res,
-              "provenance": {"device": "CPU (test)", "commit": "0123456789"}}
+    from poisoncure.experiments import report
+
+    rep = report.from_measurements("hygiene", res)
+    assert rep[report.HYGIENE].labels == [k for k, v in enumerate(res["scan"]["infected"]) if v]
+    record = report.Result("hygiene", "fmnist-badnets-s0", "k", "test", params, rep,
+                                 {"device": "CPU (test)", "commit": "0123456789"})
     table = hygiene_page.results_table([record], toy.train.classes)
     assert table.loc["badnets", "ASR %"] == res["before"]["attack_success_rate"]
     assert table.loc["badnets", hygiene_page.T8_COLUMNS[0]] == paper.HYGIENE_FMNIST["badnets"]["acc"]
@@ -316,7 +320,10 @@ def test_run_point_on_a_cifar_recipe(tmp_path, monkeypatch):
     res, _ = hygiene.run_point(params, device="cpu", data=data)
     assert res["attack"] == "badnets" and res["target"] == CLASSES.index("dog") and res["n_poison"] == 120
     assert len(res["scan"]["prob"]) == 10 and len(res["references"]) == 1 and res["crafting"] is None
-    record = {"name": "cifar-badnets-small_cnn-s0", "params": params, "results": res,
-              "provenance": {"device": "CPU (test)", "commit": "0123456789"}}
+    from poisoncure.experiments import report
+
+    record = report.Result("hygiene", "cifar-badnets-small_cnn-s0", "k", "test", params,
+                                 report.from_measurements("hygiene", res),
+                                 {"device": "CPU (test)", "commit": "0123456789"})
     table = hygiene_page.results_table([record], CLASSES)
     assert table.loc["badnets", "paper, Table 6"] == paper.HYGIENE_CIFAR["badnets"]["detect"]

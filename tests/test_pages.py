@@ -63,15 +63,21 @@ def test_the_full_profile_sentences_follow_the_committed_runs():
     """No alarm on any clean ResNet-18 says so; one alarm says false alarms persist; an additive attack under 50 %
     is called not learned."""
     from poisoncure.book.pages import reverse_page
+    from poisoncure.experiments import report
+    from poisoncure.experiments.report import DefenseReport, Report, Scores
+
+    from .test_paper_tables import result
 
     def clean(p, acc, detected):
-        return {"params": {"poison": "clean"}, "results": {"xiang": {"p_value": p, "detected": detected},
-                                                         "before": {"clean_accuracy": acc}}}
+        return result("reverse", "clean", {"poison": "clean"}, Report(None, None, None, None, Scores(acc), {
+            report.XIANG: DefenseReport(details={"p_value": p, "detected": detected})}))
 
-    additive = {"params": {"poison": "chessboard", "recipe": {"additive_l2": 0.2, "epochs": 40}},
-                "results": {"before": {"attack_success_rate": 12.0}, "target": 9,
-                            "xiang": {"detected": False, "p_value": 0.4, "source": 1, "target": 9},
-                            "ours": {"poisoned": False, "candidate": 3}, "neural_cleanse": {"flagged": []}}}
+    additive = result("reverse", "chessboard", {"poison": "chessboard", "recipe": {"additive_l2": 0.2, "epochs": 40}},
+                      Report(9, 1, None, None, Scores(90.0, 12.0), {
+                          report.XIANG: DefenseReport([], False, details={"detected": False, "p_value": 0.4,
+                                                                          "source": 1, "target": 9}),
+                          report.POISON_CURE: DefenseReport([], False, details={"poisoned": False, "candidate": 3}),
+                          report.CLEANSE: DefenseReport([], False)}))
     t = reverse_page.full_profile_texts([clean(0.3, 90.0, False), clean(0.6, 80.0, False), additive], 10, CLASSES)
     assert t["full_clean_text"].startswith("None of the 2 clean ResNet-18s is called attacked")
     assert "p = 0.60 at 80.0% clean accuracy, p = 0.30 at 90.0%" in t["full_clean_text"]
@@ -140,3 +146,38 @@ def test_a_trained_model_row_reads_the_model_and_keeps_column_order(tiny_images)
     assert row["training images"] == 200 and row["poisoned"] == 0 and np.isnan(row["attack success %"])
     table = reverse_page.models_table({"clean": clean})
     assert table.loc["clean", "clean accuracy %"] == 81.2 and table.loc["clean", "attack success %"] == "—"
+
+
+def test_the_detection_table_judges_each_detector_within_the_target_class():
+    """Chapter 7's table from the pipeline's runs: sensitivity and specificity on the target rows only (a flag
+    outside them does not count), one row per (poison, method)."""
+    from poisoncure.book.pages import baselines_page
+    from poisoncure.experiments import pipeline
+
+    is_poison = np.array([True, True, False, False, False, True])  # rows 0-3 carry the target label
+    rows = np.arange(4)
+    flags = np.array([True, False, True, False, False, True])  # 1 of 2 poisons, 1 of 2 clean target rows
+    run = pipeline.DefenseRun(5, rows, {
+        pipeline.POISON_CURE: SimpleNamespace(flagged=flags),
+        pipeline.CLUSTERING: SimpleNamespace(artefact=SimpleNamespace(flagged=flags,
+                                                                     cluster=np.array([1, 1, 0, 0, 0, 1]))),
+        pipeline.SPECTRAL: SimpleNamespace(artefact=SimpleNamespace(removed=np.array([1, 1, 1, 1], bool)))})
+    trained = {"blend": SimpleNamespace(train_set=SimpleNamespace(is_poison=is_poison))}
+    t = baselines_page.detection_table({"blend": run}, trained, ["blend"]).set_index("method")
+    assert len(t) == len(baselines_page.DETECTION_ROWS)
+    assert t.loc["Poison as a Cure", ["sensitivity", "specificity"]].tolist() == [50.0, 50.0]
+    assert t.loc["Activation Clustering (smaller target cluster)", ["sensitivity", "specificity"]].tolist() == \
+        [100.0, 100.0]
+    assert t.loc["Spectral Signatures (target, 1.5ε)", ["sensitivity", "specificity"]].tolist() == [100.0, 0.0]
+
+
+def test_the_hygiene_comparison_table_lists_three_detectors_per_model():
+    scan = SimpleNamespace(prob=np.array([0.9] + [0.1] * 9), infected=np.array([True] + [False] * 9), suspect=0,
+                           model_infected=True)
+    others = {"neural_cleanse": {"anomaly": [3.0] + [0.0] * 9, "flagged": [0]},
+              "poison_cure": {"poisoned": True, "target": 0, "ratio": 4.0}, "missing": []}
+    t = page.comparison_table({"badnets": scan, "healthy": scan}, {"badnets": others, "healthy": others},
+                              tuple(f"c{k}" for k in range(10)), {"badnets": 0, "healthy": None})
+    assert len(t) == 6 and t.index.names == ["model", "detector"]
+    assert (t.loc["badnets", "right target"] == True).all()  # noqa: E712
+    assert (t.loc["healthy", "right target"] == "—").all()  # nothing to be right about on a healthy model

@@ -1,31 +1,34 @@
 """The paper's Tables 1-5 rebuilt from result records (chapter 8): paper, ours, difference, spread, gaps."""
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 
-from poisoncure.experiments import paper, paper_tables, runner
+from poisoncure.experiments import paper, paper_tables, report, result_files
+from poisoncure.experiments.report import DefenseReport, Filtering, Report, Scores
+
+
+def result(grid, name, params, rep, profile="full", device="NVIDIA H100", commit="abcdef123456"):
+    """A result as :func:`result_files.load_results` returns it, with a minimal provenance."""
+    return report.Result(grid, name, "k" * 64, profile, params, rep,
+                               {"device": device, "commit": commit, "wall_seconds": 500.0})
 
 
 def record(pair=1, poison="blend", seed=0, rate=0.1, model="resnet18", acc=90.0, trig=5.0, acc_after=88.0,
            trig_after=90.0, ours=(99.0, 95.0), ac=(70.0, 50.0), asr_ours=1.0, asr_ss=2.0, found=True):
-    """A minimal ``main`` result record with the fields the tables read (rates as (specificity, sensitivity))."""
-    return {
-        "grid": "main", "name": f"pair{pair}-{poison}-resnet18-r0.1-s{seed}", "profile": "full",
-        "params": {"poison": poison, "recipe": {"pair": pair, "seed": seed, "poison_rate": rate, "model": model}},
-        "provenance": {"device": "NVIDIA H100", "commit": "abcdef123456", "wall_seconds": 500.0},
-        "results": {
-            "before": {"clean_accuracy": acc, "poisoned_accuracy": trig, "attack_success_rate": 100 - trig},
-            "ours": {"specificity": ours[0], "sensitivity": ours[1], "target_found": found, "base_found": found,
-                     "ratio": 3.0 if found else 1.2,
-                     "after": {"clean_accuracy": acc_after, "poisoned_accuracy": trig_after,
-                               "attack_success_rate": asr_ours} if found else None},
-            "activation_clustering": {"smaller_cluster": {"specificity": ac[0], "sensitivity": ac[1]},
-                                      "own_rule": {"specificity": 0.0, "sensitivity": 0.0}},
-            "spectral": {"specificity": 90.0, "sensitivity": 90.0, "after": {"attack_success_rate": asr_ss}},
-        },
-    }
+    """A minimal ``main`` result with the fields the tables read (rates as (specificity, sensitivity))."""
+    rep = Report(5, 1, 50000, 500, Scores(acc, 100 - trig, None, trig), {
+        report.POISON_CURE: DefenseReport(
+            [5] if found else [], found, Filtering(None, ours[1], ours[0]),
+            Scores(acc_after, asr_ours, None, trig_after) if found else None,
+            {"ratio": 3.0 if found else 1.2, "base_found": found}),
+        report.CLUSTERING: DefenseReport([], False, Filtering(None, 0.0, 0.0),
+                                         details={"smaller_cluster": {"specificity": ac[0], "sensitivity": ac[1]}}),
+        report.SPECTRAL: DefenseReport(None, None, Filtering(None, 90.0, 90.0), Scores(89.0, asr_ss))})
+    return result("main", f"pair{pair}-{poison}-resnet18-r0.1-s{seed}",
+                  {"poison": poison, "recipe": {"pair": pair, "seed": seed, "poison_rate": rate, "model": model}}, rep)
 
 
 def test_before_after_table_puts_paper_ours_and_difference_side_by_side():
@@ -107,7 +110,7 @@ def test_tables_keep_one_rate_and_refuse_mixed_models():
 
 def test_bad_input_raises():
     with pytest.raises(ValueError, match="main"):
-        paper_tables.experiment_rows([{**record(), "grid": "reverse"}])
+        paper_tables.experiment_rows([dataclasses.replace(record(), grid="reverse")])
     rows = paper_tables.experiment_rows([record()])
     with pytest.raises(ValueError, match="poison"):
         paper_tables.before_after_table(rows, "patch")
@@ -128,13 +131,13 @@ def test_coverage_marks_missing_experiments():
 
 
 def test_committed_results_fill_the_tables_with_their_own_numbers():
-    records = runner.load_results("full", "main")
+    records = result_files.load_results("full", "main")
     if not records:
         pytest.skip("no committed results/full/main")
     rows = paper_tables.experiment_rows(records)
     for rec in records:
-        poison, pair = rec["params"]["poison"], rec["params"]["recipe"]["pair"]
+        poison, pair = rec.params["poison"], rec.params["recipe"]["pair"]
         t = paper_tables.before_after_table(rows, poison)
         assert t.loc[paper_tables.pair_label(pair), ("before: all", "ours")] == \
-            pytest.approx(rec["results"]["before"]["clean_accuracy"])
-    assert "missing" not in paper_tables.coverage(rows, [r["name"] for r in records]).to_numpy()
+            pytest.approx(rec.report.before.clean_accuracy)
+    assert "missing" not in paper_tables.coverage(rows, [r.name for r in records]).to_numpy()

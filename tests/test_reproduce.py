@@ -1,13 +1,21 @@
-"""The reproduction runner: planning, result files (atomic, checked, never trusted when damaged), resuming."""
+"""The reproduction runner: planning, result files (typed, atomic, checked, never trusted when damaged), resuming."""
 
-import json
+import dataclasses
 import warnings
 
 import pytest
 
 from poisoncure.book.pages import reverse_page
-from poisoncure.experiments import runner
-from poisoncure.experiments.runner import ResultWarning, load_results, plan, read_result, run
+from poisoncure.experiments import plans, result_files, runner
+from poisoncure.experiments.plans import plan
+from poisoncure.experiments.report import Report, Result, Scores
+from poisoncure.experiments.result_files import ResultWarning, load_results, read_result
+from poisoncure.experiments.runner import run
+
+
+def value_report(value, **details) -> Report:
+    """A report holding one number (what the fake runners measure)."""
+    return Report(None, None, None, None, Scores(float(value)), {}, {"value": value, **details})
 
 
 def fake_runners(calls):
@@ -15,7 +23,7 @@ def fake_runners(calls):
 
     def fake(params, device="auto", data=None, progress=False):
         calls.append(params["recipe"].get("pair", params["poison"]))
-        return {"value": params["recipe"]["seed"] + 1}, {"train": 0.01}
+        return value_report(params["recipe"]["seed"] + 1), {"train": 0.01}
 
     return {"main": fake, "reverse": fake, "sweep": fake}
 
@@ -50,15 +58,15 @@ def test_run_writes_provenance_then_skips_finished_work(tmp_path):
     assert [s for _, s in first] == ["done"] and calls == [1]
     exp = first[0][0]
     record = read_result(exp.path("smoke", tmp_path), exp)
-    assert record["results"] == {"value": 1} and record["profile"] == "smoke"
+    assert record.report == value_report(1) and record.profile == "smoke"
     for key in ("commit", "device", "torch", "seed", "stages", "wall_seconds", "versions"):
-        assert key in record["provenance"]
+        assert key in record.provenance
     again = run("smoke", ["main"], root=tmp_path, progress=False, runners=fake_runners(calls))
     assert [s for _, s in again] == ["skipped"] and calls == [1]
-    assert [r["name"] for r in load_results("smoke", "main", tmp_path)] == [exp.name]
+    assert [r.name for r in load_results("smoke", "main", tmp_path)] == [exp.name]
 
 
-@pytest.mark.parametrize("damage", ["truncate", "edit", "garbage", "stale"])
+@pytest.mark.parametrize("damage", ["truncate", "edit", "garbage", "stale", "format"])
 def test_damaged_result_is_detected_rerun_and_never_shown(tmp_path, damage):
     calls = []
     (exp, _), = run("smoke", ["main"], root=tmp_path, progress=False, runners=fake_runners(calls))
@@ -70,10 +78,11 @@ def test_damaged_result_is_detected_rerun_and_never_shown(tmp_path, damage):
         path.write_text(text.replace('"value": 1', '"value": 99'))
     elif damage == "garbage":
         path.write_bytes(b"\x00\xff not json")
+    elif damage == "format":  # another schema version
+        path.write_text(text.replace('"format": 2', '"format": 3'))
     else:  # written for other parameters: rebuild the record with its own (valid) checksum but another key
-        record = json.loads(text)
-        record["key"] = "0" * 64
-        runner.write_result(path, {k: v for k, v in record.items() if k != "sha256"})
+        record = read_result(path, exp)
+        result_files.write_result(path, dataclasses.replace(record, key="0" * 64))
     with pytest.warns(ResultWarning):
         assert read_result(path, exp) is None
     with pytest.warns(ResultWarning):
@@ -83,7 +92,7 @@ def test_damaged_result_is_detected_rerun_and_never_shown(tmp_path, damage):
     assert status == "done" and calls == [1, 1]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert read_result(path, exp)["results"] == {"value": 1}
+        assert read_result(path, exp).report == value_report(1)
 
 
 def test_interrupted_experiment_leaves_no_file_and_keeps_finished_ones(tmp_path):
@@ -93,7 +102,7 @@ def test_interrupted_experiment_leaves_no_file_and_keeps_finished_ones(tmp_path)
         if params["poison"] == "blend" and params["recipe"]["train_per_class"] is None:
             raise KeyboardInterrupt
         calls.append(params["poison"])
-        return {"value": 0}, {}
+        return value_report(0), {}
 
     with pytest.raises(KeyboardInterrupt):
         run("smoke", ["reverse"], root=tmp_path, progress=False, runners={"reverse": flaky})
@@ -125,15 +134,16 @@ def test_cli_lists_state(tmp_path, capsys):
 
 def test_committed_results_are_valid():
     """Every result file in the repository passes the checks the chapters rely on (checksum, current plan)."""
-    committed = sorted(p.name for p in runner.results_root().iterdir() if p.is_dir())
+    root = plans.results_root()
+    committed = sorted(p.name for p in root.iterdir() if p.is_dir())
     assert "full" in committed
     with warnings.catch_warnings():
         warnings.simplefilter("error", ResultWarning)
-        records = [r for prof in committed for grid in runner.GRIDS for r in load_results(prof, grid)]
-    n_files = sum(1 for prof in committed for _ in (runner.results_root() / prof).glob("*/*.json"))
+        records = [r for prof in committed for grid in plans.GRIDS for r in load_results(prof, grid)]
+    n_files = sum(1 for prof in committed for _ in (root / prof).glob("*/*.json"))
     assert records and len(records) == n_files  # every file of every profile is valid and in its profile's plan
     for record in records:
-        assert record["provenance"]["commit"] != "unknown" and record["provenance"]["device"]
+        assert record.provenance["commit"] != "unknown" and record.provenance["device"]
 
 
 def test_reverse_table_reads_the_committed_runs():
@@ -153,7 +163,7 @@ def arithmetic_runner(params, device="auto", data=None, progress=False):
 
     r = params["recipe"]
     rng = np.random.default_rng([r["pair"], r["seed"], len(params["poison"])])
-    return {"value": rng.normal(size=3).tolist(), "pair": r["pair"], "poison": params["poison"]}, {"pid": os.getpid()}
+    return value_report(rng.normal(), pair=r["pair"], poison=params["poison"]), {"pid": os.getpid()}
 
 
 @pytest.mark.parametrize("engine, options", [("ray", {"num_cpus": 2}), ("submitit", {"cluster": "local"})])
@@ -178,8 +188,8 @@ def test_engines_give_the_sequential_results(tmp_path, engine, options):
     for exp, _ in seq:
         a = read_result(exp.path("full", tmp_path / "seq"), exp)
         b = read_result(exp.path("full", tmp_path / engine), exp)
-        assert b is not None and (a["key"], a["params"], a["results"]) == (b["key"], b["params"], b["results"])
-        assert b["provenance"]["stages"]["pid"] != os.getpid()  # it ran in a worker, not here
+        assert b is not None and (a.key, a.params, a.report) == (b.key, b.params, b.report)
+        assert b.provenance["stages"]["pid"] != os.getpid()  # it ran in a worker, not here
     # a second run finds everything done
     again = run("full", ["main"], only, root=tmp_path / engine, progress=False, runners=runners, engine=engine,
                 engine_options=options)
@@ -192,37 +202,37 @@ def test_unknown_engine_raises(tmp_path):
 
 
 def test_provenance_text_says_when_artifacts_came_from_another_commit():
-    def rec(commit, artifacts):
-        prov = {"device": "CPU", "commit": commit, "wall_seconds": 60}
+    def rec(commit, artifacts, **extra):
+        prov = {"device": "CPU", "commit": commit, "wall_seconds": 60, **extra}
         if artifacts is not None:
             prov["artifacts"] = artifacts
-        return {"provenance": prov}
+        return Result("main", "x", "k", "smoke", {}, value_report(0), prov)
 
     same = rec("abc1234", [{"kind": "model", "commit": "abc1234"}])
-    assert "another commit" not in runner.provenance_text([same])
+    assert "another commit" not in result_files.provenance_text([same])
     other = rec("abc1234", [{"kind": "model", "commit": "fff0000"}, {"kind": "gradients", "commit": "abc1234"}])
-    text = runner.provenance_text([same, other])
+    text = result_files.provenance_text([same, other])
     assert "1 cached artifacts were computed at another commit" in text and "fff0000" in text
     legacy = rec("abc1234", None)
-    assert "1 of 2 files were written before" in runner.provenance_text([same, legacy])
-    legacy["provenance"]["stages"] = {"train": 0.4}
-    marked = runner.mark_legacy_provenance(legacy)
-    assert marked["provenance"]["legacy_artifacts"].startswith("model read from an older cache entry")
-    assert "1 read it from an older cache entry" in runner.provenance_text([same, marked])
-    assert runner.mark_legacy_provenance(marked) is None and runner.mark_legacy_provenance(same) is None
-    legacy["provenance"]["stages"] = {"train": 300.0}
-    assert runner.mark_legacy_provenance(legacy)["provenance"]["legacy_artifacts"] == "trained in this run"
+    assert "1 of 2 files were written before" in result_files.provenance_text([same, legacy])
+    legacy = rec("abc1234", None, stages={"train": 0.4})
+    marked = result_files.mark_legacy_provenance(legacy)
+    assert marked.provenance["legacy_artifacts"].startswith("model read from an older cache entry")
+    assert "1 read it from an older cache entry" in result_files.provenance_text([same, marked])
+    assert result_files.mark_legacy_provenance(marked) is None and result_files.mark_legacy_provenance(same) is None
+    legacy = rec("abc1234", None, stages={"train": 300.0})
+    assert result_files.mark_legacy_provenance(legacy).provenance["legacy_artifacts"] == "trained in this run"
 
 
 def test_restamp_marks_old_files_without_touching_their_numbers(tmp_path):
     (exp, _), = run("smoke", ["main"], root=tmp_path, progress=False, runners=fake_runners([]))
     path = exp.path("smoke", tmp_path)
-    record = json.loads(path.read_text())
-    del record["provenance"]["artifacts"]  # as written before artifact lists existed
-    runner.write_result(path, {k: v for k, v in record.items() if k != "sha256"})
-    assert runner.restamp(tmp_path) == [path] and runner.restamp(tmp_path) == []
+    record = read_result(path, exp)
+    old = {k: v for k, v in record.provenance.items() if k != "artifacts"}  # as written before artifact lists existed
+    result_files.write_result(path, dataclasses.replace(record, provenance=old))
+    assert result_files.restamp(tmp_path) == [path] and result_files.restamp(tmp_path) == []
     back = read_result(path, exp)
-    assert back["results"] == record["results"] and "legacy_artifacts" in back["provenance"]
+    assert back.report == record.report and "legacy_artifacts" in back.provenance
 
 
 def test_execute_lists_the_cached_artifacts_a_runner_used(tmp_path, monkeypatch):
@@ -235,11 +245,11 @@ def test_execute_lists_the_cached_artifacts_a_runner_used(tmp_path, monkeypatch)
             (folder / "x.txt").write_text("x")
 
         Cache().get_or_build("model", {"seed": params["recipe"]["seed"]}, build, lambda f: None)
-        return {"value": 1}, {}
+        return value_report(1), {}
 
     (exp,) = plan("smoke", ["main"])
-    first = runner.execute("smoke", exp, runners={"main": fake})["provenance"]
-    second = runner.execute("smoke", exp, runners={"main": fake})["provenance"]
+    first = runner.execute("smoke", exp, runners={"main": fake}).provenance
+    second = runner.execute("smoke", exp, runners={"main": fake}).provenance
     assert [a["from_cache"] for a in first["artifacts"]] == [False]
     assert [a["from_cache"] for a in second["artifacts"]] == [True]
     assert second["artifacts"][0]["commit"] == first["commit"] and second["artifacts"][0]["key"]

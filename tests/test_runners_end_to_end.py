@@ -5,6 +5,7 @@ back and verified, and the chapter's table renders its row. Minutes in all on 2 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 import pytest
@@ -12,9 +13,11 @@ import pytest
 from poisoncure import data
 from poisoncure.book.pages import attack_page, reverse_page
 from poisoncure.cache import canonical
-from poisoncure.experiments import paper_tables, runner
+from poisoncure.experiments import paper_tables, plans
 from poisoncure.experiments.grids import sweep
-from poisoncure.experiments.runner import Experiment, execute, read_result, write_result
+from poisoncure.experiments.plans import Experiment
+from poisoncure.experiments.result_files import read_result, write_result
+from poisoncure.experiments.runner import execute
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +41,7 @@ def tiny(exp: Experiment) -> Experiment:
     return Experiment(exp.grid, exp.name, params)
 
 
-def table_of(grid: str, records: list[dict], classes: tuple[str, ...]):
+def table_of(grid: str, records: list, classes: tuple[str, ...]):
     if grid == "main":
         return paper_tables.experiment_rows(records)
     if grid == "reverse":
@@ -61,17 +64,17 @@ def table_of(grid: str, records: list[dict], classes: tuple[str, ...]):
 def test_the_real_runner_writes_a_verified_record_and_its_table_row(cifar: data.Cifar10, tmp_path, monkeypatch,
                                                                      profile, grid, name):
     monkeypatch.setenv("POISONCURE_CACHE", str(tmp_path / "cache"))
-    (planned,) = runner.plan(profile, [grid], [name])
+    (planned,) = plans.plan(profile, [grid], [name])
     exp = tiny(planned)
     record = execute(profile, exp, device="cpu", data=cifar)
     path = exp.path(profile, tmp_path)
     write_result(path, record)
     back = read_result(path, exp)
-    assert back is not None and back["key"] == exp.key
-    same = json.dumps(canonical(back["results"]), sort_keys=True) == json.dumps(canonical(record["results"]),
-                                                                               sort_keys=True)  # NaN-safe
+    assert back is not None and back.key == exp.key
+    same = json.dumps(canonical(back.report.to_dict()), sort_keys=True) == json.dumps(
+        canonical(record.report.to_dict()), sort_keys=True)  # NaN-safe
     assert same
-    prov = back["provenance"]
+    prov = back.provenance
     assert prov["commit"] and prov["device"].startswith("CPU") and prov["wall_seconds"] > 0
     # every cached artifact the run used is listed with its own provenance; a fresh cache built them all here
     assert prov["artifacts"] and all(a["commit"] == prov["commit"] and not a["from_cache"] for a in prov["artifacts"])
@@ -82,7 +85,7 @@ def test_the_real_runner_writes_a_verified_record_and_its_table_row(cifar: data.
 
 def test_the_learning_grid_records_every_epoch_and_its_table_rows(cifar: data.Cifar10, tmp_path):
     """Chapter 2's learning curves: the real runner on a tiny configuration of the smoke plan (two epochs)."""
-    (planned,) = runner.plan("smoke", ["learning"], ["pair1-pixel-small_cnn_whitened*"])
+    (planned,) = plans.plan("smoke", ["learning"], ["pair1-pixel-small_cnn_whitened*"])
     exp = tiny(planned)
     exp.params["recipe"]["epochs"] = 2
     exp = Experiment(exp.grid, exp.name, exp.params)
@@ -90,24 +93,25 @@ def test_the_learning_grid_records_every_epoch_and_its_table_rows(cifar: data.Ci
     path = exp.path("smoke", tmp_path)
     write_result(path, record)
     back = read_result(path, exp)
-    assert back is not None and back["key"] == exp.key
-    res = back["results"]
+    assert back is not None and back.key == exp.key
+    res = back.report.details
     assert [e["epoch"] for e in res["epochs"]] == [1, 2] and len(res["train_loss"]) == 2
     assert all(0 <= e["attack_success_rate"] <= 100 and 0 <= e["clean_accuracy"] <= 100 for e in res["epochs"])
     assert res["precision"] in ("fp32", "bf16") and res["train_seconds"] > 0
     rows = attack_page.learning_table([back])
     assert list(rows["epoch"]) == [1, 2] and set(rows["network"]) == {"small CNN with a whitening stem"}
-    whitened = {**back, "params": {**back["params"], "recipe": {**back["params"]["recipe"], "model": "whitened_net"}}}
+    whitened = dataclasses.replace(back, params={**back.params, "recipe": {**back.params["recipe"],
+                                                                          "model": "whitened_net"}})
     assert set(attack_page.learning_table([whitened])["network"]) == {"whitened fast network 8/32/32"}
 
 
 def test_the_learning_grid_refuses_bad_entries():
     prof = {"experiment": {"pair": 1, "seed": 0, "epochs": 2, "model": "small_cnn", "width": 8}, "notebooks": {}}
     with pytest.raises(ValueError, match="non-empty"):
-        runner._learning_grid(prof, {"models": [], "triggers": [{"poison": "pixel"}]})
+        plans._learning_grid(prof, {"models": [], "triggers": [{"poison": "pixel"}]})
     with pytest.raises(ValueError, match="exactly 'model' and 'width'"):
-        runner._learning_grid(prof, {"models": [{"model": "small_cnn"}], "triggers": [{"poison": "pixel"}]})
+        plans._learning_grid(prof, {"models": [{"model": "small_cnn"}], "triggers": [{"poison": "pixel"}]})
     with pytest.raises(ValueError, match="poison: pixel"):
-        runner._learning_grid(prof, {"models": [{"model": "small_cnn", "width": 8}], "triggers": [{"poison": "x"}]})
+        plans._learning_grid(prof, {"models": [{"model": "small_cnn", "width": 8}], "triggers": [{"poison": "x"}]})
     with pytest.raises(ValueError, match="unknown keys"):
-        runner._learning_grid(prof, {"models": [], "triggers": [], "lr": 1})
+        plans._learning_grid(prof, {"models": [], "triggers": [], "lr": 1})

@@ -4,8 +4,12 @@ import numpy as np
 import pytest
 
 from poisoncure import attacks, experiments
+from poisoncure.experiments import report
 from poisoncure.experiments.grids import sweep
-from poisoncure.experiments.runner import plan
+from poisoncure.experiments.plans import plan
+from poisoncure.experiments.report import DefenseReport, Filtering, Report, Scores
+
+from .test_paper_tables import result
 
 
 def test_grown_patch_starts_at_the_pixel_and_size_one_is_the_pixel():
@@ -96,16 +100,16 @@ def test_signal_to_noise_recovers_a_planted_signal():
 def _record(trigger, rate, asr_before, ours_after, nc_flags, commit="abc1234"):
     recipe = {"poison": trigger["poison"], "poison_rate": rate, "seed": 0, "patch_size": trigger.get("patch_size", 3),
               "opacity": trigger.get("opacity", 0.2)}
-    after = None if ours_after is None else {"clean_accuracy": 60.0, "attack_success": ours_after}
+    after = None if ours_after is None else Scores(60.0, ours_after, test_set="held-out")
     works = asr_before >= 50
-    return {"params": {"recipe": recipe}, "provenance": {"device": "cpu", "commit": commit},
-            "results": {"before": {"clean_accuracy": 62.0, "attack_success": asr_before}, "attack_works": works,
-                        "signal_norm": 0.5, "signal_sigma": 0.05, "n_poison": 100, "n_target": 1100,
-                        "target_filter": {"error": 1.0, "sensitivity": 95.0, "specificity": 99.5},
-                        "defenses": {"Poison as a Cure": {"flags_target": ours_after is not None,
-                                                          "sensitivity": 90.0, "specificity": 99.0,
-                                                          "filter_error": 1.0, "after": after if works else None},
-                                     "Neural Cleanse": {"flags_target": nc_flags, "after": None}}}}
+    rep = Report(5, 1, 10000, 100, Scores(62.0, asr_before, test_set="held-out"), {
+        report.POISON_CURE: DefenseReport([5] if ours_after is not None else [], ours_after is not None,
+                                          Filtering(None, 90.0, 99.0), after if works else None,
+                                          {"filter_error": 1.0}),
+        report.CLEANSE: DefenseReport([5] if nc_flags else [], nc_flags)},
+        {"attack_works": works, "signal_norm": 0.5, "signal_sigma": 0.05, "n_target": 1100,
+         "target_filter": {"error": 1.0, "sensitivity": 95.0, "specificity": 99.5}})
+    return result("sweep", "x", {"recipe": recipe}, rep, device="cpu", commit=commit)
 
 
 def test_point_table_and_breaking_points():

@@ -3,23 +3,24 @@
 import pandas as pd
 import pytest
 
-from poisoncure.experiments import verdict
+from poisoncure.experiments import report, verdict
+from poisoncure.experiments.report import DefenseReport, Filtering, Report, Scores
 
-from .test_paper_tables import record
+from .test_paper_tables import record, result
 
 
 def sweep_record(name="pair1-pixel-whitened_net-r0.1-s0", asr=99.0, flags=True, sens=99.0, spec=100.0,
                  asr_after=0.5, acc=70.0, acc_after=69.0, ac_sens=0.0):
-    """A minimal ``sweep`` result record with the fields the verdict reads."""
-    return {"grid": "sweep", "name": name, "params": {"recipe": {"model": "whitened_net", "width": 16}},
-            "results": {"before": {"attack_success": asr, "clean_accuracy": acc}, "defenses": {
-                "Poison as a Cure": {"flags_target": flags, "sensitivity": sens, "specificity": spec,
-                                     # the runner measures a learned attack's model after the defense even when
-                                     # nothing was flagged (the model is then unchanged)
-                                     "after": {"attack_success": asr_after if flags else asr,
-                                               "clean_accuracy": acc_after if flags else acc} if asr >= 50 else None},
-                "Activation Clustering": {"sensitivity": ac_sens},
-                "Spectral Signatures": {"after": None}}}}
+    """A minimal ``sweep`` result with the fields the verdict reads."""
+    # the runner measures a learned attack's model after the defense even when nothing was flagged (the model is
+    # then unchanged)
+    after = Scores(acc_after if flags else acc, asr_after if flags else asr, test_set="held-out")
+    rep = Report(5, 1, 10000, 100, Scores(acc, asr, test_set="held-out"), {
+        report.POISON_CURE: DefenseReport([5] if flags else [], flags, Filtering(None, sens, spec),
+                                          after if asr >= 50 else None),
+        report.CLUSTERING: DefenseReport([], False, Filtering(None, ac_sens, 90.0)),
+        report.SPECTRAL: DefenseReport([5], None, Filtering(None, 90.0, 90.0))})
+    return result("sweep", name, {"recipe": {"model": "whitened_net", "width": 16}}, rep)
 
 
 def claim(start: str) -> verdict.Claim:

@@ -284,10 +284,10 @@ def test_algorithm_1_with_stochastic_learners_flags_exactly_the_clean_sets():
 
 
 def test_the_runner_plans_one_experiment_per_trigger_with_the_chapters_settings():
-    from poisoncure.experiments import profiles, runner
+    from poisoncure.experiments import plans, profiles
     from poisoncure.experiments.grids import ensembles
 
-    exps = runner.plan("smoke", ["ensembles"])
+    exps = plans.plan("smoke", ["ensembles"])
     prof = profiles.load("smoke")
     nb = {**prof["experiment"], **prof["notebooks"]["12_weak_learners"]}
     assert [e.name for e in exps] == ["pair1-blend0.2-whitened_net-r0.2-s0", "pair1-pixel-whitened_net-r0.2-s0",

@@ -58,3 +58,13 @@ def shared_dir() -> Path | None:
     if root is not None and (root.parent / "shared").is_dir():
         return root.parent / "shared"
     return None
+
+
+def results_root() -> Path:
+    """Where the runner's result files live: ``<project>/results`` (or the working directory's ``results`` outside a
+    clone)."""
+    env = os.environ.get("POISONCURE_RESULTS")
+    if env:
+        return Path(env).expanduser()
+    root = project_root()
+    return (root if root is not None else Path.cwd()) / "results"

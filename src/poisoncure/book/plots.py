@@ -40,7 +40,7 @@ def short(name: str) -> str:
 
 def _reader_warning_types() -> tuple[type[Warning], ...]:
     from ..cache import CacheWarning
-    from ..experiments.runner import ResultWarning
+    from ..experiments.result_files import ResultWarning
 
     return CacheWarning, ResultWarning
 

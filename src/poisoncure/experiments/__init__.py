@@ -8,8 +8,12 @@
 ``grids``              one module per grid of the runner that is more than a few lines: ``sweep`` (chapter 9),
                        ``hygiene`` (PoisHygiene, chapter 11; the defense itself is ``defenses.poishygiene``),
                        ``ensembles`` (chapter 12; the defense is ``defenses.weak_learners``)
-``runner``             the resumable runner: plans the grids of a profile, runs them (here, sharded, on Ray or
-                       Slurm), writes and verifies one result file per experiment; ``python -m poisoncure.experiments``
+``report``             the typed report of one experiment (:class:`report.Report`, :class:`report.Scores`, ...): one
+                       schema and one naming for every grid, versioned (``report.FORMAT``)
+``plans``              the experiments of a profile's ``reproduce`` section (:func:`plans.plan`)
+``result_files``       one checked, atomically written JSON file per experiment (:func:`result_files.load_results`)
+``runner``             the resumable runner: each grid's run function, and running a plan (here, sharded, on Ray or
+                       Slurm); ``python -m poisoncure.experiments``
 ``profiles``           the named parameter sets (``profiles/*.yml``)
 ``paper``              the numbers the papers report, for the columns labelled "paper"
 ``paper_tables``       the paper's Tables 1-5 rebuilt from the main grid's result files
@@ -26,6 +30,7 @@ from __future__ import annotations
 from ..lazy import module_getattr
 
 #: the modules of this layer (anything else is looked up in :mod:`.store`)
-SUBMODULES = ("store", "pipeline", "grids", "runner", "profiles", "paper", "paper_tables", "verdict")
+SUBMODULES = ("store", "pipeline", "grids", "report", "plans", "result_files", "runner", "profiles", "paper",
+              "paper_tables", "verdict")
 
 __getattr__ = module_getattr(__name__, SUBMODULES, "store")

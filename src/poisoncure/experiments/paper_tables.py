@@ -3,7 +3,7 @@
 Every table puts, for every cell, the paper's number (:mod:`poisoncure.experiments.paper`), ours and the difference side
 by side; where a cell has results for several seeds, ours is their mean and the spread (sample standard deviation) and
 the number of seeds are shown. Nothing here trains or reads a model: the inputs are result records as returned by
-:func:`poisoncure.experiments.runner.load_results`.
+:func:`poisoncure.experiments.result_files.load_results`.
 
 Quantities (all in %):
 
@@ -17,13 +17,16 @@ Quantities (all in %):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from ..attacks import PAPER_PAIRS
-from . import paper
+from . import paper, report
+
+if TYPE_CHECKING:
+    from .report import Result
 
 POISONS = ("blend", "pixel")
 #: The quantities of Tables 1-2 and 3-4: (column label, paper accessor index)
@@ -56,34 +59,34 @@ def _nan(x: Any) -> float:
     return float("nan") if x is None else float(x)
 
 
-def experiment_rows(records: list[dict[str, Any]]) -> pd.DataFrame:
+def experiment_rows(records: list[Result]) -> pd.DataFrame:
     """One tidy row per ``main`` result: pair, poison, seed, rate, model, every quantity of Tables 1-5, and where
     it ran. Where the paper's method flagged nothing, no repair ran and the model is left as it was: its "after"
     numbers are the "before" ones and ``repaired`` is False. Measurements not made (e.g. no retraining for Spectral
     Signatures) are NaN."""
     rows = []
     for rec in records:
-        if rec.get("grid") != "main":
-            raise ValueError(f"expected results of the 'main' grid, got {rec.get('grid')!r} ({rec.get('name')})")
-        p, r = rec["params"], rec["results"]
-        ours, ac, ss = r["ours"], r["activation_clustering"]["smaller_cluster"], r["spectral"]
-        repaired = ours.get("after") is not None
-        after = ours["after"] if repaired else r["before"]  # no repair: the model after is the model before
-        ss_after = ss.get("after") or {}
+        if rec.grid != "main":
+            raise ValueError(f"expected results of the 'main' grid, got {rec.grid!r} ({rec.name})")
+        p, r = rec.params, rec.report
+        ours, ss = r[report.POISON_CURE], r[report.SPECTRAL]
+        ac = r[report.CLUSTERING].details["smaller_cluster"]  # the paper's protocol: the smaller cluster
+        repaired = ours.after is not None
+        after = ours.after if repaired else r.before  # no repair: the model after is the model before
         rows.append({
-            "name": rec["name"], "pair": p["recipe"]["pair"], "poison": p["poison"], "seed": p["recipe"]["seed"],
+            "name": rec.name, "pair": p["recipe"]["pair"], "poison": p["poison"], "seed": p["recipe"]["seed"],
             "rate": p["recipe"]["poison_rate"], "model": p["recipe"]["model"],
-            "before: all": r["before"]["clean_accuracy"], "before: triggered": _nan(r["before"]["poisoned_accuracy"]),
-            "ASR before": _nan(r["before"]["attack_success_rate"]),
-            "after: all": _nan(after.get("clean_accuracy")), "after: triggered": _nan(after.get("poisoned_accuracy")),
-            "ours: specificity": _nan(ours["specificity"]), "ours: sensitivity": _nan(ours["sensitivity"]),
+            "before: all": r.before.clean_accuracy, "before: triggered": _nan(r.before.poisoned_accuracy),
+            "ASR before": _nan(r.before.attack_success_rate),
+            "after: all": _nan(after.clean_accuracy), "after: triggered": _nan(after.poisoned_accuracy),
+            "ours: specificity": _nan(ours.filtering.specificity),
+            "ours: sensitivity": _nan(ours.filtering.sensitivity),
             "AC: specificity": _nan(ac["specificity"]), "AC: sensitivity": _nan(ac["sensitivity"]),
-            "ASR after ours": _nan(after.get("attack_success_rate")),
-            "ASR after SS": _nan(ss_after.get("attack_success_rate")),
-            "target found": bool(ours["target_found"]), "base found": bool(ours["base_found"]), "repaired": repaired,
-            "ratio": float(ours["ratio"]),
-            "device": rec["provenance"]["device"], "commit": rec["provenance"]["commit"][:7],
-            "profile": rec["profile"]})
+            "ASR after ours": _nan(after.attack_success_rate),
+            "ASR after SS": _nan(None if ss.after is None else ss.after.attack_success_rate),
+            "target found": bool(ours.names_target), "base found": bool(ours.details["base_found"]),
+            "repaired": repaired, "ratio": float(ours.details["ratio"]),
+            "device": rec.provenance["device"], "commit": rec.provenance["commit"][:7], "profile": rec.profile})
     return pd.DataFrame(rows)
 
 

@@ -23,15 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .report import CLEANSE, CLUSTERING, POISON_CURE, PRUNING, SPECTRAL
+
 if TYPE_CHECKING:  # the names alone are light to import (the result readers use them); the run loads torch
     from torch import nn
 
     from ..data import Cifar10, ImageSet
     from .store import TrainedModel
 
-#: every defense the pipeline runs, by the name the book shows
-POISON_CURE, SPECTRAL, CLUSTERING, CLEANSE, PRUNING = ("Poison as a Cure", "Spectral Signatures",
-                                                      "Activation Clustering", "Neural Cleanse", "Fine-Pruning")
+#: every defense the pipeline runs, by the name the book shows (the names of :mod:`.report`)
 DEFENSES = (POISON_CURE, SPECTRAL, CLUSTERING, CLEANSE, PRUNING)
 #: the stage name (in result files' provenance) and ``retrain`` key of each defense
 KEYS = {POISON_CURE: "poison_cure", SPECTRAL: "spectral", CLUSTERING: "activation_clustering",

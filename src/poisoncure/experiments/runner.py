@@ -28,11 +28,10 @@ that has no valid result file yet and writes ``results/<profile>/<grid>/<name>.j
     recipe per trigger, the weak-learner ensemble, ITLM, Spectral Signatures, Activation Clustering and the paper's
     defense, each with its retrained (or neutralized) model.
 
-A result file holds every number the chapters read, the experiment's parameters, its provenance (commit,
-device, library versions, profile, seed, wall time of every stage) and a SHA-256 of its content. It is written
-atomically (temporary file, then rename), and :func:`read_result` accepts it only when it parses, names the
-same experiment key and its checksum matches: a corrupt, partial or stale file counts as missing, so the
-next run redoes that experiment, and :func:`load_results` never shows it. Trained models stay in the cache.
+The experiments are planned by :mod:`.plans`; each grid's run function below measures one and returns its typed
+:class:`.report.Report`; :mod:`.result_files` writes it with its provenance (commit, device, library versions,
+profile, seed, wall time of every stage) and reads it back only when intact and current, so a corrupt, partial or
+stale file counts as missing and the next run redoes that experiment. Trained models stay in the cache.
 
 Experiments are independent units. ``--engine ray`` runs them as Ray tasks (a local Ray instance, or a cluster
 with ``--ray-address``: several GPUs on one or more nodes) and ``--engine submitit`` as Slurm jobs through
@@ -44,201 +43,20 @@ GPU, or on several machines sharing ``results/``) can run disjoint shards at onc
 from __future__ import annotations
 
 import argparse
-import fnmatch
-import hashlib
-import json
-import os
 import sys
-import tempfile
-import warnings
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from .. import paths, provenance
-from ..cache import canonical
+from .. import provenance
+from ..paths import results_root
 from ..train import resolve_device
-from . import profiles
-
-GRIDS = ("main", "reverse", "sweep", "hygiene", "ensembles", "learning")
-FORMAT = 1  #: version of the result-file layout; files of another version count as stale
-_RECORD_KEYS = ("format", "grid", "name", "key", "profile", "params", "results", "provenance", "sha256")
-
-
-class ResultWarning(UserWarning):
-    """A result file was unusable (corrupt, partial, stale) and is treated as missing."""
-
-
-@dataclass(frozen=True)
-class Experiment:
-    """One unit of the grid: what to run (``params``, JSON values) and where its result goes (``grid/name``)."""
-
-    grid: str
-    name: str
-    params: dict[str, Any]
-
-    @property
-    def key(self) -> str:
-        """SHA-256 of the grid and the canonical parameters: a result file is valid only for this key."""
-        blob = json.dumps({"grid": self.grid, "params": canonical(self.params), "format": FORMAT}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()
-
-    def path(self, profile: str, root: Path | None = None) -> Path:
-        return (root or results_root()) / profile / self.grid / f"{self.name}.json"
-
-
-def results_root() -> Path:
-    """``<project>/results`` (override with ``POISONCURE_RESULTS``)."""
-    env = os.environ.get("POISONCURE_RESULTS")
-    if env:
-        return Path(env).expanduser()
-    root = paths.project_root()
-    return (root if root is not None else Path.cwd()) / "results"
-
-
-# ------------------------------------------------------------------------------------------ the grids
-def plan(profile: str, grids: Iterable[str] | None = None, only: Iterable[str] | None = None) -> list[Experiment]:
-    """The experiments of ``profile``'s ``reproduce`` section, in a fixed order; ``only`` keeps the names that
-    match any of its shell patterns (e.g. ``pair1-*``, ``*-pixel-*``)."""
-    prof = profiles.load(profile)
-    section = prof.get("reproduce") or {}
-    grids = list(grids) if grids else [g for g in GRIDS if g in section]
-    exps: list[Experiment] = []
-    for grid in grids:
-        if grid not in GRIDS:
-            raise ValueError(f"unknown grid {grid!r}; grids are {GRIDS}")
-        if grid not in section:
-            raise ValueError(f"profile {profile!r} has no reproduce.{grid} section")
-        exps += {"main": _main_grid, "reverse": _reverse_grid, "sweep": _sweep_grid,
-                 "hygiene": _hygiene_grid, "ensembles": _ensembles_grid,
-                 "learning": _learning_grid}[grid](prof, section[grid] or {})
-    if only:
-        patterns = list(only)
-        exps = [e for e in exps if any(fnmatch.fnmatchcase(e.name, p) for p in patterns)]
-        if not exps:
-            raise ValueError(f"no experiment of profile {profile!r} matches {patterns}")
-    return exps
-
-
-def _recipe_fields(prof: dict[str, Any]) -> dict[str, Any]:
-    """The profile's shared recipe (:func:`experiments.recipe_fields`)."""
-    from .store import recipe_fields
-
-    return recipe_fields(prof["experiment"])
-
-
-def _main_grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[Experiment]:
-    base = _recipe_fields(prof)
-    nb6, nb7 = prof["notebooks"].get("06_neutralization", {}), prof["notebooks"].get("07_baselines", {})
-    defense = {"threshold": spec.get("threshold", nb6.get("threshold", 2.0)),
-               "eta": spec.get("eta", nb6.get("eta", 2.0)),
-               "eps": nb7.get("eps", 0.1), "ss_layer": nb7.get("ss_layer"), "ac_layer": nb7.get("ac_layer"),
-               "retrain": sorted(spec.get("retrain") or [])}
-    out = []
-    for rate in spec.get("poison_rates", [base["poison_rate"]]):
-        for seed in spec.get("seeds", [base["seed"]]):
-            for poison in spec.get("poisons", ["blend", "pixel"]):
-                for pair in spec.get("pairs", list(range(1, 10))):
-                    recipe = {**base, "pair": pair, "poison_rate": rate, "seed": seed}
-                    name = f"pair{pair}-{poison}-{base['model']}-r{rate:g}-s{seed}"
-                    out.append(Experiment("main", name, {"poison": poison, "recipe": recipe, "defense": defense}))
-    return out
-
-
-def _reverse_grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[Experiment]:
-    base = _recipe_fields(prof)
-    nb = {**prof["notebooks"].get("10_reverse_engineering", {}), **spec}
-    detector = {"per_class": nb["search_per_class"], "eta": nb["search_eta"], "bound": nb["search_bound"],
-                "pi": nb["pi"], "theta": nb["theta"]}
-    others = {"threshold": nb["threshold"], "clean_per_class": nb["clean_per_class"], "nc_steps": nb["nc_steps"]}
-    models = {nb["additive_pattern"]: {"poison": nb["additive_pattern"], "additive_l2": nb["additive_l2"],
-                                       "poison_rate": nb["additive_rate"],
-                                       "train_per_class": nb["additive_train_per_class"]},
-              "blend": {"poison": "blend"}, "clean": {"poison": "clean"},
-              **{f"clean-{n}": {"poison": "clean", "train_per_class": n} for n in nb.get("clean_sizes") or []}}
-    out = []
-    for label, change in models.items():
-        recipe = {**base, **{k: v for k, v in change.items() if k != "poison"}}
-        out.append(Experiment("reverse", f"{label}-{base['model']}-s{base['seed']}",
-                              {"poison": change["poison"], "recipe": recipe, "detector": detector, **others}))
-    return out
-
-
-def _sweep_grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[Experiment]:
-    """The variable-size sweep (:mod:`.grids.sweep`): every trigger at every poison rate and seed, on one pair,
-    with the profile's recipe changed by ``spec['recipe']``; the defenses' settings are chapter 7's."""
-    from .grids.sweep import check_trigger, trigger_slug
-
-    known = {"pair", "recipe", "triggers", "poison_rates", "seeds", "retrain", "min_asr"}
-    if set(spec) - known:
-        raise ValueError(f"unknown keys in reproduce.sweep: {sorted(set(spec) - known)}; known: {sorted(known)}")
-    base = {**_recipe_fields(prof), **(spec.get("recipe") or {})}
-    base["pair"] = spec.get("pair", base["pair"])
-    nb7 = prof["notebooks"].get("07_baselines", {})
-    defense = {k: nb7.get(k, v) for k, v in (("threshold", 2.0), ("eta", 2.0), ("eps", 0.1), ("ss_layer", None),
-                                             ("ac_layer", None), ("clean_per_class", 100), ("nc_steps", 200),
-                                             ("fp_max_drop", 4.0))}
-    defense.update(min_asr=float(spec.get("min_asr", nb7.get("min_asr", 50.0))),
-                   retrain=sorted(spec.get("retrain") or []))
-    triggers = [check_trigger(t) for t in spec.get("triggers") or []]
-    if not triggers:
-        raise ValueError("reproduce.sweep needs a non-empty 'triggers' list")
-    out = []
-    for rate in spec.get("poison_rates", [base["poison_rate"]]):
-        for seed in spec.get("seeds", [base["seed"]]):
-            for trig in triggers:
-                recipe = {**base, **trig, "poison_rate": rate, "seed": seed}
-                name = f"pair{base['pair']}-{trigger_slug(trig)}-{base['model']}-r{rate:g}-s{seed}"
-                out.append(Experiment("sweep", name, {"recipe": recipe, "defense": defense}))
-    return out
-
-
-def _hygiene_grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[Experiment]:
-    """The PoisHygiene chapter's Fashion-MNIST and CIFAR-10 suspects (:func:`.grids.hygiene.grid`)."""
-    from .grids.hygiene import grid
-
-    return [Experiment("hygiene", name, params) for name, params in grid(prof, spec)]
-
-
-def _ensembles_grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[Experiment]:
-    """The chapter on ensembles of weak learners (:func:`poisoncure.experiments.grids.ensembles.grid`)."""
-    from .grids.ensembles import grid
-
-    return [Experiment("ensembles", name, params) for name, params in grid(prof, spec)]
-
-
-def _learning_grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[Experiment]:
-    """Chapter 2's learning curves: every model of ``spec['models']`` (each a mapping with ``model`` and ``width``)
-    with every trigger of ``spec['triggers']`` (``{poison: pixel}``, ``{poison: blend}``) and seed, trained with the
-    profile's recipe for ``spec['epochs']`` epochs (default: the recipe's)."""
-    known = {"models", "triggers", "epochs", "seeds"}
-    if set(spec) - known:
-        raise ValueError(f"unknown keys in reproduce.learning: {sorted(set(spec) - known)}; known: {sorted(known)}")
-    base = _recipe_fields(prof)
-    models = spec.get("models") or []
-    triggers = spec.get("triggers") or []
-    if not models or not triggers:
-        raise ValueError("reproduce.learning needs non-empty 'models' and 'triggers' lists")
-    for m in models:
-        if not isinstance(m, dict) or set(m) != {"model", "width"}:
-            raise ValueError(f"a reproduce.learning model is a mapping with exactly 'model' and 'width', got {m!r}")
-    for t in triggers:
-        if not isinstance(t, dict) or t.get("poison") not in ("pixel", "blend") or set(t) - {"poison", "opacity"}:
-            raise ValueError(f"a reproduce.learning trigger is {{poison: pixel}} or {{poison: blend[, opacity]}}, "
-                             f"got {t!r}")
-    out = []
-    for seed in spec.get("seeds", [base["seed"]]):
-        for trig in triggers:
-            for m in models:
-                recipe = {**base, **m, **{k: v for k, v in trig.items() if k != "poison"},
-                          "epochs": int(spec.get("epochs", base["epochs"])), "seed": seed}
-                name = f"pair{base['pair']}-{trig['poison']}-{m['model']}{m['width']}-s{seed}"
-                out.append(Experiment("learning", name, {"poison": trig["poison"], "recipe": recipe}))
-    return out
+from .plans import GRIDS, Experiment, plan
+from .report import Report, Result, from_measurements
+from .result_files import migrate, read_result, restamp, write_result
 
 
 # ------------------------------------------------------------------------------------------ one experiment
@@ -265,7 +83,7 @@ def _rates(flagged: np.ndarray, is_poison: np.ndarray) -> dict[str, float | int 
     return {**metrics.detection_rates(flagged, is_poison), "flagged": int(np.asarray(flagged).sum())}
 
 
-def run_main(params: dict[str, Any], device: str = "auto", data=None, progress: bool = False) -> tuple[dict, dict]:
+def run_main(params: dict[str, Any], device: str = "auto", data=None, progress: bool = False) -> tuple[Report, dict]:
     """One experiment of the ``main`` grid: the paper's defense, Activation Clustering and Spectral Signatures (told the
     target) through :func:`pipeline.run_defenses`, detection rates within the target class, the neutralized model
     and, when ``retrain`` names it, Spectral Signatures' retrained model on the whole test set. Returns (results,
@@ -304,10 +122,10 @@ def run_main(params: dict[str, Any], device: str = "auto", data=None, progress: 
     out["spectral"] = _rates(ss.flagged[rows], is_poison[rows])
     if ss.repaired is not None:
         out["spectral"]["after"] = evaluate(ss.repaired, data.test, spec, device).to_dict()
-    return out, stages
+    return from_measurements("main", out), stages
 
 
-def run_reverse(params: dict[str, Any], device: str = "auto", data=None, progress: bool = False) -> tuple[dict, dict]:
+def run_reverse(params: dict[str, Any], device: str = "auto", data=None, progress: bool = False) -> tuple[Report, dict]:
     """One experiment of the ``reverse`` grid (the reverse-engineering chapter's measurements on one model)."""
     from ..defenses.neural_cleanse import NeuralCleanse
     from ..defenses.reverse_engineer import ReverseEngineeringDetector, pattern_correlation
@@ -342,34 +160,37 @@ def run_reverse(params: dict[str, Any], device: str = "auto", data=None, progres
         cure = store.get_poison_cure(tm, store.poison_cure_for(
             recipe, threshold=params["threshold"], device=device, progress=progress), neutralize=False, data=data)
     out["ours"] = _scan_summary(cure)
-    return out, stages
+    return from_measurements("reverse", out), stages
 
 
-def run_sweep(params: dict[str, Any], device: str = "auto", data=None, progress: bool = False) -> tuple[dict, dict]:
+def run_sweep(params: dict[str, Any], device: str = "auto", data=None, progress: bool = False) -> tuple[Report, dict]:
     """One experiment of the ``sweep`` grid: :func:`poisoncure.experiments.grids.sweep.run_point`."""
     from .grids.sweep import run_point
 
-    return run_point(params, device=device, data=data, progress=progress)
+    measured, stages = run_point(params, device=device, data=data, progress=progress)
+    return from_measurements("sweep", measured), stages
 
 
 def run_hygiene(params: dict[str, Any], device: str = "auto", data=None, progress: bool = False
-                ) -> tuple[dict, dict]:
+                ) -> tuple[Report, dict]:
     """One experiment of the ``hygiene`` grid: :func:`poisoncure.experiments.grids.hygiene.run_point`."""
     from .grids.hygiene import run_point
 
-    return run_point(params, device=device, data=data, progress=progress)
+    measured, stages = run_point(params, device=device, data=data, progress=progress)
+    return from_measurements("hygiene", measured), stages
 
 
 def run_ensembles(params: dict[str, Any], device: str = "auto", data=None, progress: bool = False
-                  ) -> tuple[dict, dict]:
+                  ) -> tuple[Report, dict]:
     """One experiment of the ``ensembles`` grid: :func:`poisoncure.experiments.grids.ensembles.run_point`."""
     from .grids.ensembles import run_point
 
-    return run_point(params, device=device, data=data, progress=progress)
+    measured, stages = run_point(params, device=device, data=data, progress=progress)
+    return from_measurements("ensembles", measured), stages
 
 
 def run_learning(params: dict[str, Any], device: str = "auto", data=None, progress: bool = False
-                 ) -> tuple[dict, dict]:
+                 ) -> tuple[Report, dict]:
     """One experiment of the ``learning`` grid: :func:`poisoncure.experiments.learning_curve`."""
     from . import store
 
@@ -377,177 +198,34 @@ def run_learning(params: dict[str, Any], device: str = "auto", data=None, progre
     stages: dict[str, float] = {}
     with provenance.stage(stages, "train"):
         curve = store.learning_curve(recipe, device=device, data=data, progress=progress)
-    return curve, stages
+    return from_measurements("learning", curve), stages
 
 
-RUNNERS: dict[str, Callable[..., tuple[dict, dict]]] = {"main": run_main, "reverse": run_reverse, "sweep": run_sweep,
-                                                         "hygiene": run_hygiene, "ensembles": run_ensembles,
-                                                         "learning": run_learning}
-
-
-# ------------------------------------------------------------------------------------------ result files
-def _checksum(record: dict[str, Any]) -> str:
-    body = {k: record[k] for k in _RECORD_KEYS if k != "sha256"}
-    return hashlib.sha256(json.dumps(canonical(body), sort_keys=True).encode()).hexdigest()
-
-
-def write_result(path: Path, record: dict[str, Any]) -> None:
-    """Write ``record`` (with its checksum) to ``path`` atomically: a reader sees the old file or the new one."""
-    record = {**record, "sha256": ""}
-    record["sha256"] = _checksum(record)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(canonical(record), fh, indent=1, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read_result(path: Path, exp: Experiment | None = None) -> dict[str, Any] | None:
-    """The record in ``path`` if it is complete and intact (and belongs to ``exp`` when given), else ``None``
-    with a :class:`ResultWarning` saying why (a missing file is ``None`` without a warning)."""
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text())
-        problem = None
-        if not isinstance(record, dict) or any(k not in record for k in _RECORD_KEYS):
-            problem = "fields missing"
-        elif record["format"] != FORMAT:
-            problem = f"format {record['format']} (this library writes {FORMAT})"
-        elif record["sha256"] != _checksum(record):
-            problem = "checksum mismatch (edited or damaged)"
-        elif exp is not None and (record["key"] != exp.key or record["grid"] != exp.grid):
-            problem = "made with other parameters (stale)"
-    except (OSError, ValueError, TypeError) as err:
-        problem = f"unreadable ({err.__class__.__name__}: {err})"
-    if problem:
-        warnings.warn(f"result {path} ignored: {problem}; it will be recomputed", ResultWarning, stacklevel=2)
-        return None
-    return record
-
-
-def load_results(profile: str, grid: str, root: Path | None = None) -> list[dict[str, Any]]:
-    """Every valid result of ``profile``'s ``grid`` found under ``results/`` (for the chapters), sorted by name.
-
-    Files that fail :func:`read_result`, or whose key is not the current plan's, are left out with a warning."""
-    folder = (root or results_root()) / profile / grid
-    if not folder.is_dir():
-        return []
-    try:
-        planned = {e.name: e for e in plan(profile, [grid])}
-    except ValueError:
-        planned = {}
-    out = []
-    for path in sorted(folder.glob("*.json")):
-        exp = planned.get(path.stem)
-        record = read_result(path, exp)
-        if record is not None and exp is None:
-            warnings.warn(f"result {path} is not in profile {profile!r}'s plan; ignored", ResultWarning, stacklevel=2)
-            continue
-        if record is not None:
-            out.append(record)
-    return out
-
-
-def provenance_text(records: list[dict[str, Any]]) -> str:
-    """One sentence on where a set of result files ran: devices, commits (7 characters) and total wall time."""
-    if not records:
-        return "none run yet"
-    devices = ", ".join(sorted({r["provenance"]["device"] for r in records}))
-    commits = ", ".join(sorted({r["provenance"]["commit"][:7] for r in records}))
-    minutes = sum(r["provenance"]["wall_seconds"] for r in records) / 60
-    return (f"run on {devices} at commit {commits}, {minutes:.0f} minutes of wall time in all "
-            f"(each file holds its own stage times){artifact_text(records)}")
-
-
-#: a train stage shorter than this means the record's model was read from the cache, not trained by its run (the
-#: fastest real training in the committed files, the gpu profile's on an H200, took 5.4 s)
-CACHED_TRAIN_SECONDS = 5.0
-LEGACY_TRAINED = "trained in this run"  #: ``provenance.legacy_artifacts`` of a record whose run trained its model
-LEGACY_CACHED = "model read from an older cache entry (commit not recorded)"  #: ... whose run read it from the cache
-
-
-def mark_legacy_provenance(record: dict[str, Any]) -> dict[str, Any] | None:
-    """For a record written before result files listed their cached artifacts: the record with
-    ``provenance.legacy_artifacts`` saying what its stage times show — ``"trained in this run"`` when its train
-    stage took a training's time, else ``"model read from an older cache entry (commit not recorded)"``. ``None`` for
-    a record that lists its artifacts or is already marked (nothing to do)."""
-    prov = record["provenance"]
-    if "artifacts" in prov or "legacy_artifacts" in prov:
-        return None
-    train_s = (prov.get("stages") or {}).get("train")
-    origin = LEGACY_TRAINED if train_s is not None and train_s >= CACHED_TRAIN_SECONDS else LEGACY_CACHED
-    return {**record, "provenance": {**prov, "legacy_artifacts": origin}}
-
-
-def restamp(root: Path | None = None) -> list[Path]:
-    """Mark every committed result file written before artifact lists (:func:`mark_legacy_provenance`), rewriting
-    it with its checksum; returns the files changed. Its numbers are untouched."""
-    changed = []
-    for path in sorted((root or results_root()).glob("*/*/*.json")):
-        record = read_result(path)
-        marked = None if record is None else mark_legacy_provenance(record)
-        if marked is not None:
-            write_result(path, {k: v for k, v in marked.items() if k != "sha256"})
-            changed.append(path)
-    return changed
-
-
-def artifact_text(records: list[dict[str, Any]]) -> str:
-    """The clause :func:`provenance_text` adds on the cached artifacts (models, scans) behind a set of records:
-    which were computed at another commit than the record that used them, and which files predate the artifact
-    list (their artifacts' commits were not recorded)."""
-    other: set[str] = set()
-    n_other = unrecorded = from_old_cache = 0
-    for r in records:
-        arts = r["provenance"].get("artifacts")
-        if arts is None:
-            unrecorded += 1
-            from_old_cache += r["provenance"].get("legacy_artifacts") == LEGACY_CACHED
-            continue
-        mine = r["provenance"]["commit"]
-        for a in arts:
-            if a.get("commit") and a["commit"] != mine:
-                n_other += 1
-                other.add(a["commit"][:7])
-    parts = []
-    if n_other:
-        parts.append(f"{n_other} cached artifacts were computed at another commit than the file naming them "
-                     f"({', '.join(sorted(other))}; each file lists its artifacts' own provenance)")
-    if unrecorded:
-        parts.append(f"{unrecorded} of {len(records)} files were written before result files listed their cached "
-                     f"artifacts; by their stage times {unrecorded - from_old_cache} trained their model in the run "
-                     f"that wrote them and {from_old_cache} read it from an older cache entry, computed at a commit "
-                     f"not recorded (possibly earlier than the one named)")
-    return "; " + "; ".join(parts) if parts else ""
+#: each grid's run function: ``(params, device=, data=, progress=) -> (report, stage wall times in s)``
+RUNNERS: dict[str, Callable[..., tuple[Report, dict]]] = {
+    "main": run_main, "reverse": run_reverse, "sweep": run_sweep, "hygiene": run_hygiene, "ensembles": run_ensembles,
+    "learning": run_learning}
 
 
 # ------------------------------------------------------------------------------------------ running
 def execute(profile: str, exp: Experiment, device: str = "auto", runners: dict | None = None, data=None
-            ) -> dict[str, Any]:
+            ) -> Result:
     """Run one experiment where this function is called (this process, a Ray worker or a Slurm job) and return
-    its complete record with provenance (device, versions, stage times); :func:`write_result` stores it."""
+    its :class:`.report.Result` with provenance (device, versions, stage times); :func:`write_result` stores
+    it."""
     from ..cache import record_artifacts
 
     runners = runners or RUNNERS
     with provenance.stopwatch() as t, record_artifacts() as artifacts:
-        results, stages = runners[exp.grid](exp.params, device=device, data=data, progress=False)
+        report, stages = runners[exp.grid](exp.params, device=device, data=data, progress=False)
     seed = (exp.params.get("recipe") or exp.params.get("suspect") or {}).get("seed")
-    return {"format": FORMAT, "grid": exp.grid, "name": exp.name, "key": exp.key, "profile": profile,
-            "params": exp.params, "results": results,
-            "provenance": provenance.collect(resolve_device(device), seed=seed, stages=stages,
-                                             wall_seconds=round(t["seconds"], 1),
-                                             versions=provenance.library_versions(), artifacts=artifacts)}
+    return Result(exp.grid, exp.name, exp.key, profile, exp.params, report,
+                  provenance.collect(resolve_device(device), seed=seed, stages=stages,
+                                     wall_seconds=round(t["seconds"], 1), versions=provenance.library_versions(),
+                                     artifacts=artifacts))
 
 
-def _local(profile, todo, device, runners, options) -> Iterator[tuple[Experiment, dict]]:
+def _local(profile, todo, device, runners, options) -> Iterator[tuple[Experiment, Result]]:
     data = {}  # loaded once per data set: Fashion-MNIST for the hygiene grid's suspects, CIFAR-10 for the rest
     for exp in todo:
         if runners is RUNNERS:
@@ -571,7 +249,7 @@ def _gpus(options: dict[str, Any], device: str) -> float:
     return 1.0 if device != "cpu" and torch.cuda.is_available() else 0.0
 
 
-def _ray(profile, todo, device, runners, options) -> Iterator[tuple[Experiment, dict]]:
+def _ray(profile, todo, device, runners, options) -> Iterator[tuple[Experiment, Result]]:
     """One Ray task per experiment (``ray.init(address)``: an existing cluster, or a local instance when None);
     records come back to this process in completion order."""
     try:
@@ -597,7 +275,7 @@ def _ray(profile, todo, device, runners, options) -> Iterator[tuple[Experiment, 
             ray.shutdown()
 
 
-def _submitit(profile, todo, device, runners, options) -> Iterator[tuple[Experiment, dict]]:
+def _submitit(profile, todo, device, runners, options) -> Iterator[tuple[Experiment, Result]]:
     """One job per experiment through submitit: Slurm where ``sbatch`` exists (``cluster=None``), or
     ``cluster='local'`` (subprocesses on this machine) / ``'debug'`` (in this process)."""
     try:
@@ -625,13 +303,13 @@ def _submitit(profile, todo, device, runners, options) -> Iterator[tuple[Experim
         yield by_job[id(job)], job.result()
 
 
-ENGINES: dict[str, Callable[..., Iterator[tuple[Experiment, dict]]]] = {
+ENGINES: dict[str, Callable[..., Iterator[tuple[Experiment, Result]]]] = {
     "local": _local, "ray": _ray, "submitit": _submitit}
 
 
 def run(profile: str, grids: Iterable[str] | None = None, only: Iterable[str] | None = None,
         root: Path | None = None, device: str = "auto", shard: tuple[int, int] = (1, 1), force: bool = False,
-        progress: bool = True, runners: dict[str, Callable[..., tuple[dict, dict]]] | None = None,
+        progress: bool = True, runners: dict[str, Callable[..., tuple[Report, dict]]] | None = None,
         engine: str = "local", engine_options: dict[str, Any] | None = None) -> list[tuple[Experiment, str]]:
     """Run the planned experiments that have no valid result (all of them with ``force``); ``shard = (k, n)``
     keeps every n-th experiment starting at the k-th. Returns (experiment, 'done' | 'skipped') in order.
@@ -674,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--restamp", action="store_true",
                         help="mark the result files written before artifact lists with what their stage times show "
                              "(mark_legacy_provenance); run nothing")
+    parser.add_argument("--migrate", action="store_true",
+                        help="convert the result files of format 1 to this library's schema, in place (same numbers, "
+                             "the migration stamped in their provenance); run nothing")
     parser.add_argument("--engine", default="local", choices=tuple(ENGINES),
                         help="'local' (one after another, here; default), 'ray' (a Ray cluster or a local Ray "
                              "instance) or 'submitit' (Slurm, or --cluster local)")
@@ -690,6 +371,10 @@ def main(argv: list[str] | None = None) -> int:
         exps = plan(args.profile, args.grid, args.only)
     except ValueError as err:
         parser.error(str(err))
+    if args.migrate:
+        for path in migrate(args.results):
+            print(f"migrated {path}")
+        return 0
     if args.restamp:
         for path in restamp(args.results):
             print(f"marked {path}")
@@ -712,5 +397,5 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["ENGINES", "Experiment", "GRIDS", "ResultWarning", "execute", "load_results", "plan", "read_result",
-           "run", "run_ensembles", "run_hygiene", "run_main", "run_reverse", "write_result"]
+__all__ = ["ENGINES", "RUNNERS", "execute", "main", "run", "run_ensembles", "run_hygiene", "run_learning", "run_main",
+           "run_reverse", "run_sweep"]

@@ -1,8 +1,8 @@
 """The reproduction verdict: claim by claim, whether the paper's claims held in the committed runs.
 
-Nothing here is typed by hand: every cell is counted from the result files of the runner
-(:mod:`poisoncure.experiments.runner`) by the rule below, and the paper's column is counted by the same rule from the
-paper's own numbers (:mod:`poisoncure.experiments.paper`) where the paper reports the quantity.
+Nothing here is typed by hand: every cell is counted from the runner's result files
+(:mod:`poisoncure.experiments.result_files`) by the rule below, and the paper's column is counted by the same rule
+from the paper's own numbers (:mod:`poisoncure.experiments.paper`) where the paper reports the quantity.
 
 **Evidence sets.** Each profile's ``main`` grid (the paper's 9 pairs x 2 trigger sizes) and each profile's ``sweep``
 grid (trigger sizes from one pixel to a full-image blend, at several poison rates) is one column, the paper-scale
@@ -24,14 +24,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from ..attacks import PAPER_PAIRS
 from ..models import MODEL_NAMES
-from . import paper, paper_tables, profiles, runner
+from . import paper, paper_tables, plans, profiles, report, result_files
+
+if TYPE_CHECKING:
+    from .report import Result
 
 LEARNED = 50.0  #: attack success (%) before the defense from which an attack counts as learned
 MIN_SENSITIVITY = 80.0  #: filtering: share of the poison caught (%), at least
@@ -50,7 +53,7 @@ COLUMNS = ("name", "asr_before", "clean_before", "target_found", "base_found", "
            "asr_after", "clean_after", "ac_sensitivity", "ss_asr_after")
 
 
-def main_rows(records: list[dict[str, Any]]) -> pd.DataFrame:
+def main_rows(records: list[Result]) -> pd.DataFrame:
     """The :data:`COLUMNS` of ``main``-grid records (Activation Clustering: the paper's smaller-cluster protocol)."""
     r = paper_tables.experiment_rows(records)
     if not len(r):
@@ -63,21 +66,22 @@ def main_rows(records: list[dict[str, Any]]) -> pd.DataFrame:
         "ss_asr_after": r["ASR after SS"]})[list(COLUMNS)]
 
 
-def sweep_rows(records: list[dict[str, Any]]) -> pd.DataFrame:
+def sweep_rows(records: list[Result]) -> pd.DataFrame:
     """The :data:`COLUMNS` of ``sweep``-grid records (the sweep does not look for the base class)."""
     rows = []
     for rec in records:
-        if rec.get("grid") != "sweep":
-            raise ValueError(f"expected results of the 'sweep' grid, got {rec.get('grid')!r} ({rec.get('name')})")
-        r = rec["results"]
-        d = r["defenses"]
-        ours, ac, ss = d["Poison as a Cure"], d["Activation Clustering"], d["Spectral Signatures"]
-        after, ss_after = ours.get("after") or {}, ss.get("after") or {}
-        rows.append({"name": rec["name"], "asr_before": r["before"]["attack_success"],
-                     "clean_before": r["before"]["clean_accuracy"], "target_found": float(bool(ours["flags_target"])),
-                     "base_found": np.nan, "sensitivity": ours["sensitivity"], "specificity": ours["specificity"],
-                     "asr_after": after.get("attack_success"), "clean_after": after.get("clean_accuracy"),
-                     "ac_sensitivity": ac["sensitivity"], "ss_asr_after": ss_after.get("attack_success")})
+        if rec.grid != "sweep":
+            raise ValueError(f"expected results of the 'sweep' grid, got {rec.grid!r} ({rec.name})")
+        r = rec.report
+        ours, ac, ss = r[report.POISON_CURE], r[report.CLUSTERING], r[report.SPECTRAL]
+        rows.append({"name": rec.name, "asr_before": r.before.attack_success_rate,
+                     "clean_before": r.before.clean_accuracy, "target_found": float(bool(ours.names_target)),
+                     "base_found": np.nan, "sensitivity": ours.filtering.sensitivity,
+                     "specificity": ours.filtering.specificity,
+                     "asr_after": None if ours.after is None else ours.after.attack_success_rate,
+                     "clean_after": None if ours.after is None else ours.after.clean_accuracy,
+                     "ac_sensitivity": ac.filtering.sensitivity,
+                     "ss_asr_after": None if ss.after is None else ss.after.attack_success_rate})
     return pd.DataFrame(rows, columns=COLUMNS).astype({c: float for c in COLUMNS[1:]})
 
 
@@ -184,15 +188,15 @@ class Evidence:
     grid: str
     label: str  #: the column header, short: network, profile, grid and coverage
     description: str  #: the same in words, for the list under the table
-    records: list[dict[str, Any]]
+    records: list[Result]
     rows: pd.DataFrame
     planned: int
 
 
-def _network(records: list[dict[str, Any]], short: bool = False) -> str:
+def _network(records: list[Result], short: bool = False) -> str:
     """The networks of a set of records: 'whitened fast network 64/256/256' (``short``: 'whitened 64')."""
     nets = []
-    for rec in (r["params"]["recipe"] for r in records):
+    for rec in (r.params["recipe"] for r in records):
         model, w = rec["model"], rec.get("width", 32)
         if short:
             name = {"whitened_net": f"whitened {w}", "small_cnn": "small CNN"}.get(model, MODEL_NAMES.get(model, model))
@@ -212,13 +216,13 @@ def evidence(root=None, order: tuple[str, ...] = PROFILE_ORDER) -> list[Evidence
         for prof in names:
             if grid not in (profiles.load(prof).get("reproduce") or {}):
                 continue
-            records = runner.load_results(prof, grid, root)
+            records = result_files.load_results(prof, grid, root)
             if not records:
                 continue
-            planned = len(runner.plan(prof, [grid]))
+            planned = len(plans.plan(prof, [grid]))
             what = "the paper's grid of 9 pairs × 2 triggers" if grid == "main" else \
                 "the trigger-size sweep (one pixel to a full-image blend, 3 poison rates)"
-            per_class = records[0]["params"]["recipe"].get("train_per_class")
+            per_class = records[0].params["recipe"].get("train_per_class")
             data = f"{per_class:,} images per class" if per_class else "all of CIFAR-10"
             label = f"{'sweep · ' if grid == 'sweep' else ''}{_network(records, short=True)} ({prof}) · " \
                     f"{len(records)}/{planned}"
@@ -260,7 +264,7 @@ def profile_summary(sets: list[Evidence] | None = None) -> pd.DataFrame:
     out = {}
     for ev in sets:
         r = ev.rows
-        paper_acc = [paper.before(rec["params"]["poison"], rec["params"]["recipe"]["pair"])[0] for rec in ev.records]
+        paper_acc = [paper.before(rec.params["poison"], rec.params["recipe"]["pair"])[0] for rec in ev.records]
         learned = r[_learned(r)]
         found = learned[(learned["target_found"] == 1) & (learned["base_found"] == 1)]
         repaired = r[_found(r) & r["asr_after"].notna()]
@@ -331,7 +335,7 @@ def markdown(sets: list[Evidence] | None = None) -> str:
     notebooks (the introduction); written by the book build before rendering."""
     sets = evidence() if sets is None else sets
     tests = "\n".join(f"- {_md_escape(t)}" for t in tests_text())
-    prov = "\n".join(f"- {_md_escape(ev.description)}; {_md_escape(runner.provenance_text(ev.records))}."
+    prov = "\n".join(f"- {_md_escape(ev.description)}; {_md_escape(result_files.provenance_text(ev.records))}."
                       for ev in sets) or "- no result files yet."
     return "\n".join(["(tab-verdict)=", "", html(sets), "",
                       f"**How to read it.** {rule_text()} The tests, per claim:", "", tests, "",

@@ -3,7 +3,7 @@ learning curves."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -11,6 +11,9 @@ import pandas as pd
 
 from ... import attacks, train
 from ...experiments import paper, store
+
+if TYPE_CHECKING:
+    from ...experiments.report import Result
 from ...models import MODEL_NAMES
 from .. import plots
 
@@ -150,7 +153,7 @@ def provenance_table(trained: dict[str, Any]) -> pd.DataFrame:
                              "created": tm.provenance["created"]} for p, tm in trained.items()})
 
 
-def learning_table(records: list[dict[str, Any]]):
+def learning_table(records: list[Result]):
     """One row per (``learning`` result, epoch): trigger, network (the book's name; the whitened network with its
     widths), width, epoch, clean accuracy, worst class and attack success after that epoch, and the run's training
     time and parameter count."""
@@ -159,7 +162,7 @@ def learning_table(records: list[dict[str, Any]]):
         return MODEL_NAMES.get(recipe["model"], recipe["model"]) + (
             f" {w}/{4 * w}/{4 * w}" if recipe["model"] == "whitened_net" else "")
 
-    rows = [{"trigger": r["params"]["poison"], "network": network(r["params"]["recipe"]),
-             "width": r["params"]["recipe"]["width"], **e, "seconds": r["results"]["train_seconds"],
-             "parameters": r["results"]["parameters"]} for r in records for e in r["results"]["epochs"]]
+    rows = [{"trigger": r.params["poison"], "network": network(r.params["recipe"]),
+             "width": r.params["recipe"]["width"], **e, "seconds": r.report.details["train_seconds"],
+             "parameters": r.report.details["parameters"]} for r in records for e in r.report.details["epochs"]]
     return pd.DataFrame(rows)

@@ -9,7 +9,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ...experiments import paper
+from ... import metrics
+from ...experiments import paper, pipeline
 from .. import plots
 
 #: what each defense of the chapter needs and how it repairs
@@ -20,6 +21,132 @@ NEEDS = pd.DataFrame([
     ("Neural Cleanse", "no", "yes", "no", "no", "unlearning fine-tune"),
     ("Fine-Pruning", "no", "yes", "no", "no", "pruning + fine-tune"),
 ], columns=["defense", "training set", "clean data", "poison rate", "target class", "repair"]).set_index("defense")
+
+
+#: the detection table's rows: (method label, the flags within the target class from a defense run and its rows)
+DETECTION_ROWS = (
+    ("Poison as a Cure", lambda run, rows: run[pipeline.POISON_CURE].flagged[rows]),
+    ("Activation Clustering (own rule)", lambda run, rows: run[pipeline.CLUSTERING].artefact.flagged[rows]),
+    ("Activation Clustering (smaller target cluster)",
+     lambda run, rows: run[pipeline.CLUSTERING].artefact.cluster[rows] == 1),
+    ("Spectral Signatures (target, 1.5ε)", lambda run, rows: run[pipeline.SPECTRAL].artefact.removed))
+
+
+def detection_table(runs: dict[str, Any], trained: dict[str, Any], poisons: list[str]) -> pd.DataFrame:
+    """Specificity and sensitivity within the target class of every sample detector (:data:`DETECTION_ROWS`) on
+    each poisoned model, one row per (poison, method), from the pipeline's runs (:func:`pipeline.run_defenses`)."""
+    out = []
+    for p in poisons:
+        rows = runs[p].target_rows
+        is_poison = trained[p].train_set.is_poison[rows]
+        for method, flags in DETECTION_ROWS:
+            flagged = flags(runs[p], rows)
+            out.append({"poison": p, "method": method, "specificity": metrics.specificity(flagged, is_poison),
+                        "sensitivity": metrics.sensitivity(flagged, is_poison)})
+    return pd.DataFrame(out)
+
+
+def pruning_curve(fp: Any, model: Any, pruning: Any, test: Any, spec: Any, device: Any) -> pd.DataFrame:
+    """Clean accuracy and attack success of ``model`` pruned at every ratio Fine-Pruning tried (``pruning``, its
+    :meth:`~poisoncure.defenses.fine_pruning.FinePruning.pruning`), on ``test``: one row per ratio."""
+    import torch
+
+    from ...defenses.fine_pruning import keep_mask
+    from ...train import evaluate
+
+    pruned, mask = fp.masked_copy(model)
+    curve = []
+    for r in pruning.ratios:
+        mask.keep.copy_(torch.from_numpy(keep_mask(pruning.order, r)))
+        m = evaluate(pruned, test, spec, device)
+        curve.append({"ratio": r, "clean accuracy (held out)": m.clean_accuracy, "ASR": m.attack_success_rate})
+    return pd.DataFrame(curve)
+
+
+#: the comparison table's columns (:func:`final_table`)
+FINAL_COLUMNS = ["poison", "defense", "sensitivity", "specificity", "clean acc", "ASR", "note"]
+
+
+def final_table(runs: dict[str, Any], trained: dict[str, Any], attacked: list[str], detection: pd.DataFrame,
+                held_out: Any, specs: dict[str, Any], classes: tuple[str, ...], device: Any) -> pd.DataFrame:
+    """The comparison of every repair on each attacked model, one row per (poison, defense): the detection numbers
+    of :func:`detection_table` where the defense filters samples, and the repaired model's clean accuracy and attack
+    success on the ``held_out`` test images (a repair that changed nothing is scored on the model itself), with a
+    note on what the repair did."""
+    from ...train import evaluate
+
+    def row(p, method, model_after, detected=None, note=""):
+        m = evaluate(model_after, held_out, specs[p], device) if model_after is not None else None
+        d = detection[(detection.poison == p) & (detection.method == detected)]
+        return {"poison": p, "defense": method,
+                "sensitivity": d["sensitivity"].iloc[0] if len(d) else None,
+                "specificity": d["specificity"].iloc[0] if len(d) else None,
+                "clean acc": None if m is None else m.clean_accuracy,
+                "ASR": None if m is None else m.attack_success_rate, "note": note}
+
+    out = []
+    for p in attacked:
+        tm, run = trained[p], runs[p]
+        out.append(row(p, "none", tm.model))
+        cure, nc_out, fp_out = run[pipeline.POISON_CURE], run[pipeline.CLEANSE], run[pipeline.PRUNING]
+        out.append(row(p, cure.method, tm.model if cure.unchanged else cure.repaired, cure.method,
+                       "nothing flagged: model unchanged" if cure.unchanged else ""))
+        for name, detected in ((pipeline.SPECTRAL, "Spectral Signatures (target, 1.5ε)"),
+                               (pipeline.CLUSTERING, "Activation Clustering (own rule)")):
+            o = run[name]
+            out.append(row(p, name, o.repaired, detected, "not run here (see the retrain parameter)"
+                           if o.repaired is None else f"retrained without {int(o.flagged.sum())} samples"))
+        out.append(row(p, nc_out.method, tm.model if nc_out.unchanged else nc_out.repaired,
+                       note=f"flagged: {', '.join(classes[k] for k in nc_out.labels) or 'none'}"))
+        out.append(row(p, fp_out.method, fp_out.repaired,
+                       note=f"{100 * fp_out.artefact.chosen_ratio:.0f}% of channels pruned"))
+    return pd.DataFrame(out, columns=FINAL_COLUMNS)
+
+
+#: a middle layer per architecture, where the chapter also compares Spectral Signatures and Activation Clustering
+INTERMEDIATE = {"small_cnn": "features.5", "small_cnn_whitened": "features.7", "whitened_net": "features.4",
+                "resnet18": "features.9", "vgg19": "features.15"}
+
+
+def layer_table(trained: dict[str, Any], runs: dict[str, Any], poisons: list[str], ss: Any, ac: Any,
+                compare_layer: str | None, device: Any) -> pd.DataFrame:
+    """Spectral Signatures' and Activation Clustering's (smaller cluster) sensitivity and specificity within the
+    target class on the penultimate features and on ``compare_layer``, one row per (poison, layer)."""
+    from ...experiments import store
+
+    out = []
+    for p in poisons:
+        tm, rows = trained[p], runs[p].target_rows
+        is_poison = tm.train_set.is_poison[rows]
+        for name, layer in (("penultimate", None), *([(compare_layer, compare_layer)] if compare_layer else [])):
+            reps = store.get_features(tm, layer, rows, device=device) if layer is not None else \
+                store.get_features(tm, None, device=device)[rows]
+            removed = ss.score_features(reps, tm.train_set.y[rows]).removed
+            small = ac.cluster_label(reps)[0] == 1
+            out.append({"poison": p, "layer": name,
+                        "SS sensitivity": metrics.sensitivity(removed, is_poison),
+                        "SS specificity": metrics.specificity(removed, is_poison),
+                        "AC (smaller) sensitivity": metrics.sensitivity(small, is_poison),
+                        "AC (smaller) specificity": metrics.specificity(small, is_poison)})
+    return pd.DataFrame(out).set_index(["poison", "layer"])
+
+
+def ac_seed_table(trained: dict[str, Any], runs: dict[str, Any], poisons: list[str], layer: str | None, seeds: range,
+                  device: Any) -> pd.DataFrame:
+    """The range (min, max) over k-means ``seeds`` of Activation Clustering's smaller-cluster sensitivity and
+    specificity within the target class, per poison."""
+    from ...defenses.activation_clustering import ActivationClustering
+    from ...experiments import store
+
+    out = []
+    for p in poisons:
+        tm, rows = trained[p], runs[p].target_rows
+        is_poison, reps = tm.train_set.is_poison[rows], store.get_features(tm, layer, device=device)[rows]
+        for s in seeds:
+            small = ActivationClustering(layer=layer, seed=s, progress=False).cluster_label(reps)[0] == 1
+            out.append({"poison": p, "seed": s, "sensitivity": metrics.sensitivity(small, is_poison),
+                        "specificity": metrics.specificity(small, is_poison)})
+    return pd.DataFrame(out).groupby("poison")[["sensitivity", "specificity"]].agg(["min", "max"])
 
 
 def with_paper_detection(detection: pd.DataFrame, poisons: list[str], pair: int) -> pd.DataFrame:

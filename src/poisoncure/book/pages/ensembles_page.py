@@ -3,17 +3,21 @@ expansion-error model, the live experiment and the committed grid."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from ... import attacks
-from ...experiments import paper
+from ...experiments import paper, report
 from ...experiments.grids import ensembles
+from ...experiments.result_files import provenance_text
 
-ENSEMBLES = "Ensembles of weak learners"
+if TYPE_CHECKING:
+    from ...experiments.report import Report, Result
+
+ENSEMBLES = report.ENSEMBLE
 
 
 def boosting_figure(err: np.ndarray, names: list[str]):
@@ -43,11 +47,11 @@ def scenarios_table(classes: tuple[str, ...]) -> pd.DataFrame:
     return scen.reindex([r["pair"] for r in rows[:len(attacks.ENSEMBLE_PAIRS)]])
 
 
-def growth_figure(live: dict[str, Any]) -> tuple[Any, dict[str, str]]:
+def growth_figure(live: Report) -> tuple[Any, dict[str, str]]:
     """The live experiment's ISPL components (clean and poisoned samples) and the kept set after the vote and each
     self-training round; and the sentences reading them (``learner_acc``, ``vote_text``, ``spl_text``,
     ``learner_size``)."""
-    ens = live["ensemble"]
+    ens = live[ENSEMBLES].details
     comp = pd.DataFrame(ens["components"])
     comp["clean"] = comp["size"] - comp["poison"]
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(6.1, 6.6))
@@ -68,7 +72,7 @@ def growth_figure(live: dict[str, Any]) -> tuple[Any, dict[str, str]]:
     ax2b = ax2.twinx()
     ax2b.plot(xs, [s["fn"] for s in stages], "^-", color="C3", label="poisoned kept (FN)")
     ax2b.set_ylabel("poisoned samples kept", color="C3")
-    ax2b.set_ylim(0, max(1, live["n_poison"]))
+    ax2b.set_ylim(0, max(1, live.n_poison))
     ax2b.grid(False)
     ax2.set_title("the kept set after the vote and each self-training round", fontsize=10)
     h1, l1 = ax2.get_legend_handles_labels()
@@ -80,12 +84,12 @@ def growth_figure(live: dict[str, Any]) -> tuple[Any, dict[str, str]]:
     return fig, {
         "learner_acc": f"{comp['learner_accuracy_clean'].min():.0f}–{comp['learner_accuracy_clean'].max():.0f} %",
         "vote_text": f"{ens['vote']['kept']:,} kept, {ens['vote']['fp']:,} clean samples removed and "
-                     f"{ens['vote']['fn']} of {live['n_poison']} poisoned samples kept",
+                     f"{ens['vote']['fn']} of {live.n_poison} poisoned samples kept",
         "spl_text": f"{last['kept']:,} kept ({last['fp']:,} clean samples still out, {last['fn']} poisoned in)",
         "learner_size": f"{comp['size'].mean():,.0f}"}
 
 
-def methods_table(live_rec: dict[str, Any], committed: dict[str, Any] | None, live_methods: tuple[str, ...]
+def methods_table(live_rec: Result, committed: Result | None, live_methods: tuple[str, ...]
                   ) -> pd.DataFrame:
     """Every method on the live experiment: the methods run in this build, the others from the committed file of
     the same experiment (labelled by source), in the chapter's order."""
@@ -105,32 +109,33 @@ def shown_methods(table: pd.DataFrame) -> pd.DataFrame:
                                                                           "FN": "poison kept (FN)"})
 
 
-def live_texts(table: pd.DataFrame, live: dict[str, Any], committed: dict[str, Any] | None, threshold: float,
+def live_texts(table: pd.DataFrame, live: Result, committed: Result | None, threshold: float,
                classes: tuple[str, ...]) -> dict[str, str]:
     """The sentences reading the live experiment: attack success and clean accuracy before and after the
     ensembles, what they keep and remove, the paper's scan, and where the other methods' rows come from."""
     m = table.set_index("method")
     none, ours = m.loc["none"], m.loc[ENSEMBLES]
-    pac = live["methods"]["Poison as a Cure"]
+    pac = live.report[report.POISON_CURE]
     return {
         "asr_none": f"{none['ASR %']:.1f} %", "asr_ens": f"{ours['ASR %']:.1f} %",
         "acc_change": f"{none['clean acc %']:.1f} % → {ours['clean acc %']:.1f} %",
-        "ens_fn": f"{int(ours['FN'])} of {live['n_poison']}", "ens_fp": f"{int(ours['FP']):,}",
-        "pac_text": ("the paper's scan names the target" if pac["flags_target"] else
-                     f"the paper's scan does not name the target (largest ratio {pac['scan_ratio']:.2f} for "
-                     f"{classes[pac['scan_label']]}, threshold {threshold:g}), so it leaves the model as it is"),
+        "ens_fn": f"{int(ours['FN'])} of {live.report.n_poison}", "ens_fp": f"{int(ours['FP']):,}",
+        "pac_text": ("the paper's scan names the target" if pac.names_target else
+                     f"the paper's scan does not name the target (largest ratio {pac.details['scan_ratio']:.2f} "
+                     f"for {classes[pac.details['scan_label']]}, threshold {threshold:g}), so it leaves the model "
+                     "as it is"),
         "committed_note": (f"ITLM, Spectral Signatures and Activation Clustering come from the committed file "
-                           f"(commit {committed['provenance']['commit'][:7]}, {committed['provenance']['device']})"
+                           f"(commit {committed.provenance['commit'][:7]}, {committed.provenance['device']})"
                            if committed is not None else
                            "No committed file matches these parameters, so ITLM, Spectral Signatures and Activation "
                            "Clustering are not shown; run the grid to add them")}
 
 
-def grid_outputs(records: list[dict[str, Any]], exps: list[Any], results_profile: str
+def grid_outputs(records: list[Result], exps: list[Any], results_profile: str
                  ) -> tuple[pd.DataFrame, dict[str, str]]:
     """The committed grid, one column per (trigger, quantity), and its sentences: the grid's points, each learned
     attack before and after the ensembles, the clean references' attack success and the provenance."""
-    done = {r["name"] for r in records}
+    done = {r.name for r in records}
     texts = {"grid_text": "; ".join(
         f"{ensembles.trigger_label(e.params)} at {100 * e.params['recipe']['poison_rate']:g} % of the source "
         f"class{'' if e.name in done else ' (not run yet)'}" for e in exps) or "empty"}
@@ -143,9 +148,9 @@ def grid_outputs(records: list[dict[str, Any]], exps: list[Any], results_profile
     wide = wide.reindex([x for x in ensembles.METHODS if x in set(all_tab["method"])])
     wide.columns = [f"{trig}: {what}" for what, trig in wide.columns]
     wide = wide[sorted(wide.columns, key=lambda c: (c.split(":")[0], c.split(":")[1]))]
-    refs = {r["name"]: r["results"].get("clean_reference") for r in records}
-    ref_text = "; ".join(f"{ensembles.trigger_label(r['params'])}: {refs[r['name']]['attack_success']:.1f} %"
-                         for r in records if refs[r["name"]])
+    refs = {r.name: r.report.details.get("clean_reference") for r in records}
+    ref_text = "; ".join(f"{ensembles.trigger_label(r.params)}: {refs[r.name]['attack_success_rate']:.1f} %"
+                         for r in records if refs[r.name])
     by = all_tab.set_index(["trigger", "method"])
     learned = [t for t in all_tab["trigger"].unique()
                if by.loc[(t, "none"), "ASR %"] >= 50 and (t, ENSEMBLES) in by.index]
@@ -154,8 +159,6 @@ def grid_outputs(records: list[dict[str, Any]], exps: list[Any], results_profile
         f"accuracy {by.loc[(t, 'none'), 'clean acc %']:.1f} % → {by.loc[(t, ENSEMBLES), 'clean acc %']:.1f} %"
         for t in learned) or "no committed experiment has an attack that the model learned"
     texts["ref_text"] = ref_text or "not run"
-    from ...experiments.runner import provenance_text
-
     texts["prov_all"] = provenance_text(records)
     return wide.round(1).astype(object).where(wide.notna(), "—"), texts
 

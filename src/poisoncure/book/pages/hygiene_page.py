@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from ... import attacks
-from ...experiments import paper
+from ...experiments import paper, report
 from ...experiments.grids import hygiene
 from .. import plots
 from .rows import trained_model_row
+
+if TYPE_CHECKING:
+    from ...experiments.report import Report, Result
 
 #: Column names of the paper's Table 8 values (acc, ASR; "before → after (clean only)") beside ours.
 T8_COLUMNS = ("paper, Table 8: acc %", "paper, Table 8: ASR %")
@@ -179,41 +182,47 @@ def crafted_figure(mitigated: dict[str, Any], classes: tuple[str, ...]):
                             size=1.3)
 
 
-def result_of(records: list[dict[str, Any]], attack: str) -> dict[str, Any] | None:
-    """The committed result of an attack (of several, the longest-trained: the blend runs 5 and 15 epochs)."""
-    found = [rec for rec in records if rec["results"]["attack"] == attack]
-    return max(found, key=lambda rec: rec["params"]["suspect"]["epochs"])["results"] if found else None
+def result_of(records: list[Result], attack: str) -> Report | None:
+    """The committed report of an attack (of several, the longest-trained: the blend runs 5 and 15 epochs)."""
+    found = [rec for rec in records if rec.report.details["attack"] == attack]
+    return max(found, key=lambda rec: rec.params["suspect"]["epochs"]).report if found else None
 
 
-def committed_texts(records: list[dict[str, Any]], classes: tuple[str, ...]) -> dict[str, str]:
+def _scan(r: Report) -> dict[str, Any]:
+    """PoisHygiene's DETECT on a committed report: ``prob``, ``infected``, ``suspect``, ``model_infected``."""
+    return r[report.HYGIENE].details["scan"]
+
+
+def committed_texts(records: list[Result], classes: tuple[str, ...]) -> dict[str, str]:
     """The sentences reading every Fashion-MNIST attack's committed run: each attack's outcome, the withheld
     control's floor, the healthy suspects' false positives, the blend's epochs and the two clean-label attacks."""
     out = {f"all_{a}": outcome(result_of(records, a), classes) if result_of(records, a) else "not run yet"
            for a in ("badnets", "blend", "mislabel", "frog", "stingray")}
     w, h = result_of(records, "withheld"), result_of(records, "clean")
-    out["all_floor"] = f"{w['before']['attack_success_rate']:.1f} %" if w else "— (not run yet)"
-    out["all_fp"] = ("no label passes on either" if h and w and not (any(h["scan"]["infected"])
-                                                                      or any(w["scan"]["infected"]))
+    out["all_floor"] = f"{w.before.attack_success_rate:.1f} %" if w else "— (not run yet)"
+    out["all_fp"] = ("no label passes on either" if h and w and not (any(_scan(h)["infected"])
+                                                                      or any(_scan(w)["infected"]))
                      else "labels over τ: " + "; ".join(
-                         f"{n}: {', '.join(classes[k] for k, v in enumerate(r['scan']['infected']) if v) or 'none'}"
+                         f"{n}: {', '.join(classes[k] for k, v in enumerate(_scan(r)['infected']) if v) or 'none'}"
                          for n, r in (("healthy", h), ("withheld", w)) if r))
-    blends = sorted((rec for rec in records if rec["results"]["attack"] == "blend"),
-                    key=lambda rec: rec["params"]["suspect"]["epochs"])
+    blends = sorted((rec for rec in records if rec.report.details["attack"] == "blend"),
+                    key=lambda rec: rec.params["suspect"]["epochs"])
     out["all_blend_epochs"] = " and ".join(
-        f"{rec['params']['suspect']['epochs']} epochs ({rec['results']['before']['attack_success_rate']:.1f} %)"
+        f"{rec.params['suspect']['epochs']} epochs ({rec.report.before.attack_success_rate:.1f} %)"
         for rec in blends) or "—"
     f, s = result_of(records, "frog"), result_of(records, "stingray")
     if not (f and s):
         return {**out, **{k: "— (not run yet)" for k in ("all_kept", "all_frog_change", "all_sting_change",
                                                            "all_frog_claim", "all_sting_claim")}}
-    kf, ks = f["crafting"]["kept_label"], s["crafting"]["kept_label"]
-    floor = w["before"]["attack_success_rate"] if w else 0.0
-    fa, sa = f["before"]["attack_success_rate"], s["before"]["attack_success_rate"]
+    fc, sc = f.details["crafting"], s.details["crafting"]
+    kf, ks = fc["kept_label"], sc["kept_label"]
+    floor = w.before.attack_success_rate if w else 0.0
+    fa, sa = f.before.attack_success_rate, s.before.attack_success_rate
     out.update({
         "all_kept": f"The attacker's own clean model calls {kf:.1f} % of the Poison Frog poisons and {ks:.1f} % "
                     f"of the StingRay poisons T-shirt/top, their label",
-        "all_frog_change": f"{255 * f['crafting']['max_pixel_change']:.0f}/255",
-        "all_sting_change": f"{255 * s['crafting']['max_pixel_change']:.0f}/255",
+        "all_frog_change": f"{255 * fc['max_pixel_change']:.0f}/255",
+        "all_sting_change": f"{255 * sc['max_pixel_change']:.0f}/255",
         "all_frog_claim": (f"a Mislabel attack by another road, and it works ({fa:.1f} % against the floor's "
                            f"{floor:.1f} %)." if kf < 50 and fa >= 50 else
                            f"its attack success is {fa:.1f} % against the floor's {floor:.1f} %."),
@@ -223,14 +232,15 @@ def committed_texts(records: list[dict[str, Any]], classes: tuple[str, ...]) -> 
     return out
 
 
-def clean_label_figure(records: list[dict[str, Any]]):
+def clean_label_figure(records: list[Result]):
     """For each clean-label attack of the committed runs: T-shirt bases, the bags they aim at, the poisons."""
     rows, labels = [], []
     for a, r in (("Poison Frog", result_of(records, "frog")), ("StingRay", result_of(records, "stingray"))):
         if r is None:
             continue
         for part, name in (("base", "base\n(T-shirt)"), ("aim", "aim (bag)"), ("poison", "poison,\nlabel T-shirt")):
-            rows.append([np.repeat(np.asarray(im, np.uint8)[..., None], 3, axis=2) for im in r["examples"][part]])
+            rows.append([np.repeat(np.asarray(im, np.uint8)[..., None], 3, axis=2)
+                         for im in r.details["examples"][part]])
             labels.append(f"{a}:\n{name}")
     if not rows:
         return plots.placeholder("no clean-label result committed yet")
@@ -260,21 +270,21 @@ def cifar_texts(scans: dict[str, Any], refs: list[Any], per_class: list[int]) ->
     return out
 
 
-def cifar_committed_texts(records: list[dict[str, Any]], classes: tuple[str, ...]) -> dict[str, str]:
+def cifar_committed_texts(records: list[Result], classes: tuple[str, ...]) -> dict[str, str]:
     """The sentences naming the committed CIFAR-10 all-to-one runs' recipe, target, references and outcomes."""
     if records:
-        r = records[0]["params"]["recipe"]
+        r = records[0].params["recipe"]
         out = {"c_all_recipe": f"{r['model']}, width {r['width']}, {r['epochs']} epochs on "
                                f"{'all 5,000' if r['train_per_class'] is None else r['train_per_class']} images "
                                "per class",
-               "c_all_target": classes[records[0]["results"]["target"]],
+               "c_all_target": classes[records[0].report.target],
                "c_all_refs": " and ".join(
                    f"a clean model of the same recipe on {n} images per class ({a:.0f} % accurate)"
-                   for n, a in zip(records[0]["params"]["references"]["per_class"],
-                                   records[0]["results"]["references"], strict=True))}
+                   for n, a in zip(records[0].params["references"]["per_class"],
+                                   records[0].report.details["references"], strict=True))}
     else:
         out = {k: "— (not run yet)" for k in ("c_all_recipe", "c_all_target", "c_all_refs")}
-    out["c_all_summary"] = "; ".join(f"{rec['params']['label']}: {outcome(rec['results'], classes)}"
+    out["c_all_summary"] = "; ".join(f"{rec.params['label']}: {outcome(rec.report, classes)}"
                                      for rec in records) or "not run yet"
     return out
 
@@ -285,34 +295,36 @@ def table_or_note(table: pd.DataFrame) -> pd.DataFrame:
         pd.DataFrame({"note": ["no committed result yet"]})
 
 
-def results_table(records: list[dict[str, Any]], classes: tuple[str, ...]):
+def results_table(records: list[Result], classes: tuple[str, ...]):
     """One row per ``hygiene`` result file (all of one data set, whose ``classes`` name the labels): the suspect,
     DETECT's verdict, the repair and what the other two detectors name, with the paper's numbers for that data set
     in labelled columns and where each file ran."""
     rows = []
     for rec in records:
-        r = rec["results"]
-        numbers = paper.HYGIENE_CIFAR if "recipe" in rec["params"] else paper.HYGIENE_FMNIST
-        attacked = r["attack"] not in hygiene.CONTROLS
-        t = r["target"] if r["attack"] != "clean" else None
-        scan, mit, others = r["scan"], r["mitigation"], r["others"]
-        row = {"suspect": rec["params"]["label"],
-               "clean acc %": r["before"]["clean_accuracy"],
-               "ASR %": r["before"]["attack_success_rate"] if r["attack"] != "clean" else np.nan,
+        r = rec.report
+        attack = r.details["attack"]
+        numbers = paper.HYGIENE_CIFAR if "recipe" in rec.params else paper.HYGIENE_FMNIST
+        attacked = attack not in hygiene.CONTROLS
+        t = r.target if attack != "clean" else None
+        hyg, scan = r[report.HYGIENE], _scan(r)
+        mit, after = hyg.details.get("mitigation"), hyg.after
+        row = {"suspect": rec.params["label"],
+               "clean acc %": r.before.clean_accuracy,
+               "ASR %": r.before.attack_success_rate if attack != "clean" else np.nan,
                "Prob(target)": scan["prob"][t] if t is not None else np.nan,
                "labels over τ": ("all" if all(scan["infected"]) else
                                  ", ".join(classes[k] for k, v in enumerate(scan["infected"]) if v) or "none"),
-               "paper, Table 6": numbers.get(r["attack"], {}).get("detect", "—"),
+               "paper, Table 6": numbers.get(attack, {}).get("detect", "—"),
                "label repaired": classes[mit["label"]] if mit else "—",
-               "after: acc %": mit["after"]["clean_accuracy"] if mit else np.nan,
-               "after: ASR %": mit["after"]["attack_success_rate"] if mit else np.nan,
+               "after: acc %": after.clean_accuracy if mit else np.nan,
+               "after: ASR %": after.attack_success_rate if mit else np.nan,
                "clean only: ASR %": mit["clean_only"]["attack_success_rate"] if mit else np.nan,
-               T8_COLUMNS[0]: numbers.get(r["attack"], {}).get("acc", "—") if attacked else "—",
-               T8_COLUMNS[1]: numbers.get(r["attack"], {}).get("asr", "—") if attacked else "—",
-               "Neural Cleanse flags": ", ".join(classes[k] for k in others["neural_cleanse"]["flagged"]) or "none",
-               "ours flags": "not run" if others["poison_cure"] is None else
-               (classes[others["poison_cure"]["target"]] if others["poison_cure"]["poisoned"] else "none"),
-               "device, commit": f"{rec['provenance']['device'].split(' (')[0]}, {rec['provenance']['commit'][:7]}"}
+               T8_COLUMNS[0]: numbers.get(attack, {}).get("acc", "—") if attacked else "—",
+               T8_COLUMNS[1]: numbers.get(attack, {}).get("asr", "—") if attacked else "—",
+               "Neural Cleanse flags": ", ".join(classes[k] for k in r[report.CLEANSE].labels) or "none",
+               "ours flags": "not run" if report.POISON_CURE not in r.defenses else
+               (", ".join(classes[k] for k in r[report.POISON_CURE].labels) or "none"),
+               "device, commit": f"{rec.provenance['device'].split(' (')[0]}, {rec.provenance['commit'][:7]}"}
         rows.append(row)
     return pd.DataFrame(rows).set_index("suspect") if rows else pd.DataFrame()
 
@@ -353,18 +365,30 @@ def comparison_rows(name: str, scan: dict[str, Any], others: dict[str, Any], cla
     return rows
 
 
-def outcome(result: dict[str, Any], classes: tuple[str, ...]) -> str:
-    """One clause of prose on a committed ``hygiene`` result: the attack, DETECT's verdict on the target and which
+def comparison_table(scans: dict[str, Any], others: dict[str, Any], classes: tuple[str, ...],
+                     targets: dict[str, int | None], tau: float = 0.5, threshold: float = 2.0) -> pd.DataFrame:
+    """:func:`comparison_rows` of every scanned model (``targets``: each model's attacked target, None for a
+    healthy one), indexed by (model, detector), "—" where there is nothing to show."""
+    rows = [r for name, scan in scans.items()
+            for r in comparison_rows(name, hygiene.scan_summary(scan), others[name], classes, targets[name], tau,
+                                     threshold)]
+    return pd.DataFrame(rows).set_index(["model", "detector"]).astype(object).fillna("—")
+
+
+def outcome(result: Report, classes: tuple[str, ...]) -> str:
+    """One clause of prose on a committed ``hygiene`` report: the attack, DETECT's verdict on the target and which
     label the repair touched, with what it left."""
-    t, b, m = result["target"], result["before"], result["mitigation"]
-    over = [k for k, v in enumerate(result["scan"]["infected"]) if v]
+    t, b = result.target, result.before
+    hyg = result[report.HYGIENE]
+    m, scan = hyg.details.get("mitigation"), hyg.details["scan"]
+    over = [k for k, v in enumerate(scan["infected"]) if v]
     verdict = ("the only label over τ" if over == [t] else "every label over τ" if len(over) == len(classes) else
                f"labels over τ: {', '.join(classes[k] for k in over)}" if over else "no label over τ")
-    text = (f"attack success {b['attack_success_rate']:.1f} % at {b['clean_accuracy']:.1f} % clean accuracy; "
-            f"Prob({classes[t]}) {result['scan']['prob'][t]:.1f}, {verdict}")
+    text = (f"attack success {b.attack_success_rate:.1f} % at {b.clean_accuracy:.1f} % clean accuracy; "
+            f"Prob({classes[t]}) {scan['prob'][t]:.1f}, {verdict}")
     if m:
         text += (f"; MITIGATE on {classes[m['label']]} ({'the target' if m['label'] == t else 'not the target'}): "
-                 f"attack success {m['after']['attack_success_rate']:.1f} % (clean images alone: "
+                 f"attack success {hyg.after.attack_success_rate:.1f} % (clean images alone: "
                  f"{m['clean_only']['attack_success_rate']:.1f} %), clean accuracy "
-                 f"{m['after']['clean_accuracy']:.1f} %")
+                 f"{hyg.after.clean_accuracy:.1f} %")
     return text

@@ -3,7 +3,7 @@ search, Neural Cleanse and the paper's scan on the same models, and from the com
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -11,7 +11,10 @@ import pandas as pd
 from scipy import stats
 
 from ... import data, models
-from ...experiments import store
+from ...experiments import report, store
+
+if TYPE_CHECKING:
+    from ...experiments.report import Result
 from .. import plots
 from .rows import trained_model_row
 
@@ -103,7 +106,7 @@ def search_texts(results: dict[str, Any], additive: str, true_pair: tuple[int, i
 
 
 def false_alarm_figure(results: dict[str, Any], trained: dict[str, Any], clean_names: list[str],
-                       full_clean: list[dict[str, Any]], model: str, theta: float, classes: tuple[str, ...]):
+                       full_clean: list[Result], model: str, theta: float, classes: tuple[str, ...]):
     """The p-value of every clean model against its clean accuracy: this build's (circles) and the committed
     full-profile ResNet-18s (squares), with θ."""
     cols = plots.colours(6)
@@ -116,11 +119,11 @@ def false_alarm_figure(results: dict[str, Any], trained: dict[str, Any], clean_n
         ax.annotate(f"{name}\n{classes[r.source]} → {classes[r.target]}", (acc, r.null.p_value), fontsize=7,
                     xytext=(6, -4), textcoords="offset points", va="top")  # below: the squares' labels sit above
     for j, rec in enumerate(full_clean):
-        x = rec["results"]["xiang"]
-        acc = rec["results"]["before"]["clean_accuracy"]
+        x = rec.report[report.XIANG].details
+        acc = rec.report.before.clean_accuracy
         ax.scatter(acc, x["p_value"], marker="s", color=cols[5], s=40, zorder=3,
                    label="ResNet-18, full profile (GPU, committed)" if j == 0 else None)
-        ax.annotate(f"{rec['params']['recipe']['train_per_class'] or 5000}/class", (acc, x["p_value"]), fontsize=7,
+        ax.annotate(f"{rec.params['recipe']['train_per_class'] or 5000}/class", (acc, x["p_value"]), fontsize=7,
                     xytext=(0, 6 + 8 * (j % 2)), textcoords="offset points", ha="center", va="bottom")
     ax.axhline(theta, color="black", ls="--", lw=1, label=f"θ = {theta:g}")
     ax.set_xlim(right=max(ax.get_xlim()[1], 100))
@@ -134,34 +137,35 @@ def false_alarm_figure(results: dict[str, Any], trained: dict[str, Any], clean_n
     return fig
 
 
-def full_profile_texts(full_runs: list[dict[str, Any]], search_per_class: int, classes: tuple[str, ...]
+def full_profile_texts(full_runs: list[Result], search_per_class: int, classes: tuple[str, ...]
                        ) -> dict[str, str]:
     """The sentences reading the committed full-profile runs: the additive model, and the clean ResNet-18s'
     false alarms."""
     out = {}
-    full_add = [r for r in full_runs if r["params"]["poison"] in store.ADDITIVE]
+    full_add = [r for r in full_runs if r.params["poison"] in store.ADDITIVE]
     if full_add:
-        ra = full_add[0]["results"]
-        asr = ra["before"]["attack_success_rate"]
-        l2 = full_add[0]["params"]["recipe"]["additive_l2"]
+        ra = full_add[0].report
+        x, ours, nc = ra[report.XIANG].details, ra[report.POISON_CURE], ra[report.CLEANSE]
+        asr = ra.before.attack_success_rate
+        recipe = full_add[0].params["recipe"]
         out["full_additive"] = (
-            f"The additive model (chessboard, ‖v‖₂ = {l2:g}) reached an attack success of only {asr:.1f}%: in "
-            f"{full_add[0]['params']['recipe']['epochs']} epochs the ResNet-18 did not learn so faint a pattern. "
-            f"The pair search calls it {'attacked' if ra['xiang']['detected'] else 'clean'} (p = "
-            f"{ra['xiang']['p_value']:.2f}), the paper's method flags "
-            f"{classes[ra['ours']['candidate']] if ra['ours']['poisoned'] else 'nothing'}, and Neural Cleanse flags "
-            f"{', '.join(classes[k] for k in ra['neural_cleanse']['flagged']) or 'nothing'} (the attack's target is "
-            f"{classes[ra['target']]}). Whether the search finds a learned additive backdoor at this scale stays "
+            f"The additive model (chessboard, ‖v‖₂ = {recipe['additive_l2']:g}) reached an attack success of only "
+            f"{asr:.1f}%: in {recipe['epochs']} epochs the ResNet-18 did not learn so faint a pattern. "
+            f"The pair search calls it {'attacked' if x['detected'] else 'clean'} (p = "
+            f"{x['p_value']:.2f}), the paper's method flags "
+            f"{', '.join(classes[k] for k in ours.labels) or 'nothing'}, and Neural Cleanse flags "
+            f"{', '.join(classes[k] for k in nc.labels) or 'nothing'} (the attack's target is "
+            f"{classes[ra.target]}). Whether the search finds a learned additive backdoor at this scale stays "
             "open until a stronger pattern or a longer schedule is run." if asr < 50 else
-            f"The additive model (chessboard, ‖v‖₂ = {l2:g}) sends {asr:.1f}% of the triggered images to the "
-            f"target; the search reports {classes[ra['xiang']['source']]} → {classes[ra['xiang']['target']]} with "
-            f"p = {ra['xiang']['p_value']:.1e}.")
+            f"The additive model (chessboard, ‖v‖₂ = {recipe['additive_l2']:g}) sends {asr:.1f}% of the triggered "
+            f"images to the target; the search reports {classes[x['source']]} → {classes[x['target']]} with "
+            f"p = {x['p_value']:.1e}.")
     else:
         out["full_additive"] = "No committed full-profile result for the additive model."
-    full_clean = [r for r in full_runs if r["params"]["poison"] == "clean"]
-    n_fa = sum(r["results"]["xiang"]["detected"] for r in full_clean)
-    ps = ", ".join(f"p = {r['results']['xiang']['p_value']:.2f} at {r['results']['before']['clean_accuracy']:.1f}% "
-                   "clean accuracy" for r in sorted(full_clean, key=lambda r: r["results"]["before"]["clean_accuracy"]))
+    full_clean = [r for r in full_runs if r.params["poison"] == "clean"]
+    n_fa = sum(r.report[report.XIANG].details["detected"] for r in full_clean)
+    ps = ", ".join(f"p = {r.report[report.XIANG].details['p_value']:.2f} at {r.report.before.clean_accuracy:.1f}% "
+                   "clean accuracy" for r in sorted(full_clean, key=lambda r: r.report.before.clean_accuracy))
     if not full_clean:
         out["full_clean_text"] = "No committed full-profile clean models."
     elif n_fa == 0:
@@ -214,24 +218,25 @@ NEEDS = pd.DataFrame([
 ], columns=["detector", "training set", "clean data", "model access", "what it names"]).set_index("detector")
 
 
-def reverse_table(records: list[dict[str, Any]]):
+def reverse_table(records: list[Result]):
     """One row per ``reverse`` result (the reverse-engineering chapter's table of committed runs): accuracy,
     attack success, the pair search's reported pair, norms and p-values, what Neural Cleanse and the paper's
     method flag, and where it ran."""
     rows = []
     for rec in records:
-        res, x = rec["results"], rec["results"]["xiang"]
+        res = rec.report
+        x = res[report.XIANG].details
         norms = np.asarray(x["norms"], dtype=float)
         off = ~np.eye(len(norms), dtype=bool)
         rows.append({
-            "model": f"{rec['params']['poison']} ({rec['params']['recipe']['train_per_class'] or 5000}/class)",
-            "clean accuracy %": res["before"]["clean_accuracy"],
-            "attack success %": res["before"]["attack_success_rate"],
+            "model": f"{rec.params['poison']} ({rec.params['recipe']['train_per_class'] or 5000}/class)",
+            "clean accuracy %": res.before.clean_accuracy,
+            "attack success %": res.before.attack_success_rate,
             "reported pair": f"{data.CLASSES[x['source']]} → {data.CLASSES[x['target']]}",
             "its norm": norms[x["source"], x["target"]], "median norm": float(np.median(norms[off])),
             "p (truncated)": x["p_value"], "p (naive)": x["p_naive"], "Xiang: attacked": x["detected"],
-            "Neural Cleanse flags": ", ".join(data.CLASSES[k] for k in res["neural_cleanse"]["flagged"]) or "none",
-            "ours flags": data.CLASSES[res["ours"]["candidate"]] if res["ours"]["poisoned"] else "none",
-            "device, commit": f"{rec['provenance']['device'].replace('NVIDIA ', '')}, "
-                              f"{rec['provenance']['commit'][:7]}"})
+            "Neural Cleanse flags": ", ".join(data.CLASSES[k] for k in res[report.CLEANSE].labels) or "none",
+            "ours flags": ", ".join(data.CLASSES[k] for k in res[report.POISON_CURE].labels) or "none",
+            "device, commit": f"{rec.provenance['device'].replace('NVIDIA ', '')}, "
+                              f"{rec.provenance['commit'][:7]}"})
     return pd.DataFrame(rows).set_index("model") if rows else pd.DataFrame()

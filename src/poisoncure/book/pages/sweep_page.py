@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib.colors as mcolors
 import matplotlib.patches as mpatches
@@ -14,6 +14,9 @@ from scipy.stats import norm as gauss
 
 from ...experiments.grids import sweep
 from .. import plots
+
+if TYPE_CHECKING:
+    from ...experiments.report import Result
 
 #: the filtering-error figure draws a measured error of exactly 0 here, in its own band, as a downward triangle
 ZERO_AT = 0.01
@@ -194,7 +197,7 @@ def theorem_texts(ours: pd.DataFrame, fit_c: float) -> dict[str, str]:
     return out
 
 
-def live_table(both: list[tuple[str, dict[str, Any]]]) -> pd.DataFrame:
+def live_table(both: list[tuple[str, Result]]) -> pd.DataFrame:
     """The live point beside its committed file: each defense's numbers, one row per (defense, source)."""
     cmp = sweep.point_table([r for _, r in both]).assign(
         source=[s for s, _ in both for _ in range(1 + len(sweep.DEFENSES))])

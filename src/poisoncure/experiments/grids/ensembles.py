@@ -21,9 +21,14 @@ report FP (clean training samples removed) and FN (poisoned ones kept).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from .. import report
+
+if TYPE_CHECKING:
+    from ..report import Result
 
 #: The defenses of an experiment, in the order the chapter shows them.
 METHODS = ("none", "Ensembles of weak learners", "ITLM", "Spectral Signatures", "Activation Clustering",
@@ -258,22 +263,25 @@ def trigger_label(params: dict[str, Any]) -> str:
     return trigger_name(trigger_of(params["recipe"]))
 
 
-def method_table(records: list[dict[str, Any]]):
+def method_table(records: list[Result]):
     """One row per (experiment, method): trigger, rate, C, attack success, A, FP, FN, removed, device, commit."""
     import pandas as pd
 
     rows = []
     for rec in records:
-        p, r = rec["params"], rec["results"]
+        p, r = rec.params, rec.report
         for name in METHODS:
-            m = r["methods"].get(name)
-            if m is None:
+            if name == "none":
+                scores, filtering = r.before, report.Filtering(0, scope="training set")
+            elif name in r.defenses:
+                scores, filtering = r.defenses[name].after, r.defenses[name].filtering
+            else:
                 continue
             rows.append({"trigger": trigger_label(p), "rate": p["recipe"]["poison_rate"],
-                         "method": name, "clean acc %": m["clean_accuracy"], "ASR %": m["attack_success"],
-                         "A (Eq. 7) %": m["targeted"], "FP": m.get("fp"), "FN": m.get("fn"),
-                         "removed": m.get("removed"), "poisons": r["n_poison"],
-                         "device": rec["provenance"]["device"], "commit": rec["provenance"]["commit"][:7]})
+                         "method": name, "clean acc %": scores.clean_accuracy, "ASR %": scores.attack_success_rate,
+                         "A (Eq. 7) %": scores.targeted, "FP": filtering.false_positives,
+                         "FN": filtering.false_negatives, "removed": filtering.flagged, "poisons": r.n_poison,
+                         "device": rec.provenance["device"], "commit": rec.provenance["commit"][:7]})
     df = pd.DataFrame(rows)
     for col in ("FP", "FN", "removed"):
         if col in df:
@@ -281,15 +289,7 @@ def method_table(records: list[dict[str, Any]]):
     return df
 
 
-def as_record(results: dict[str, Any], params: dict[str, Any], stages: dict[str, float], device) -> dict[str, Any]:
-    """A live run in the shape of a result file (for :func:`method_table`), with its provenance."""
-    from ... import provenance
-
-    return {"params": params, "results": results,
-            "provenance": provenance.collect(device, stages=stages, seed=params["recipe"]["seed"])}
-
-
-__all__ = ["BASELINE_FIELDS", "ENSEMBLE_FIELDS", "METHODS", "as_record", "experiment_params",
+__all__ = ["BASELINE_FIELDS", "ENSEMBLE_FIELDS", "METHODS", "experiment_params",
            "get_itlm", "grid", "itlm_keep_ratio", "live_trigger", "method_table", "model_factory",
            "run_point", "same_experiment", "scores",
            "trigger_label"]

@@ -475,6 +475,25 @@ def other_detectors(tm: TrainedModel, clean: ImageSet, data: Cifar10, nc_steps: 
 EXAMPLES = 4  #: (base, aim, poison) image triples a clean-label result file keeps for the chapter's figure
 
 
+def get_scans(models: dict[str, Any], refs: list[Any], ph: PoisHygiene) -> tuple[dict[str, Any], dict[str, dict]]:
+    """DETECT on every model of ``models`` (name -> trained suspect) against ``refs``: (scans, their provenance),
+    each by name, cached (:func:`get_scan`)."""
+    scans, prov = {}, {}
+    for name, tm in models.items():
+        scans[name], prov[name] = get_scan(tm.recipe.cache_config(), tm.model, refs, ph)
+    return scans, prov
+
+
+def repair_and_baseline(tm, refs: list[Any], ph_craft: PoisHygiene, label: int, clean, test, scan,
+                        crafted_fraction: float, clean_fraction: float, restarts: int) -> tuple[Any, Any]:
+    """MITIGATE on ``label`` (the scan's infected label) and its baseline, the same retraining on the clean images
+    alone (no crafted image): both cached (:func:`get_mitigation`)."""
+    fix = get_mitigation(tm, refs, ph_craft, label, clean, test, scan=scan, crafted_fraction=crafted_fraction,
+                         clean_fraction=clean_fraction, restarts=restarts)
+    only = get_mitigation(tm, refs, ph_craft, label, clean, test, crafted_fraction=0.0, clean_fraction=clean_fraction)
+    return fix, only
+
+
 def run_point(params: dict[str, Any], device: str = "auto", data=None, progress: bool = False
               ) -> tuple[dict[str, Any], dict[str, float]]:
     """One suspect of the PoisHygiene chapter, measured end to end (a ``hygiene`` experiment of
@@ -537,11 +556,8 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
         ph_craft = PoisHygiene(probes=det["probes"], steps=craft["steps"], lr=craft["lr"], tau=det["tau"],
                                grey=not cifar, seed=seed, device=device, progress=False)
         with stage(stages, "mitigation"):
-            fix = get_mitigation(tm, refs, ph_craft, scan.suspect, clean, data.test, scan=scan,
-                                 crafted_fraction=mit["crafted_fraction"], clean_fraction=mit["clean_fraction"],
-                                 restarts=craft["restarts"])
-            only = get_mitigation(tm, refs, ph_craft, scan.suspect, clean, data.test, crafted_fraction=0.0,
-                                  clean_fraction=mit["clean_fraction"])
+            fix, only = repair_and_baseline(tm, refs, ph_craft, scan.suspect, clean, data.test, scan,
+                                            mit["crafted_fraction"], mit["clean_fraction"], craft["restarts"])
         out["mitigation"] = {"label": int(scan.suspect), "after": fix.metrics.to_dict(),
                              "clean_only": only.metrics.to_dict(), "crafted_kept": len(fix.crafted),
                              "crafted_success": fix.crafted_success}

@@ -20,11 +20,15 @@ measures, on the same trained model:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .. import report
 from ..pipeline import DEFENSES  # the defenses of a sweep point, in the order the chapter shows them
+
+if TYPE_CHECKING:
+    from ..report import Result
 
 #: A repaired model counts as rid of the backdoor below this attack success (%), as in chapter 7.
 REMOVED_BELOW = 10.0
@@ -188,7 +192,7 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
 
 
 # ------------------------------------------------------------------------------------------ reading results
-def point_table(records: list[dict[str, Any]]):
+def point_table(records: list[Result]):
     """One row per (sweep result, defense), plus a 'none' row per result (the undefended model).
 
     Columns: trigger, family, pixels, rate, seed, clean/attack before, signal norm and σ, the defense, whether it
@@ -198,28 +202,28 @@ def point_table(records: list[dict[str, Any]]):
 
     rows = []
     for rec in records:
-        p, r = rec["params"], rec["results"]
+        p, r = rec.params, rec.report
         trig = trigger_of(p["recipe"])
         common = {"trigger": trigger_name(trig), "family": trig["poison"], "pixels": trigger_pixels(trig),
                   "opacity": trig.get("opacity"), "rate": p["recipe"]["poison_rate"], "seed": p["recipe"]["seed"],
-                  "clean before": r["before"]["clean_accuracy"], "ASR before": r["before"]["attack_success"],
-                  "attack works": r["attack_works"], "signal norm": r["signal_norm"],
-                  "signal sigma": r["signal_sigma"], "n poison": r["n_poison"], "n target": r["n_target"],
-                  "target filter error": r["target_filter"]["error"],
-                  "device": rec["provenance"]["device"], "commit": rec["provenance"]["commit"][:7]}
+                  "clean before": r.before.clean_accuracy, "ASR before": r.before.attack_success_rate,
+                  "attack works": r.details["attack_works"], "signal norm": r.details["signal_norm"],
+                  "signal sigma": r.details["signal_sigma"], "n poison": r.n_poison, "n target": r.details["n_target"],
+                  "target filter error": r.details["target_filter"]["error"],
+                  "device": rec.provenance["device"], "commit": rec.provenance["commit"][:7]}
         rows.append({**common, "defense": "none", "flags target": None, "sensitivity": None, "specificity": None,
-                     "filter error": None, "clean after": r["before"]["clean_accuracy"],
-                     "ASR after": r["before"]["attack_success"]})
+                     "filter error": None, "clean after": r.before.clean_accuracy,
+                     "ASR after": r.before.attack_success_rate})
         for name in DEFENSES:
-            dd = r["defenses"].get(name)
+            dd = r.defenses.get(name)
             if dd is None:
                 continue
-            after = dd.get("after") or {}
-            rows.append({**common, "defense": name, "flags target": dd.get("flags_target"),
-                         "sensitivity": dd.get("sensitivity"), "specificity": dd.get("specificity"),
-                         "filter error": dd.get("filter_error"),
-                         "clean after": after.get("clean_accuracy", np.nan),
-                         "ASR after": after.get("attack_success", np.nan)})
+            filtering = dd.filtering or report.Filtering()
+            rows.append({**common, "defense": name, "flags target": dd.names_target,
+                         "sensitivity": filtering.sensitivity, "specificity": filtering.specificity,
+                         "filter error": dd.details.get("filter_error"),
+                         "clean after": np.nan if dd.after is None else dd.after.clean_accuracy,
+                         "ASR after": np.nan if dd.after is None else dd.after.attack_success_rate})
     cols = ["trigger", "family", "pixels", "opacity", "rate", "seed", "clean before", "ASR before", "attack works",
             "signal norm", "signal sigma", "n poison", "n target", "target filter error", "defense", "flags target",
             "sensitivity", "specificity", "filter error", "clean after", "ASR after", "device", "commit"]
