@@ -1,5 +1,5 @@
 """The one pipeline (``poisoncure.experiments.pipeline.run_defenses``) that every grid of the runner and chapter 7 call:
-its settings, its refusals, and one real run of all five defenses on a tiny attacked model."""
+its settings, its refusals, and real runs of all eight defenses on a tiny attacked model."""
 
 from __future__ import annotations
 
@@ -74,3 +74,74 @@ def test_every_defense_on_one_tiny_attacked_model(cifar: data.Cifar10, tmp_path,
                                         repair=False, settings=pipeline.DefenseSettings(nc_steps=4), device="cpu")
     assert all(o.repaired is None and not o.unchanged for o in detect_only.outcomes.values())
     np.testing.assert_array_equal(detect_only[pipeline.POISON_CURE].flagged, ours.flagged)  # the cached scan
+
+
+def test_the_other_defenses_settings_are_checked(tiny_images):
+    attacked = types.SimpleNamespace(train_set=tiny_images)
+    with pytest.raises(ValueError, match="clean images"):
+        pipeline.run_defenses(attacked, None, [pipeline.XIANG], target=0)
+    assert set(pipeline.ALL_DEFENSES) == set(pipeline.DEFENSES) | set(pipeline.OTHER_DEFENSES)
+    assert len(set(pipeline.KEYS[m] for m in pipeline.ALL_DEFENSES)) == len(pipeline.ALL_DEFENSES)
+
+
+@pytest.mark.slow
+def test_the_other_three_defenses_run_through_the_same_call(cifar: data.Cifar10, tmp_path, monkeypatch):
+    """Xiang et al.'s search, PoisHygiene and the weak-learner ensemble on a tiny attacked model: one call, one
+    Outcome each, in the same protocol as the five of chapter 7 (labels named, samples flagged, repairs new)."""
+    monkeypatch.setenv("POISONCURE_CACHE", str(tmp_path / "cache"))
+    recipe = experiments.Recipe(poison="pixel", model="whitened_net", width=8, epochs=1, train_per_class=20,
+                                batch_size=64)
+    tm = experiments.get_model(recipe, device="cpu", data=cifar, progress=False)
+    before = model_digest(tm.model)
+    clean, _ = experiments.defender_split(cifar.test, 5, seed=0)
+    settings = pipeline.DefenseSettings(
+        xiang={"per_class": 2, "max_iter": 20},
+        hygiene={"references": [10], "scan": {"probes": 2, "steps": 3, "warm_steps": 3, "calibration_steps": 3,
+                                              "calibration_rounds": 1},
+                 "craft": {"steps": 2, "restarts": 1}},
+        ensemble={"components": 2, "bags": 1, "warmup_epochs": 1, "iter_epochs": 1, "learner_epochs": 1,
+                  "min_active": 20, "spl_rounds": 1, "spl_epochs": 1, "batch_size": 64})
+    stages: dict[str, float] = {}
+    from poisoncure.experiments.grids import ensembles, hygiene
+
+    steps = {pipeline.HYGIENE: hygiene.defense_step, pipeline.ENSEMBLE: ensembles.defense_step}
+    with pytest.raises(ValueError, match="need their step"):
+        pipeline.run_defenses(tm, cifar, pipeline.OTHER_DEFENSES, settings, clean=clean, device="cpu")
+    run = pipeline.run_defenses(tm, cifar, pipeline.OTHER_DEFENSES, settings, clean=clean, device="cpu",
+                                stages=stages, steps=steps)
+    assert list(run.outcomes) == list(pipeline.OTHER_DEFENSES) and {"xiang", "poishygiene", "ensemble"} <= set(stages)
+    xiang, hyg, ens = run[pipeline.XIANG], run[pipeline.HYGIENE], run[pipeline.ENSEMBLE]
+    assert xiang.flagged is None and xiang.repaired is None and len(xiang.labels) <= 1
+    assert xiang.labels == ([int(xiang.artefact.target)] if xiang.artefact.detected else [])
+    scan = hyg.artefact["scan"]
+    assert hyg.labels == np.flatnonzero(scan.infected).tolist() and len(scan.prob) == 10
+    # MITIGATE runs, beside its clean-only baseline, exactly when DETECT flags a label
+    assert (hyg.repaired is not None) == scan.model_infected == (hyg.artefact["clean_only"] is not None)
+    assert hyg.unchanged == (not scan.model_infected)
+    assert ens.flagged.shape == (len(tm.train_set),) and ens.labels is None and ens.repaired is not None
+    np.testing.assert_array_equal(~ens.flagged, ens.artefact.kept)
+    for o in run.outcomes.values():
+        assert o.repaired is not tm.model
+    assert model_digest(tm.model) == before
+
+    from poisoncure.experiments import report
+    from poisoncure.train import evaluate
+
+    scored = []
+
+    def score(model):
+        scored.append(model)
+        return report.Scores.of(evaluate(model, cifar.test, tm.train_set.spec, "cpu"))
+
+    rep = pipeline.to_report(run, tm, report.Scores.of(tm.metrics), score)
+    assert set(rep.defenses) == set(pipeline.OTHER_DEFENSES) and rep.n_poison == int(tm.train_set.is_poison.sum())
+    e = rep[pipeline.ENSEMBLE]
+    assert e.filtering.flagged == int(ens.flagged.sum()) and e.filtering.scope == "training set"
+    poison = tm.train_set.is_poison
+    assert e.filtering.false_negatives == int((~ens.flagged & poison).sum())
+    assert e.filtering.false_positives == int((ens.flagged & ~poison).sum())
+    assert e.filtering.sensitivity == pytest.approx(100 * (1 - e.filtering.false_negatives / poison.sum()))
+    assert e.after is not None and rep[pipeline.XIANG].after is None and rep[pipeline.XIANG].filtering is None
+    assert rep[pipeline.XIANG].names_target == (tm.train_set.spec.target in xiang.labels)
+    assert len(scored) == sum(o.repaired is not None for o in run.outcomes.values())  # each repair scored once
+    assert report.Report.from_dict(rep.to_dict()) == rep

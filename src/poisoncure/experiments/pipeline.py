@@ -17,13 +17,14 @@ chapter 7 on the test images the defender did not hold (:func:`experiments.defen
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .report import CLEANSE, CLUSTERING, POISON_CURE, PRUNING, SPECTRAL
+from . import report as _report
+from .report import CLEANSE, CLUSTERING, ENSEMBLE, HYGIENE, POISON_CURE, PRUNING, SPECTRAL, XIANG
 
 if TYPE_CHECKING:  # the names alone are light to import (the result readers use them); the run loads torch
     from torch import nn
@@ -31,12 +32,19 @@ if TYPE_CHECKING:  # the names alone are light to import (the result readers use
     from ..data import Cifar10, ImageSet
     from .store import TrainedModel
 
-#: every defense the pipeline runs, by the name the book shows (the names of :mod:`.report`)
+#: the defenses of chapter 7, the main grid and the sweep, by the names the book shows (those of :mod:`.report`)
 DEFENSES = (POISON_CURE, SPECTRAL, CLUSTERING, CLEANSE, PRUNING)
+#: the defenses of chapters 10-12: Xiang et al.'s pair search (a detector only; built in), PoisHygiene (DETECT
+#: against clean reference models, MITIGATE as its repair) and the ensembles of weak learners (a sample filter,
+#: repaired by retraining on what it keeps); the last two are steps of their grid modules
+#: (:data:`.grids.hygiene.defense_step`, :data:`.grids.ensembles.defense_step`), passed in ``steps=``
+OTHER_DEFENSES = (XIANG, HYGIENE, ENSEMBLE)
+ALL_DEFENSES = DEFENSES + OTHER_DEFENSES  #: every defense of the book
 #: the stage name (in result files' provenance) and ``retrain`` key of each defense
 KEYS = {POISON_CURE: "poison_cure", SPECTRAL: "spectral", CLUSTERING: "activation_clustering",
-        CLEANSE: "neural_cleanse", PRUNING: "fine_pruning"}
-NEEDS_CLEAN = (CLEANSE, PRUNING)  #: the defenses that need the defender's clean images
+        CLEANSE: "neural_cleanse", PRUNING: "fine_pruning", XIANG: "xiang", HYGIENE: "poishygiene",
+        ENSEMBLE: "ensemble"}
+NEEDS_CLEAN = (CLEANSE, PRUNING, XIANG)  #: the defenses that need the defender's clean images
 
 
 @dataclass(frozen=True)
@@ -49,7 +57,16 @@ class DefenseSettings:
     layer. ``nc_steps``: Neural Cleanse's optimisation steps. ``fp_max_drop``: Fine-Pruning's allowed clean-accuracy
     drop (points). ``retrain``: the removal defenses ('spectral', 'activation_clustering') whose repair, a retraining
     from scratch without the removed samples, runs (one full training each). ``seed``: of Spectral Signatures,
-    Activation Clustering and Neural Cleanse (the paper's scan keeps its seed 0, as every committed result has it).
+    Activation Clustering, Neural Cleanse and the defenses of :data:`OTHER_DEFENSES` (the paper's scan keeps its seed
+    0, as every committed result has it).
+
+    The defenses of :data:`OTHER_DEFENSES` take their settings from mappings (empty: the defense's own defaults):
+    ``xiang`` — :class:`~poisoncure.defenses.reverse_engineer.ReverseEngineeringDetector`'s arguments (``per_class``,
+    ``eta``, ``bound``, ``pi``, ``theta``, ...); ``hygiene`` — ``references`` (training images per class of each clean
+    reference model of the attacked model's recipe, default ``[500]``), ``scan`` (:class:`~poisoncure.defenses.
+    poishygiene.PoisHygiene`'s arguments), ``craft`` (``steps``, ``lr``, ``restarts``) and ``mitigation``
+    (``clean_fraction``, ``crafted_fraction``); ``ensemble`` — :class:`~poisoncure.defenses.weak_learners.
+    EnsembleConfig`'s fields.
     """
 
     threshold: float = 2.0
@@ -63,6 +80,9 @@ class DefenseSettings:
     fp_max_drop: float = 4.0
     retrain: tuple[str, ...] = ()
     seed: int = 0
+    xiang: dict[str, Any] = field(default_factory=dict)
+    hygiene: dict[str, Any] = field(default_factory=dict)
+    ensemble: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.ss_scope not in ("target", "all"):
@@ -126,7 +146,7 @@ class DefenseRun:
 def run_defenses(tm: TrainedModel, data: Cifar10, methods: Iterable[str] = DEFENSES,
                  settings: DefenseSettings | None = None, clean: ImageSet | None = None, repair: bool = True,
                  target: int | None = None, device: str = "auto", progress: bool = False,
-                 stages: dict[str, float] | None = None) -> DefenseRun:
+                 stages: dict[str, float] | None = None, steps: dict[str, Step] | None = None) -> DefenseRun:
     """Run ``methods`` (names of :data:`DEFENSES`) on the attacked model ``tm``.
 
     ``clean``: the defender's clean images (needed by Neural Cleanse and Fine-Pruning). ``repair``: run the repairs
@@ -134,16 +154,23 @@ def run_defenses(tm: TrainedModel, data: Cifar10, methods: Iterable[str] = DEFEN
     in ``settings.retrain``); False runs the detections alone (a model whose attack did not take has nothing to
     repair). ``target``: the label Spectral Signatures is told when ``settings.ss_scope`` is 'target' (default: the
     attack's; give one for a clean model). ``stages`` (a dict) receives the wall time of every stage under the names
-    the result files use.
+    the result files use. ``steps``: the functions that run the defenses the pipeline does not hold itself, by name
+    (PoisHygiene's and the ensembles' steps live with their grids: ``{HYGIENE: grids.hygiene.defense_step,
+    ENSEMBLE: grids.ensembles.defense_step}``); a step has the signature of :data:`Step` and returns an
+    :class:`Outcome`.
     """
     from .. import provenance
     from . import store
 
     settings = settings or DefenseSettings()
     methods = list(methods)
-    unknown = [m for m in methods if m not in DEFENSES]
+    step = {**BUILT_IN, **(steps or {})}
+    unknown = [m for m in methods if m not in ALL_DEFENSES]
     if unknown:
-        raise ValueError(f"unknown defenses {unknown}; the pipeline runs {DEFENSES}")
+        raise ValueError(f"unknown defenses {unknown}; the pipeline runs {ALL_DEFENSES}")
+    missing = [m for m in methods if m not in step]
+    if missing:
+        raise ValueError(f"{missing} need their step (steps={{name: function}}); the pipeline holds {tuple(BUILT_IN)}")
     if clean is None and any(m in NEEDS_CLEAN for m in methods):
         raise ValueError(f"{', '.join(m for m in methods if m in NEEDS_CLEAN)} need the defender's clean images "
                          "(clean=...)")
@@ -156,8 +183,6 @@ def run_defenses(tm: TrainedModel, data: Cifar10, methods: Iterable[str] = DEFEN
                          "attack: give target=...")
     rows = np.flatnonzero(tm.train_set.y == target) if target is not None else np.zeros(0, np.int64)
     run = DefenseRun(target, rows, stages=stages)
-    step = {POISON_CURE: _poison_cure, SPECTRAL: _spectral, CLUSTERING: _clustering, CLEANSE: _cleanse,
-            PRUNING: _pruning}
     for method in methods:
         with provenance.stage(stages, KEYS[method]):
             run.outcomes[method] = step[method](tm, data, settings, clean, target, rows, repair, device, progress)
@@ -166,6 +191,32 @@ def run_defenses(tm: TrainedModel, data: Cifar10, methods: Iterable[str] = DEFEN
                 retrained = store.get_retrained(tm, run.outcomes[method].flagged, device=device, progress=progress)
             run.outcomes[method].repaired = retrained.model
     return run
+
+
+def to_report(run: DefenseRun, tm: TrainedModel, before: _report.Scores,
+              score: Callable[[nn.Module], _report.Scores], details: dict[str, Any] | None = None) -> _report.Report:
+    """The typed report (:class:`.report.Report`) of a :func:`run_defenses` run: per defense the labels it names
+    and whether they hold the target, the samples it flags judged over the whole training set (counts, sensitivity
+    and specificity; None where undefined, e.g. sensitivity on a clean model), and its repaired model scored by
+    ``score`` (``before``, the undefended model's scores, when the repair changed nothing; None when none ran)."""
+    from .. import metrics
+
+    is_poison = getattr(tm.train_set, "is_poison", None)
+    is_poison = np.zeros(len(tm.train_set), dtype=bool) if is_poison is None else np.asarray(is_poison, dtype=bool)
+    spec = getattr(tm.train_set, "spec", None)
+    defenses = {}
+    for name, o in run.outcomes.items():
+        filtering = None
+        if o.flagged is not None:
+            rates = metrics.detection_rates(o.flagged, is_poison)
+            filtering = _report.Filtering(int(o.flagged.sum()), rates["sensitivity"], rates["specificity"],
+                                  int((o.flagged & ~is_poison).sum()), int((~o.flagged & is_poison).sum()),
+                                  "training set")
+        after = before if o.unchanged else (None if o.repaired is None else score(o.repaired))
+        defenses[name] = _report.DefenseReport(o.labels, None if run.target is None or spec is None else
+                                               o.names_target(run.target), filtering, after)
+    return _report.Report(run.target, None if spec is None else int(spec.base), len(tm.train_set), int(is_poison.sum()),
+                          before, defenses, dict(details or {}))
 
 
 # ------------------------------------------------------------------------------------------ one defense each
@@ -232,5 +283,22 @@ def _pruning(tm, data, s: DefenseSettings, clean, target, rows, repair, device, 
     return Outcome(PRUNING, repaired=fp.repair(tm.model, clean, pruning) if repair else None, artefact=pruning)
 
 
-__all__ = ["CLEANSE", "CLUSTERING", "DEFENSES", "POISON_CURE", "PRUNING", "SPECTRAL", "DefenseRun",
-           "DefenseSettings", "Outcome", "run_defenses"]
+def _xiang(tm, data, s: DefenseSettings, clean, target, rows, repair, device, progress) -> Outcome:
+    from ..defenses.reverse_engineer import ReverseEngineeringDetector
+    from . import store
+
+    detector = ReverseEngineeringDetector(**{"seed": s.seed, **s.xiang}, device=device, progress=progress)
+    r, _ = store.get_pair_search(tm, detector, clean)
+    return Outcome(XIANG, labels=[int(r.target)] if r.detected else [], artefact=r)
+
+
+#: a defense's step: (trained model, data, settings, clean images, target, target rows, repair, device, progress)
+Step = Callable[..., Outcome]
+#: the defenses the pipeline runs itself
+BUILT_IN: dict[str, Step] = {POISON_CURE: _poison_cure, SPECTRAL: _spectral, CLUSTERING: _clustering,
+                             CLEANSE: _cleanse, PRUNING: _pruning, XIANG: _xiang}
+
+
+__all__ = ["ALL_DEFENSES", "BUILT_IN", "CLEANSE", "CLUSTERING", "DEFENSES", "ENSEMBLE", "HYGIENE", "OTHER_DEFENSES",
+           "POISON_CURE", "PRUNING", "SPECTRAL", "Step", "XIANG", "DefenseRun", "DefenseSettings", "Outcome",
+           "run_defenses", "to_report"]

@@ -256,6 +256,22 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
     return out, stages
 
 
+def defense_step(tm, data, s, clean, target, rows, repair, device, progress) -> Any:
+    """The ensembles of weak learners in the one pipeline (:func:`..pipeline.run_defenses`, ``steps={ENSEMBLE:
+    defense_step}``; settings in ``DefenseSettings.ensemble``): the ensemble's kept set; its repair is a model of
+    the recipe retrained on what it keeps."""
+    from ...defenses.weak_learners import EnsembleConfig, WeakLearnerEnsemble
+    from .. import store
+    from ..pipeline import ENSEMBLE, Outcome
+
+    cfg = EnsembleConfig(**{"seed": s.seed, **s.ensemble})
+    ens = WeakLearnerEnsemble(cfg, device=device, progress=progress).run(
+        model_factory(tm.recipe), tm.train_set.as_imageset(), f"{tm.recipe.model}-w{tm.recipe.width}")
+    flagged = ~np.asarray(ens.kept, dtype=bool)
+    repaired = store.get_retrained(tm, flagged, device=device, progress=progress).model if repair else None
+    return Outcome(ENSEMBLE, flagged=flagged, repaired=repaired, artefact=ens)
+
+
 def trigger_label(params: dict[str, Any]) -> str:
     """Short name of an experiment's trigger: '1 px', '3×3', 'blend 0.2'."""
     from .sweep import trigger_name, trigger_of

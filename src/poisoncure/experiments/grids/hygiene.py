@@ -494,6 +494,37 @@ def repair_and_baseline(tm, refs: list[Any], ph_craft: PoisHygiene, label: int, 
     return fix, only
 
 
+def defense_step(tm, data, s, clean, target, rows, repair, device, progress) -> Any:
+    """PoisHygiene in the one pipeline (:func:`..pipeline.run_defenses`, ``steps={HYGIENE: defense_step}``;
+    settings in ``DefenseSettings.hygiene``): DETECT against clean reference models of the recipe; MITIGATE (with
+    its clean-only baseline, kept in the artefact) when the scan flags a label. The clean images it fine-tunes on
+    are the recipe's own training images, unpoisoned, as in the PoisHygiene grid."""
+    from ..pipeline import HYGIENE, Outcome
+
+    h = s.hygiene
+    unknown = set(h) - {"references", "scan", "craft", "mitigation"}
+    if unknown:
+        raise ValueError(f"unknown hygiene settings {sorted(unknown)}: give references, scan, craft, mitigation")
+    refs = cifar_references(tm.recipe, list(h.get("references", [500])), data, device)
+    scan_settings = {"seed": s.seed, **h.get("scan", {})}
+    ph = PoisHygiene(**scan_settings, device=device, progress=progress)
+    scan, _ = get_scan(tm.recipe.cache_config(), tm.model, refs, ph)
+    artefact = {"scan": scan, "references": refs, "mitigated": None, "clean_only": None}
+    repaired = None
+    if repair and scan.model_infected:
+        craft, mit = {"steps": 50, "lr": 0.05, "restarts": 2, **h.get("craft", {})}, h.get("mitigation", {})
+        ph_craft = PoisHygiene(probes=ph.probes, steps=craft["steps"], lr=craft["lr"], tau=ph.tau, seed=s.seed,
+                               device=device, progress=progress)
+        own = balanced_subset(data.train, tm.recipe.train_per_class, seed=tm.recipe.seed)
+        fix, only = repair_and_baseline(tm, refs, ph_craft, int(scan.suspect), own, data.test, scan,
+                                        mit.get("crafted_fraction", 0.2), mit.get("clean_fraction", 0.1),
+                                        craft["restarts"])
+        artefact.update(mitigated=fix, clean_only=only)
+        repaired = fix.model
+    return Outcome(HYGIENE, labels=np.flatnonzero(scan.infected).tolist(), repaired=repaired,
+                   unchanged=repair and not scan.model_infected, artefact=artefact)
+
+
 def run_point(params: dict[str, Any], device: str = "auto", data=None, progress: bool = False
               ) -> tuple[dict[str, Any], dict[str, float]]:
     """One suspect of the PoisHygiene chapter, measured end to end (a ``hygiene`` experiment of
