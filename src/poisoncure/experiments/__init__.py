@@ -7,7 +7,8 @@
                        grids and chapter 7 share
 ``grids``              one module per grid of the runner that is more than a few lines: ``sweep`` (chapter 9),
                        ``hygiene`` (PoisHygiene, chapter 11; the defense itself is ``defenses.poishygiene``),
-                       ``ensembles`` (chapter 12; the defense is ``defenses.weak_learners``)
+                       ``ensembles`` (chapter 12; the defense is ``defenses.weak_learners``), ``compare`` (every
+                       defense of the book on the same models)
 ``report``             the typed report of one experiment (:class:`report.Report`, :class:`report.Scores`, ...): one
                        schema and one naming for every grid, versioned (``report.FORMAT``)
 ``plans``              the experiments of a profile's ``reproduce`` section (:func:`plans.plan`)

@@ -21,7 +21,7 @@ from ..paths import results_root
 from . import profiles
 from .report import FORMAT
 
-GRIDS = ("main", "reverse", "sweep", "hygiene", "ensembles", "learning")
+GRIDS = ("main", "reverse", "sweep", "hygiene", "ensembles", "learning", "compare")
 
 
 def experiment_key(grid: str, params: dict[str, Any], fmt: int = FORMAT) -> str:
@@ -61,7 +61,7 @@ def plan(profile: str, grids: Iterable[str] | None = None, only: Iterable[str] |
             raise ValueError(f"profile {profile!r} has no reproduce.{grid} section")
         exps += {"main": _main_grid, "reverse": _reverse_grid, "sweep": _sweep_grid,
                  "hygiene": _hygiene_grid, "ensembles": _ensembles_grid,
-                 "learning": _learning_grid}[grid](prof, section[grid] or {})
+                 "learning": _learning_grid, "compare": _compare_grid}[grid](prof, section[grid] or {})
     if only:
         patterns = list(only)
         exps = [e for e in exps if any(fnmatch.fnmatchcase(e.name, p) for p in patterns)]
@@ -155,6 +155,13 @@ def _ensembles_grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[Experime
     from .grids.ensembles import grid
 
     return [Experiment("ensembles", name, params) for name, params in grid(prof, spec)]
+
+
+def _compare_grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[Experiment]:
+    """Every defense on the same attacked and clean models (:func:`.grids.compare.grid`)."""
+    from .grids.compare import grid
+
+    return [Experiment("compare", name, params) for name, params in grid(prof, spec)]
 
 
 def _learning_grid(prof: dict[str, Any], spec: dict[str, Any]) -> list[Experiment]:

@@ -1,7 +1,7 @@
 """The full reproduction: the paper's grid run experiment by experiment, one result file each, resumable.
 
 ``python -m poisoncure.experiments --profile full`` runs every experiment of a profile's ``reproduce`` section
-that has no valid result file yet and writes ``results/<profile>/<grid>/<name>.json``. Six grids:
+that has no valid result file yet and writes ``results/<profile>/<grid>/<name>.json``. Seven grids:
 
 ``main``
     The paper's Tables 1-5: for every (pair, poison, poison rate, seed), train the poisoned model of the
@@ -27,6 +27,10 @@ that has no valid result file yet and writes ``results/<profile>/<grid>/<name>.j
     The chapter on ensembles of weak learners (:func:`poisoncure.experiments.grids.ensembles.run_point`): on one small
     recipe per trigger, the weak-learner ensemble, ITLM, Spectral Signatures, Activation Clustering and the paper's
     defense, each with its retrained (or neutralized) model.
+``compare``
+    Every defense of the book on the same models (:func:`poisoncure.experiments.grids.compare.run_point`): the
+    paper's attacks, the other papers' attacks and clean models, each with all eight defenses through the one
+    pipeline call, their repairs scored on the same held-out images.
 
 The experiments are planned by :mod:`.plans`; each grid's run function below measures one and returns its typed
 :class:`.report.Report`; :mod:`.result_files` writes it with its provenance (commit, device, library versions,
@@ -201,10 +205,19 @@ def run_learning(params: dict[str, Any], device: str = "auto", data=None, progre
     return from_measurements("learning", curve), stages
 
 
+def run_compare(params: dict[str, Any], device: str = "auto", data=None, progress: bool = False
+                ) -> tuple[Report, dict]:
+    """One experiment of the ``compare`` grid: :func:`poisoncure.experiments.grids.compare.run_point` (it builds its
+    report itself, from the pipeline's run)."""
+    from .grids.compare import run_point
+
+    return run_point(params, device=device, data=data, progress=progress)
+
+
 #: each grid's run function: ``(params, device=, data=, progress=) -> (report, stage wall times in s)``
 RUNNERS: dict[str, Callable[..., tuple[Report, dict]]] = {
     "main": run_main, "reverse": run_reverse, "sweep": run_sweep, "hygiene": run_hygiene, "ensembles": run_ensembles,
-    "learning": run_learning}
+    "learning": run_learning, "compare": run_compare}
 
 
 # ------------------------------------------------------------------------------------------ running
@@ -397,5 +410,5 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["ENGINES", "RUNNERS", "execute", "main", "run", "run_ensembles", "run_hygiene", "run_learning", "run_main",
-           "run_reverse", "run_sweep"]
+__all__ = ["ENGINES", "RUNNERS", "execute", "main", "run", "run_compare", "run_ensembles", "run_hygiene",
+           "run_learning", "run_main", "run_reverse", "run_sweep"]

@@ -1,0 +1,79 @@
+"""The all-defenses comparison (the runner's ``compare`` grid): its plan, its refusals, and one tiny experiment end
+to end with all eight defenses (marker ``slow``)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from poisoncure import data
+from poisoncure.experiments import pipeline, plans, profiles, report
+from poisoncure.experiments.grids import compare
+
+
+def test_the_smoke_plan_covers_the_papers_grid_other_attacks_and_clean_models():
+    exps = plans.plan("smoke", ["compare"])
+    names = [e.name for e in exps]
+    assert len(names) == len(set(names)) == 18 + 4 + 3 + 3  # 18 of the paper, 3 others, 2 more seeds x 2, 3 clean
+    assert {e.params["poison"] for e in exps} == {"pixel", "blend", "patch", "chessboard", "badnets", "clean"}
+    assert sorted(e.params["recipe"]["seed"] for e in exps if e.name.startswith("pair1-pixel")) == [0, 1, 2]
+    assert sorted(e.params["recipe"]["seed"] for e in exps if e.params["poison"] == "clean") == [0, 1, 2]
+    assert {e.params["recipe"]["pair"] for e in exps if e.params["poison"] in ("pixel", "blend")} == set(range(1, 10))
+    d = exps[0].params["defense"]
+    prof = profiles.load("smoke")["notebooks"]
+    assert d["xiang"]["per_class"] == prof["10_reverse_engineering"]["search_per_class"]
+    assert d["hygiene"]["scan"]["probes"] == prof["11_poishygiene"]["probes"]
+    assert d["ensemble"]["components"] == prof["12_weak_learners"]["wl_components"]
+    assert d["retrain"] == ["activation_clustering", "spectral"]
+    pipeline.DefenseSettings.from_params({k: v for k, v in d.items() if k not in ("clean_per_class", "min_asr")})
+
+
+@pytest.mark.parametrize("spec, match", [
+    ({"attacks": []}, "non-empty"), ({"attacks": [{"poison": "pixel"}], "pairs": [1]}, "unknown keys"),
+    ({"attacks": [{"poison": "lightning"}]}, "poison"),
+    ({"attacks": [{"poison": "pixel"}], "defense": {"tau": 0.5}}, "unknown defense settings"),
+    ({"attacks": [{"poison": "pixel"}, {"poison": "pixel"}]}, "share a name")])
+def test_bad_sections_are_refused(spec, match):
+    with pytest.raises(ValueError, match=match):
+        compare.grid(profiles.load("smoke"), spec)
+
+
+def tiny(exp: plans.Experiment) -> plans.Experiment:
+    params = copy.deepcopy(exp.params)
+    params["recipe"].update(train_per_class=20, epochs=1, width=8, batch_size=64)
+    d = params["defense"]
+    d.update(nc_steps=5, clean_per_class=5, retrain=["spectral"], min_asr=0.0)
+    d["xiang"].update(per_class=2, max_iter=20)
+    d["hygiene"].update(references=[10])
+    d["hygiene"]["scan"].update(probes=2, steps=3, warm_steps=3, calibration_steps=3)
+    d["hygiene"]["craft"].update(steps=2, restarts=1)
+    d["ensemble"].update(components=2, warmup_epochs=1, iter_epochs=1, learner_epochs=1, min_active=20,
+                         spl_rounds=1, spl_epochs=1, batch_size=64)
+    return plans.Experiment(exp.grid, exp.name, params)
+
+
+@pytest.mark.slow
+def test_one_tiny_experiment_runs_all_eight_defenses_and_its_file_reads_back(cifar: data.Cifar10, tmp_path,
+                                                                            monkeypatch):
+    from poisoncure.experiments import result_files, runner
+
+    monkeypatch.setenv("POISONCURE_CACHE", str(tmp_path / "cache"))
+    (planned,) = [e for e in plans.plan("smoke", ["compare"]) if e.name == "pair1-pixel-whitened_net16-s0"]
+    exp = tiny(planned)
+    rec = runner.execute("smoke", exp, device="cpu", data=cifar)
+    result_files.write_result(exp.path("smoke", tmp_path), rec)
+    back = result_files.read_result(exp.path("smoke", tmp_path), exp)
+    assert back is not None and back.report == rec.report
+    rep = back.report
+    assert set(rep.defenses) == set(pipeline.ALL_DEFENSES)  # min_asr 0: the attack counts as working
+    assert rep.target is not None and rep.before.test_set == "held-out"
+    for name in (report.POISON_CURE, report.SPECTRAL, report.CLUSTERING, report.ENSEMBLE):
+        f = rep[name].filtering
+        assert f.scope == "training set"
+        assert f.flagged == f.false_positives + (rep.n_poison - f.false_negatives)  # flagged = clean + poisons caught
+    assert rep[report.SPECTRAL].labels is None  # it scans every label and names none
+    assert rep[report.SPECTRAL].after is not None and rep[report.CLUSTERING].after is None  # retrain names SS only
+    assert rep[report.PRUNING].after is not None and rep[report.XIANG].after is None
+    assert set(rep.details["defense_seconds"]) == set(pipeline.ALL_DEFENSES)
+    assert rep.details["train_seconds"] > 0 and rep.details["attack_works"]
