@@ -61,12 +61,13 @@ class DefenseSettings:
     0, as every committed result has it).
 
     The defenses of :data:`OTHER_DEFENSES` take their settings from mappings (empty: the defense's own defaults):
-    ``xiang`` — :class:`~poisoncure.defenses.reverse_engineer.ReverseEngineeringDetector`'s arguments (``per_class``,
-    ``eta``, ``bound``, ``pi``, ``theta``, ...); ``hygiene`` — ``references`` (training images per class of each clean
-    reference model of the attacked model's recipe, default ``[500]``), ``scan`` (:class:`~poisoncure.defenses.
-    poishygiene.PoisHygiene`'s arguments), ``craft`` (``steps``, ``lr``, ``restarts``) and ``mitigation``
-    (``clean_fraction``, ``crafted_fraction``); ``ensemble`` — :class:`~poisoncure.defenses.weak_learners.
-    EnsembleConfig`'s fields.
+    ``xiang`` — the arguments of
+    :class:`~poisoncure.defenses.reverse_engineer.ReverseEngineeringDetector` (``per_class``, ``eta``, ``bound``,
+    ``pi``, ``theta``, ...); ``hygiene`` — ``references`` (training images per class of each clean reference model
+    of the attacked model's recipe, default ``[500]``), ``scan`` (the arguments of
+    :class:`~poisoncure.defenses.poishygiene.PoisHygiene`), ``craft`` (``steps``, ``lr``, ``restarts``) and
+    ``mitigation`` (``clean_fraction``, ``crafted_fraction``); ``ensemble`` — the fields of
+    :class:`~poisoncure.defenses.weak_learners.EnsembleConfig`.
     """
 
     threshold: float = 2.0
