@@ -35,14 +35,23 @@ def test_the_pipeline_refuses_what_it_cannot_run(tiny_images):
         pipeline.run_defenses(clean_model, None, [pipeline.SPECTRAL])
 
 
+@pytest.fixture(scope="module")
+def tiny_attacked(cifar: data.Cifar10, tmp_path_factory):
+    """A tiny pixel-attacked model (trained once for this module, in a cache of its own that stays set while the
+    module's tests run) and the defender's clean images."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("POISONCURE_CACHE", str(tmp_path_factory.mktemp("pipeline") / "cache"))
+        recipe = experiments.Recipe(poison="pixel", model="whitened_net", width=8, epochs=1, train_per_class=20,
+                                    batch_size=64)
+        tm = experiments.get_model(recipe, device="cpu", data=cifar, progress=False)
+        clean, _ = experiments.defender_split(cifar.test, 5, seed=0)
+        yield tm, clean
+
+
 @pytest.mark.slow
-def test_every_defense_on_one_tiny_attacked_model(cifar: data.Cifar10, tmp_path, monkeypatch):
-    monkeypatch.setenv("POISONCURE_CACHE", str(tmp_path / "cache"))
-    recipe = experiments.Recipe(poison="pixel", model="whitened_net", width=8, epochs=1, train_per_class=20,
-                                batch_size=64)
-    tm = experiments.get_model(recipe, device="cpu", data=cifar, progress=False)
+def test_every_defense_on_one_tiny_attacked_model(cifar: data.Cifar10, tiny_attacked):
+    tm, clean = tiny_attacked
     before = model_digest(tm.model)
-    clean, _ = experiments.defender_split(cifar.test, 5, seed=0)
     stages: dict[str, float] = {}
     settings = pipeline.DefenseSettings(nc_steps=4, retrain=("spectral",))
     run = pipeline.run_defenses(tm, cifar, pipeline.DEFENSES, settings, clean=clean, device="cpu", stages=stages)
@@ -85,15 +94,11 @@ def test_the_other_defenses_settings_are_checked(tiny_images):
 
 
 @pytest.mark.slow
-def test_the_other_three_defenses_run_through_the_same_call(cifar: data.Cifar10, tmp_path, monkeypatch):
+def test_the_other_three_defenses_run_through_the_same_call(cifar: data.Cifar10, tiny_attacked):
     """Xiang et al.'s search, PoisHygiene and the weak-learner ensemble on a tiny attacked model: one call, one
     Outcome each, in the same protocol as the five of chapter 7 (labels named, samples flagged, repairs new)."""
-    monkeypatch.setenv("POISONCURE_CACHE", str(tmp_path / "cache"))
-    recipe = experiments.Recipe(poison="pixel", model="whitened_net", width=8, epochs=1, train_per_class=20,
-                                batch_size=64)
-    tm = experiments.get_model(recipe, device="cpu", data=cifar, progress=False)
+    tm, clean = tiny_attacked
     before = model_digest(tm.model)
-    clean, _ = experiments.defender_split(cifar.test, 5, seed=0)
     settings = pipeline.DefenseSettings(
         xiang={"per_class": 2, "max_iter": 20},
         hygiene={"references": [10], "scan": {"probes": 2, "steps": 3, "warm_steps": 3, "calibration_steps": 3,

@@ -19,12 +19,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-#: what each defense is given, beside the trained model: the columns of the comparison's "needs" table
-NEEDS = {"Poison as a Cure": "training set", "Spectral Signatures": "training set, poison budget",
-         "Activation Clustering": "training set", "Neural Cleanse": "clean images",
-         "Fine-Pruning": "clean images", "Xiang et al.": "clean images",
-         "PoisHygiene": "clean reference models, clean training images (repair)",
-         "Ensembles of weak learners": "training set"}
 #: the fields of a ``compare`` section (profiles' ``reproduce.compare``)
 SECTION = {"recipe", "attacks", "seeds", "clean", "defense"}
 #: the defense settings a section may give (over the profile's chapter 7 values)
@@ -149,4 +143,4 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
     return pipeline.to_report(run, tm, before, score, details), stages
 
 
-__all__ = ["DEFENSE_KEYS", "NEEDS", "SECTION", "chapter_settings", "grid", "run_point", "slug", "steps"]
+__all__ = ["DEFENSE_KEYS", "SECTION", "chapter_settings", "grid", "run_point", "slug", "steps"]
