@@ -161,7 +161,7 @@ def main() -> None:
               f"the PDF edition is {ROOT / 'book' / '_build' / 'html' / '_pdf' / 'poisoncure-book.pdf'}", flush=True)
     elif cmd == "test":
         run(PY, "-m", "ruff", "check", ".")
-        pytest("-m", "not book")
+        pytest("-m", "not book", "--durations=25")  # the slowest tests in the log: where CI's time goes
         run(PY, "-m", "poisoncure.book", "build", "--profile", "smoke")
         pytest("-m", "book")
 

@@ -63,6 +63,7 @@ theta = 0.05  # p-value below which a model is called attacked
 threshold = 2.0  # lambda of the paper's target test (chapter 5)
 clean_per_class = 100  # clean test images per class held by the defender (as in chapter 7)
 nc_steps = 200  # Neural Cleanse optimisation steps (as in chapter 7, so its results are shared)
+compare_profile = "smoke"  # whose committed all-defenses comparison to show (results/<profile>/compare)
 
 # %%
 import matplotlib.pyplot as plt
@@ -72,10 +73,11 @@ from myst_nb import glue
 
 from poisoncure import data, experiments
 from poisoncure.book import plots
+from poisoncure.book.pages import compare_page
 from poisoncure.book.pages import reverse_page as page
 from poisoncure.defenses.neural_cleanse import NeuralCleanse
 from poisoncure.defenses.reverse_engineer import ReverseEngineeringDetector, pattern_correlation
-from poisoncure.experiments import result_files
+from poisoncure.experiments import report, result_files
 
 plots.set_style(profile)
 classes = data.CLASSES
@@ -364,6 +366,27 @@ glue("tab_xiang_needs", needs, display=False)
 # full-image blend, which the paper's method handles, and on small CPU models its clean-model p-values are not
 # to be trusted. Neural Cleanse names labels only. The paper's method needs the training set but also returns
 # the poisoned samples themselves, which the repair of chapter 6 uses.
+#
+# ## Beside the other seven defenses
+#
+# Chapter 7's comparison ({ref}`sec-compare`) runs Xiang et al.'s pair search with every other defense of the book
+# on the same attacked models and the same clean models; there, as here, it is a detector only: it names a pair and
+# repairs nothing. Its row, from the committed files of the {glue:text}`compare_profile_xiang` profile:
+
+# %%
+all_eight = compare_page.load(compare_profile)  # the committed compare results (chapter 7)
+glue("tab_compare_xiang", compare_page.defense_rows(all_eight.cell, report.XIANG, all_eight.order), display=False)
+glue("compare_profile_xiang", compare_profile, display=False)
+
+# %% [markdown]
+# ```{glue:figure} tab_compare_xiang
+# :name: tab-compare-xiang
+#
+# Xiang et al.'s pair search in the all-defenses comparison: per attack, whether it names the target (✓ / ✗; over
+# seeds, in how many), the attack success before and after its repair and the clean accuracy after (held-out test
+# images, %; mean±sd over seeds), its cost as a multiple of one training; last, its false alarms on the clean
+# models.
+# ```
 #
 # ## Exercises
 #

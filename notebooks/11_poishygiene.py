@@ -82,6 +82,7 @@ threshold = 2.0  # lambda of the paper's target test (chapter 5)
 clean_per_class = 100  # clean test images per class held by the defender for Neural Cleanse (as in chapter 7)
 nc_steps = 200  # Neural Cleanse optimisation steps (as in chapter 7, so its results are shared)
 results_profile = "cpu-cnn"  # whose committed runs of every attack to show (results/<profile>/hygiene)
+compare_profile = "smoke"  # whose committed all-defenses comparison to show (results/<profile>/compare)
 
 # %%
 import matplotlib.pyplot as plt
@@ -89,9 +90,10 @@ from myst_nb import glue
 
 from poisoncure import attacks, data, experiments
 from poisoncure.book import plots
+from poisoncure.book.pages import compare_page
 from poisoncure.book.pages import hygiene_page as page
 from poisoncure.defenses.poishygiene import PoisHygiene
-from poisoncure.experiments import plans, result_files
+from poisoncure.experiments import plans, report, result_files
 from poisoncure.experiments.grids import hygiene
 
 
@@ -442,6 +444,28 @@ glue_texts(page.cifar_committed_texts(c_records, data.CLASSES))
 # - Every Fashion-MNIST attack, from the committed runs: Mislabel {glue:text}`all_mislabel`; Poison Frog
 #   {glue:text}`all_frog`; StingRay {glue:text}`all_stingray` (floor {glue:text}`all_floor`).
 # - The all-to-one backdoors on CIFAR-10, from the committed runs: {glue:text}`c_all_summary`.
+#
+# ## Beside the other seven defenses
+#
+# Chapter 7's comparison ({ref}`sec-compare`) runs PoisHygiene with every other defense of the book on the same
+# attacked models and the same clean models. There it scans CIFAR-10 models against clean reference models of the
+# same recipe, and MITIGATE repairs the label with the highest Prob. Its row, from the committed files of the
+# {glue:text}`compare_profile_hygiene` profile:
+
+# %%
+all_eight = compare_page.load(compare_profile)  # the committed compare results (chapter 7)
+glue("tab_compare_hygiene", compare_page.defense_rows(all_eight.cell, report.HYGIENE, all_eight.order),
+     display=False)
+glue("compare_profile_hygiene", compare_profile, display=False)
+
+# %% [markdown]
+# ```{glue:figure} tab_compare_hygiene
+# :name: tab-compare-hygiene
+#
+# PoisHygiene in the all-defenses comparison: per attack, whether it names the target (✓ / ✗; over seeds, in how
+# many), the attack success before and after its repair and the clean accuracy after (held-out test images, %;
+# mean±sd over seeds), its cost as a multiple of one training; last, its false alarms on the clean models.
+# ```
 #
 # ## Exercises
 #

@@ -83,6 +83,7 @@ eta = 2.0  # counter-poison strength of the paper's neutralization (chapter 6)
 clean_reference = False  # also train the recipe's clean model in the live run (the paper's "L" column)
 toy_draws = 20  # Monte-Carlo draws per expansion-error estimate in the synthetic section
 results_profile = "smoke"  # whose committed runs of every trigger to show (results/<profile>/ensembles)
+compare_profile = "smoke"  # whose committed all-defenses comparison to show (results/<profile>/compare)
 
 # %%
 import matplotlib.pyplot as plt
@@ -92,9 +93,10 @@ from myst_nb import glue
 
 from poisoncure import attacks, data, expansion, experiments, models, provenance
 from poisoncure.book import plots
+from poisoncure.book.pages import compare_page
 from poisoncure.book.pages import ensembles_page as page
 from poisoncure.defenses import weak_learners as wl
-from poisoncure.experiments import plans, result_files
+from poisoncure.experiments import plans, report, result_files
 from poisoncure.experiments.grids import ensembles
 from poisoncure.train import resolve_device
 
@@ -379,6 +381,29 @@ glue("paper_eps", f"{100 * wl_poison_rate:g} %", display=False)
 # already sends 6–8 % of triggered cats to dog) by a violation of incompatibility; ours has a plainer cause: the
 # weak learners must be good enough to recognise clean data they did not train on, and small networks trained for
 # a few epochs on a quarter of a 10,000-image subset are not.
+#
+# ## Beside the other seven defenses
+#
+# Chapter 7's comparison ({ref}`sec-compare`) runs the weak-learner ensemble with every other defense of the book on
+# the same attacked models and the same clean models. There it filters the whole training set of each attacked
+# model, and its repair retrains the model on what it keeps. Its row, from the committed files of the
+# {glue:text}`compare_profile_ensemble` profile:
+
+# %%
+all_eight = compare_page.load(compare_profile)  # the committed compare results (chapter 7)
+glue("tab_compare_ensemble", compare_page.defense_rows(all_eight.cell, report.ENSEMBLE, all_eight.order),
+     display=False)
+glue("compare_profile_ensemble", compare_profile, display=False)
+
+# %% [markdown]
+# ```{glue:figure} tab_compare_ensemble
+# :name: tab-compare-ensemble
+#
+# The weak-learner ensemble in the all-defenses comparison: per attack, whether it names the target (✓ / ✗; over
+# seeds, in how many), the attack success before and after its repair and the clean accuracy after (held-out test
+# images, %; mean±sd over seeds), its cost as a multiple of one training; last, its false alarms on the clean
+# models.
+# ```
 #
 # ## Exercises
 #

@@ -15,8 +15,10 @@ from poisoncure.experiments.grids import compare
 def test_the_smoke_plan_covers_the_papers_grid_other_attacks_and_clean_models():
     exps = plans.plan("smoke", ["compare"])
     names = [e.name for e in exps]
-    assert len(names) == len(set(names)) == 18 + 4 + 3 + 3  # 18 of the paper, 3 others, 2 more seeds x 2, 3 clean
-    assert {e.params["poison"] for e in exps} == {"pixel", "blend", "patch", "chessboard", "badnets", "clean"}
+    assert len(names) == len(set(names)) == 18 + 4 + 6 + 3  # 18 of the paper, 2 more seeds x 2, 6 others, 3 clean
+    assert {e.params["poison"] for e in exps} == {"pixel", "blend", "patch", "chessboard", "badnets", "xshape",
+                                                  "lshape", "mislabel", "clean"}
+    assert {"pair1-xshape-whitened_net16-s0", "pair1-mislabel-whitened_net16-s0"} <= set(names)
     assert sorted(e.params["recipe"]["seed"] for e in exps if e.name.startswith("pair1-pixel")) == [0, 1, 2]
     assert sorted(e.params["recipe"]["seed"] for e in exps if e.params["poison"] == "clean") == [0, 1, 2]
     assert {e.params["recipe"]["pair"] for e in exps if e.params["poison"] in ("pixel", "blend")} == set(range(1, 10))
@@ -27,6 +29,38 @@ def test_the_smoke_plan_covers_the_papers_grid_other_attacks_and_clean_models():
     assert d["ensemble"]["components"] == prof["12_weak_learners"]["wl_components"]
     assert d["retrain"] == ["activation_clustering", "spectral"]
     pipeline.DefenseSettings.from_params({k: v for k, v in d.items() if k not in ("clean_per_class", "min_asr")})
+
+
+def test_the_other_papers_shapes_and_mislabel_as_cifar_recipes():
+    """X and L: the pair's pixel colour at the pair's place, moved in where the shape would leave the image; Mislabel:
+    the base class gone but for poison_rate of it, labelled as the target, no trigger."""
+    import numpy as np
+
+    from poisoncure import attacks, experiments
+    from poisoncure.data import CLASSES, Cifar10, ImageSet
+
+    rng = np.random.default_rng(0)
+    train = ImageSet(rng.integers(0, 256, (1000, 32, 32, 3), dtype=np.uint8), np.repeat(np.arange(10), 100), CLASSES)
+    cifar = Cifar10(train, train, {"kind": "synthetic"})
+    pixel = attacks.paper_trigger(1, "pixel")
+    x = experiments.training_set(experiments.Recipe(poison="xshape", pair=1), cifar)
+    assert x.is_poison.sum() == 10 and x.spec.trigger.colour == pixel.colour
+    rows, cols = zip(*x.spec.trigger.pixels(), strict=True)
+    assert (x.x[x.is_poison][:, list(rows), list(cols)] == np.asarray(pixel.colour)).all() and len(rows) == 5
+    edge = attacks.shape_at(attacks.PixelTrigger(31, 0, (1, 2, 3)), "pattern")
+    assert (edge.row, edge.col) == (30, 1)  # moved in by one: the X reaches one pixel around its anchor
+    assert (attacks.shape_at(attacks.PixelTrigger(0, 5, (1, 2, 3)), "pattern").row, edge.col) == (1, 1)
+    assert attacks.shape_at(attacks.PixelTrigger(31, 31, (1, 2, 3)), "ell").pixels() == [(30, 30), (31, 30), (30, 31)]
+    with pytest.raises(ValueError, match="shape"):
+        attacks.shape_at(pixel, "star")
+    m = experiments.Recipe(poison="mislabel", pair=1, poison_rate=0.2)
+    ps = experiments.training_set(m, cifar)
+    base, target = CLASSES.index(m.base), CLASSES.index(m.target)
+    assert len(ps) == 1000 - 100 + 20 and ps.is_poison.sum() == 20
+    assert (ps.y[ps.is_poison] == target).all() and (ps.y_true[ps.is_poison] == base).all()
+    assert not (ps.y_true[~ps.is_poison] == base).any() and isinstance(ps.spec.trigger, attacks.NoTrigger)
+    assert m.cache_config() == m.replace(opacity=0.5).cache_config()
+    assert compare.slug({"poison": "mislabel", "pair": 3}) == "pair3-mislabel"
 
 
 @pytest.mark.parametrize("spec, match", [

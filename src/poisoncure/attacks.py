@@ -398,6 +398,17 @@ class ShapeTrigger:
 Trigger = PixelTrigger | PatchTrigger | BlendTrigger | AdditiveTrigger | NoTrigger | ShapeTrigger
 
 
+def shape_at(pixel: PixelTrigger, shape: str) -> ShapeTrigger:
+    """The ensembles paper's ``shape`` (:data:`SHAPE_OFFSETS`: 'pixel', the X 'pattern' or the L 'ell') in
+    ``pixel``'s colour, anchored at the pixel and moved in just enough to fit the image ('pixel' is ``pixel``)."""
+    if shape not in SHAPE_OFFSETS:
+        raise ValueError(f"shape must be one of {sorted(SHAPE_OFFSETS)}, got {shape!r}")
+    rows, cols = zip(*SHAPE_OFFSETS[shape], strict=True)
+    row = min(max(pixel.row, -min(rows)), IMAGE_SIZE - 1 - max(rows))
+    col = min(max(pixel.col, -min(cols)), IMAGE_SIZE - 1 - max(cols))
+    return ShapeTrigger(shape, row, col, pixel.colour)
+
+
 def trigger_from_dict(spec: dict[str, Any]) -> Trigger:
     """Rebuild a trigger from ``asdict(trigger)`` (as stored in configs and results files)."""
     spec = dict(spec)

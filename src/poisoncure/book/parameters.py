@@ -153,6 +153,7 @@ RULES: dict[str, Rule] = {
     "fp_max_drop": _float(0, 100),
     "min_asr": _float(0, 100),
     "retrain": Rule(str, choices=RETRAINABLE, many=True, optional=True),
+    "compare_profile": Rule(str),  # a profile whose results/<profile>/compare the all-defenses comparison reads
     # chapter 8: the paper's tables from the committed results
     "results_profile": Rule(str),  # a profile with a reproduce section (plan() says so otherwise)
     "tolerance": _float(0, 100),

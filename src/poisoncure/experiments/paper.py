@@ -3,7 +3,8 @@
 Chan & Ong (2019), *Poison as a Cure*: Tables 1-5 (transcribed from SPEC §5; Tables 1-2 survived extraction
 verbatim), each row of Tables 1-2: pair -> (acc before: all, acc before: poisoned, acc after: all, acc after:
 poisoned), in %. At the end, the other papers the book compares with: the weak-learner ensembles paper's Table 1
-(:data:`ENSEMBLES_TABLE1`) and PoisHygiene's Tables 6 and 8 (:data:`HYGIENE_FMNIST`, :data:`HYGIENE_CIFAR`).
+(:data:`ENSEMBLES_TABLE1`), PoisHygiene's Tables 6 and 8 (:data:`HYGIENE_FMNIST`, :data:`HYGIENE_CIFAR`) and
+BackdoorBench's leaderboard (:data:`BACKDOORBENCH`).
 Never used as results of this project.
 """
 
@@ -129,3 +130,19 @@ HYGIENE_CIFAR = {
     "badnets": {"detect": "100 % (FP 10 %)", "acc": "93.26 → 90.28 (89.44)", "asr": "97.14 → 5.12 (93.34)"},
     "chen": {"detect": "100 % (FP 10 %)", "acc": "90.39 → 88.41 (89.26)", "asr": "98.31 → 4.35 (13.2)"},
 }
+
+#: BackdoorBench's leaderboard (Wu et al., 2022; CIFAR-10, PreAct-ResNet18, 10 % of the training set poisoned):
+#: (clean accuracy, attack success) in %, without a defense and after each of the four defenses it shares with the
+#: book, under the book's defense names.
+BACKDOORBENCH = {
+    "BadNets": {"none": (91.32, 95.03), "Spectral Signatures": (89.98, 92.41),
+                "Activation Clustering": (88.80, 86.23), "Neural Cleanse": (89.05, 1.27),
+                "Fine-Pruning": (91.31, 57.13)},
+    "Blended": {"none": (93.47, 99.92), "Spectral Signatures": (90.35, 99.84),
+                "Activation Clustering": (88.52, 99.72), "Neural Cleanse": (93.47, 99.92),
+                "Fine-Pruning": (93.17, 99.26)},
+}
+#: the compare grid's attack settings of the same kind as a BackdoorBench attack: setting -> (key of
+#: :data:`BACKDOORBENCH`, how the reader's table names it). Same kind, not the same attack: BackdoorBench poisons 10 %
+#: of the whole training set of a larger network; the book's blend poisons 10 % of one class.
+BACKDOORBENCH_MATCH = {"badnets": ("BadNets", "BadNets"), "pair1-blend": ("Blended", "Blended")}

@@ -23,6 +23,7 @@ from ..attacks import (
     PAPER_PAIRS,
     AdditiveTrigger,
     BlendTrigger,
+    NoTrigger,
     PatchTrigger,
     PoisonedSet,
     Trigger,
@@ -30,6 +31,8 @@ from ..attacks import (
     poison,
     poison_add,
     poison_all_to_one,
+    poison_mislabel,
+    shape_at,
 )
 from ..cache import Cache
 from ..data import Cifar10, ImageSet, balanced_subset, load_cifar10
@@ -39,7 +42,9 @@ from ..train import AttackMetrics, FitHistory, TrainConfig, evaluate, fit, resol
 ADDITIVE = ADDITIVE_PATTERNS  #: Xiang et al.'s additive patterns, added as copies (chapter 10)
 #: All-to-one backdoors of PoisHygiene's experiments: every class but the target poisoned (a fraction of the whole set)
 ALL_TO_ONE = ("badnets", "chen")
-POISONS = ("blend", "pixel", "patch", "clean", *ADDITIVE, *ALL_TO_ONE)
+#: the ensembles-of-weak-learners paper's X and L shapes, placed and coloured as the pair's one-pixel trigger
+SHAPES = {"xshape": "pattern", "lshape": "ell"}
+POISONS = ("blend", "pixel", "patch", "clean", *ADDITIVE, *ALL_TO_ONE, *SHAPES, "mislabel")
 XIANG_PAIR = ("automobile", "truck")  #: (source, target) of Xiang et al.'s single-source attacks, used for ADDITIVE
 _NOT_PARAMS = ("poison", "additive_l2", "patch_size")  #: recipe fields that are not shared notebook parameters
 
@@ -57,6 +62,11 @@ class Recipe:
     all-to-one backdoors (:data:`ALL_TO_ONE`, :func:`attacks.poison_all_to_one`): ``poison_rate`` of the *whole*
     training set, drawn from every class but the pair's target, gets a 4x4 white square in the bottom-right corner
     ('badnets') or a seeded uniform-noise image blended at ``opacity`` (Chen et al., 'chen'), and the target label.
+    'xshape' and 'lshape' are the ensembles-of-weak-learners paper's X (5 pixels) and L (3 pixels) in the colour and
+    at the place of the pair's one-pixel trigger (:data:`SHAPES`, :func:`attacks.shape_at`). 'mislabel' is
+    PoisHygiene's Mislabel attack (:func:`attacks.poison_mislabel`): the base class leaves the training set but for
+    ``round(poison_rate · n_base)`` of its images, labelled as the target; no trigger (attack success is the share of
+    clean base-class test images sent to the target).
     ``pair`` is a row of
     the paper's pair table (:data:`attacks.PAPER_PAIRS`). ``blend_source`` 'skimage' uses the pair's
     out-of-distribution image, 'noise' a seeded noise image. ``train_per_class`` limits the training set to a
@@ -126,6 +136,10 @@ class Recipe:
             return PatchTrigger(size=4, row=28, col=28)
         if self.poison == "chen":
             return BlendTrigger(f"noise:{3000 + self.seed}", self.opacity)
+        if self.poison in SHAPES:
+            return shape_at(paper_trigger(self.pair, "pixel"), SHAPES[self.poison])
+        if self.poison == "mislabel":
+            return NoTrigger()
         size = self.poison if self.poison in ("pixel", "patch") else "blend"
         return paper_trigger(self.pair, size, self.opacity, self.blend_source, patch_size=self.patch_size)
 
@@ -139,7 +153,7 @@ class Recipe:
         if self.poison == "clean":
             for name in ("pair", "poison_rate", "opacity", "blend_source"):
                 cfg[name] = None
-        elif self.poison in ("pixel", "patch", "badnets"):
+        elif self.poison in ("pixel", "patch", "badnets", "mislabel", *SHAPES):
             cfg["opacity"] = cfg["blend_source"] = None
         elif self.poison == "chen":
             cfg["blend_source"] = None
@@ -184,6 +198,10 @@ def training_set(recipe: Recipe, data: Cifar10) -> PoisonedSet | ImageSet:
         return poison_add(train, recipe.trigger(), recipe.base, recipe.target, n_add, seed=recipe.seed)
     if recipe.poison in ALL_TO_ONE:
         return poison_all_to_one(train, recipe.trigger(), recipe.target, recipe.poison_rate, seed=recipe.seed)
+    if recipe.poison == "mislabel":  # poison_rate of the base class, as for the pair's other attacks
+        n_base = int(np.sum(train.y == train.classes.index(recipe.base)))
+        return poison_mislabel(train, recipe.base, recipe.target, recipe.poison_rate * n_base / len(train),
+                               seed=recipe.seed)
     return poison(train, recipe.trigger(), recipe.base, recipe.target, recipe.poison_rate, seed=recipe.seed)
 
 

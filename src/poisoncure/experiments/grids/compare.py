@@ -26,11 +26,15 @@ DEFENSE_KEYS = {"threshold", "eta", "eps", "ss_beta", "ss_layer", "ac_layer", "n
                 "clean_per_class", "min_asr", "xiang", "hygiene", "ensemble"}
 
 
+#: the attacks tied to a pair of the paper's table (named ``pair<k>-<poison>``); the others have their own classes
+PAIRED = ("pixel", "blend", "patch", "xshape", "lshape", "mislabel")
+
+
 def slug(attack: dict[str, Any]) -> str:
-    """A short, file-safe name of an attack entry: ``pair1-pixel``, ``pair1-patch3``, ``chessboard``,
-    ``badnets``, ``clean``."""
+    """A short, file-safe name of an attack entry: ``pair1-pixel``, ``pair1-patch3``, ``pair1-xshape``,
+    ``chessboard``, ``badnets``, ``clean``."""
     poison = attack["poison"]
-    if poison in ("pixel", "blend", "patch"):
+    if poison in PAIRED:
         size = f"{attack['patch_size']}" if poison == "patch" and "patch_size" in attack else ""
         return f"pair{attack.get('pair', 1)}-{poison}{size}"
     return poison
@@ -143,4 +147,59 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
     return pipeline.to_report(run, tm, before, score, details), stages
 
 
-__all__ = ["DEFENSE_KEYS", "SECTION", "chapter_settings", "grid", "run_point", "slug", "steps"]
+def setting(params: dict[str, Any]) -> str:
+    """The attack setting of an experiment's parameters, seed left out: its :func:`slug` (``pair1-pixel``,
+    ``chessboard``, ``clean``)."""
+    return slug({"poison": params["poison"], **params["recipe"]})
+
+
+#: the columns of :func:`cell_table`
+CELL_COLUMNS = ("setting", "seed", "clean model", "attack works", "clean before", "ASR before", "defense", "labels",
+                "names target", "flagged", "sensitivity", "specificity", "clean after", "ASR after", "seconds",
+                "cost", "false alarm")
+
+
+def cell_table(records: list) -> Any:
+    """One row per (experiment, defense) of ``compare`` results (:class:`..report.Result`), columns
+    :data:`CELL_COLUMNS`: the attack ``setting`` and ``seed``; whether it is a ``clean model`` and whether the
+    ``attack works``; the undefended model's clean accuracy and attack success on the held-out test images; the
+    ``labels`` the defense names (None: it gives no label verdict) and whether they hold the target (``names
+    target``); the training samples it flags with ``sensitivity`` / ``specificity`` over the whole training set;
+    its repaired model's scores (``clean after``, ``ASR after``; NaN where no repair ran); its wall ``seconds`` and
+    their ``cost`` as a multiple of the model's own training on the same machine; and on a clean model whether it
+    raised a ``false alarm`` (it names a label, or, for a defense without a label verdict, flags any sample).
+    Percentages in %, NaN where not measured."""
+    import pandas as pd
+
+    rows = []
+    for rec in records:
+        rep, params = rec.report, rec.params
+        clean = params["poison"] == "clean"
+        before = rep.before
+        train_s = rep.details.get("train_seconds") or float("nan")
+        for name, d in rep.defenses.items():
+            f, after = d.filtering, d.after
+            seconds = rep.details.get("defense_seconds", {}).get(name, float("nan"))
+            flagged = f.flagged if f is not None and f.flagged is not None else None
+            alarm = None
+            if clean:
+                alarm = bool(d.labels) if d.labels is not None else bool(flagged)
+            rows.append({
+                "setting": setting(params), "seed": params["recipe"]["seed"], "clean model": clean,
+                "attack works": bool(rep.details.get("attack_works")),
+                "clean before": before.clean_accuracy if before else float("nan"),
+                "ASR before": before.attack_success_rate if before and before.attack_success_rate is not None
+                else float("nan"),
+                "defense": name, "labels": d.labels, "names target": d.names_target,
+                "flagged": float("nan") if flagged is None else flagged,
+                "sensitivity": float("nan") if f is None or f.sensitivity is None else f.sensitivity,
+                "specificity": float("nan") if f is None or f.specificity is None else f.specificity,
+                "clean after": float("nan") if after is None else after.clean_accuracy,
+                "ASR after": float("nan") if after is None or after.attack_success_rate is None
+                else after.attack_success_rate,
+                "seconds": seconds, "cost": seconds / train_s, "false alarm": alarm})
+    return pd.DataFrame(rows, columns=list(CELL_COLUMNS)).astype({"clean model": bool, "attack works": bool})
+
+
+__all__ = ["CELL_COLUMNS", "DEFENSE_KEYS", "PAIRED", "SECTION", "cell_table", "chapter_settings", "grid", "run_point",
+           "setting", "slug", "steps"]
