@@ -126,9 +126,10 @@ def _mark(group: pd.DataFrame) -> str:
 
 def all_defenses_table(cell: pd.DataFrame, planned: list[str] | None = None) -> pd.DataFrame:
     """Rows: attack settings (with their seed count), then the clean models' false alarms and each defense's cost;
-    columns: no defense (clean accuracy / attack success) and the eight defenses. A defense's cell: its label verdict
-    (:func:`_mark`) and the attack success / clean accuracy after its repair (mean±sd over seeds, %); 'no repair'
-    where none ran."""
+    columns: no defense (attack success | clean accuracy) and the eight defenses. A defense's cell: its label verdict
+    (:func:`_mark`) and the attack success | clean accuracy after its repair (mean±sd over seeds, %); 'no repair'
+    where none ran. The cost row is the median over the working attacks (robust to one experiment that shared its
+    machine with other work)."""
     attacked = cell[~cell["clean model"]]
     rows = {}
     for s in settings_in_order(attacked, planned):
@@ -156,7 +157,7 @@ def all_defenses_table(cell: pd.DataFrame, planned: list[str] | None = None) -> 
     cost = {"no defense": "1 training"}
     for d in DEFENSES:
         c = cell.loc[(cell["defense"] == d) & cell["attack works"], "cost"].dropna()
-        cost[SHORT[d]] = f"×{c.mean():.2f}" if len(c) else "—"
+        cost[SHORT[d]] = f"×{c.median():.2f}" if len(c) else "—"
     rows["cost (× one training)"] = cost
     out = pd.DataFrame.from_dict(rows, orient="index")
     out.index.name = "attack"
@@ -284,7 +285,7 @@ def reading(cell: pd.DataFrame, planned: list[str] | None = None) -> str:
             parts.append(f"{int(gc['false alarm'].astype(bool).sum())} false alarm(s) on {len(gc)} clean model(s)")
         cost = g["cost"].dropna()
         if len(cost):
-            parts.append(f"costs {cost.mean():.2f} trainings")
+            parts.append(f"costs {cost.median():.2f} trainings (median)")
         out.append(f"- **{d}**: " + "; ".join(parts) + ".")
     if not out:
         return "No working attack is committed yet: nothing to read."
