@@ -111,3 +111,24 @@ def test_one_tiny_experiment_runs_all_eight_defenses_and_its_file_reads_back(cif
     assert rep[report.PRUNING].after is not None and rep[report.XIANG].after is None
     assert set(rep.details["defense_seconds"]) == set(pipeline.ALL_DEFENSES)
     assert rep.details["train_seconds"] > 0 and rep.details["attack_works"]
+
+
+@pytest.mark.slow
+def test_a_tiny_clean_model_gets_every_detection_and_no_repair(cifar: data.Cifar10, tmp_path, monkeypatch):
+    """The clean models' experiments (the false-alarm row): every defense but Fine-Pruning (a repair only) runs on a
+    training set without poison, none repairs, none is credited with a target, and the comparison reads a false
+    alarm exactly where a label is named or a filter flags samples."""
+    from poisoncure.book.pages import compare_page
+    from poisoncure.experiments import runner
+
+    monkeypatch.setenv("POISONCURE_CACHE", str(tmp_path / "cache"))
+    (planned,) = [e for e in plans.plan("smoke", ["compare"]) if e.name == "clean-whitened_net16-s0"]
+    rec = runner.execute("smoke", tiny(planned), device="cpu", data=cifar)
+    rep = rec.report
+    assert set(rep.defenses) == set(pipeline.ALL_DEFENSES) - {report.PRUNING}
+    assert rep.target is None and rep.n_poison == 0 and not rep.details["attack_works"]
+    assert all(d.after is None and d.names_target is None for d in rep.defenses.values())
+    cells = compare_page.cells([rec]).set_index("defense")
+    for name, d in rep.defenses.items():
+        flagged = d.filtering.flagged if d.filtering else 0
+        assert cells.loc[name, "false alarm"] == (bool(d.labels) if d.labels is not None else bool(flagged))

@@ -260,13 +260,15 @@ def defense_step(tm, data, s, clean, target, rows, repair, device, progress) -> 
     """The ensembles of weak learners in the one pipeline (:func:`..pipeline.run_defenses`, ``steps={ENSEMBLE:
     defense_step}``; settings in ``DefenseSettings.ensemble``): the ensemble's kept set; its repair is a model of
     the recipe retrained on what it keeps."""
+    from ...attacks import PoisonedSet
     from ...defenses.weak_learners import EnsembleConfig, WeakLearnerEnsemble
     from .. import store
     from ..pipeline import ENSEMBLE, Outcome
 
     cfg = EnsembleConfig(**{"seed": s.seed, **s.ensemble})
+    images = tm.train_set.as_imageset() if isinstance(tm.train_set, PoisonedSet) else tm.train_set  # clean model
     ens = WeakLearnerEnsemble(cfg, device=device, progress=progress).run(
-        model_factory(tm.recipe), tm.train_set.as_imageset(), f"{tm.recipe.model}-w{tm.recipe.width}")
+        model_factory(tm.recipe), images, f"{tm.recipe.model}-w{tm.recipe.width}")
     flagged = ~np.asarray(ens.kept, dtype=bool)
     repaired = store.get_retrained(tm, flagged, device=device, progress=progress).model if repair else None
     return Outcome(ENSEMBLE, flagged=flagged, repaired=repaired, artefact=ens)
