@@ -127,3 +127,21 @@ def test_every_committed_grid_reads_as_reports():
             assert all(isinstance(d, DefenseReport) for d in rec.report.defenses.values())
             seen.add(grid)
     assert len(seen) == 6
+
+
+def test_machine_load_reads_a_waiting_process_as_a_small_cpu_share():
+    """A run that got its cores: CPU share near 1; one that waited for them (here: slept): near 0."""
+    import time
+
+    from poisoncure import provenance
+
+    with provenance.stopwatch() as busy:
+        end = time.perf_counter() + 0.3
+        while time.perf_counter() < end:
+            pass
+    with provenance.stopwatch() as idle:
+        time.sleep(0.3)
+    # margins that hold on a busy machine too: the loop gets at least a share of a core, the sleep almost none
+    waited = provenance.machine_load(idle, 1, (1.0,))["cpu_share"]
+    assert waited < 0.1 and provenance.machine_load(busy, 1, None)["cpu_share"] > max(0.15, 3 * waited)
+    assert provenance.machine_load(idle, 1, (1.0,))["loadavg_start"] == 1.0

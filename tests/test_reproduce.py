@@ -59,8 +59,10 @@ def test_run_writes_provenance_then_skips_finished_work(tmp_path):
     exp = first[0][0]
     record = read_result(exp.path("smoke", tmp_path), exp)
     assert record.report == value_report(1) and record.profile == "smoke"
-    for key in ("commit", "device", "torch", "seed", "stages", "wall_seconds", "versions"):
+    for key in ("commit", "device", "torch", "seed", "stages", "wall_seconds", "versions", "machine_load"):
         assert key in record.provenance
+    load = record.provenance["machine_load"]
+    assert load["threads"] >= 1 and load["cpu_seconds"] >= 0 and 0 <= load["cpu_share"]
     again = run("smoke", ["main"], root=tmp_path, progress=False, runners=fake_runners(calls))
     assert [s for _, s in again] == ["skipped"] and calls == [1]
     assert [r.name for r in load_results("smoke", "main", tmp_path)] == [exp.name]

@@ -90,13 +90,27 @@ def library_versions(names: tuple[str, ...] = ("torch", "torchvision", "numpy", 
 
 @contextmanager
 def stopwatch() -> Iterator[dict[str, float]]:
-    """``with stopwatch() as t: ...`` then ``t["seconds"]`` holds the wall time."""
+    """``with stopwatch() as t: ...`` then ``t["seconds"]`` holds the wall time and ``t["cpu_seconds"]`` the CPU
+    time of this process over the block (every thread)."""
     out: dict[str, float] = {}
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     try:
         yield out
     finally:
         out["seconds"] = time.perf_counter() - start
+        out["cpu_seconds"] = time.process_time() - cpu
+
+
+def machine_load(t: dict[str, float], threads: int, load_start: tuple[float, ...] | None) -> dict[str, Any]:
+    """How busy the machine was during a :func:`stopwatch` block ``t``: the 1-minute load average at its start and
+    end (Unix only) and the process's CPU time as a share of ``threads`` × wall time. A share well below 1 on a
+    CPU run means the work waited for cores: its wall times, and a cost read from them, are inflated."""
+    load_end = os.getloadavg() if hasattr(os, "getloadavg") else None
+    share = t["cpu_seconds"] / (threads * t["seconds"]) if t.get("seconds") else None
+    return {"loadavg_start": None if load_start is None else round(load_start[0], 2),
+            "loadavg_end": None if load_end is None else round(load_end[0], 2),
+            "cpu_seconds": round(t["cpu_seconds"], 1), "threads": threads,
+            "cpu_share": None if share is None else round(share, 3)}
 
 
 @contextmanager

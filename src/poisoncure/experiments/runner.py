@@ -47,6 +47,7 @@ GPU, or on several machines sharing ``results/``) can run disjoint shards at onc
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -226,16 +227,20 @@ def execute(profile: str, exp: Experiment, device: str = "auto", runners: dict |
     """Run one experiment where this function is called (this process, a Ray worker or a Slurm job) and return
     its :class:`.report.Result` with provenance (device, versions, stage times); :func:`write_result` stores
     it."""
+    import torch
+
     from ..cache import record_artifacts
 
     runners = runners or RUNNERS
+    load_start = os.getloadavg() if hasattr(os, "getloadavg") else None
     with provenance.stopwatch() as t, record_artifacts() as artifacts:
         report, stages = runners[exp.grid](exp.params, device=device, data=data, progress=False)
     seed = (exp.params.get("recipe") or exp.params.get("suspect") or {}).get("seed")
     return Result(exp.grid, exp.name, exp.key, profile, exp.params, report,
                   provenance.collect(resolve_device(device), seed=seed, stages=stages,
                                      wall_seconds=round(t["seconds"], 1), versions=provenance.library_versions(),
-                                     artifacts=artifacts))
+                                     artifacts=artifacts,
+                                     machine_load=provenance.machine_load(t, torch.get_num_threads(), load_start)))
 
 
 def _local(profile, todo, device, runners, options) -> Iterator[tuple[Experiment, Result]]:
