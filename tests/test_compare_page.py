@@ -76,9 +76,12 @@ def test_the_reading_names_the_attacks_a_repair_does_not_remove():
     text = cp.reading(cp.cells(records), ["pair1-pixel", "pair1-blend"])
     nc = next(line for line in text.splitlines() if "Neural Cleanse" in line)
     assert nc.startswith("- **Neural Cleanse**: names the target in 1 of 2 models")
-    assert "on 1 of 2 attacks (not on: pair 1, one pixel)" in nc
+    assert "attack success in 1 of 2 models (not on: pair 1, one pixel)" in nc
     ours = next(line for line in text.splitlines() if "Poison as a Cure" in line)
-    assert "on 1 of 2 attacks (not on: pair 1, blend)" in ours
+    assert "in 1 of 2 models (not on: pair 1, blend)" in ours
+    seeds = [result("pixel", s, {report.POISON_CURE: pac(asr_after=a)}) for s, a in [(0, 0.5), (1, 80.0), (2, 1.0)]]
+    ours = cp.reading(cp.cells(seeds), []).splitlines()[-1]  # counted per model, not by the mean over seeds
+    assert "in 2 of 3 models (not on: pair 1, one pixel (1 of 3 seeds))" in ours
     assert cp.reading(cp.cells([]), []).startswith("No working attack")
 
 

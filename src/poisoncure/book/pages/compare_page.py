@@ -250,14 +250,10 @@ def backdoorbench_table(cell: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["attack (ours / BackdoorBench)", "defense"])
 
 
-def _list(names: list[str]) -> str:
-    return ", ".join(names) if names else "none"
-
-
 def reading(cell: pd.DataFrame, planned: list[str] | None = None) -> str:
-    """One Markdown bullet per defense, from the numbers: in how many attacked models it names the target, on which
-    attacks its repair leaves attack success above :data:`REMOVED` %, its false alarms on the clean models and its
-    cost."""
+    """One Markdown bullet per defense, from the numbers: in how many attacked models it names the target, in how many
+    its repair brings attack success to :data:`REMOVED` % or less (and on which attacks, with how many seeds, it
+    does not), its false alarms on the clean models and its median cost."""
     works = cell[cell["attack works"] & ~cell["clean model"]]
     clean = cell[cell["clean model"]]
     n_attacks = works["setting"].nunique()
@@ -271,13 +267,16 @@ def reading(cell: pd.DataFrame, planned: list[str] | None = None) -> str:
         if not verdicts.empty:
             parts.append(f"names the target in {int(verdicts.astype(bool).sum())} of {len(verdicts)} model"
                          f"{'s' if len(verdicts) != 1 else ''}")
-        by_setting = g.groupby("setting", sort=False)["ASR after"].mean()
-        if by_setting.notna().any():
-            failed = [attack_name(s) for s in settings_in_order(g, planned)
-                      if not math.isnan(by_setting[s]) and by_setting[s] > REMOVED]
-            held = int((by_setting.dropna() <= REMOVED).sum())
-            parts.append(f"its repair leaves at most {REMOVED:g}\u00a0% attack success on {held} of "
-                         f"{int(by_setting.notna().sum())} attacks" + (f" (not on: {_list(failed)})" if failed else ""))
+        repaired = g.dropna(subset=["ASR after"])
+        if len(repaired):
+            removed = repaired["ASR after"] <= REMOVED
+            fails = repaired[~removed].groupby("setting").size()
+            totals = repaired.groupby("setting").size()
+            failed = [attack_name(s) + (f" ({fails[s]} of {totals[s]} seeds)" if totals[s] > 1 else "")
+                      for s in settings_in_order(repaired, planned) if s in fails.index]
+            parts.append(f"its repair leaves at most {REMOVED:g}\u00a0% attack success in {int(removed.sum())} of "
+                         f"{len(repaired)} model{'s' if len(repaired) != 1 else ''}"
+                         + (f" (not on: {' / '.join(failed)})" if failed else ""))
         else:
             parts.append("it repairs nothing (a detector only)")
         gc = clean[clean["defense"] == d]
