@@ -149,7 +149,8 @@ def all_defenses_table(cell: pd.DataFrame, planned: list[str] | None = None) -> 
         rows[label] = row
     clean = cell[cell["clean model"]]
     if not clean.empty:
-        row = {"no defense": f"{clean['seed'].nunique()} models"}
+        n_clean = clean["seed"].nunique()
+        row = {"no defense": f"{n_clean} model{'s' if n_clean != 1 else ''}"}
         for d in DEFENSES:
             gd = clean[clean["defense"] == d]
             row[SHORT[d]] = (f"{int(gd['false alarm'].astype(bool).sum())}/{len(gd)}" if len(gd) else "—")
