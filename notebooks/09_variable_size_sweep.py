@@ -52,7 +52,7 @@ from myst_nb import glue
 from poisoncure import data, experiments
 from poisoncure.book import plots
 from poisoncure.book.pages import sweep_page as page
-from poisoncure.experiments import plans, profiles, result_files, runner
+from poisoncure.experiments import plans, profiles, report, result_files, runner
 from poisoncure.experiments.grids import sweep
 
 plots.set_style(profile)
@@ -320,7 +320,8 @@ if live_point and live is None:
 if live is not None:
     fresh = runner.execute(results_profile, live, device=device, data=cifar)
     both = [("this build", fresh)] + [("committed file", r) for r in records if r.name == live.name]
-    glue("live_where", "; ".join(f"{src}: {r.provenance['device']}, commit {r.provenance['commit'][:12]}"
+    glue("live_where", "; ".join(f"{src}: {r.provenance['device']}, "
+                                 f"commit {report.short_commit(r.provenance['commit'], 12)}"
                                  for src, r in both), display=False)
     glue("tab_live", page.live_table(both), display=False)
     glue("live_seconds", fresh.provenance["wall_seconds"], display=False)

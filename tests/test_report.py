@@ -145,3 +145,10 @@ def test_machine_load_reads_a_waiting_process_as_a_small_cpu_share():
     waited = provenance.machine_load(idle, 1, (1.0,))["cpu_share"]
     assert waited < 0.1 and provenance.machine_load(busy, 1, None)["cpu_share"] > max(0.15, 3 * waited)
     assert provenance.machine_load(idle, 1, (1.0,))["loadavg_start"] == 1.0
+
+
+def test_short_commits_keep_the_dirty_mark():
+    from poisoncure.experiments.report import short_commit
+
+    assert short_commit("466ca3799e40+dirty") == "466ca37+dirty"
+    assert short_commit("0123456789abcdef", 12) == "0123456789ab" and short_commit("abc") == "abc"

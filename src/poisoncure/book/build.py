@@ -33,6 +33,7 @@ from typing import Any
 
 from .. import paths
 from ..experiments import profiles
+from ..experiments.report import short_commit
 from . import parameters
 
 
@@ -274,7 +275,7 @@ def session_times_markdown() -> str:
         lines.append(f"| {session} | {chapters} | {took} |")
     if len(times):
         devices = ", ".join(sorted(set(times["device"])))
-        commits = ", ".join(sorted({c[:7] for c in times["commit"]}))
+        commits = ", ".join(sorted({short_commit(c) for c in times["commit"]}))
         profiles_used = ", ".join(sorted(set(times["profile"])))
         where = (f"Measured by the build of this book (profile {profiles_used}; {devices}; commit {commits}). "
                  "A chapter that loads its models from the cache runs in a fraction of its first build's time.")

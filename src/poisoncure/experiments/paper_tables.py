@@ -86,7 +86,8 @@ def experiment_rows(records: list[Result]) -> pd.DataFrame:
             "ASR after SS": _nan(None if ss.after is None else ss.after.attack_success_rate),
             "target found": bool(ours.names_target), "base found": bool(ours.details["base_found"]),
             "repaired": repaired, "ratio": float(ours.details["ratio"]),
-            "device": rec.provenance["device"], "commit": rec.provenance["commit"][:7], "profile": rec.profile})
+            "device": rec.provenance["device"], "commit": report.short_commit(rec.provenance["commit"]),
+            "profile": rec.profile})
     return pd.DataFrame(rows)
 
 

@@ -36,6 +36,13 @@ TEST_SETS = ("test", "held-out")
 SCOPES = ("target class", "training set")
 
 
+def short_commit(commit: str, n: int = 7) -> str:
+    """A provenance commit shortened to ``n`` hex digits for the reader, keeping its ``+dirty`` mark (a run whose
+    working tree differed from the commit must not read as a clean one)."""
+    sha, plus, rest = str(commit).partition("+")
+    return sha[:n] + plus + rest
+
+
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")

@@ -28,7 +28,7 @@ from typing import Any
 from ..cache import canonical
 from ..paths import results_root
 from .plans import Experiment, experiment_key, plan
-from .report import FORMAT, Result, from_measurements
+from .report import FORMAT, Result, from_measurements, short_commit
 
 _FIELDS = ("format", "grid", "name", "key", "profile", "params", "report", "provenance", "sha256")
 _FIELDS_V1 = ("format", "grid", "name", "key", "profile", "params", "results", "provenance", "sha256")
@@ -181,7 +181,7 @@ def provenance_text(records: list[Result]) -> str:
     if not records:
         return "none run yet"
     devices = ", ".join(sorted({r.provenance["device"] for r in records}))
-    commits = ", ".join(sorted({r.provenance["commit"][:7] for r in records}))
+    commits = ", ".join(sorted({short_commit(r.provenance["commit"]) for r in records}))
     minutes = sum(r.provenance["wall_seconds"] for r in records) / 60
     return (f"run on {devices} at commit {commits}, {minutes:.0f} minutes of wall time in all "
             f"(each file holds its own stage times){artifact_text(records)}")
@@ -236,7 +236,7 @@ def artifact_text(records: list[Result]) -> str:
         for a in arts:
             if a.get("commit") and a["commit"] != mine:
                 n_other += 1
-                other.add(a["commit"][:7])
+                other.add(short_commit(a["commit"]))
     parts = []
     if n_other:
         parts.append(f"{n_other} cached artifacts were computed at another commit than the file naming them "

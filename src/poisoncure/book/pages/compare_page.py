@@ -369,12 +369,11 @@ def defense_rows(cell: pd.DataFrame, defense: str, planned: list[str] | None = N
 
 
 def coverage_text(records: list[Result], planned: list[str]) -> str:
-    """How much of the plan the committed files cover, and where they ran."""
-    devices = sorted({r.provenance.get("device", "?") for r in records})
-    commits = sorted({r.provenance.get("commit", "?")[:12] for r in records})
+    """How much of the plan the committed files cover, and where they ran (:func:`..result_files.provenance_text`)."""
+    from ...experiments.result_files import provenance_text
+
     return (f"{len(records)} of the {len(planned)} planned experiments are committed (the runner is resumable; the "
-            f"rest follow); they ran on {'; '.join(devices) or '—'} at commit{'s' if len(commits) > 1 else ''} "
-            f"{', '.join(commits) or '—'}")
+            f"rest follow); they were {provenance_text(records)}")
 
 
 __all__ = ["Comparison", "DEFENSES", "LIVE_DEFENSES", "LIVE_SETTINGS", "NEEDS", "REMOVED", "SHORT",

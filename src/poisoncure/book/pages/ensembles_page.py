@@ -125,7 +125,8 @@ def live_texts(table: pd.DataFrame, live: Result, committed: Result | None, thre
                      f"for {classes[pac.details['scan_label']]}, threshold {threshold:g}), so it leaves the model "
                      "as it is"),
         "committed_note": (f"ITLM, Spectral Signatures and Activation Clustering come from the committed file "
-                           f"(commit {committed.provenance['commit'][:7]}, {committed.provenance['device']})"
+                           f"(commit {report.short_commit(committed.provenance['commit'])}, "
+                           f"{committed.provenance['device']})"
                            if committed is not None else
                            "No committed file matches these parameters, so ITLM, Spectral Signatures and Activation "
                            "Clustering are not shown; run the grid to add them")}

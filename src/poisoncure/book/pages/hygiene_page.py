@@ -324,7 +324,8 @@ def results_table(records: list[Result], classes: tuple[str, ...]):
                "Neural Cleanse flags": ", ".join(classes[k] for k in r[report.CLEANSE].labels) or "none",
                "ours flags": "not run" if report.POISON_CURE not in r.defenses else
                (", ".join(classes[k] for k in r[report.POISON_CURE].labels) or "none"),
-               "device, commit": f"{rec.provenance['device'].split(' (')[0]}, {rec.provenance['commit'][:7]}"}
+               "device, commit": f"{rec.provenance['device'].split(' (')[0]}, "
+                                 f"{report.short_commit(rec.provenance['commit'])}"}
         rows.append(row)
     return pd.DataFrame(rows).set_index("suspect") if rows else pd.DataFrame()
 

@@ -238,5 +238,5 @@ def reverse_table(records: list[Result]):
             "Neural Cleanse flags": ", ".join(data.CLASSES[k] for k in res[report.CLEANSE].labels) or "none",
             "ours flags": ", ".join(data.CLASSES[k] for k in res[report.POISON_CURE].labels) or "none",
             "device, commit": f"{rec.provenance['device'].replace('NVIDIA ', '')}, "
-                              f"{rec.provenance['commit'][:7]}"})
+                              f"{report.short_commit(rec.provenance['commit'])}"})
     return pd.DataFrame(rows).set_index("model") if rows else pd.DataFrame()

@@ -299,7 +299,7 @@ def method_table(records: list[Result]):
                          "method": name, "clean acc %": scores.clean_accuracy, "ASR %": scores.attack_success_rate,
                          "A (Eq. 7) %": scores.targeted, "FP": filtering.false_positives,
                          "FN": filtering.false_negatives, "removed": filtering.flagged, "poisons": r.n_poison,
-                         "device": rec.provenance["device"], "commit": rec.provenance["commit"][:7]})
+                         "device": rec.provenance["device"], "commit": report.short_commit(rec.provenance["commit"])})
     df = pd.DataFrame(rows)
     for col in ("FP", "FN", "removed"):
         if col in df:

@@ -210,7 +210,7 @@ def point_table(records: list[Result]):
                   "attack works": r.details["attack_works"], "signal norm": r.details["signal_norm"],
                   "signal sigma": r.details["signal_sigma"], "n poison": r.n_poison, "n target": r.details["n_target"],
                   "target filter error": r.details["target_filter"]["error"],
-                  "device": rec.provenance["device"], "commit": rec.provenance["commit"][:7]}
+                  "device": rec.provenance["device"], "commit": report.short_commit(rec.provenance["commit"])}
         rows.append({**common, "defense": "none", "flags target": None, "sensitivity": None, "specificity": None,
                      "filter error": None, "clean after": r.before.clean_accuracy,
                      "ASR after": r.before.attack_success_rate})
