@@ -181,9 +181,10 @@ def provenance_text(records: list[Result]) -> str:
     if not records:
         return "none run yet"
     devices = ", ".join(sorted({r.provenance["device"] for r in records}))
-    commits = ", ".join(sorted({short_commit(r.provenance["commit"]) for r in records}))
+    commits = sorted({short_commit(r.provenance["commit"]) for r in records})
     minutes = sum(r.provenance["wall_seconds"] for r in records) / 60
-    return (f"run on {devices} at commit {commits}, {minutes:.0f} minutes of wall time in all "
+    return (f"run on {devices} at commit{'s' if len(commits) > 1 else ''} {', '.join(commits)}, {minutes:.0f} minutes "
+            f"of wall time in all "
             f"(each file holds its own stage times){artifact_text(records)}")
 
 
