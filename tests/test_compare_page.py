@@ -133,3 +133,13 @@ def test_no_committed_result_yet_gives_empty_tables_and_a_placeholder():
     plt.close(fig)
     loaded = cp.load("cpu-cnn")  # a profile without a compare section
     assert loaded.records == [] and loaded.planned == [] and loaded.cell.empty
+
+
+def test_the_heat_map_of_all_eight_defenses_has_no_colliding_labels_in_the_book_style():
+    from poisoncure.book import plots
+
+    plots.set_style("smoke")
+    every = {d: DefenseReport([5], True, None, held_out(80.0, 1.0)) for d in cp.DEFENSES}
+    fig = cp.heatmap_figure(cp.cells([result("pixel", 0, every), result("blend", 0, every)]), [])
+    assert not plots.text_collisions(fig)
+    plt.close(fig)

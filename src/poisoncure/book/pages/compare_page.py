@@ -214,7 +214,7 @@ def heatmap_figure(cell: pd.DataFrame, planned: list[str] | None = None):
     fig, ax = plt.subplots(figsize=(6.1, 1.6 + 0.34 * len(order)))
     cmap = plt.get_cmap("RdYlGn_r").with_extremes(bad="#d9d9d9")
     im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0, vmax=100, aspect="auto")
-    ax.set_xticks(range(len(cols)), cols, rotation=35, ha="right")
+    ax.set_xticks(range(len(cols)), cols, rotation=90)
     ax.set_yticks(range(len(order)), [attack_name(s) for s in order])
     ax.axvline(0.5, color="black", lw=1.2)
     ax.grid(False)
