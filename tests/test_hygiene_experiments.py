@@ -324,6 +324,9 @@ def test_run_point_on_a_cifar_recipe(tmp_path, monkeypatch):
 
     record = report.Result("hygiene", "cifar-badnets-small_cnn-s0", "k", "test", params,
                                  report.from_measurements("hygiene", res),
-                                 {"device": "CPU (test)", "commit": "0123456789"})
+                                 {"device": "CPU (test)", "commit": "0123456789+dirty"})
     table = hygiene_page.results_table([record], CLASSES)
+    # provenance in short cells (one column per suspect must fit the page): the dirty mark on its own row
+    assert table.loc["badnets", ["device", "commit", "working tree"]].tolist() == ["CPU", "0123456",
+                                                                                   "changed (+dirty)"]
     assert table.loc["badnets", "paper, Table 6"] == paper.HYGIENE_CIFAR["badnets"]["detect"]

@@ -298,7 +298,8 @@ def table_or_note(table: pd.DataFrame) -> pd.DataFrame:
 def results_table(records: list[Result], classes: tuple[str, ...]):
     """One row per ``hygiene`` result file (all of one data set, whose ``classes`` name the labels): the suspect,
     DETECT's verdict, the repair and what the other two detectors name, with the paper's numbers for that data set
-    in labelled columns and where each file ran."""
+    in labelled columns and where each file ran (device, commit, and whether its working tree had uncommitted
+    changes)."""
     rows = []
     for rec in records:
         r = rec.report
@@ -324,8 +325,11 @@ def results_table(records: list[Result], classes: tuple[str, ...]):
                "Neural Cleanse flags": ", ".join(classes[k] for k in r[report.CLEANSE].labels) or "none",
                "ours flags": "not run" if report.POISON_CURE not in r.defenses else
                (", ".join(classes[k] for k in r[report.POISON_CURE].labels) or "none"),
-               "device, commit": f"{rec.provenance['device'].split(' (')[0]}, "
-                                 f"{report.short_commit(rec.provenance['commit'])}"}
+               "device": rec.provenance["device"].split(" (")[0],
+               # the +dirty mark on a row of its own: "3bea766+dirty" cannot wrap, and eight of them made the
+               # table, one column per suspect, wider than the page
+               "commit": report.short_commit(rec.provenance["commit"]).partition("+")[0],
+               "working tree": "changed (+dirty)" if "+" in str(rec.provenance["commit"]) else "as committed"}
         rows.append(row)
     return pd.DataFrame(rows).set_index("suspect") if rows else pd.DataFrame()
 
