@@ -73,8 +73,6 @@ from poisoncure.defenses.fine_pruning import FinePruning
 from poisoncure.defenses.neural_cleanse import NeuralCleanse
 from poisoncure.defenses.spectral import SpectralSignatures
 from poisoncure.experiments import pipeline
-from poisoncure.experiments.report import Scores
-from poisoncure.train import evaluate
 
 plots.set_style(profile)
 classes = data.CLASSES
@@ -295,7 +293,8 @@ glue("min_asr_v", min_asr, display=False)
 
 
 # the repairs ran in the pipeline above; a repair that changed nothing leaves the model itself
-final = page.final_table(runs, trained, attacked, detection, held_out, specs, classes, device)
+scorers = {p: pipeline.held_out_scorer(held_out, specs[p], device) for p in attacked}  # each model scored once
+final = page.final_table(runs, trained, attacked, detection, scorers, classes)
 final, repairs_text = page.repairs_text(final, poisons, attacked, pair)
 glue("repairs_text", repairs_text, display=False)
 glue("tab_final", final.set_index(["poison", "defense"]).round(1).astype(object).fillna("—"), display=False)
@@ -400,13 +399,10 @@ plt.close(fig)
 # %%
 live_p = "pixel" if "pixel" in attacked else (attacked[0] if attacked else None)
 live, committed = None, None
-if live_p:  # the chapter's own runs of that model, as the grid's report (scored on the same held-out images)
+if live_p:  # the chapter's own runs of that model as the grid's report, with the table's held-out scores
     committed = compare_page.matching_result(cmp.records, recipes[live_p],
                                              {k: globals()[k] for k in compare_page.LIVE_SETTINGS})
-
-    def score(m, p=live_p):
-        return Scores.of(evaluate(m, held_out, specs[p], device), "held-out")
-
+    score = scorers[live_p]
     live = pipeline.to_report(runs[live_p], trained[live_p], score(trained[live_p].model), score)
 glue("tab_compare_live", compare_page.live_table(live, committed), display=False)
 glue("live_model", f"{live_p} ({'file ' + committed.name if committed else 'no committed file with its recipe'})"

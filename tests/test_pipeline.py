@@ -150,3 +150,25 @@ def test_the_other_three_defenses_run_through_the_same_call(cifar: data.Cifar10,
     assert rep[pipeline.XIANG].names_target == (tm.train_set.spec.target in xiang.labels)
     assert len(scored) == sum(o.repaired is not None for o in run.outcomes.values())  # each repair scored once
     assert report.Report.from_dict(rep.to_dict()) == rep
+
+
+def test_the_held_out_scorer_evaluates_each_model_once(monkeypatch, tiny_images):
+    """Chapter 7's table and the grid's report score the same repaired models: one evaluation each, same numbers."""
+    import torch
+
+    from poisoncure import train
+
+    calls = []
+
+    def fake_evaluate(model, images, spec, device):
+        calls.append(model)
+        return types.SimpleNamespace(to_dict=lambda: {"clean_accuracy": 50.0 + len(calls),
+                                                      "attack_success_rate": None})
+
+    monkeypatch.setattr(train, "evaluate", fake_evaluate)
+    score = pipeline.held_out_scorer(tiny_images, None, "cpu")
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    first = score(a)
+    assert first.test_set == "held-out" and first.clean_accuracy == 51.0
+    assert score(a) is first and score(b).clean_accuracy == 52.0 and score(a) is first
+    assert calls == [a, b]

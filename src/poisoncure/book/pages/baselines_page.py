@@ -68,15 +68,13 @@ FINAL_COLUMNS = ["poison", "defense", "sensitivity", "specificity", "clean acc",
 
 
 def final_table(runs: dict[str, Any], trained: dict[str, Any], attacked: list[str], detection: pd.DataFrame,
-                held_out: Any, specs: dict[str, Any], classes: tuple[str, ...], device: Any) -> pd.DataFrame:
+                scorers: dict[str, Any], classes: tuple[str, ...]) -> pd.DataFrame:
     """The comparison of every repair on each attacked model, one row per (poison, defense): the detection numbers
     of :func:`detection_table` where the defense filters samples, and the repaired model's clean accuracy and attack
-    success on the ``held_out`` test images (a repair that changed nothing is scored on the model itself), with a
-    note on what the repair did."""
-    from ...train import evaluate
-
+    success by ``scorers[poison]`` (:func:`..experiments.pipeline.held_out_scorer`: the held-out test images; a
+    repair that changed nothing is scored on the model itself), with a note on what the repair did."""
     def row(p, method, model_after, detected=None, note=""):
-        m = evaluate(model_after, held_out, specs[p], device) if model_after is not None else None
+        m = scorers[p](model_after) if model_after is not None else None
         d = detection[(detection.poison == p) & (detection.method == detected)]
         return {"poison": p, "defense": method,
                 "sensitivity": d["sensitivity"].iloc[0] if len(d) else None,

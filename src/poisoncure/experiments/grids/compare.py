@@ -116,7 +116,6 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
     :class:`experiments.Recipe`'s fields) and ``defense`` (:class:`..pipeline.DefenseSettings` fields, with
     ``clean_per_class`` and ``min_asr``)."""
     from ...provenance import stage
-    from ...train import evaluate
     from .. import pipeline, store
     from ..report import Scores
 
@@ -130,9 +129,7 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
     spec = store.attack_spec_or_none(tm)
     clean_set, held_out = store.defender_split(data.test, clean_per_class, seed=recipe.seed)
 
-    def score(model) -> Scores:
-        return Scores.of(evaluate(model, held_out, spec, device), "held-out")
-
+    score = pipeline.held_out_scorer(held_out, spec, device)
     before = score(tm.model)
     works = spec is not None and (before.attack_success_rate or 0.0) >= min_asr
     methods = [m for m in pipeline.ALL_DEFENSES if works or m != pipeline.PRUNING]
