@@ -8,6 +8,9 @@ end to end with a temporary cache.
 
 from __future__ import annotations
 
+import dataclasses
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -327,6 +330,12 @@ def test_run_point_on_a_cifar_recipe(tmp_path, monkeypatch):
                                  {"device": "CPU (test)", "commit": "0123456789+dirty"})
     table = hygiene_page.results_table([record], CLASSES)
     # provenance in short cells (one column per suspect must fit the page): the dirty mark on its own row
-    assert table.loc["badnets", ["device", "commit", "working tree"]].tolist() == ["CPU", "0123456",
-                                                                                   "changed (+dirty)"]
+    assert table.loc["badnets", ["device", "commit", "uncommitted changes"]].tolist() == ["CPU", "0123456", "yes"]
+    # the page shows it transposed, eight suspects wide: no word in a header or cell may be long, since a browser
+    # cannot wrap it (CI stop 39: '3bea766+dirty' and 'frog (poison_rate 0.06)' made it wider than the column)
+    longer = dataclasses.replace(record, params={**params, "label": "badnets (poison_rate 0.06)"})
+    shown = hygiene_page.table_or_note(hygiene_page.results_table([longer], CLASSES))
+    # a suspect's column is as wide as its longest word (browsers wrap at spaces and after hyphens)
+    words = re.split(r"[\s-]+", " ".join(map(str, [*shown.columns, *shown.to_numpy().ravel()])))
+    assert max(map(len, words)) <= 10, max(words, key=len)
     assert table.loc["badnets", "paper, Table 6"] == paper.HYGIENE_CIFAR["badnets"]["detect"]

@@ -299,7 +299,7 @@ def results_table(records: list[Result], classes: tuple[str, ...]):
     """One row per ``hygiene`` result file (all of one data set, whose ``classes`` name the labels): the suspect,
     DETECT's verdict, the repair and what the other two detectors name, with the paper's numbers for that data set
     in labelled columns and where each file ran (device, commit, and whether its working tree had uncommitted
-    changes)."""
+    changes: the commit's ``+dirty`` mark)."""
     rows = []
     for rec in records:
         r = rec.report
@@ -309,7 +309,7 @@ def results_table(records: list[Result], classes: tuple[str, ...]):
         t = r.target if attack != "clean" else None
         hyg, scan = r[report.HYGIENE], _scan(r)
         mit, after = hyg.details.get("mitigation"), hyg.after
-        row = {"suspect": rec.params["label"],
+        row = {"suspect": rec.params["label"].replace("_", " "),  # "poison rate 0.06" wraps, "poison_rate" did not
                "clean acc %": r.before.clean_accuracy,
                "ASR %": r.before.attack_success_rate if attack != "clean" else np.nan,
                "Prob(target)": scan["prob"][t] if t is not None else np.nan,
@@ -329,7 +329,7 @@ def results_table(records: list[Result], classes: tuple[str, ...]):
                # the +dirty mark on a row of its own: "3bea766+dirty" cannot wrap, and eight of them made the
                # table, one column per suspect, wider than the page
                "commit": report.short_commit(rec.provenance["commit"]).partition("+")[0],
-               "working tree": "changed (+dirty)" if "+" in str(rec.provenance["commit"]) else "as committed"}
+               "uncommitted changes": "yes" if "+" in str(rec.provenance["commit"]) else "no"}
         rows.append(row)
     return pd.DataFrame(rows).set_index("suspect") if rows else pd.DataFrame()
 
