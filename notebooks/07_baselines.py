@@ -64,7 +64,7 @@ import numpy as np
 from IPython.display import Markdown
 from myst_nb import glue
 
-from poisoncure import data, experiments
+from poisoncure import data, experiments, provenance
 from poisoncure.book import plots
 from poisoncure.book.pages import baselines_page as page
 from poisoncure.book.pages import compare_page
@@ -404,7 +404,9 @@ if live_p:  # the chapter's own runs of that model as the grid's report, with th
                                              {k: globals()[k] for k in compare_page.LIVE_SETTINGS})
     score = scorers[live_p]
     live = pipeline.to_report(runs[live_p], trained[live_p], score(trained[live_p].model), score)
-glue("tab_compare_live", compare_page.live_table(live, committed), display=False)
+live_tab = compare_page.live_table(live, committed)
+glue("tab_compare_live", live_tab, display=False)
+glue("live_note", compare_page.live_note(live_tab, committed, provenance.device_name(device)), display=False)
 glue("live_model", f"{live_p} ({'file ' + committed.name if committed else 'no committed file with its recipe'})"
      if live_p else "— (no working attack)", display=False)
 
@@ -415,6 +417,8 @@ glue("live_model", f"{live_p} ({'file ' + committed.name if committed else 'no c
 # The {glue:text}`live_model` model: Poison as a Cure, Activation Clustering (its verdict and filter; its retraining
 # is not run in this build), Neural Cleanse and Fine-Pruning, computed in this build and as committed.
 # ```
+#
+# {glue:text}`live_note`
 #
 # ## Exercises
 #

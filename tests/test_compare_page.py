@@ -95,6 +95,13 @@ def test_the_live_cell_is_matched_to_the_file_of_the_same_model_and_settings():
     table = cp.live_table(records[1].report, records[1])
     assert table.loc[(report.POISON_CURE, "this build"), "ASR after"] == "0.50"
     assert table.loc[(report.CLEANSE, "committed file"), "names target"] == "—"  # not in the report: shown as such
+    # the sentence under it counts the cells both fill alike and names both machines
+    same = cp.live_note(table, records[1], "cpu")
+    assert "agree in 6 of the 6 cells" in same and "both on cpu" in same
+    other = cp.live_table(result("pixel", 1, {report.POISON_CURE: pac(asr_after=7.0)}).report, records[1])
+    moved = cp.live_note(other, records[1], "CPU (another, 2 cores)")
+    assert "agree in 5 of the 6 cells" in moved and "the file on cpu" in moved and "not expected" in moved
+    assert "nothing is compared" in cp.live_note(table, None, "cpu")
 
 
 def test_backdoorbench_rows_set_ours_beside_the_published_numbers():

@@ -152,3 +152,11 @@ def test_short_commits_keep_the_dirty_mark():
 
     assert short_commit("466ca3799e40+dirty") == "466ca37+dirty"
     assert short_commit("0123456789abcdef", 12) == "0123456789ab" and short_commit("abc") == "abc"
+
+
+def test_device_names_accept_the_library_default():
+    """Chapters pass their ``device`` parameter ("auto" by default) to the provenance of what they show."""
+    from poisoncure import provenance
+
+    assert provenance.device_name("auto") == provenance.device_name(None)
+    assert provenance.device_name("cpu").startswith("CPU (") and "torch threads" in provenance.device_name("cpu")

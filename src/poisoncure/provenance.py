@@ -43,8 +43,9 @@ def git_commit() -> str:
 
 
 def device_name(device: torch.device | str | None = None) -> str:
-    """Human-readable name of a device: the GPU model, or the CPU with its core count."""
-    dev = torch.device(device) if device is not None else None
+    """Human-readable name of a device: the GPU model, or the CPU with its core count. ``None`` and ``"auto"`` (the
+    library's default) name the device it would pick: CUDA when present."""
+    dev = torch.device(device) if device not in (None, "auto") else None
     if (dev is None or dev.type == "cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(dev)
     cpu = platform.processor() or platform.machine()

@@ -376,7 +376,26 @@ def coverage_text(records: list[Result], planned: list[str]) -> str:
             f"rest follow); they were {provenance_text(records)}")
 
 
+def live_note(table: pd.DataFrame, committed: Result | None, here: str) -> str:
+    """A sentence under :func:`live_table`: how many of its cells this build and the committed file share, and on
+    which machines each ran (``here``: this build's :func:`~poisoncure.provenance.device_name`). Equal numbers are
+    expected on the same kind of machine only: another CPU model or thread count sums in another order, trains a
+    slightly different model, and the defenses' numbers move with it."""
+    if committed is None:
+        return "No committed file has this model's recipe and settings, so nothing is compared."
+    pairs = [(table.loc[(d, "this build"), c], table.loc[(d, "committed file"), c])
+             for d in LIVE_DEFENSES for c in LIVE_COLUMNS]
+    pairs = [(a, b) for a, b in pairs if not (a == "—" and b == "—")]
+    same = sum(a == b for a, b in pairs)
+    there = committed.provenance.get("device", "an unrecorded machine")
+    where = (f"both on {here}" if there == here else
+             f"this build on {here}, the file on {there}: a different machine, so a different model from the "
+             "first training step on (floating-point sums in another order), and equality is not expected")
+    return (f"This build and the committed file ({report.short_commit(committed.provenance.get('commit', '?'))}) "
+            f"agree in {same} of the {len(pairs)} cells that either fills; {where}.")
+
+
 __all__ = ["Comparison", "DEFENSES", "LIVE_DEFENSES", "LIVE_SETTINGS", "NEEDS", "REMOVED", "SHORT",
            "all_defenses_table", "attack_name", "backdoorbench_table", "cells", "coverage_text", "defense_rows",
-           "filtering_table", "heatmap_figure", "live_table", "load", "matching_result", "reading",
+           "filtering_table", "heatmap_figure", "live_note", "live_table", "load", "matching_result", "reading",
            "settings_in_order"]
