@@ -132,3 +132,22 @@ def test_a_tiny_clean_model_gets_every_detection_and_no_repair(cifar: data.Cifar
     for name, d in rep.defenses.items():
         flagged = d.filtering.flagged if d.filtering else 0
         assert cells.loc[name, "false alarm"] == (bool(d.labels) if d.labels is not None else bool(flagged))
+
+
+@pytest.mark.slow
+def test_a_tiny_mislabel_experiment_runs_every_defense_on_a_training_set_without_its_base_class(
+        cifar: data.Cifar10, tmp_path, monkeypatch):
+    """Mislabel leaves the base class with no training sample of its own (all that is kept of it carries the
+    target's label). Every defense must still run: the paper's method leaves the empty class out of its scan (W NaN)
+    and tests the target over the other nine."""
+    from poisoncure.experiments import runner
+
+    monkeypatch.setenv("POISONCURE_CACHE", str(tmp_path / "cache"))
+    (planned,) = [e for e in plans.plan("smoke", ["compare"]) if e.name == "pair1-mislabel-whitened_net16-s0"]
+    rec = runner.execute("smoke", tiny(planned), device="cpu", data=cifar)
+    rep = rec.report
+    assert set(rep.defenses) == set(pipeline.ALL_DEFENSES)
+    assert rep.n_poison > 0 and rep.target is not None and rep.base is not None
+    for name in (report.POISON_CURE, report.CLUSTERING):  # the training-set scans never name the empty class
+        assert rep[name].labels is not None and rep.base not in rep[name].labels
+    assert rep[report.POISON_CURE].filtering.scope == "training set"

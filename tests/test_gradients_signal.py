@@ -169,6 +169,9 @@ def test_wasserstein_target_detection_finds_the_planted_class_and_not_a_clean_on
     assert det.target == 3 and det.poisoned and det.ratio > 2
     clean = signal.detect_target(np.delete(np.array(w), 3))
     assert not clean.poisoned
+    # a class not scanned (NaN) takes no part: neither candidate nor in the others' mean
+    absent = signal.detect_target(np.insert(np.array(w), 1, np.nan))
+    assert absent.target == 4 and absent.ratio == pytest.approx(det.ratio)
 
 
 def test_base_class_is_the_label_with_the_largest_mean_abs_pc1():
@@ -186,6 +189,8 @@ def test_base_class_is_the_label_with_the_largest_mean_abs_pc1():
     (lambda: signal.gmm_filter(np.ones(1)), "at least 2"),
     (lambda: signal.detect_target(np.array([1.0])), "one value per class"),
     (lambda: signal.detect_target(np.array([1.0, -1.0])), "non-negative"),
+    (lambda: signal.detect_target(np.array([1.0, np.inf])), "finite"),
+    (lambda: signal.detect_target(np.array([1.0, np.nan, np.nan])), "at least 2 classes"),
     (lambda: signal.detect_target(np.array([1.0, 2.0]), threshold=0), "threshold"),
     (lambda: signal.base_scores(np.ones((3, 4)), np.zeros(4, bool)), "no sample is flagged"),
     (lambda: signal.base_scores(np.ones((3, 4)), np.zeros(5, bool)), "shape|must be"),

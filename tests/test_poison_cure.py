@@ -71,12 +71,24 @@ def test_defense_parameters_are_validated(kwargs, match):
         PoisonCure(**kwargs)
 
 
-def test_scan_rejects_empty_classes_and_bad_labels(tiny_images):
+def test_scan_leaves_out_an_empty_class_and_rejects_bad_labels(tiny_images):
+    """A class without training samples (Mislabel relabels its base class away) is not scanned: its W is NaN, the
+    other classes' scans are those of the full set, and the target test runs over the scanned classes only."""
     net = models.small_cnn(width=8)
     pc = PoisonCure(progress=False, device="cpu")
-    no_cats = tiny_images.subset(np.flatnonzero(tiny_images.y != 3))
-    with pytest.raises(ValueError, match="class 3 has 0"):
-        pc.scan(net, no_cats)
+    full = pc.scan(net, tiny_images)
+    keep = np.flatnonzero(tiny_images.y != 3)
+    no_cats = pc.scan(net, tiny_images.subset(keep))
+    assert np.isnan(no_cats.distances[3]) and np.isnan(no_cats.means[3]).all() and not no_cats.signals[3].any()
+    others = np.arange(10) != 3
+    np.testing.assert_allclose(no_cats.distances[others], full.distances[others], rtol=1e-6)
+    np.testing.assert_allclose(no_cats.scores, full.scores[keep], rtol=1e-6, atol=1e-9)
+    w = no_cats.distances[others]
+    assert no_cats.target != 3 and no_cats.ratio == pytest.approx(w.max() / np.delete(w, w.argmax()).mean())
+    assert pc.score_labels(net, tiny_images.subset(keep))[3] == 0
+    one_class = tiny_images.subset(np.flatnonzero(tiny_images.y == 0))
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        pc.scan(net, one_class)
     with pytest.raises(ValueError, match="labels must lie"):
         PoisonCure(num_classes=5, progress=False).scan(net, tiny_images)
     with pytest.raises(TypeError, match="ImageSet"):

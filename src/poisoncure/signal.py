@@ -190,16 +190,24 @@ class TargetDetection:
 
 
 def detect_target(distances: np.ndarray, threshold: float = 2.0) -> TargetDetection:
-    """Flag the class whose mixture components are furthest apart if its W exceeds ``threshold`` x the others' mean."""
+    """Flag the class whose mixture components are furthest apart if its W exceeds ``threshold`` x the others' mean.
+
+    A NaN entry marks a class that was not scanned (too few training samples, e.g. a base class that an attack
+    relabelled entirely); it takes no part in the test: the candidate and the mean of the others are taken over the
+    scanned classes, of which there must be at least two.
+    """
     w = np.asarray(distances, dtype=np.float64)
     if w.ndim != 1 or len(w) < 2:
         raise ValueError(f"distances must be 1-D with one value per class (>= 2), got shape {w.shape}")
-    if (w < 0).any() or not np.isfinite(w).all():
-        raise ValueError("distances must be finite and non-negative")
+    scanned = ~np.isnan(w)
+    if scanned.sum() < 2:
+        raise ValueError(f"at least 2 classes must be scanned (not NaN), got {int(scanned.sum())}")
+    if (w[scanned] < 0).any() or not np.isfinite(w[scanned]).all():
+        raise ValueError("distances must be finite and non-negative (NaN only for a class not scanned)")
     if not threshold > 0:
         raise ValueError(f"threshold must be > 0, got {threshold}")
-    t = int(np.argmax(w))
-    others = np.delete(w, t).mean()
+    t = int(np.nanargmax(w))
+    others = w[scanned & (np.arange(len(w)) != t)].mean()
     ratio = float(w[t] / others) if others > 0 else float("inf")
     return TargetDetection(w, t, ratio, threshold, ratio > threshold)
 

@@ -51,10 +51,13 @@ FINETUNE = TrainConfig(epochs=1, batch_size=128, lr=0.01, momentum=0.9, nesterov
 class ClassScan(Arrays):
     """Algorithm 1a on every class (K classes, N training samples, d = 3072).
 
-    PC1 scores are oriented so that each class's far-from-zero mixture component has a positive mean.
+    PC1 scores are oriented so that each class's far-from-zero mixture component has a positive mean. A class with
+    fewer than two training samples (an attack such as Mislabel can relabel a whole class away) is not scanned: its
+    W_k, mixture means, standard deviations and weights are NaN, its signal is zero, and the target test runs over the
+    scanned classes (:func:`poisoncure.signal.detect_target`).
     """
 
-    distances: np.ndarray  #: W_k (K,): Wasserstein-1 distance between the two clusters of class k
+    distances: np.ndarray  #: W_k (K,): Wasserstein-1 distance between the two clusters of class k (NaN: not scanned)
     target: int  #: argmax_k W_k (the candidate, whether or not it is flagged)
     ratio: float  #: R = W_target / mean of the other W_k
     threshold: float  #: lambda
@@ -208,12 +211,15 @@ class PoisonCure:
         scores = np.zeros(len(train))
         far = np.zeros(len(train), dtype=bool)
         signals, eig = np.zeros((k_all, d)), np.zeros((k_all, 2))
-        means, stds, weights = np.zeros((k_all, 2)), np.zeros((k_all, 2)), np.zeros((k_all, 2))
-        far_comp, dist = np.zeros(k_all, dtype=np.int64), np.zeros(k_all)
+        means, stds, weights = (np.full((k_all, 2), np.nan) for _ in range(3))
+        far_comp, dist = np.zeros(k_all, dtype=np.int64), np.full(k_all, np.nan)
+        counts = np.bincount(train.y, minlength=k_all)
+        if (counts >= 2).sum() < 2:
+            raise ValueError(f"at least 2 classes need 2 or more training samples; class counts {counts.tolist()}")
         for k in tqdm(range(k_all), desc="scanning classes", disable=not self.progress):
             rows = np.flatnonzero(train.y == k)
             if len(rows) < 2:
-                raise ValueError(f"class {k} has {len(rows)} training samples; every class needs at least 2")
+                continue  # not scanned: W_k stays NaN and takes no part in the target test
             sig, mf = _oriented(self._grads(model, train.x[rows], k), self.seed)
             scores[rows], far[rows] = mf.scores, mf.flagged
             signals[k], eig[k] = sig.v_hat, sig.eigenvalues[:2]
@@ -339,8 +345,9 @@ class PoisonCure:
         return self.analysis(model, train).is_poison(len(train))
 
     def score_labels(self, model: nn.Module, train: ImageSet) -> np.ndarray:
-        """(K,) the Wasserstein distance W_k between the two clusters of every class (higher = more suspicious)."""
-        return self.analysis(model, train).scan.distances
+        """(K,) the Wasserstein distance W_k between the two clusters of every class (higher = more suspicious; 0
+        for a class with fewer than two training samples, which the scan leaves out)."""
+        return np.nan_to_num(self.analysis(model, train).scan.distances, nan=0.0)
 
     def detect_labels(self, model: nn.Module, train: ImageSet) -> np.ndarray:
         """(K,) bool: True at the target class when the scan flags one (its ratio R above ``threshold``)."""
