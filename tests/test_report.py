@@ -152,6 +152,10 @@ def test_short_commits_keep_the_dirty_mark():
 
     assert short_commit("466ca3799e40+dirty") == "466ca37+dirty"
     assert short_commit("0123456789abcdef", 12) == "0123456789ab" and short_commit("abc") == "abc"
+    from poisoncure.experiments.report import commit_parts
+
+    assert commit_parts("466ca3799e40+dirty") == ("466ca37", True)
+    assert commit_parts("466ca3799e40") == ("466ca37", False)
 
 
 def test_device_names_accept_the_library_default():

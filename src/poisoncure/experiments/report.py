@@ -36,11 +36,18 @@ TEST_SETS = ("test", "held-out")
 SCOPES = ("target class", "training set")
 
 
+def commit_parts(commit: str, n: int = 7) -> tuple[str, bool]:
+    """A provenance commit as (its sha shortened to ``n`` hex digits, whether the run's working tree had
+    uncommitted changes: the ``+dirty`` mark of :func:`poisoncure.provenance.git_commit`)."""
+    sha, plus, _ = str(commit).partition("+")
+    return sha[:n], bool(plus)
+
+
 def short_commit(commit: str, n: int = 7) -> str:
     """A provenance commit shortened to ``n`` hex digits for the reader, keeping its ``+dirty`` mark (a run whose
     working tree differed from the commit must not read as a clean one)."""
-    sha, plus, rest = str(commit).partition("+")
-    return sha[:n] + plus + rest
+    sha, dirty = commit_parts(commit, n)
+    return sha + ("+dirty" if dirty else "")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

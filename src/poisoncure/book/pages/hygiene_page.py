@@ -325,11 +325,11 @@ def results_table(records: list[Result], classes: tuple[str, ...]):
                "Neural Cleanse flags": ", ".join(classes[k] for k in r[report.CLEANSE].labels) or "none",
                "ours flags": "not run" if report.POISON_CURE not in r.defenses else
                (", ".join(classes[k] for k in r[report.POISON_CURE].labels) or "none"),
-               "device": rec.provenance["device"].split(" (")[0],
-               # the +dirty mark on a row of its own: "3bea766+dirty" cannot wrap, and eight of them made the
-               # table, one column per suspect, wider than the page
-               "commit": report.short_commit(rec.provenance["commit"]).partition("+")[0],
-               "uncommitted changes": "yes" if "+" in str(rec.provenance["commit"]) else "no"}
+               "device": rec.provenance["device"].split(" (")[0]}
+        # the +dirty mark on a row of its own: "3bea766+dirty" cannot wrap, and eight of them made the table, one
+        # column per suspect, wider than the page
+        sha, dirty = report.commit_parts(rec.provenance["commit"])
+        row.update({"commit": sha, "uncommitted changes": "yes" if dirty else "no"})
         rows.append(row)
     return pd.DataFrame(rows).set_index("suspect") if rows else pd.DataFrame()
 
