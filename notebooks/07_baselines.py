@@ -319,8 +319,11 @@ glue("tab_final", final.set_index(["poison", "defense"]).round(1).astype(object)
 # So far each defense of the book met the paper's method on its own ground: the four above here, Xiang et al.'s
 # pair search in chapter 10, PoisHygiene in chapter 11, the weak-learner ensembles in chapter 12. The runner's
 # `compare` grid puts all eight on the same attacked models: the paper's nine pairs with both triggers, other
-# attacks (a 3×3 patch, Xiang et al.'s additive chessboard, BadNets' all-to-one square) and clean models, which no
-# defense should call attacked. One experiment is one trained model and every defense through the same
+# attacks (a 3×3 patch, Xiang et al.'s additive chessboard, BadNets' all-to-one square, the ensembles paper's X and
+# L shapes, PoisHygiene's Mislabel) and clean models, which no defense should call attacked. Mislabel is the odd one
+# out: it has no trigger at all. It keeps a tenth of the base class, labelled as the target, and drops the rest, so
+# the model learns "base-class images are the target"; its attack success is the share of clean base-class test
+# images sent to the target, and a defense that looks for a trigger's signal has none to find. One experiment is one trained model and every defense through the same
 # pipeline call, with the same knowledge: Spectral Signatures scans every label (nobody tells it the target), the
 # defenses that need clean images share the same {glue:text}`n_clean` test images, every repair is scored on the
 # same held-out images, and each defense's wall time is set beside the model's own training on the same machine.
