@@ -111,6 +111,12 @@ def test_one_tiny_experiment_runs_all_eight_defenses_and_its_file_reads_back(cif
     assert rep[report.PRUNING].after is not None and rep[report.XIANG].after is None
     assert set(rep.details["defense_seconds"]) == set(pipeline.ALL_DEFENSES)
     assert rep.details["train_seconds"] > 0 and rep.details["attack_works"]
+    # what chapter 8's tables need from the same run: the scan, the base class, detection inside the target class
+    ours = rep[report.POISON_CURE].details
+    assert len(ours["distances"]) == 10 and ours["ratio"] > 0 and isinstance(ours["base_found"], bool)
+    assert ours["target_class"]["flagged"] == rep[report.POISON_CURE].filtering.flagged  # it flags only there
+    assert ours["poisoned"] == bool(rep[report.POISON_CURE].labels)
+    assert 0 <= rep[report.CLUSTERING].details["smaller_cluster"]["flagged"] <= back.report.n_train
 
 
 @pytest.mark.slow
@@ -128,6 +134,8 @@ def test_a_tiny_clean_model_gets_every_detection_and_no_repair(cifar: data.Cifar
     assert set(rep.defenses) == set(pipeline.ALL_DEFENSES) - {report.PRUNING}
     assert rep.target is None and rep.n_poison == 0 and not rep.details["attack_works"]
     assert all(d.after is None and d.names_target is None for d in rep.defenses.values())
+    assert "target_class" not in rep[report.POISON_CURE].details and not rep[report.CLUSTERING].details
+    assert len(rep[report.POISON_CURE].details["distances"]) == 10
     cells = compare_page.cells([rec]).set_index("defense")
     for name, d in rep.defenses.items():
         flagged = d.filtering.flagged if d.filtering else 0
@@ -151,3 +159,5 @@ def test_a_tiny_mislabel_experiment_runs_every_defense_on_a_training_set_without
     for name in (report.POISON_CURE, report.CLUSTERING):  # the training-set scans never name the empty class
         assert rep[name].labels is not None and rep.base not in rep[name].labels
     assert rep[report.POISON_CURE].filtering.scope == "training set"
+    w = rep[report.POISON_CURE].details["distances"]  # the empty class left out of the scan, written as null
+    assert w[rep.base] is None and all(v is not None for k, v in enumerate(w) if k != rep.base)

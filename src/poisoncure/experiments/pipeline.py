@@ -211,12 +211,53 @@ def held_out_scorer(held_out: Any, spec: Any, device: Any) -> Callable[[nn.Modul
     return score
 
 
+def scan_summary(cure) -> dict[str, Any]:
+    """What the paper's target scan and base scan found, from a cached run of the paper's method: every class's
+    distance W (None for a class the scan left out), the ratio R, the candidate, whether it was flagged, and the base
+    class named (None when no class was flagged)."""
+    scan, bscan = cure.result.scan, cure.result.base
+    return {"distances": [None if np.isnan(w) else float(w) for w in scan.distances], "ratio": float(scan.ratio),
+            "candidate": int(scan.target), "poisoned": bool(scan.poisoned),
+            "base": None if bscan is None else int(bscan.base)}
+
+
+def rates(flagged: np.ndarray, is_poison: np.ndarray) -> dict[str, float | int | None]:
+    """Sensitivity, specificity (%; None where undefined) and the number flagged."""
+    from .. import metrics
+
+    return {**metrics.detection_rates(flagged, is_poison), "flagged": int(np.asarray(flagged).sum())}
+
+
+def target_class_details(run: DefenseRun, tm: TrainedModel) -> dict[str, dict[str, Any]]:
+    """The numbers of the paper's Tables 3–5 that a run of every defense also yields, per defense (for
+    :func:`to_report`'s ``defense_details``): the paper's method's scan (:func:`scan_summary`), whether it named the
+    true base class, and its detection inside the target class; Activation Clustering's smaller cluster of the
+    target class (the paper's protocol for its Tables 3–4). Only what ``run`` holds; no target, no target rates."""
+    spec = getattr(tm.train_set, "spec", None)
+    is_poison = getattr(tm.train_set, "is_poison", None)
+    rows = run.target_rows
+    attacked = spec is not None and is_poison is not None and len(rows) > 0
+    out: dict[str, dict[str, Any]] = {}
+    if POISON_CURE in run:
+        ours = scan_summary(run[POISON_CURE].artefact)
+        if attacked:
+            ours.update(base_found=ours["base"] == int(spec.base),
+                        target_class=rates(run[POISON_CURE].flagged[rows], is_poison[rows]))
+        out[POISON_CURE] = ours
+    if CLUSTERING in run and attacked:
+        out[CLUSTERING] = {"smaller_cluster": rates(run[CLUSTERING].artefact.cluster[rows] == 1, is_poison[rows])}
+    return out
+
+
 def to_report(run: DefenseRun, tm: TrainedModel, before: _report.Scores,
-              score: Callable[[nn.Module], _report.Scores], details: dict[str, Any] | None = None) -> _report.Report:
+              score: Callable[[nn.Module], _report.Scores], details: dict[str, Any] | None = None,
+              defense_details: dict[str, dict[str, Any]] | None = None) -> _report.Report:
     """The typed report (:class:`.report.Report`) of a :func:`run_defenses` run: per defense the labels it names
     and whether they hold the target, the samples it flags judged over the whole training set (counts, sensitivity
     and specificity; None where undefined, e.g. sensitivity on a clean model), and its repaired model scored by
-    ``score`` (``before``, the undefended model's scores, when the repair changed nothing; None when none ran)."""
+    ``score`` (``before``, the undefended model's scores, when the repair changed nothing; None when none ran).
+    ``details``: the experiment's own numbers; ``defense_details``: each defense's (e.g.
+    :func:`target_class_details`)."""
     from .. import metrics
 
     is_poison = getattr(tm.train_set, "is_poison", None)
@@ -232,7 +273,8 @@ def to_report(run: DefenseRun, tm: TrainedModel, before: _report.Scores,
                                   "training set")
         after = before if o.unchanged else (None if o.repaired is None else score(o.repaired))
         defenses[name] = _report.DefenseReport(o.labels, None if run.target is None or spec is None else
-                                               o.names_target(run.target), filtering, after)
+                                               o.names_target(run.target), filtering, after,
+                                               dict((defense_details or {}).get(name, {})))
     return _report.Report(run.target, None if spec is None else int(spec.base), len(tm.train_set), int(is_poison.sum()),
                           before, defenses, dict(details or {}))
 
@@ -319,4 +361,4 @@ BUILT_IN: dict[str, Step] = {POISON_CURE: _poison_cure, SPECTRAL: _spectral, CLU
 
 __all__ = ["ALL_DEFENSES", "BUILT_IN", "CLEANSE", "CLUSTERING", "DEFENSES", "ENSEMBLE", "HYGIENE", "OTHER_DEFENSES",
            "POISON_CURE", "PRUNING", "SPECTRAL", "Step", "XIANG", "DefenseRun", "DefenseSettings", "Outcome",
-           "run_defenses", "to_report"]
+           "rates", "run_defenses", "scan_summary", "target_class_details", "to_report"]

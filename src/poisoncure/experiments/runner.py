@@ -75,19 +75,6 @@ def _trained(params: dict[str, Any], device: str, data, progress: bool, stages: 
     return recipe, tm
 
 
-def _scan_summary(cure) -> dict[str, Any]:
-    """What the paper's target scan and base scan found (both grids report it)."""
-    scan, bscan = cure.result.scan, cure.result.base
-    return {"distances": scan.distances.tolist(), "ratio": float(scan.ratio), "candidate": int(scan.target),
-            "poisoned": bool(scan.poisoned), "base": None if bscan is None else int(bscan.base)}
-
-
-def _rates(flagged: np.ndarray, is_poison: np.ndarray) -> dict[str, float | int | None]:
-    from .. import metrics
-
-    return {**metrics.detection_rates(flagged, is_poison), "flagged": int(np.asarray(flagged).sum())}
-
-
 def run_main(params: dict[str, Any], device: str = "auto", data=None, progress: bool = False) -> tuple[Report, dict]:
     """One experiment of the ``main`` grid: the paper's defense, Activation Clustering and Spectral Signatures (told the
     target) through :func:`pipeline.run_defenses`, detection rates within the target class, the neutralized model
@@ -113,18 +100,18 @@ def run_main(params: dict[str, Any], device: str = "auto", data=None, progress: 
                                 device=device, progress=progress, stages=stages)
     rows = run.target_rows
     cure = run[pipeline.POISON_CURE].artefact
-    ours = _scan_summary(cure)
+    ours = pipeline.scan_summary(cure)
     out["ours"] = {**ours, "target_found": ours["poisoned"] and ours["candidate"] == target,
                    "base_found": ours["base"] == base,
-                   **_rates(run[pipeline.POISON_CURE].flagged[rows], is_poison[rows]),
+                   **pipeline.rates(run[pipeline.POISON_CURE].flagged[rows], is_poison[rows]),
                    "after": None if cure.after is None else cure.after.to_dict(),
                    "seconds": {k: round(v, 1) for k, v in cure.result.seconds.items()}}
     ac = run[pipeline.CLUSTERING]
     out["activation_clustering"] = {"flagged_labels": ac.labels,
-                                    "own_rule": _rates(ac.flagged[rows], is_poison[rows]),
-                                    "smaller_cluster": _rates(ac.artefact.cluster[rows] == 1, is_poison[rows])}
+                                    "own_rule": pipeline.rates(ac.flagged[rows], is_poison[rows]),
+                                    "smaller_cluster": pipeline.rates(ac.artefact.cluster[rows] == 1, is_poison[rows])}
     ss = run[pipeline.SPECTRAL]
-    out["spectral"] = _rates(ss.flagged[rows], is_poison[rows])
+    out["spectral"] = pipeline.rates(ss.flagged[rows], is_poison[rows])
     if ss.repaired is not None:
         out["spectral"]["after"] = evaluate(ss.repaired, data.test, spec, device).to_dict()
     return from_measurements("main", out), stages
@@ -134,7 +121,7 @@ def run_reverse(params: dict[str, Any], device: str = "auto", data=None, progres
     """One experiment of the ``reverse`` grid (the reverse-engineering chapter's measurements on one model)."""
     from ..defenses.neural_cleanse import NeuralCleanse
     from ..defenses.reverse_engineer import ReverseEngineeringDetector, pattern_correlation
-    from . import store
+    from . import pipeline, store
 
     data = data or store.load_cifar10()
     stages: dict[str, float] = {}
@@ -164,7 +151,7 @@ def run_reverse(params: dict[str, Any], device: str = "auto", data=None, progres
     with provenance.stage(stages, "poison_cure"):
         cure = store.get_poison_cure(tm, store.poison_cure_for(
             recipe, threshold=params["threshold"], device=device, progress=progress), neutralize=False, data=data)
-    out["ours"] = _scan_summary(cure)
+    out["ours"] = pipeline.scan_summary(cure)
     return from_measurements("reverse", out), stages
 
 

@@ -141,7 +141,7 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
                                                 if k == pipeline.KEYS[m] or k.startswith(f"{pipeline.KEYS[m]}_")), 2)
                                    for m in methods},
                "test_before": dataclasses.asdict(Scores.of(tm.metrics))}
-    return pipeline.to_report(run, tm, before, score, details), stages
+    return pipeline.to_report(run, tm, before, score, details, pipeline.target_class_details(run, tm)), stages
 
 
 def setting(params: dict[str, Any]) -> str:
