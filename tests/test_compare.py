@@ -117,6 +117,10 @@ def test_one_tiny_experiment_runs_all_eight_defenses_and_its_file_reads_back(cif
     assert ours["target_class"]["flagged"] == rep[report.POISON_CURE].filtering.flagged  # it flags only there
     assert ours["poisoned"] == bool(rep[report.POISON_CURE].labels)
     assert 0 <= rep[report.CLUSTERING].details["smaller_cluster"]["flagged"] <= back.report.n_train
+    from poisoncure.experiments import paper_tables
+
+    (row,) = paper_tables.experiment_rows([back]).to_dict("records")  # the paper's tables read the file as it is
+    assert row["grid"] == "compare" and row["ratio"] == ours["ratio"] and row["base found"] == ours["base_found"]
 
 
 @pytest.mark.slow

@@ -141,3 +141,38 @@ def test_committed_results_fill_the_tables_with_their_own_numbers():
         assert t.loc[paper_tables.pair_label(pair), ("before: all", "ours")] == \
             pytest.approx(rec.report.before.clean_accuracy)
     assert "missing" not in paper_tables.coverage(rows, [r.name for r in records]).to_numpy()
+
+
+def compare_record(poison="pixel", pair=2, details=True):
+    """A minimal ``compare`` result: held-out scores, the paper's method's target-class details, AC's smaller cluster,
+    Spectral Signatures' retraining (every label scanned)."""
+    ours_details = {"ratio": 4.0, "base_found": True, "distances": [0.1] * 10, "candidate": 6, "poisoned": True,
+                    "base": 8, "target_class": {"specificity": 99.5, "sensitivity": 98.0, "flagged": 505}}
+    rep = Report(6, 8, 50000, 500, Scores(83.0, 99.0, None, 1.0, test_set="held-out"), {
+        report.POISON_CURE: DefenseReport([6], True, Filtering(505, 98.0, 99.99, 15, 10, "training set"),
+                                          Scores(82.0, 0.5, None, 80.0, test_set="held-out"),
+                                          ours_details if details else {}),
+        report.CLUSTERING: DefenseReport([6], True, Filtering(600, 97.0, 99.8, 110, 15, "training set"),
+                                         details={"smaller_cluster": {"specificity": 96.0, "sensitivity": 97.0}}),
+        report.SPECTRAL: DefenseReport(None, None, Filtering(7500, 100.0, 85.0, 7000, 0, "training set"),
+                                       Scores(78.0, 0.6, test_set="held-out"))})
+    return result("compare", f"pair{pair}-{poison}-whitened_net16-s0",
+                  {"poison": poison, "recipe": {"pair": pair, "seed": 0, "poison_rate": 0.1, "model": "whitened_net"}},
+                  rep, profile="smoke")
+
+
+def test_compare_results_feed_the_papers_tables_with_their_target_class_numbers():
+    """The compare grid's pixel and blend experiments are the paper's grid run with every defense: their rows carry
+    the paper's method's detection inside the target class (not its whole-training-set filtering), the other attacks
+    are left out, and a file without the target-class details is refused by name, never read as zeros."""
+    other = compare_record(poison="chessboard")
+    rows = paper_tables.experiment_rows([compare_record(), other, record(pair=3)])
+    assert list(rows["grid"]) == ["compare", "main"] and list(rows["pair"]) == [2, 3]
+    row = rows.iloc[0]
+    assert (row["ours: specificity"], row["ours: sensitivity"]) == (99.5, 98.0)  # inside the target class
+    assert (row["AC: specificity"], row["before: all"], row["ASR after SS"]) == (96.0, 83.0, 0.6)
+    assert row["base found"] and row["ratio"] == 4.0 and row["after: triggered"] == 80.0
+    t4 = paper_tables.detection_table(rows[rows["grid"] == "compare"], "pixel")
+    assert t4.loc[paper_tables.pair_label(2), ("ours: sensitivity", "ours")] == 98.0
+    with pytest.raises(ValueError, match="pair2-pixel-whitened_net16-s0: .*predates"):
+        paper_tables.experiment_rows([compare_record(details=False)])

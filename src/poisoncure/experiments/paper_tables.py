@@ -1,4 +1,5 @@
-"""The paper's Tables 1-5 rebuilt from the result files of the ``main`` grid (:mod:`poisoncure.experiments.runner`).
+"""The paper's Tables 1-5 rebuilt from the result files of the ``main`` grid (:mod:`poisoncure.experiments.runner`)
+or of the paper's pairs in the ``compare`` grid.
 
 Every table puts, for every cell, the paper's number (:mod:`poisoncure.experiments.paper`), ours and the difference side
 by side; where a cell has results for several seeds, ours is their mean and the spread (sample standard deviation) and
@@ -60,27 +61,43 @@ def _nan(x: Any) -> float:
 
 
 def experiment_rows(records: list[Result]) -> pd.DataFrame:
-    """One tidy row per ``main`` result: pair, poison, seed, rate, model, every quantity of Tables 1-5, and where
-    it ran. Where the paper's method flagged nothing, no repair ran and the model is left as it was: its "after"
+    """One tidy row per result of the paper's grid: pair, poison, seed, rate, model, every quantity of Tables 1-5, and
+    where it ran. Where the paper's method flagged nothing, no repair ran and the model is left as it was: its "after"
     numbers are the "before" ones and ``repaired`` is False. Measurements not made (e.g. no retraining for Spectral
-    Signatures) are NaN."""
+    Signatures) are NaN.
+
+    ``records`` come from the ``main`` grid or from the ``compare`` grid (every defense on the same models), whose
+    one-pixel and blend experiments on the paper's pairs are the paper's grid too; its other attacks and its clean
+    models are left out. Column ``grid`` says which: the two differ in protocol where the tables show it — the
+    compare grid scores on the held-out test images (the defenders' clean images set aside) and its Spectral
+    Signatures scans every label, where the main grid's is told the target. A compare result must hold its defenses'
+    target-class details (:func:`poisoncure.experiments.pipeline.target_class_details`; files written before
+    09084b6 do not, and are refused with their name)."""
     rows = []
     for rec in records:
-        if rec.grid != "main":
-            raise ValueError(f"expected results of the 'main' grid, got {rec.grid!r} ({rec.name})")
+        if rec.grid not in ("main", "compare"):
+            raise ValueError(f"expected results of the 'main' or 'compare' grid, got {rec.grid!r} ({rec.name})")
         p, r = rec.params, rec.report
+        if rec.grid == "compare" and p["poison"] not in POISONS:
+            continue  # the other papers' attacks and the clean models: not in the paper's tables
         ours, ss = r[report.POISON_CURE], r[report.SPECTRAL]
+        if rec.grid == "compare":
+            if "target_class" not in ours.details:
+                raise ValueError(f"{rec.name}: this compare result predates the target-class details the paper's "
+                                 "tables need (rerun it)")
+            inside = ours.details["target_class"]
+        else:
+            inside = {"specificity": ours.filtering.specificity, "sensitivity": ours.filtering.sensitivity}
         ac = r[report.CLUSTERING].details["smaller_cluster"]  # the paper's protocol: the smaller cluster
         repaired = ours.after is not None
         after = ours.after if repaired else r.before  # no repair: the model after is the model before
         rows.append({
-            "name": rec.name, "pair": p["recipe"]["pair"], "poison": p["poison"], "seed": p["recipe"]["seed"],
-            "rate": p["recipe"]["poison_rate"], "model": p["recipe"]["model"],
+            "name": rec.name, "grid": rec.grid, "pair": p["recipe"]["pair"], "poison": p["poison"],
+            "seed": p["recipe"]["seed"], "rate": p["recipe"]["poison_rate"], "model": p["recipe"]["model"],
             "before: all": r.before.clean_accuracy, "before: triggered": _nan(r.before.poisoned_accuracy),
             "ASR before": _nan(r.before.attack_success_rate),
             "after: all": _nan(after.clean_accuracy), "after: triggered": _nan(after.poisoned_accuracy),
-            "ours: specificity": _nan(ours.filtering.specificity),
-            "ours: sensitivity": _nan(ours.filtering.sensitivity),
+            "ours: specificity": _nan(inside["specificity"]), "ours: sensitivity": _nan(inside["sensitivity"]),
             "AC: specificity": _nan(ac["specificity"]), "AC: sensitivity": _nan(ac["sensitivity"]),
             "ASR after ours": _nan(after.attack_success_rate),
             "ASR after SS": _nan(None if ss.after is None else ss.after.attack_success_rate),
