@@ -323,10 +323,11 @@ glue("tab_final", final.set_index(["poison", "defense"]).round(1).astype(object)
 # L shapes, PoisHygiene's Mislabel) and clean models, which no defense should call attacked. Mislabel is the odd one
 # out: it has no trigger at all. It keeps a tenth of the base class, labelled as the target, and drops the rest, so
 # the model learns "base-class images are the target"; its attack success is the share of clean base-class test
-# images sent to the target, and a defense that looks for a trigger's signal has none to find. One experiment is one trained model and every defense through the same
-# pipeline call, with the same knowledge: Spectral Signatures scans every label (nobody tells it the target), the
-# defenses that need clean images share the same {glue:text}`n_clean` test images, every repair is scored on the
-# same held-out images, and each defense's wall time is set beside the model's own training on the same machine.
+# images sent to the target, and a defense that looks for a trigger's signal has none to find. One experiment is
+# one trained model and every defense through the same pipeline call, with the same knowledge: Spectral Signatures
+# scans every label (nobody tells it the target), the defenses that need clean images share the same
+# {glue:text}`n_clean` test images, every repair is scored on the same held-out images, and each defense's wall
+# time is set beside the model's own training on the same machine.
 # {glue:text}`compare_coverage`.
 #
 # What each of the eight is given and what it answers:
