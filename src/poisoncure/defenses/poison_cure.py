@@ -217,9 +217,9 @@ class PoisonCure:
         if (counts >= 2).sum() < 2:
             raise ValueError(f"at least 2 classes need 2 or more training samples; class counts {counts.tolist()}")
         for k in tqdm(range(k_all), desc="scanning classes", disable=not self.progress):
-            rows = np.flatnonzero(train.y == k)
-            if len(rows) < 2:
+            if counts[k] < 2:
                 continue  # not scanned: W_k stays NaN and takes no part in the target test
+            rows = np.flatnonzero(train.y == k)
             sig, mf = _oriented(self._grads(model, train.x[rows], k), self.seed)
             scores[rows], far[rows] = mf.scores, mf.flagged
             signals[k], eig[k] = sig.v_hat, sig.eigenvalues[:2]

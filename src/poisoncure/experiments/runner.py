@@ -100,16 +100,16 @@ def run_main(params: dict[str, Any], device: str = "auto", data=None, progress: 
                                 device=device, progress=progress, stages=stages)
     rows = run.target_rows
     cure = run[pipeline.POISON_CURE].artefact
-    ours = pipeline.scan_summary(cure)
-    out["ours"] = {**ours, "target_found": ours["poisoned"] and ours["candidate"] == target,
-                   "base_found": ours["base"] == base,
-                   **pipeline.rates(run[pipeline.POISON_CURE].flagged[rows], is_poison[rows]),
+    inside = pipeline.target_class_details(run, tm)  # the scan, the base, both detections inside the target class
+    ours = inside[pipeline.POISON_CURE]
+    out["ours"] = {**{k: v for k, v in ours.items() if k != "target_class"}, **ours["target_class"],
+                   "target_found": ours["poisoned"] and ours["candidate"] == target,
                    "after": None if cure.after is None else cure.after.to_dict(),
                    "seconds": {k: round(v, 1) for k, v in cure.result.seconds.items()}}
     ac = run[pipeline.CLUSTERING]
     out["activation_clustering"] = {"flagged_labels": ac.labels,
                                     "own_rule": pipeline.rates(ac.flagged[rows], is_poison[rows]),
-                                    "smaller_cluster": pipeline.rates(ac.artefact.cluster[rows] == 1, is_poison[rows])}
+                                    **inside[pipeline.CLUSTERING]}
     ss = run[pipeline.SPECTRAL]
     out["spectral"] = pipeline.rates(ss.flagged[rows], is_poison[rows])
     if ss.repaired is not None:
