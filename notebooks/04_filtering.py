@@ -120,6 +120,11 @@ glue("mc_first_n", float(by_n.loc[by_n["exceed"] == 0, "n"].min()) if (by_n["exc
 # no draw exceeded the level. On the right, once the direction is found, the error falls much faster than
 # $\sigma^2/\|v\|^2$ — like the Gaussian tail of two well-separated clusters — so the bound's rate is loose,
 # not wrong.
+#
+# Near the threshold the two largest singular values lie close together, and the randomised SVD that finds the
+# top direction (`signal.top_singular`) needs enough power iterations to tell them apart; with too few it returns
+# a mixture of the top directions and the drop of the left panel moves to larger $n$ than the exact eigenvector
+# would give. The book uses ten (`bench/svd.py` compares six and ten with the exact vector).
 
 # %% [markdown]
 # ## On CIFAR-10: the two clusters

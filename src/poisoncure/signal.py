@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 
 @dataclass
@@ -30,7 +29,8 @@ class Signal:
 
     @property
     def eigen_gap(self) -> float:
-        """lambda_1 - lambda_2 — Theorem 4.1 predicts eps ||v||^2."""
+        """lambda_1 - lambda_2 — Theorem 4.1 predicts eps (1 - eps) ||v||^2 for the population; with finite n,
+        :func:`predicted_gap`."""
         ev = self.eigenvalues
         return float(ev[0] - ev[1]) if len(ev) > 1 else float(ev[0])
 
@@ -55,22 +55,35 @@ def normalise_rows(g: np.ndarray, eps: float = 1e-12) -> np.ndarray:
 def extract_signal(g: np.ndarray, center: bool = True, k: int = 2, seed: int = 0) -> Signal:
     """Top right singular vector of the row-normalised (and, with ``center``, mean-centred) gradients.
 
-    Uses a randomised low-rank SVD (``torch.svd_lowrank``; only the top ``k`` components are needed). The sign is
+    Uses a randomised low-rank SVD (:func:`top_singular`; only the top ``k`` components are needed). The sign is
     fixed so that the mean of the normalised rows projects non-negatively (the loss-ascent direction); for centred
     data that mean is zero and downstream code must not depend on the sign.
     """
     g = _check_matrix(g)
     gt = normalise_rows(g)
     mean = gt.mean(axis=0)
-    m = gt - mean if center else gt
-    torch.manual_seed(seed)
-    q = min(k + 8, *m.shape)
-    _, s, v = torch.svd_lowrank(torch.from_numpy(np.ascontiguousarray(m)), q=q, niter=6)
-    v_hat = v[:, 0].numpy().astype(np.float64)
+    s, v_hat = top_singular(gt - mean if center else gt, k=k, oversamples=8, n_iter=10, seed=seed)
+    v_hat = v_hat.astype(np.float64)
     v_hat /= np.linalg.norm(v_hat)
     if float(mean @ v_hat) < 0:
         v_hat = -v_hat
-    return Signal(v_hat, s[:k].numpy().astype(np.float64), len(g))
+    return Signal(v_hat, s.astype(np.float64), len(g))
+
+
+def top_singular(m: np.ndarray, k: int = 2, oversamples: int = 8, n_iter: int = 6,
+                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``k`` singular values (k,) and the top right singular vector (d,) of a matrix (n, d), by the randomised
+    range finder of Halko, Martinsson & Tropp (2011) with ``n_iter`` power iterations (scikit-learn's
+    ``randomized_svd``, which keeps float32). ``seed`` fixes the random test matrix. Where the top two singular
+    values lie close together (a weak signal) more power iterations bring the vector closer to the exact one;
+    ``bench/svd.py`` measures speed and |cos| to the exact vector against ``torch.svd_lowrank``, which the book used
+    before and whose products with the transposed matrix are slow on the CPU."""
+    from sklearn.utils.extmath import randomized_svd
+
+    k = min(k, *m.shape)
+    _, s, vt = randomized_svd(m, n_components=k, n_oversamples=min(oversamples, min(m.shape) - k), n_iter=n_iter,
+                              random_state=seed)
+    return s, vt[0]
 
 
 def pc1_scores(g: np.ndarray, v_hat: np.ndarray) -> np.ndarray:
@@ -79,7 +92,7 @@ def pc1_scores(g: np.ndarray, v_hat: np.ndarray) -> np.ndarray:
     if v_hat.shape != (g.shape[1],):
         raise ValueError(f"v_hat must have shape ({g.shape[1]},), got {v_hat.shape}")
     gt = normalise_rows(g)
-    return (gt - gt.mean(axis=0)) @ v_hat
+    return (gt @ v_hat.astype(gt.dtype) - gt.mean(axis=0) @ v_hat.astype(gt.dtype)).astype(np.float64)
 
 
 def abs_cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -108,6 +121,24 @@ def predicted_cosine(strength: float, eps: float, n: int, d: int) -> float:
     if spike <= np.sqrt(gamma):
         return 0.0
     return float(np.sqrt((1.0 - gamma / spike**2) / (1.0 + gamma / spike)))
+
+
+def predicted_gap(strength: float, eps: float, n: int, d: int) -> float:
+    """Large-sample prediction of the sample eigen-gap lambda_1 - lambda_2, in units of sigma^2, for the centred
+    model of Theorem 4.1 (spike l = (1 - eps) * strength, gamma = d / n, as in :func:`predicted_cosine`).
+
+    The population gap is l (the theorem's eps (1 - eps) ||v||^2 / sigma^2). With finite n the top sample
+    eigenvalue lies at (1 + l)(1 + gamma / l) above the detection threshold l > sqrt(gamma), and the second at the
+    edge of the noise bulk, (1 + sqrt(gamma))^2 (Baik, Ben Arous and Peche 2005); below the threshold both sit at
+    that edge and the gap is 0.
+    """
+    if n < 1 or d < 1 or not 0 < eps < 1 or strength < 0:
+        raise ValueError("need n, d >= 1, eps in (0, 1) and strength >= 0")
+    spike = (1.0 - eps) * strength
+    gamma = d / n
+    if spike <= np.sqrt(gamma):
+        return 0.0
+    return float((1.0 + spike) * (1.0 + gamma / spike) - (1.0 + np.sqrt(gamma)) ** 2)
 
 
 def planted_gradients(n: int, d: int, eps: float, signal_norm: float, sigma: float = 1.0, seed: int = 0,

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .. import signal
 from ..train import resolve_device
 from .base import Arrays, Memo, RepresentationDefense, check_features
 
@@ -42,14 +43,13 @@ class SpectralScores(Arrays):
 def top_singular(m: np.ndarray, k: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Top ``k`` singular values (k,) and the top right singular vector (d,) of a matrix (n, d).
 
-    Exact (LAPACK) up to :data:`EXACT_SVD_MAX_DIM` columns, randomised (``torch.svd_lowrank``) above: there the top
-    value and vector match the exact SVD to 1e-3, the 2nd and 3rd values to 1 % on a flat noise spectrum (tested)."""
+    Exact (LAPACK) up to :data:`EXACT_SVD_MAX_DIM` columns, randomised (:func:`poisoncure.signal.top_singular`)
+    above: there the top value and vector match the exact SVD to 1e-3, the 2nd and 3rd values to 1 % on a flat noise
+    spectrum (tested)."""
     if m.shape[1] <= EXACT_SVD_MAX_DIM:
         _, s, vt = np.linalg.svd(m, full_matrices=False)
         return s[:k], vt[0]
-    torch.manual_seed(seed)
-    _, s, v = torch.svd_lowrank(torch.from_numpy(m), q=min(k + 20, *m.shape), niter=10)
-    return s[:k].numpy(), v[:, 0].numpy()
+    return signal.top_singular(m, k=k, oversamples=20, n_iter=10, seed=seed)
 
 
 def outlier_scores(reps: np.ndarray, score: str = "paper", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
