@@ -106,6 +106,14 @@ def abs_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(abs(a @ b) / (na * nb))
 
 
+def _spike(strength: float, eps: float, n: int, d: int) -> tuple[float, float]:
+    """The spike l = (1 - eps) * strength of the centred covariance and the aspect ratio gamma = d / n, validated
+    (shared by the large-sample predictions below)."""
+    if n < 1 or d < 1 or not 0 < eps < 1 or strength < 0:
+        raise ValueError("need n, d >= 1, eps in (0, 1) and strength >= 0")
+    return (1.0 - eps) * strength, d / n
+
+
 def predicted_cosine(strength: float, eps: float, n: int, d: int) -> float:
     """Large-sample prediction of |cos(v_hat, v)| for the centred model of Theorem 4.1.
 
@@ -114,10 +122,7 @@ def predicted_cosine(strength: float, eps: float, n: int, d: int) -> float:
     cos^2 = (1 - gamma / l^2) / (1 + gamma / l) above the detection threshold l > sqrt(gamma), and 0 below it
     (Paul 2007; Baik, Ben Arous and Peche 2005). Finite n therefore caps the recovery below 1.
     """
-    if n < 1 or d < 1 or not 0 < eps < 1 or strength < 0:
-        raise ValueError("need n, d >= 1, eps in (0, 1) and strength >= 0")
-    spike = (1.0 - eps) * strength
-    gamma = d / n
+    spike, gamma = _spike(strength, eps, n, d)
     if spike <= np.sqrt(gamma):
         return 0.0
     return float(np.sqrt((1.0 - gamma / spike**2) / (1.0 + gamma / spike)))
@@ -132,10 +137,7 @@ def predicted_gap(strength: float, eps: float, n: int, d: int) -> float:
     edge of the noise bulk, (1 + sqrt(gamma))^2 (Baik, Ben Arous and Peche 2005); below the threshold both sit at
     that edge and the gap is 0.
     """
-    if n < 1 or d < 1 or not 0 < eps < 1 or strength < 0:
-        raise ValueError("need n, d >= 1, eps in (0, 1) and strength >= 0")
-    spike = (1.0 - eps) * strength
-    gamma = d / n
+    spike, gamma = _spike(strength, eps, n, d)
     if spike <= np.sqrt(gamma):
         return 0.0
     return float((1.0 + spike) * (1.0 + gamma / spike) - (1.0 + np.sqrt(gamma)) ** 2)
