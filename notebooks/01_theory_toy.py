@@ -276,6 +276,7 @@ axes[1].set_yscale("log")
 axes[1].set_xlabel("first principal component (PC1)")
 axes[1].set_ylabel("samples (log)")
 axes[1].legend(fontsize=8)
+plots.label_panels(axes)
 fig.tight_layout()
 glue("fig_toy_defense", fig, display=False)
 plt.close(fig)
@@ -284,9 +285,9 @@ plt.close(fig)
 # ```{glue:figure} fig_toy_defense
 # :name: fig-toy-defense
 #
-# Left: the top singular vector of the target class's normalised, centred input gradients; its largest entry is
+# (a) The top singular vector of the target class's normalised, centred input gradients; its largest entry is
 # feature {glue:text}`toy_vhat_top` (the trigger feature is 1), which alone holds {glue:text}`toy_vhat_share:.0%`
-# of its squared norm. Right: each sample's projection on it. The toy's clean gradients are nearly parallel (every
+# of its squared norm. (b) Each sample's projection on it. The toy's clean gradients are nearly parallel (every
 # clean sample activates the same units), so after normalisation they pile up in a few narrow spikes, while the
 # poisoned ones spread out with the varying weight of the trigger term.
 # ```

@@ -181,9 +181,9 @@ plt.close(fig)
 # ```{glue:figure} fig_attack_effect
 # :name: fig-attack-effect
 #
-# Left: clean test accuracy per class for the models — the backdoor leaves every class intact. Right:
-# what the poisoned models predict for triggered {glue:text}`base` test images: where the backdoor works,
-# they go to {glue:text}`target`.
+# (a) Clean test accuracy per class for the models — the backdoor leaves every class intact. (b) What the
+# poisoned models predict for triggered {glue:text}`base` test images: where the backdoor works, they go to
+# {glue:text}`target`.
 # ```
 
 # %% [markdown]

@@ -114,6 +114,7 @@ axes[2].legend(fontsize=8)
 axes[2].set_xlabel("predicted gap")
 axes[2].set_ylabel("measured gap λ1 - λ2")
 axes[2].set_title("eigen-gap (normalised units)", fontsize=9)
+plots.label_panels(axes)
 fig.tight_layout()
 glue("fig_synthetic_recovery", fig, display=False)
 plt.close(fig)
@@ -127,8 +128,8 @@ glue("syn_first95", float(first95.min()) if len(first95) else float("nan"), disp
 # ```{glue:figure} fig_synthetic_recovery
 # :name: fig-synthetic-recovery
 #
-# Synthetic gradients. Left: recovery of the planted direction against signal strength. Middle: against the number
-# of samples. Right: the measured eigen-gap against two predictions (all in the units of the normalised rows): the
+# Synthetic gradients. (a) Recovery of the planted direction against signal strength. (b) Against the number
+# of samples. (c) The measured eigen-gap against two predictions (all in the units of the normalised rows): the
 # population gap of Theorem 4.1, and its finite-sample value, for which the top sample eigenvalue lies at
 # $(1+\ell)(1+\gamma/\ell)$ and the second at the edge of the noise bulk, $(1+\sqrt\gamma)^2$ (Baik, Ben Arous and
 # Péché 2005). With $n$ comparable to $d$ the bulk's edge eats into the gap, most at weak signals.
@@ -137,7 +138,7 @@ glue("syn_first95", float(first95.min()) if len(first95) else float("nan"), disp
 # At strength $\epsilon\|v\|^2 = 4\sigma^2$ with $n = 5000$ and $d = 3072$ the recovered direction has
 # $|\cos| =$ {glue:text}`syn_cos4:.3f` (prediction {glue:text}`syn_pred4:.3f`); the first swept strength with
 # $|\cos| \ge 0.95$ is {glue:text}`syn_first95:.0f`$\sigma^2$. More samples push the recovery towards 1, as the
-# middle panel shows.
+# panel (b) shows.
 
 # %% [markdown]
 # ## Real gradients: does $\hat v$ look like the trigger?

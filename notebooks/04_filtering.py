@@ -108,8 +108,8 @@ glue("mc_first_n", float(by_n.loc[by_n["exceed"] == 0, "n"].min()) if (by_n["exc
 # ```{glue:figure} fig_monte_carlo
 # :name: fig-monte-carlo
 #
-# Monte-Carlo check of Theorem 5.1 on synthetic gradients ($d = 3072$, $\epsilon = 500/5500$). Left: the
-# probability that the error rate exceeds the chosen level, and the mean error rate, against $n$. Right: the
+# Monte-Carlo check of Theorem 5.1 on synthetic gradients ($d = 3072$, $\epsilon = 500/5500$). (a) The
+# probability that the error rate exceeds the chosen level, and the mean error rate, against $n$. (b) The
 # mean error rate against the signal norm.
 # ```
 #
@@ -117,13 +117,13 @@ glue("mc_first_n", float(by_n.loc[by_n["exceed"] == 0, "n"].min()) if (by_n["exc
 # $n$ (or signal norm) the top eigenvector is not the poison direction at all (chapter 3's spiked-covariance
 # threshold); the mixture then splits the noise roughly in half and the error is near 50%, far worse than
 # calling everything clean. Past the threshold the error falls fast: from $n =$ {glue:text}`mc_first_n:.0f` on,
-# no draw exceeded the level. On the right, once the direction is found, the error falls much faster than
+# no draw exceeded the level. In panel (b), once the direction is found, the error falls much faster than
 # $\sigma^2/\|v\|^2$ — like the Gaussian tail of two well-separated clusters — so the bound's rate is loose,
 # not wrong.
 #
 # Near the threshold the two largest singular values lie close together, and the randomised SVD that finds the
 # top direction (`signal.top_singular`) needs enough power iterations to tell them apart; with too few it returns
-# a mixture of the top directions and the drop of the left panel moves to larger $n$ than the exact eigenvector
+# a mixture of the top directions and the drop of panel (a) moves to larger $n$ than the exact eigenvector
 # would give. The book uses ten (`bench/svd.py` compares six and ten with the exact vector).
 
 # %% [markdown]
@@ -229,7 +229,7 @@ glue("err_full", float(by_size["mean"].iloc[-1]), display=False)
 # ```{glue:figure} fig_cifar_error
 # :name: fig-cifar-error
 #
-# Left: filtering error of the blend model's target class against its size. Right: error against the measured
+# (a) Filtering error of the blend model's target class against its size. (b) Error against the measured
 # signal norm, one point per blend opacity (one trained model each).
 # ```
 #
@@ -252,7 +252,7 @@ glue("err_full", float(by_size["mean"].iloc[-1]), display=False)
 # ## Exercises
 #
 # 1. Add 0.3 to `opacities` (one more model, a few minutes on a laptop). Does the error keep falling?
-# 2. The left Monte-Carlo panel uses $\|v\| = 6\sigma$. Predict, with chapter 3's threshold formula, the $n$ at
+# 2. The Monte-Carlo panel (a) uses $\|v\| = 6\sigma$. Predict, with chapter 3's threshold formula, the $n$ at
 #    which the error collapses for $\|v\| = 4\sigma$, then check it with `mc_norm = 4.0`.
 # 3. Replace the mixture by the idealised rule of the theorem (poisoned iff the projection exceeds $\|v\|/2$,
 #    with the true $\|v\|$). Is it better or worse than the mixture, and why can a defender not use it?

@@ -210,6 +210,7 @@ for ax, (name, part) in zip(axes, sweep.groupby("sweep", sort=False), strict=Fal
     ax.set_xlabel(name)
     ax.set_ylabel("%")
     ax.legend(fontsize=7)
+plots.label_panels(axes)
 fig.tight_layout()
 glue("fig_sweeps", fig, display=False)
 plt.close(fig)
@@ -228,8 +229,8 @@ glue("eta_text", "" if by_eta.empty else (
 # ```{glue:figure} fig_sweeps
 # :name: fig-sweeps
 #
-# The blend model after neutralization, against the counter-poison step size η (left) and the fine-tuning
-# learning rate at the default η (right).
+# The blend model after neutralization, against the counter-poison step size η (a) and the fine-tuning
+# learning rate at the default η (b).
 # ```
 #
 # ```{glue:figure} tab_sweeps

@@ -149,8 +149,8 @@ glue("not_learned", ", ".join(f"{r.trigger} at {100 * r.rate:g} %" for r in work
 # ```{glue:figure} fig_attack
 # :name: fig-sweep-attack
 #
-# Attack success of the undefended model against the trigger (left of the dotted line: pixel and squares; right:
-# blends), one panel per poison rate.
+# Attack success of the undefended model against the trigger (the pixel and the squares before the dotted line, the
+# blends after it), one panel per poison rate.
 # ```
 #
 # The attack works on {glue:text}`n_working` of the {glue:text}`n_points` points that ran. Points where the model

@@ -293,8 +293,8 @@ for name, text in growth_texts.items():
 # ```{glue:figure} fig_growth
 # :name: fig-wl-growth
 #
-# Left: the components the inverse self-paced learning peeled off, one after another, with their poisoned samples.
-# Right: the kept set after the boosting vote and after each self-training round (left axis: kept samples and
+# (a) The components the inverse self-paced learning peeled off, one after another, with their poisoned samples.
+# (b) The kept set after the boosting vote and after each self-training round (left axis: kept samples and
 # clean samples removed; right axis: poisoned samples kept).
 # ```
 #

@@ -207,6 +207,42 @@ def test_colliding_texts_are_found_and_crowded_tick_labels_turned():
     plt.close(fig)
 
 
+def test_panel_letters_travel_with_their_panels_when_a_row_is_reflowed():
+    """A row of three panels too wide for the column becomes a grid of two rows: the third panel, once "right",
+    is then below the first; its letter (c) goes with it, so a caption that names it by letter stays true."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from poisoncure.book import plots
+
+    fig, axes = plt.subplots(1, 3, figsize=(9, 3))  # three 3-inch panels: two fit the column side by side
+    for ax in axes[:2]:
+        ax.set_title("a title")
+    assert plots.label_panels(axes) == ["(a)", "(b)", "(c)"]
+    assert [ax.get_title() for ax in axes] == ["(a) a title", "(b) a title", "(c)"]  # titles kept after the letter
+    assert plots.reflow_row(fig)
+    where = {ax.get_title()[:3]: (ax.get_subplotspec().rowspan.start, ax.get_subplotspec().colspan.start)
+             for ax in fig.axes}
+    assert where == {"(a)": (0, 0), "(b)": (0, 1), "(c)": (1, 0)}
+    plt.close(fig)
+    with pytest.raises(ValueError, match="26"):
+        plots.label_panels([None] * 27)
+
+
+@pytest.mark.parametrize("path", sorted([*(ROOT / "notebooks").glob("*.py"),
+                                         *(ROOT / "src" / "poisoncure" / "book" / "pages").glob("*.py")]),
+                         ids=lambda p: p.name)
+def test_captions_name_panels_by_letter_not_by_position(path):
+    """"Left:", "Right:", "Middle:", "(left)" or "the right panel" stop being true when a row of panels is
+    reflowed into a grid on a narrow column (plots.reflow_row); captions and figure docstrings use the letters of
+    plots.label_panels instead. (Positions inside one plot, such as "left of the dotted line", are fine.)"""
+    text = path.read_text()
+    found = re.findall(r"\b(?:Left|Right|Middle):|\((?:left|right|middle)\)|\b(?:left|right|middle) panel\b", text,
+                       flags=re.IGNORECASE)
+    assert found == [], f"{path.name} names panels by position: {found}"
+
 def test_the_readme_example_of_a_defense_on_your_own_model_runs():
     """The README's snippet, executed as written on a model and data of 'your own' (a tiny poisoned toy)."""
     import numpy as np

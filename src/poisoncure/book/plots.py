@@ -257,6 +257,22 @@ def untangle_text(fig) -> bool:
     return changed
 
 
+def label_panels(axes) -> list[str]:
+    """Letter the panels of a figure — (a), (b), … in the order given (a grid of axes row by row) — at the start of
+    each panel's title (the letter alone where there is none), and return the letters. Call it once the titles are
+    set. Captions name panels by these letters, never by position: :func:`reflow_row` turns a row of panels that
+    is too wide for the column into a grid, after which "left" and "right" no longer say where a panel is. (In the
+    title rather than beside it: a second text at the title's height collides with a title as wide as its panel.)"""
+    axes = list(np.ravel(axes))
+    if len(axes) > 26:
+        raise ValueError(f"at most 26 panels can be lettered, got {len(axes)}")
+    letters = [f"({chr(ord('a') + k)})" for k in range(len(axes))]
+    for letter, ax in zip(letters, axes, strict=True):
+        title = ax.get_title()
+        ax.set_title(f"{letter} {title}" if title else letter)
+    return letters
+
+
 def reflow_row(fig, max_width: float = MAX_FIGURE_WIDTH, min_share: float = 0.75) -> bool:
     """Rearrange a figure that is one row of N panels (one grid of 1 x N subplots and no other axes, such as
     colour bars) into a grid of several rows when it is wider than ``max_width``, so that each panel keeps at least

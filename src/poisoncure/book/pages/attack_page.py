@@ -64,7 +64,7 @@ def attack_verdict(trained: dict[str, Any], poisons: list[str]) -> str:
 
 
 def attack_effect_figure(trained: dict[str, Any], poisons: list[str], test, base: str, device: Any):
-    """Left: per-class clean accuracy of every model. Right: what each poisoned model predicts for the triggered
+    """(a) Per-class clean accuracy of every model; (b) what each poisoned model predicts for the triggered
     base-class test images."""
     classes = list(test.classes)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1.5, 1]})
@@ -89,6 +89,7 @@ def attack_effect_figure(trained: dict[str, Any], poisons: list[str], test, base
     ax.set_ylabel(f"triggered {base} test images (%)")
     ax.set_xlabel("predicted class")
     ax.legend(fontsize=8, loc="upper center", ncols=2)
+    plots.label_panels(axes)
     fig.tight_layout()
     return fig
 

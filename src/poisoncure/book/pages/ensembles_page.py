@@ -13,6 +13,7 @@ from ... import attacks
 from ...experiments import paper, report
 from ...experiments.grids import ensembles
 from ...experiments.result_files import provenance_text
+from .. import plots
 
 if TYPE_CHECKING:
     from ...experiments.report import Report, Result
@@ -79,6 +80,7 @@ def growth_figure(live: Report) -> tuple[Any, dict[str, str]]:
     h2, l2 = ax2b.get_legend_handles_labels()
     ax2.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=3,
                frameon=False)  # below the panel, off the lines
+    plots.label_panels([ax1, ax2])
     fig.tight_layout()
     last = stages[-1]
     return fig, {

@@ -15,7 +15,7 @@ from .. import plots
 
 def monte_carlo_figure(by_n: pd.DataFrame, by_v: pd.DataFrame, error_level: float, trials: int, ns: list[int],
                        norms: list[float], norm_n: float, n_v: int):
-    """Left: the chance that a draw's error m/n reaches ``error_level``, and the mean m/n, against n. Right: the
+    """(a) The chance that a draw's error m/n reaches ``error_level``, and the mean m/n, against n; (b) the
     mean m/n against ‖v‖/σ with a σ²/‖v‖² line and the Gaussian tail."""
     cols = plots.colours(4)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
@@ -46,6 +46,7 @@ def monte_carlo_figure(by_n: pd.DataFrame, by_v: pd.DataFrame, error_level: floa
     ax.set_xlabel("signal norm ‖v‖ / σ")
     ax.set_title(f"n = {n_v}", fontsize=9)
     ax.legend(fontsize=7)
+    plots.label_panels(axes)
     fig.tight_layout()
     return fig
 
@@ -88,7 +89,7 @@ def pixel_note(trained: dict[str, Any], results: list[dict[str, Any]]) -> str:
 
 
 def cifar_error_figure(by_size: pd.DataFrame, by_opacity: pd.DataFrame, class_sizes: list[int], seeds: int):
-    """Left: filtering error against the target class's size (poisoned share fixed). Right: filtering error
+    """(a) Filtering error against the target class's size (poisoned share fixed); (b) filtering error
     against the measured signal norm, one point per blend opacity."""
     cols = plots.colours(4)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
@@ -106,5 +107,6 @@ def cifar_error_figure(by_size: pd.DataFrame, by_opacity: pd.DataFrame, class_si
                          xytext=(4, 4), textcoords="offset points")
     axes[1].set_xlabel("measured signal norm ‖v‖ (normalised gradients)")
     axes[1].set_ylabel("filtering error %")
+    plots.label_panels(axes)
     fig.tight_layout()
     return fig
