@@ -176,6 +176,13 @@ def test_gmm_filter_separates_planted_poison_and_beats_chance():
 
     assert metrics.sensitivity(filt.flagged, is_p) > 85 and metrics.specificity(filt.flagged, is_p) > 90
     assert filt.consistent
+    # the one-call pipeline (rows normalised once) gives exactly the steps' results
+    sig2, filt2 = signal.extract_and_filter(g)
+    np.testing.assert_array_equal(sig2.v_hat, sig.v_hat)
+    np.testing.assert_array_equal(filt2.scores, filt.scores)
+    np.testing.assert_array_equal(filt2.flagged, filt.flagged)
+    with pytest.raises(ValueError, match="NaN"):
+        signal.extract_and_filter(np.full((3, 4), np.nan))
 
 
 def test_wasserstein_target_detection_finds_the_planted_class_and_not_a_clean_one():

@@ -59,15 +59,18 @@ def extract_signal(g: np.ndarray, center: bool = True, k: int = 2, seed: int = 0
     fixed so that the mean of the normalised rows projects non-negatively (the loss-ascent direction); for centred
     data that mean is zero and downstream code must not depend on the sign.
     """
-    g = _check_matrix(g)
-    gt = normalise_rows(g)
+    return _signal_of_normalised(normalise_rows(_check_matrix(g)), center, k, seed)
+
+
+def _signal_of_normalised(gt: np.ndarray, center: bool, k: int, seed: int) -> Signal:
+    """:func:`extract_signal` on rows already normalised (``gt``), so that a pipeline normalises them once."""
     mean = gt.mean(axis=0)
     s, v_hat = top_singular(gt - mean if center else gt, k=k, oversamples=8, n_iter=10, seed=seed)
     v_hat = v_hat.astype(np.float64)
     v_hat /= np.linalg.norm(v_hat)
     if float(mean @ v_hat) < 0:
         v_hat = -v_hat
-    return Signal(v_hat, s.astype(np.float64), len(g))
+    return Signal(v_hat, s.astype(np.float64), len(gt))
 
 
 def top_singular(m: np.ndarray, k: int = 2, oversamples: int = 8, n_iter: int = 6,
@@ -91,7 +94,11 @@ def pc1_scores(g: np.ndarray, v_hat: np.ndarray) -> np.ndarray:
     g = _check_matrix(g, min_rows=1)
     if v_hat.shape != (g.shape[1],):
         raise ValueError(f"v_hat must have shape ({g.shape[1]},), got {v_hat.shape}")
-    gt = normalise_rows(g)
+    return _pc1_of_normalised(normalise_rows(g), v_hat)
+
+
+def _pc1_of_normalised(gt: np.ndarray, v_hat: np.ndarray) -> np.ndarray:
+    """:func:`pc1_scores` on rows already normalised (``gt``)."""
     return (gt @ v_hat.astype(gt.dtype) - gt.mean(axis=0) @ v_hat.astype(gt.dtype)).astype(np.float64)
 
 
@@ -273,8 +280,9 @@ def detect_base(m: np.ndarray, target: int) -> int:
 # ----------------------------------------------------------------------- filtering error (Theorem 5.1)
 def extract_and_filter(g: np.ndarray, seed: int = 0) -> tuple[Signal, MixtureFilter]:
     """The filtering pipeline of SPEC 3(d) on a gradient matrix: extraction, PC1 scores, 2-component mixture."""
-    sig = extract_signal(g, seed=seed)
-    return sig, gmm_filter(pc1_scores(g, sig.v_hat), seed=seed)
+    gt = normalise_rows(_check_matrix(g))  # once, for both the extraction and the scores
+    sig = _signal_of_normalised(gt, center=True, k=2, seed=seed)
+    return sig, gmm_filter(_pc1_of_normalised(gt, sig.v_hat), seed=seed)
 
 
 def filter_gradients(g: np.ndarray, seed: int = 0) -> MixtureFilter:
