@@ -124,7 +124,10 @@ StopFn = Callable[[Losses, torch.Tensor], torch.Tensor]  #: (losses, rows) -> bo
 
 def _per_sample_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per-sample cross-entropy; the network's pass in the library's precision (bf16 where native), the loss in
-    float32."""
+    float32. The probes go in channels_last, as every other batch of the library does: on the CPU an NCHW batch
+    takes oneDNN's slow paths (max-pooling about ten times slower), and a scan 1.2-1.4 times longer
+    (bench/README.md)."""
+    x = x.contiguous(memory_format=torch.channels_last)
     with autocast(x.device):
         logits = model(x)
     return F.cross_entropy(logits.float(), y, reduction="none")
