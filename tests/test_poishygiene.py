@@ -90,6 +90,30 @@ def test_grey_probes_stay_grey_and_in_the_image_domain():
     assert scan.probes.min() >= 0.0 and scan.probes.max() <= 1.0
 
 
+class LayoutSpy(TwoClass):
+    """TwoClass that records whether every batch it is given is channels_last."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.layouts: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.layouts.append(x.is_contiguous(memory_format=torch.channels_last))
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("grey", [False, True])
+def test_every_probe_batch_reaches_the_networks_in_channels_last(grey):
+    """As every other batch of the library: on the CPU an NCHW batch takes oneDNN's slow paths (bench/README.md,
+    "PoisHygiene's probes in channels_last"). Grey probes are one channel expanded to three, never contiguous."""
+    ph = hygiene(grey=grey, probes=4, steps=5, warm_steps=5, calibration_steps=5, calibration_rounds=1)
+    suspect, reference = LayoutSpy(20.0, trigger=60.0), LayoutSpy(18.0)
+    ph.scan(suspect, reference, SHAPE, 2)
+    ph.craft(suspect, reference, target=1, others=np.zeros(4, dtype=int), shape=SHAPE)
+    assert len(suspect.layouts) > 10 and len(reference.layouts) > 10
+    assert all(suspect.layouts) and all(reference.layouts)
+
+
 def test_craft_makes_the_model_say_target_and_the_reference_say_other():
     ph = hygiene(steps=300)
     infected, reference = TwoClass(20.0, trigger=60.0), TwoClass(18.0)
