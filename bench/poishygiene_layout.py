@@ -1,4 +1,4 @@
-"""PoisHygiene's probe optimisation with the probes in channels_last (since this commit) against NCHW (before), in one
+"""PoisHygiene's probe optimisation with the probes in channels_last (since 83ab2f4) against NCHW (before), in one
 run on this machine.
 
 The probe batches of PoisHygiene were the library's only batches that reached a network in NCHW; on the CPU that

@@ -243,6 +243,7 @@ def test_captions_name_panels_by_letter_not_by_position(path):
                        flags=re.IGNORECASE)
     assert found == [], f"{path.name} names panels by position: {found}"
 
+
 def test_the_readme_example_of_a_defense_on_your_own_model_runs():
     """The README's snippet, executed as written on a model and data of 'your own' (a tiny poisoned toy)."""
     import numpy as np
