@@ -176,3 +176,33 @@ def test_compare_results_feed_the_papers_tables_with_their_target_class_numbers(
     assert t4.loc[paper_tables.pair_label(2), ("ours: sensitivity", "ours")] == 98.0
     with pytest.raises(ValueError, match="pair2-pixel-whitened_net16-s0: .*predates"):
         paper_tables.experiment_rows([compare_record(details=False)])
+
+
+def test_compare_files_without_the_details_are_shown_as_refused_not_missing_and_never_read():
+    """Chapter 8 reads the compare grid: a file that predates the target-class details is named as refused in the
+    coverage grid (and left out of the tables), a readable one fills its cell; an attack outside the paper's grid
+    never counts as refused; a seed the plan does not have reads as not planned."""
+    old, new = compare_record(pair=2, details=False), compare_record(pair=3)
+    other = compare_record(poison="chessboard", details=False)
+    usable, refused = paper_tables.readable([old, new, other])
+    assert refused == [old.name] and [r.name for r in usable] == [new.name, other.name]
+    rows = paper_tables.experiment_rows(usable)
+    assert list(rows["name"]) == [new.name]
+    s1 = "pair3-pixel-whitened_net16-s1"
+    cover = paper_tables.coverage(rows, [old.name, new.name, "pair4-pixel-whitened_net16-s0", s1], refused)
+    col, col1 = (paper_tables.experiment_label(f"pixel-whitened_net16-s{seed}") for seed in (0, 1))
+    assert cover.loc[paper_tables.pair_label(2), col] == paper_tables.PREDATES
+    assert cover.loc[paper_tables.pair_label(3), col] == "target and base"
+    assert cover.loc[paper_tables.pair_label(4), col] == "missing"
+    assert cover.loc[paper_tables.pair_label(3), col1] == "missing"
+    assert cover.loc[paper_tables.pair_label(2), col1] == paper_tables.NOT_PLANNED
+
+
+def test_the_papers_grid_in_the_compare_plan_is_its_one_pixel_and_blend_experiments_on_the_pairs():
+    from poisoncure.experiments import plans
+
+    names = paper_tables.paper_grid_names(plans.plan("smoke", ["compare"]))
+    assert len(names) == 22 and len(set(names)) == 22  # 9 pairs × 2 triggers, pair 1 with 3 seeds
+    assert all(n.split("-")[1] in paper_tables.POISONS and n.startswith("pair") for n in names)
+    main = plans.plan("cpu-cnn", ["main"])
+    assert paper_tables.paper_grid_names(main) == [e.name for e in main]

@@ -156,6 +156,7 @@ RULES: dict[str, Rule] = {
     "compare_profile": Rule(str),  # a profile whose results/<profile>/compare the all-defenses comparison reads
     # chapter 8: the paper's tables from the committed results
     "results_profile": Rule(str),  # a profile with a reproduce section (plan() says so otherwise)
+    "results_grid": _choice("main", "compare"),  # which grid's files hold the paper's 18 (chapter 8)
     "tolerance": _float(0, 100),
     "live_point": Rule(str, optional=True),  # a point of the results profile's sweep; "" or None: none
     # chapter 10: detection without the training set

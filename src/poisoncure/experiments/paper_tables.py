@@ -60,6 +60,32 @@ def _nan(x: Any) -> float:
     return float("nan") if x is None else float(x)
 
 
+#: What the coverage grid says for a compare result that predates the target-class details (:func:`readable`)
+PREDATES = "refused (rerun it)"
+#: What the coverage grid says where the plan has no experiment (:func:`coverage`)
+NOT_PLANNED = "—"
+
+
+def _predates_details(rec: Result) -> bool:
+    return rec.grid == "compare" and rec.params["poison"] in POISONS \
+        and "target_class" not in rec.report[report.POISON_CURE].details
+
+
+def readable(records: list[Result]) -> tuple[list[Result], list[str]]:
+    """Split result records into those :func:`experiment_rows` reads and the names of those it would refuse: compare
+    results of the paper's attacks written before their defenses kept the target-class details (09084b6). A page
+    shows the refused ones as such (:func:`coverage`'s ``refused``) rather than failing or reading them as zeros."""
+    refused = [rec.name for rec in records if _predates_details(rec)]
+    return [rec for rec in records if not _predates_details(rec)], refused
+
+
+def paper_grid_names(experiments: list[Any]) -> list[str]:
+    """Names of the planned experiments (:func:`poisoncure.experiments.plans.plan`) that belong to the paper's grid:
+    every ``main`` experiment, and the ``compare`` grid's one-pixel and blend experiments on the paper's pairs (its
+    other papers' attacks and its clean models are not in the paper's tables)."""
+    return [e.name for e in experiments if e.grid == "main" or e.params.get("poison") in POISONS]
+
+
 def experiment_rows(records: list[Result]) -> pd.DataFrame:
     """One tidy row per result of the paper's grid: pair, poison, seed, rate, model, every quantity of Tables 1-5, and
     where it ran. Where the paper's method flagged nothing, no repair ran and the model is left as it was: its "after"
@@ -82,7 +108,7 @@ def experiment_rows(records: list[Result]) -> pd.DataFrame:
             continue  # the other papers' attacks and the clean models: not in the paper's tables
         ours, ss = r[report.POISON_CURE], r[report.SPECTRAL]
         if rec.grid == "compare":
-            if "target_class" not in ours.details:
+            if _predates_details(rec):
                 raise ValueError(f"{rec.name}: this compare result predates the target-class details the paper's "
                                  "tables need (rerun it)")
             inside = ours.details["target_class"]
@@ -244,25 +270,28 @@ def by_poison(rows: pd.DataFrame, column: str | None = None, fmt: str = "{:.1f} 
     return "; ".join(parts)
 
 
-def coverage(rows: pd.DataFrame, planned: list[str]) -> pd.DataFrame:
+def coverage(rows: pd.DataFrame, planned: list[str], refused: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
     """Which planned experiments have a valid result, as a grid: one row per pair, one column per rest of the
     name (poison, model, rate, seed, labelled by :func:`experiment_label`: ``blend · ResNet-18 · 10 % · seed 0``).
-    A cell says 'missing', or what the paper's method found ('target and base', 'target only', 'missed ...')."""
+    A cell says 'missing', :data:`PREDATES` for a name in ``refused`` (:func:`readable`), or what the paper's method
+    found ('target and base', 'target only', 'missed ...'); :data:`NOT_PLANNED` where the plan has no such experiment
+    (the compare grid runs three seeds of pair 1 only)."""
     have = rows.set_index("name") if len(rows) else None
+    refused = set(refused)
     grid: dict[str, dict[str, str]] = {}
     for name in planned:
         head, _, rest = name.partition("-")
         if not head.startswith("pair") or not head[4:].isdigit():
             raise ValueError(f"not a main-grid experiment name: {name!r}")
         pair = int(head[4:])
-        cell = "missing"
+        cell = PREDATES if name in refused else "missing"
         if have is not None and name in have.index:
             r = have.loc[name]
             cell = ("target and base" if r["target found"] and r["base found"] else
                     "target only" if r["target found"] else
                     "missed (a wrong class repaired)" if r["repaired"] else "missed (model left unchanged)")
         grid.setdefault(pair_label(pair), {})[experiment_label(rest)] = cell
-    frame = pd.DataFrame.from_dict(grid, orient="index")
+    frame = pd.DataFrame.from_dict(grid, orient="index").fillna(NOT_PLANNED)
     frame.index.name = "pair"
     return frame
 
@@ -272,5 +301,6 @@ def _check_poison(poison: str) -> None:
         raise ValueError(f"poison must be one of {POISONS}, got {poison!r}")
 
 
-__all__ = ["BEFORE_AFTER", "DETECTION", "POISONS", "REASONS", "before_after_table", "coverage", "detection_table",
-           "experiment_rows", "final_asr_table", "large_gaps", "pair_label", "select"]
+__all__ = ["BEFORE_AFTER", "DETECTION", "NOT_PLANNED", "POISONS", "PREDATES", "REASONS", "before_after_table",
+           "coverage", "detection_table", "experiment_rows", "final_asr_table", "large_gaps", "pair_label",
+           "paper_grid_names", "readable", "select"]

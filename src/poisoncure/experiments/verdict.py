@@ -208,25 +208,33 @@ def _network(records: list[Result], short: bool = False) -> str:
 
 
 def evidence(root=None, order: tuple[str, ...] = PROFILE_ORDER) -> list[Evidence]:
-    """Every profile's committed ``main`` and ``sweep`` results (``results/``, or ``root``), in :data:`PROFILE_ORDER`
-    (the paper-scale profile first) with profiles not named there after them; sets without results left out."""
+    """Every profile's committed results of the paper's grid — its ``main`` grid, and the paper's 18 inside its
+    ``compare`` grid (every defense on the same models; files that predate the details the tables need are left out,
+    :func:`poisoncure.experiments.paper_tables.readable`) — then its ``sweep`` (``results/``, or ``root``), in
+    :data:`PROFILE_ORDER` (the paper-scale profile first) with profiles not named there after them; sets without
+    results left out."""
     names = sorted(profiles.available(), key=lambda p: (order.index(p) if p in order else len(order), p))
+    what = {"main": "the paper's grid of 9 pairs × 2 triggers",
+            "compare": "the paper's grid of 9 pairs × 2 triggers inside the all-defenses comparison (chapter 7)",
+            "sweep": "the trigger-size sweep (one pixel to a full-image blend, 3 poison rates)"}
     out = []
-    for grid, to_rows in (("main", main_rows), ("sweep", sweep_rows)):
+    for grid, to_rows in (("main", main_rows), ("compare", main_rows), ("sweep", sweep_rows)):
         for prof in names:
             if grid not in (profiles.load(prof).get("reproduce") or {}):
                 continue
             records = result_files.load_results(prof, grid, root)
+            planned = len(plans.plan(prof, [grid]))
+            if grid == "compare":
+                names_of_paper = paper_tables.paper_grid_names(plans.plan(prof, [grid]))
+                records = paper_tables.readable([r for r in records if r.name in names_of_paper])[0]
+                planned = len(names_of_paper)
             if not records:
                 continue
-            planned = len(plans.plan(prof, [grid]))
-            what = "the paper's grid of 9 pairs × 2 triggers" if grid == "main" else \
-                "the trigger-size sweep (one pixel to a full-image blend, 3 poison rates)"
             per_class = records[0].params["recipe"].get("train_per_class")
             data = f"{per_class:,} images per class" if per_class else "all of CIFAR-10"
-            label = f"{'sweep · ' if grid == 'sweep' else ''}{_network(records, short=True)} ({prof}) · " \
+            label = f"{grid + ' · ' if grid != 'main' else ''}{_network(records, short=True)} ({prof}) · " \
                     f"{len(records)}/{planned}"
-            description = f"{label}: {_network(records)} trained on {data}, {what}; {len(records)} of the " \
+            description = f"{label}: {_network(records)} trained on {data}, {what[grid]}; {len(records)} of the " \
                           f"{planned} planned experiments have a result"
             out.append(Evidence(prof, grid, label, description, records, to_rows(records), planned))
     return out
