@@ -124,7 +124,8 @@ glue("verdict_notes", Markdown(f"**How to read it.** {verdict.rule_text()}\n\n"
 #
 # The numbers behind the verdict's columns for the paper's grid, one column per profile with results, the paper's
 # setup first; the paper's clean accuracy is the mean of its Tables 1–2 over the same experiments. The sections
-# below then show the paper's Tables 1–5 for one profile, {glue:text}`results_profile`.
+# below then show the paper's Tables 1–5 for one of them: {glue:text}`results_profile`, grid
+# {glue:text}`results_grid`.
 
 # %%
 glue("tab_profiles", verdict.profile_summary(verdict_sets), display=False)
@@ -153,7 +154,8 @@ glue("tab_coverage", cover, display=False)
 # ```{glue:figure} tab_coverage
 # :name: tab-coverage
 #
-# The planned experiments (rows: pair; columns: poison, model, poison rate, seed): "missing" where no valid result
+# The planned experiments (rows: pair, and seed where the grid plans several; columns: poison, model and, in the main
+# grid, poison rate): "missing" where no valid result
 # file exists, "refused" where a compare file predates the details the tables need, "—" where the grid plans no such
 # experiment, otherwise what the paper's method found (target and base class, the target only, or neither — then
 # either nothing was flagged and the model left unchanged, or a wrong class was repaired).

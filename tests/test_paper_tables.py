@@ -121,8 +121,11 @@ def test_bad_input_raises():
 def test_coverage_marks_missing_experiments():
     rows = paper_tables.experiment_rows([record(pair=1), record(pair=3, found=False)])
     cov = paper_tables.coverage(rows, [f"pair{k}-{p}-resnet18-r0.1-s0" for p in ("blend", "pixel") for k in (1, 2, 3)])
-    blend, pixel = "blend · ResNet-18 · 10 % · seed 0", "one pixel · ResNet-18 · 10 % · seed 0"
+    blend, pixel = "blend · ResNet-18 · 10 %", "one pixel · ResNet-18 · 10 %"  # one seed: not in the labels
     assert cov.shape == (3, 2) and list(cov.columns) == [blend, pixel]
+    assert list(cov.index) == [paper_tables.pair_label(k) for k in (1, 2, 3)]
+    assert paper_tables.experiment_label("pixel-resnet18-r0.1-s2") == "one pixel · ResNet-18 · 10 % · seed 2"
+    assert paper_tables.experiment_label("blend-whitened_net16-s1") == "blend · whitened fast network 16 · seed 1"
     assert cov[blend].tolist() == ["target and base", "missing", "missed (model left unchanged)"]
     assert set(cov[pixel]) == {"missing"}
     assert paper_tables.experiment_label("odd-name") == "odd-name"
@@ -188,14 +191,19 @@ def test_compare_files_without_the_details_are_shown_as_refused_not_missing_and_
     assert refused == [old.name] and [r.name for r in usable] == [new.name, other.name]
     rows = paper_tables.experiment_rows(usable)
     assert list(rows["name"]) == [new.name]
-    s1 = "pair3-pixel-whitened_net16-s1"
-    cover = paper_tables.coverage(rows, [old.name, new.name, "pair4-pixel-whitened_net16-s0", s1], refused)
-    col, col1 = (paper_tables.experiment_label(f"pixel-whitened_net16-s{seed}") for seed in (0, 1))
-    assert cover.loc[paper_tables.pair_label(2), col] == paper_tables.PREDATES
-    assert cover.loc[paper_tables.pair_label(3), col] == "target and base"
-    assert cover.loc[paper_tables.pair_label(4), col] == "missing"
-    assert cover.loc[paper_tables.pair_label(3), col1] == "missing"
-    assert cover.loc[paper_tables.pair_label(2), col1] == paper_tables.NOT_PLANNED
+    planned = [old.name, new.name, "pair4-pixel-whitened_net16-s0", "pair3-pixel-whitened_net16-s1",
+               "pair3-blend-whitened_net16-s0"]
+    cover = paper_tables.coverage(rows, planned, refused)
+    pixel, blend = "one pixel · whitened fast network 16", "blend · whitened fast network 16"
+    assert list(cover.columns) == [pixel, blend]
+    # several seeds planned: each row names its seed
+    assert list(cover.index) == [f"{paper_tables.pair_label(k)} · seed {seed}"
+                                 for k, seed in ((2, 0), (3, 0), (3, 1), (4, 0))]
+    assert cover.loc[f"{paper_tables.pair_label(2)} · seed 0", pixel] == paper_tables.PREDATES
+    assert cover.loc[f"{paper_tables.pair_label(3)} · seed 0", pixel] == "target and base"
+    assert cover.loc[f"{paper_tables.pair_label(3)} · seed 1", pixel] == "missing"
+    assert cover.loc[f"{paper_tables.pair_label(4)} · seed 0", pixel] == "missing"
+    assert cover.loc[f"{paper_tables.pair_label(3)} · seed 1", blend] == paper_tables.NOT_PLANNED
 
 
 def test_the_papers_grid_in_the_compare_plan_is_its_one_pixel_and_blend_experiments_on_the_pairs():

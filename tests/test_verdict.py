@@ -123,3 +123,13 @@ def test_the_compare_grid_is_evidence_for_the_papers_eighteen_only_and_only_from
             len(plans.plan(s.profile, ["compare"]))
         assert s.records and all(r.params["poison"] in paper_tables.POISONS for r in s.records)
         assert paper_tables.readable(s.records)[1] == [] and s.label.startswith("compare · ")
+
+
+def test_the_profile_summary_has_one_column_per_committed_set_of_the_papers_grid_and_none_for_the_sweep():
+    sets = verdict.evidence()
+    summary = verdict.profile_summary(sets)
+    grid_sets = [ev for ev in sets if ev.grid in ("main", "compare")]
+    assert list(summary.columns) == [ev.label for ev in grid_sets]
+    for ev in grid_sets:
+        assert summary.loc["experiments with a result", ev.label] == f"{len(ev.rows)} of {ev.planned}"
+        assert summary.loc["network", ev.label] == verdict._network(ev.records)

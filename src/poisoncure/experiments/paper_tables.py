@@ -239,21 +239,40 @@ def large_gaps(tables: dict[str, pd.DataFrame], tolerance: float = 3.0) -> pd.Da
     return pd.DataFrame(out, columns=["table", "pair", "quantity", "paper", "ours", "Δ", "likely reason"])
 
 
-def experiment_label(rest: str) -> str:
-    """A reader's label for the part of a main-grid name after the pair: ``blend-resnet18-r0.1-s0`` ->
-    ``'blend · ResNet-18 · 10 % · seed 0'`` (one pixel: ``'one pixel'``). Unknown shapes are returned as they are."""
+def _name_parts(rest: str) -> tuple[str, str | None] | None:
+    """(label without the seed, seed) of the part of a grid name after the pair, or None for an unknown shape:
+    ``blend-resnet18-r0.1-s0`` (main) -> ``('blend · ResNet-18 · 10 %', '0')``, ``pixel-whitened_net16-s0``
+    (compare) -> ``('one pixel · whitened fast network 16', '0')``."""
     from ..models import MODEL_NAMES
 
     parts = rest.split("-")
-    if len(parts) != 4 or not parts[2].startswith("r") or not parts[3].startswith("s"):
-        return rest
-    poison, model, rate, seed = parts
-    try:
-        rate_text = f"{100 * float(rate[1:]):g} %"
-    except ValueError:
-        return rest
-    return " · ".join(({"pixel": "one pixel"}.get(poison, poison), MODEL_NAMES.get(model, model), rate_text,
-                       f"seed {seed[1:]}"))
+    if len(parts) not in (3, 4) or not parts[-1].startswith("s") or not parts[-1][1:].isdigit():
+        return None
+    poison, model, seed = parts[0], parts[1], parts[-1][1:]
+    words = [{"pixel": "one pixel"}.get(poison, poison)]
+    if model in MODEL_NAMES:
+        words.append(MODEL_NAMES[model])
+    else:  # compare names carry the width: whitened_net16
+        base = model.rstrip("0123456789")
+        if base not in MODEL_NAMES or base == model:
+            return None
+        words.append(f"{MODEL_NAMES[base]} {model[len(base):]}")
+    if len(parts) == 4:
+        if not parts[2].startswith("r"):
+            return None
+        try:
+            words.append(f"{100 * float(parts[2][1:]):g} %")
+        except ValueError:
+            return None
+    return " · ".join(words), seed
+
+
+def experiment_label(rest: str) -> str:
+    """A reader's label for the part of a grid name after the pair: ``blend-resnet18-r0.1-s0`` ->
+    ``'blend · ResNet-18 · 10 % · seed 0'``, ``pixel-whitened_net16-s0`` -> ``'one pixel · whitened fast network 16
+    · seed 0'``. Unknown shapes are returned as they are."""
+    parts = _name_parts(rest)
+    return rest if parts is None else f"{parts[0]} · seed {parts[1]}"
 
 
 def by_poison(rows: pd.DataFrame, column: str | None = None, fmt: str = "{:.1f} %") -> str:
@@ -271,26 +290,31 @@ def by_poison(rows: pd.DataFrame, column: str | None = None, fmt: str = "{:.1f} 
 
 
 def coverage(rows: pd.DataFrame, planned: list[str], refused: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
-    """Which planned experiments have a valid result, as a grid: one row per pair, one column per rest of the
-    name (poison, model, rate, seed, labelled by :func:`experiment_label`: ``blend · ResNet-18 · 10 % · seed 0``).
-    A cell says 'missing', :data:`PREDATES` for a name in ``refused`` (:func:`readable`), or what the paper's method
-    found ('target and base', 'target only', 'missed ...'); :data:`NOT_PLANNED` where the plan has no such experiment
-    (the compare grid runs three seeds of pair 1 only)."""
+    """Which planned experiments have a valid result, as a grid: one row per pair (per pair and seed when the plan
+    has several seeds: ``'1: automobile→dog · seed 1'``), one column per poison, model and rate (labelled as in
+    :func:`experiment_label`, without the seed). A cell says 'missing', :data:`PREDATES` for a name in ``refused``
+    (:func:`readable`), or what the paper's method found ('target and base', 'target only', 'missed ...');
+    :data:`NOT_PLANNED` where the plan has no such experiment (the compare grid runs three seeds of pair 1 only)."""
     have = rows.set_index("name") if len(rows) else None
     refused = set(refused)
-    grid: dict[str, dict[str, str]] = {}
+    cells: list[tuple[int, str, str, str]] = []  # (pair, seed, column, cell)
     for name in planned:
         head, _, rest = name.partition("-")
         if not head.startswith("pair") or not head[4:].isdigit():
             raise ValueError(f"not a main-grid experiment name: {name!r}")
-        pair = int(head[4:])
+        column, seed = _name_parts(rest) or (rest, "")
         cell = PREDATES if name in refused else "missing"
         if have is not None and name in have.index:
             r = have.loc[name]
             cell = ("target and base" if r["target found"] and r["base found"] else
                     "target only" if r["target found"] else
                     "missed (a wrong class repaired)" if r["repaired"] else "missed (model left unchanged)")
-        grid.setdefault(pair_label(pair), {})[experiment_label(rest)] = cell
+        cells.append((int(head[4:]), seed, column, cell))
+    several = len({seed for _, seed, _, _ in cells}) > 1
+    grid: dict[str, dict[str, str]] = {}
+    for pair, seed, column, cell in sorted(cells, key=lambda c: (c[0], int(c[1]) if c[1].isdigit() else -1)):
+        row = pair_label(pair) + (f" · seed {seed}" if several and seed else "")
+        grid.setdefault(row, {})[column] = cell
     frame = pd.DataFrame.from_dict(grid, orient="index").fillna(NOT_PLANNED)
     frame.index.name = "pair"
     return frame

@@ -265,10 +265,11 @@ def table(sets: list[Evidence] | None = None, counts: bool = True) -> pd.DataFra
 
 
 def profile_summary(sets: list[Evidence] | None = None) -> pd.DataFrame:
-    """One row per profile with ``main``-grid results (the paper-scale one first): how much of the grid has run and
-    what it measured, beside the paper's numbers for the same experiments. Counted from the result files like
-    :func:`table`; an attack counts as learned by :data:`LEARNED`."""
-    sets = [ev for ev in (evidence() if sets is None else sets) if ev.grid == "main"]
+    """One column per profile with results of the paper's grid (``main``, or the paper's 18 inside ``compare``; the
+    paper-scale one first): how much of the grid has run and what it measured, beside the paper's numbers for the
+    same experiments. Counted from the result files like :func:`table`; an attack counts as learned by
+    :data:`LEARNED`."""
+    sets = [ev for ev in (evidence() if sets is None else sets) if ev.grid in ("main", "compare")]
     out = {}
     for ev in sets:
         r = ev.rows
@@ -314,24 +315,28 @@ MARKS = {HELD: "✓", PARTLY: "◐", NOT_HELD: "✗", NOT_TESTED: "–"}
 
 
 def html(sets: list[Evidence] | None = None) -> str:
-    """The verdict table as HTML sized for the text column: cells shaded and marked by verdict (✓ held, ◐ held
-    partly, ✗ did not hold, – not tested at this scale), the claim column wider than the others."""
+    """The verdict table as HTML sized for the text column (scrolling sideways when wider): cells shaded and marked
+    by verdict (✓ held, ◐ held partly, ✗ did not hold, – not tested at this scale), the claim column wider than the
+    others."""
     from html import escape
 
     sets = evidence() if sets is None else sets
-    th = 'style="text-align:left; vertical-align:bottom; padding:0.3em 0.4em"'
+    th = 'style="text-align:left; vertical-align:bottom; padding:0.3em 0.3em"'
     head = "".join(f"<th {th}>{escape(h)}</th>" for h in ("claim", "paper", *(ev.label for ev in sets)))
     body = []
     for claim in CLAIMS:
-        cells = [f'<td style="min-width:11em; text-align:left; padding:0.3em 0.4em">{escape(claim.label)}</td>',
+        cells = [f'<td style="min-width:8em; text-align:left; padding:0.3em 0.3em">{escape(claim.label)}</td>',
                  f'<td style="text-align:left; padding:0.3em 0.4em">{escape(_paper_text(claim))}</td>']
         for ev in sets:
             word, k, n = cell(claim, ev.rows)
             cells.append(f'<td class="verdict-{word.split()[0]}" style="background:{SHADES[word]}; '
-                         f'text-align:left; padding:0.3em 0.4em">{MARKS[word]} {escape(_cell_text(word, k, n))}</td>')
+                         f'text-align:left; padding:0.3em 0.3em">{MARKS[word]} {escape(_cell_text(word, k, n))}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return ('<table class="verdict-table" style="font-size:0.85em; border-collapse:collapse; width:100%">'
-            f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+    # in a box that scrolls sideways: with many committed result sets the table may be wider than the text column,
+    # and it must then not run under the page's table of contents
+    return ('<div class="verdict-box" style="overflow-x:auto; max-width:100%">'
+            '<table class="verdict-table" style="font-size:0.8em; border-collapse:collapse; width:100%">'
+            f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
 
 
 def _md_escape(text: str) -> str:
