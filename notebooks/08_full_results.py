@@ -28,9 +28,12 @@
 # Two grids of the runner hold the paper's 18 experiments. `main` runs the paper's method with the baselines its
 # tables need; `compare` (chapter 7) runs all eight defenses of the book on the same models, and its one-pixel and
 # blend experiments on the paper's pairs are the paper's grid too (its other papers' attacks and its clean models
-# are left out here). Several profiles run them: `full` is the paper's setup (ResNet-18, GPU), `gpu` the whitened
-# fast network at the paper's scale (GPU), `cpu-full` the whitened network on a CPU, `smoke` the book's own
-# whitened network (chapter 2), and `cpu-cnn` the small CNN of earlier builds, trained for 8 epochs on a CPU.
+# are left out here). The two differ in protocol where the tables show it: the compare grid measures accuracy on
+# the test images left after the defenders' clean images are set aside, and its Spectral Signatures scans every
+# label instead of being told the target. Several profiles run them: `full` is the paper's setup (ResNet-18, GPU),
+# `gpu` the whitened fast network at the paper's scale (GPU), `cpu-full` the whitened network on a CPU, `smoke` the
+# book's own whitened network (chapter 2), and `cpu-cnn` the small CNN of earlier builds, trained for 8 epochs on a
+# CPU.
 # This page shows the {glue:text}`results_grid` grid of the {glue:text}`results_profile` profile. Its recipe:
 # {glue:text}`recipe_text`. {glue:text}`scale_text`
 #
