@@ -91,13 +91,13 @@ by_n = synth.iloc[len(synthetic_strengths):]
 
 fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
 axes[0].plot(by_strength["strength"], by_strength["cos"], "o-", color=cols[0], label="measured")
-axes[0].plot(by_strength["strength"], by_strength["predicted cos"], "k--", lw=1, label="spiked-covariance prediction")
+axes[0].plot(by_strength["strength"], by_strength["predicted cos"], "k--", lw=1, label="prediction")
 axes[0].axhline(0.95, color="grey", lw=0.8, ls=":")
 axes[0].set_xscale("log")
 axes[0].set_xlabel("signal strength ε‖v‖² / σ²")
 axes[0].set_ylabel("|cos(v̂, v)|")
 axes[0].set_title(f"n = {synthetic_n}, d = {synthetic_d}", fontsize=9)
-axes[0].legend(fontsize=8)
+axes[0].legend(fontsize=8, loc="lower right")  # the curve is high there; the 0.5 tick stays readable
 axes[1].plot(by_n["n"], by_n["cos"], "o-", color=cols[1], label="measured")
 axes[1].plot(by_n["n"], by_n["predicted cos"], "k--", lw=1, label="prediction")
 axes[1].set_xscale("log")
@@ -128,11 +128,12 @@ glue("syn_first95", float(first95.min()) if len(first95) else float("nan"), disp
 # ```{glue:figure} fig_synthetic_recovery
 # :name: fig-synthetic-recovery
 #
-# Synthetic gradients. (a) Recovery of the planted direction against signal strength. (b) Against the number
-# of samples. (c) The measured eigen-gap against two predictions (all in the units of the normalised rows): the
-# population gap of Theorem 4.1, and its finite-sample value, for which the top sample eigenvalue lies at
-# $(1+\ell)(1+\gamma/\ell)$ and the second at the edge of the noise bulk, $(1+\sqrt\gamma)^2$ (Baik, Ben Arous and
-# Péché 2005). With $n$ comparable to $d$ the bulk's edge eats into the gap, most at weak signals.
+# Synthetic gradients. (a) Recovery of the planted direction against signal strength (dashed: the
+# spiked-covariance prediction). (b) Against the number of samples. (c) The measured eigen-gap against two
+# predictions (all in the units of the normalised rows): the population gap of Theorem 4.1, and its finite-sample
+# value, for which the top sample eigenvalue lies at $(1+\ell)(1+\gamma/\ell)$ and the second at the edge of the
+# noise bulk, $(1+\sqrt\gamma)^2$ (Baik, Ben Arous and Péché 2005). With $n$ comparable to $d$ the bulk's edge eats
+# into the gap, most at weak signals.
 # ```
 #
 # At strength $\epsilon\|v\|^2 = 4\sigma^2$ with $n = 5000$ and $d = 3072$ the recovered direction has
