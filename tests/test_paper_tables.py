@@ -214,3 +214,19 @@ def test_the_papers_grid_in_the_compare_plan_is_its_one_pixel_and_blend_experime
     assert all(n.split("-")[1] in paper_tables.POISONS and n.startswith("pair") for n in names)
     main = plans.plan("cpu-cnn", ["main"])
     assert paper_tables.paper_grid_names(main) == [e.name for e in main]
+
+
+def test_a_compare_scan_that_flagged_nothing_left_the_model_unchanged_even_though_its_after_is_scored():
+    """The compare grid evaluates the model after every defense, also the unchanged one where the paper's scan flagged
+    no class: that row is not a repair (coverage: 'model left unchanged', not 'a wrong class repaired')."""
+    rec = compare_record(pair=5, poison="blend")
+    ours = rec.report.defenses[report.POISON_CURE]
+    quiet = dataclasses.replace(ours, labels=[], names_target=False,
+                                details={**ours.details, "poisoned": False, "base_found": False, "ratio": 1.15},
+                                after=rec.report.before)
+    rec = dataclasses.replace(rec, report=dataclasses.replace(
+        rec.report, defenses={**rec.report.defenses, report.POISON_CURE: quiet}))
+    rows = paper_tables.experiment_rows([rec])
+    assert not rows.loc[0, "repaired"] and rows.loc[0, "after: all"] == rows.loc[0, "before: all"]
+    cover = paper_tables.coverage(rows, [rec.name])
+    assert cover.iloc[0, 0] == "missed (model left unchanged)"

@@ -115,7 +115,9 @@ def experiment_rows(records: list[Result]) -> pd.DataFrame:
         else:
             inside = {"specificity": ours.filtering.specificity, "sensitivity": ours.filtering.sensitivity}
         ac = r[report.CLUSTERING].details["smaller_cluster"]  # the paper's protocol: the smaller cluster
-        repaired = ours.after is not None
+        # the compare grid scores every defense's model after, also where the scan flagged no class and the model was
+        # left as it was (its "after" is the model before): that is no repair
+        repaired = ours.after is not None and bool(ours.details.get("poisoned", True))
         after = ours.after if repaired else r.before  # no repair: the model after is the model before
         rows.append({
             "name": rec.name, "grid": rec.grid, "pair": p["recipe"]["pair"], "poison": p["poison"],
