@@ -241,7 +241,7 @@ def large_gaps(tables: dict[str, pd.DataFrame], tolerance: float = 3.0) -> pd.Da
     return pd.DataFrame(out, columns=["table", "pair", "quantity", "paper", "ours", "Δ", "likely reason"])
 
 
-def _name_parts(rest: str) -> tuple[str, str | None] | None:
+def _name_parts(rest: str) -> tuple[str, str] | None:
     """(label without the seed, seed) of the part of a grid name after the pair, or None for an unknown shape:
     ``blend-resnet18-r0.1-s0`` (main) -> ``('blend · ResNet-18 · 10 %', '0')``, ``pixel-whitened_net16-s0``
     (compare) -> ``('one pixel · whitened fast network 16', '0')``."""
