@@ -35,7 +35,18 @@ def _labels(labels: int | np.ndarray, n: int, num_classes: int) -> np.ndarray:
     return y
 
 
-def input_gradients(model: nn.Module, x_uint8: np.ndarray, labels: int | np.ndarray, batch_size: int = 500,
+#: Images per backward pass when none is given, per device type: on the CPU, batches of 256 compute the same
+#: gradients 1.08-1.40x faster than batches of 500 (bench/eval_layout.py: the whitened network and the small CNN, bf16
+#: and float32, on the AMD EPYC build machine); on CUDA larger batches keep the GPU busy.
+DEFAULT_BATCH = {"cpu": 256, "cuda": 500}
+
+
+def default_batch(device: str | torch.device = "auto") -> int:
+    """:data:`DEFAULT_BATCH` for ``device`` (500 for a device type not listed)."""
+    return DEFAULT_BATCH.get(resolve_device(device).type, 500)
+
+
+def input_gradients(model: nn.Module, x_uint8: np.ndarray, labels: int | np.ndarray, batch_size: int | None = None,
                     device: str | torch.device = "auto", num_classes: int = 10) -> np.ndarray:
     """Gradients of the cross-entropy w.r.t. the input pixels, one row per image.
 
@@ -49,7 +60,7 @@ def input_gradients(model: nn.Module, x_uint8: np.ndarray, labels: int | np.ndar
         The cross-entropy target: one class for every image (e.g. the base class), or an array (N,) of per-sample
         labels (e.g. each sample's own label).
     batch_size:
-        Images per backward pass (any size gives the same result).
+        Images per backward pass (any size gives the same result; None: :func:`default_batch` for the device).
 
     Returns
     -------
@@ -58,10 +69,11 @@ def input_gradients(model: nn.Module, x_uint8: np.ndarray, labels: int | np.ndar
     check_images(x_uint8)
     if len(x_uint8) == 0:
         raise ValueError("no images given: cannot compute input gradients of an empty set")
+    dev = resolve_device(device)
+    batch_size = default_batch(dev) if batch_size is None else batch_size
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     y = torch.from_numpy(_labels(labels, len(x_uint8), num_classes))
-    dev = resolve_device(device)
     was_training = model.training
     model.to(dev).eval()
     out = np.empty((len(x_uint8), int(np.prod(x_uint8.shape[1:]))), dtype=np.float32)

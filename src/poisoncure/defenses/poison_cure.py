@@ -165,7 +165,8 @@ class PoisonCure:
     num_classes:
         Number of classes K.
     gradient_batch:
-        Images per backward pass of the gradient engine (memory only; results do not depend on it).
+        Images per backward pass of the gradient engine (speed and memory only; results do not depend on it). None:
+        the engine's default for the device (:func:`poisoncure.gradients.default_batch`: 256 on a CPU, 500 on CUDA).
     seed:
         Seed of the randomised SVDs and of the mixtures' initialisations.
     device:
@@ -175,7 +176,7 @@ class PoisonCure:
     """
 
     def __init__(self, threshold: float = 2.0, eta: float = 2.0, finetune: TrainConfig = FINETUNE,
-                 num_classes: int = 10, gradient_batch: int = 500, seed: int = 0,
+                 num_classes: int = 10, gradient_batch: int | None = None, seed: int = 0,
                  device: str | torch.device = "auto", progress: bool = True):
         if not threshold > 0:
             raise ValueError(f"threshold must be > 0, got {threshold}")
@@ -185,7 +186,7 @@ class PoisonCure:
             raise ValueError(f"finetune must be a TrainConfig, got {type(finetune).__name__}")
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-        if gradient_batch < 1:
+        if gradient_batch is not None and gradient_batch < 1:
             raise ValueError(f"gradient_batch must be >= 1, got {gradient_batch}")
         self.threshold, self.eta, self.finetune = float(threshold), float(eta), finetune
         self.num_classes, self.gradient_batch, self.seed = num_classes, gradient_batch, seed
