@@ -36,8 +36,8 @@ def _labels(labels: int | np.ndarray, n: int, num_classes: int) -> np.ndarray:
 
 
 #: Images per backward pass when none is given, per device type: on the CPU, batches of 256 compute the same
-#: gradients 1.08-1.40x faster than batches of 500 (bench/eval_layout.py: the whitened network and the small CNN, bf16
-#: and float32, on the AMD EPYC build machine); on CUDA larger batches keep the GPU busy.
+#: gradients faster than batches of 500 (bench/eval_layout.py, AMD EPYC build machine: single passes 1.08-1.40x, the
+#: paper's whole bf16 scan 1.03x); on CUDA larger batches keep the GPU busy.
 DEFAULT_BATCH = {"cpu": 256, "cuda": 500}
 
 
