@@ -356,8 +356,9 @@ plt.close(fig)
 # :name: fig-compare
 #
 # Attack success (%) with no defense and after each defense's repair, on the held-out test images (mean over
-# seeds). ✓: the defense names the attacked target among its labels; ✗: it does not (a label-level verdict; the
-# sample filters and Fine-Pruning give none). Grey: no repair ran (Xiang et al.'s search only detects).
+# seeds). ✓ under the number: the defense names the attacked target among its labels; ✗: it does not (a verdict
+# per label; the sample filters and Fine-Pruning give none). Grey: no repair ran (Xiang et al.'s search only
+# detects, and no defense repairs an attack the model did not learn).
 # ```
 #
 # ```{glue:figure} tab_compare_all

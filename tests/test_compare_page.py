@@ -118,7 +118,26 @@ def test_the_heat_map_marks_each_verdict_and_greys_a_detector_without_repair():
     fig = cp.heatmap_figure(cp.cells(records), [])
     texts = [t.get_text() for t in fig.axes[0].texts]
     plt.close(fig)
-    assert texts == ["99", "0✓", "✓"]
+    assert texts == ["99", "0\n✓", "✓"]  # the verdict under the number
+
+
+def test_the_committed_heat_map_keeps_every_number_and_mark_apart_at_the_columns_width():
+    """Chapter 7's heat map of the committed smoke grid, through the page's own figure pipeline (fitted to the text
+    column, small text enlarged): no two cell labels overlap (with the mark beside the number, 16 did)."""
+    from poisoncure.book import plots
+
+    cmp = cp.load("smoke")
+    if cmp.cell.empty:
+        pytest.skip("no committed smoke compare results")
+    fig = cp.heatmap_figure(cmp.cell, cmp.order)
+    plots.fit_to_column(fig)
+    if plots.enlarge_small_text(fig):
+        plots.fit_to_column(fig, relayout_first=True)
+    if plots.untangle_text(fig):
+        plots.fit_to_column(fig, relayout_first=True)
+    problems = plots.text_collisions(fig)
+    plt.close(fig)
+    assert problems == []
 
 
 def test_one_defense_rows_for_chapters_10_to_12():

@@ -210,8 +210,9 @@ def heatmap_figure(cell: pd.DataFrame, planned: list[str] | None = None):
             verdicts = gd["names target"].dropna()  # over seeds: the majority's verdict
             mark = "" if verdicts.empty else ("✓" if verdicts.astype(bool).mean() >= 0.5 else "✗")
             num = "" if math.isnan(values[i, j]) else f"{values[i, j]:.0f}"
-            text[i][j] = f"{num}{mark}" if num else (mark or "")
-    fig, ax = plt.subplots(figsize=(6.1, 1.6 + 0.34 * len(order)))
+            text[i][j] = f"{num}\n{mark}" if num and mark else (num or mark)  # the mark under the number: a
+            # cell of the text column's width holds "100" but not "100✗"
+    fig, ax = plt.subplots(figsize=(6.1, 1.6 + 0.5 * len(order)))
     cmap = plt.get_cmap("RdYlGn_r").with_extremes(bad="#d9d9d9")
     im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0, vmax=100, aspect="auto")
     ax.set_xticks(range(len(cols)), cols, rotation=90)
@@ -223,7 +224,7 @@ def heatmap_figure(cell: pd.DataFrame, planned: list[str] | None = None):
             if text[i][j]:
                 v = values[i, j]
                 dark = not math.isnan(v) and (v > 80 or v < 20)
-                ax.text(j, i, text[i][j], ha="center", va="center", fontsize=10.5,
+                ax.text(j, i, text[i][j], ha="center", va="center", fontsize=9, linespacing=1.0,
                         color="white" if dark else "black")
     fig.colorbar(im, ax=ax, label="attack success (%)", fraction=0.05, pad=0.02)
     fig.tight_layout()
