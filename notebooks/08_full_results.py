@@ -57,9 +57,8 @@ from poisoncure.book import plots
 from poisoncure.experiments import paper, paper_tables, plans, profiles, result_files, verdict
 
 plots.set_style(profile)
-planned = paper_tables.paper_grid_names(plans.plan(results_profile, [results_grid]))
-records, refused = paper_tables.readable([r for r in result_files.load_results(results_profile, results_grid)
-                                          if r.name in planned])
+records, refused, planned = paper_tables.paper_grid(result_files.load_results(results_profile, results_grid),
+                                                   plans.plan(results_profile, [results_grid]))
 rows = paper_tables.experiment_rows(records)
 cover = paper_tables.coverage(rows, planned, refused)
 n_plan, n_done = len(planned), len(rows)
@@ -87,10 +86,10 @@ others = []
 for prof in profiles.available():
     for grid in ("main", "compare"):
         if (prof, grid) != (results_profile, results_grid) and grid in (profiles.load(prof).get("reproduce") or {}):
-            names = set(paper_tables.paper_grid_names(plans.plan(prof, [grid])))
-            found = sum(r.name in names for r in result_files.load_results(prof, grid))
-            if found:
-                others.append(f"{prof} {grid}: {found} of {len(names)}")
+            usable, old, names = paper_tables.paper_grid(result_files.load_results(prof, grid),
+                                                         plans.plan(prof, [grid]))
+            if usable or old:
+                others.append(f"{prof} {grid}: {len(usable) + len(old)} of {len(names)}")
 glue("other_profiles", ("Results of the paper's grid elsewhere: " + "; ".join(others) + " (this page shows them "
                         "with -p results_profile=<profile> -p results_grid=<grid>).") if others else
      "No other profile has results of the paper's grid yet.", display=False)

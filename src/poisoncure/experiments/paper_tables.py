@@ -86,6 +86,16 @@ def paper_grid_names(experiments: list[Any]) -> list[str]:
     return [e.name for e in experiments if e.grid == "main" or e.params.get("poison") in POISONS]
 
 
+def paper_grid(records: list[Result], experiments: list[Any]) -> tuple[list[Result], list[str], list[str]]:
+    """The paper's grid inside one grid's results: (the records :func:`experiment_rows` reads, the names of those it
+    would refuse (:func:`readable`), the planned names (:func:`paper_grid_names`)), records outside the plan's paper
+    grid left out. ``experiments``: :func:`poisoncure.experiments.plans.plan` of the same profile and grid."""
+    planned = paper_grid_names(experiments)
+    names = set(planned)
+    usable, refused = readable([rec for rec in records if rec.name in names])
+    return usable, refused, planned
+
+
 def experiment_rows(records: list[Result]) -> pd.DataFrame:
     """One tidy row per result of the paper's grid: pair, poison, seed, rate, model, every quantity of Tables 1-5, and
     where it ran. Where the paper's method flagged nothing, no repair ran and the model is left as it was: its "after"
@@ -329,4 +339,4 @@ def _check_poison(poison: str) -> None:
 
 __all__ = ["BEFORE_AFTER", "DETECTION", "NOT_PLANNED", "POISONS", "PREDATES", "REASONS", "before_after_table",
            "coverage", "detection_table", "experiment_rows", "final_asr_table", "large_gaps", "pair_label",
-           "paper_grid_names", "readable", "select"]
+           "paper_grid", "paper_grid_names", "readable", "select"]

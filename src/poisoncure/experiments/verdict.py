@@ -223,11 +223,11 @@ def evidence(root=None, order: tuple[str, ...] = PROFILE_ORDER) -> list[Evidence
             if grid not in (profiles.load(prof).get("reproduce") or {}):
                 continue
             records = result_files.load_results(prof, grid, root)
-            planned = len(plans.plan(prof, [grid]))
+            plan = plans.plan(prof, [grid])
+            planned = len(plan)
             if grid == "compare":
-                names_of_paper = paper_tables.paper_grid_names(plans.plan(prof, [grid]))
-                records = paper_tables.readable([r for r in records if r.name in names_of_paper])[0]
-                planned = len(names_of_paper)
+                records, _, paper_names = paper_tables.paper_grid(records, plan)
+                planned = len(paper_names)
             if not records:
                 continue
             per_class = records[0].params["recipe"].get("train_per_class")
