@@ -61,18 +61,51 @@ def setup() -> None:
     if not PY.exists():
         venv.create(VENV, with_pip=True)
     pip = (PY, "-m", "pip", "install", "--disable-pip-version-check", "-q")
-    run(*pip, "--require-hashes", "--no-deps", "-r", LOCK)
+    uv = bootstrap_uv(pip)
+    if uv is None or run(uv, "pip", "install", "-q", "--python", PY, "--compile-bytecode",
+                         "--require-hashes", "--no-deps", "-r", LOCK, check=False) != 0:
+        run(*pip, "--require-hashes", "--no-deps", "-r", LOCK)
     run(*pip, "--no-deps", "-e", ".")
     STAMP.write_text(wanted)
     print(f"installed in {time.perf_counter() - start:.0f} s", flush=True)
 
 
+def locked_requirement(name: str) -> str:
+    """One package's entry of the lock (its pin, environment marker and hashes), as requirements-file text."""
+    lines = LOCK.read_text().splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(f"{name}==")), None)
+    if start is None:
+        raise KeyError(f"{name} is not in {LOCK.name}")
+    end = start + 1
+    while end < len(lines) and lines[end].lstrip().startswith("--hash="):
+        end += 1
+    return "\n".join(lines[start:end]) + "\n"
+
+
+def bootstrap_uv(pip: tuple) -> Path | None:
+    """uv, installed into ``.venv`` from its pin and hashes in the lock, or None where that fails.
+
+    uv installs the same locked wheels as pip, hash-checked, in about a quarter of the time (bench/README.md,
+    "Installing the lock"); pip stays the fallback, for a machine where uv has no wheel or cannot reach an index
+    (uv does not read pip's configuration, so a machine that has only pip's local wheel folders uses pip)."""
+    uv = VENV / "bin" / "uv"
+    if uv.exists():
+        return uv
+    req = VENV / "uv-requirement.txt"
+    try:
+        req.write_text(locked_requirement("uv"))
+    except KeyError:
+        return None
+    ok = run(*pip, "--require-hashes", "--no-deps", "-r", req, check=False) == 0
+    return uv if ok and uv.exists() else None
+
+
 def lock() -> None:
     """Re-resolve ``requirements/book.lock`` from pyproject.toml's dependencies and extras (keeps the pinned
     versions that still fit; ``-- --upgrade`` moves them). Needs uv (``pip install uv``)."""
-    uv = shutil.which("uv") or (str(VENV / "bin" / "uv") if (VENV / "bin" / "uv").exists() else None)
+    uv = str(VENV / "bin" / "uv") if (VENV / "bin" / "uv").exists() else shutil.which("uv")
     if uv is None:
-        sys.exit("tasks.py lock needs uv: pip install uv")
+        sys.exit("tasks.py lock needs uv: python3 tasks.py setup installs the locked one into .venv")
     run(uv, *LOCK_COMMAND[1:], *sys.argv[2:])
 
 
@@ -130,6 +163,11 @@ def ensure_fashion_mnist() -> None:
              "online (torchvision's downloader puts them in data/fashion-mnist).")
 
 
+#: the tests on every core (pytest-xdist): each worker gets cores / workers torch threads (tests/conftest.py), and
+#: the tests that share an expensive fixture stay in one worker (``--dist loadgroup``, groups set in conftest.py)
+PARALLEL = ("-n", "auto", "--dist", "loadgroup")
+
+
 def pytest(*args: str) -> None:
     rc = run(PY, "-m", "pytest", *args, check=False)
     if rc == 5:
@@ -154,14 +192,14 @@ def main() -> None:
     if cmd == "lint":
         run(PY, "-m", "ruff", "check", ".")
     elif cmd == "unit":
-        pytest("-m", "not book and not slow", *rest)
+        pytest("-m", "not book and not slow", *PARALLEL, *rest)
     elif cmd == "book":
         run(PY, "-m", "poisoncure.book", "build", *rest)
         print(f"\nopen {ROOT / 'book' / '_build' / 'html' / 'index.html'} in a browser; "
               f"the PDF edition is {ROOT / 'book' / '_build' / 'html' / '_pdf' / 'poisoncure-book.pdf'}", flush=True)
     elif cmd == "test":
         run(PY, "-m", "ruff", "check", ".")
-        pytest("-m", "not book", "--durations=25")  # the slowest tests in the log: where CI's time goes
+        pytest("-m", "not book", *PARALLEL, "--durations=25")  # the slowest tests in the log: where CI's time goes
         run(PY, "-m", "poisoncure.book", "build", "--profile", "smoke")
         pytest("-m", "book")
 

@@ -4,6 +4,7 @@ except the slow tests that reuse decoded CIFAR-10 (`cifar` fixture)."""
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import tarfile
 from dataclasses import dataclass
@@ -70,6 +71,28 @@ def cifar() -> data.Cifar10:
         return data.load_cifar10(download=False)
     except data.DataNotFoundError as err:
         pytest.skip(f"CIFAR-10 not available here: {err}")
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``-n N``), share the cores among the workers: each worker's torch, and the processes a
+    test starts, get cores // N threads, so that N workers do not run 2 N threads on N cores."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        threads = max(1, (os.cpu_count() or 1) // int(workers))
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Groups for pytest-xdist's ``--dist loadgroup`` (tasks.py runs the tests so): the tests that use the trained
+    ``tiny_models`` (three files) share one worker, so the models are trained once; every other test stays with its
+    file, so that a module's fixtures are built once (the behaviour of ``--dist loadfile``)."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        group = "tiny_models" if "tiny_models" in getattr(item, "fixturenames", ()) else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def pytest_addoption(parser):

@@ -70,6 +70,7 @@ def test_the_lock_pins_every_dependency_with_hashes_inside_its_declared_range():
 def test_setup_installs_the_lock_with_hash_checking_and_environment_yml_uses_it():
     tasks = (ROOT / "tasks.py").read_text()
     assert '"--require-hashes", "--no-deps", "-r", LOCK' in tasks
+    assert '"--compile-bytecode",\n                         "--require-hashes", "--no-deps", "-r", LOCK' in tasks  # uv
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert pip == ["-r requirements/book.lock"]
@@ -210,6 +211,48 @@ def _tasks_module():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def test_uv_comes_from_its_own_pin_and_hashes_in_the_lock():
+    tasks = _tasks_module()
+    lines = tasks.locked_requirement("uv").splitlines()
+    version, n_hashes = _locked()["uv"]
+    assert lines[0].startswith(f"uv=={version} ")
+    assert len(lines) == 1 + n_hashes >= 2 and all(line.strip().startswith("--hash=sha256:") for line in lines[1:])
+    with pytest.raises(KeyError):
+        tasks.locked_requirement("no-such-package")
+
+
+@pytest.mark.parametrize("failing", ["uv install", "uv bootstrap"])
+def test_setup_falls_back_to_pip_when_uv_fails(tmp_path, monkeypatch, failing):
+    """Where uv cannot be installed or cannot install the lock (no wheel, no index it can reach), pip installs the
+    lock, hash-checked; the package goes in editable either way and the stamp is written."""
+    tasks = _tasks_module()
+    venv = tmp_path / ".venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").touch()
+    for name, value in {"VENV": venv, "PY": venv / "bin" / "python", "STAMP": venv / ".stamp"}.items():
+        monkeypatch.setattr(tasks, name, value)
+    calls = []
+
+    def run(*cmd, check=True):
+        cmd = [str(c) for c in cmd]
+        calls.append(cmd)
+        if "uv-requirement.txt" in " ".join(cmd):  # the bootstrap: pip installs uv from the lock's pin
+            if failing == "uv bootstrap":
+                return 1
+            (venv / "bin" / "uv").touch()
+            return 0
+        return 1 if cmd[0].endswith("uv") and failing == "uv install" else 0
+
+    monkeypatch.setattr(tasks, "run", run)
+    tasks.setup()
+    installs = [c for c in calls if str(tasks.LOCK) in c]
+    assert installs[-1][:3] == [str(venv / "bin" / "python"), "-m", "pip"]
+    assert installs[-1][-4:] == ["--require-hashes", "--no-deps", "-r", str(tasks.LOCK)]
+    assert len(installs) == (2 if failing == "uv install" else 1)  # uv tried first where it could be installed
+    assert calls[-1][-3:] == ["--no-deps", "-e", "."]
+    assert (venv / ".stamp").is_file()
 
 
 @pytest.mark.network

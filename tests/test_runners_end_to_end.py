@@ -33,7 +33,8 @@ def tiny(exp: Experiment) -> Experiment:
     """The experiment with the sizes of :data:`TINY_RECIPE` / :data:`TINY_NESTED` wherever its parameters have them."""
     params = copy.deepcopy(exp.params)
     params["recipe"].update(TINY_RECIPE)
-    for section in params.values():
+    params.update({k: v for k, v in TINY_NESTED.items() if k in params})  # top-level sizes (reverse: nc_steps, ...)
+    for section in list(params.values()):
         if isinstance(section, dict) and section is not params["recipe"]:
             section.update({k: v for k, v in TINY_NESTED.items() if k in section})
     if "references" in params:
