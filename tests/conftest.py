@@ -73,6 +73,15 @@ def cifar() -> data.Cifar10:
         pytest.skip(f"CIFAR-10 not available here: {err}")
 
 
+@pytest.fixture(scope="session")
+def cifar_small_test(cifar) -> data.Cifar10:
+    """The real CIFAR-10 training split with a test split of 100 images per class (1,000, class-balanced, seed 0), for
+    the end-to-end runs of tiny experiments: they evaluate every model several times (before, after each repair,
+    with flip test-time augmentation), and on all 10,000 test images that was most of their time."""
+    return data.Cifar10(cifar.train, data.balanced_subset(cifar.test, 100, seed=0),
+                        {**cifar.source, "test": "100 per class (tests/conftest.py: cifar_small_test)"})
+
+
 def pytest_configure(config):
     """Under pytest-xdist (``-n N``), share the cores among the workers: each worker's torch, and the processes a
     test starts, get cores // N threads, so that N workers do not run 2 N threads on N cores."""

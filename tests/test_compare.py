@@ -88,14 +88,14 @@ def tiny(exp: plans.Experiment) -> plans.Experiment:
 
 
 @pytest.mark.slow
-def test_one_tiny_experiment_runs_all_eight_defenses_and_its_file_reads_back(cifar: data.Cifar10, tmp_path,
-                                                                            monkeypatch):
+def test_one_tiny_experiment_runs_all_eight_defenses_and_its_file_reads_back(cifar_small_test: data.Cifar10,
+                                                                            tmp_path, monkeypatch):
     from poisoncure.experiments import result_files, runner
 
     monkeypatch.setenv("POISONCURE_CACHE", str(tmp_path / "cache"))
     (planned,) = [e for e in plans.plan("smoke", ["compare"]) if e.name == "pair1-pixel-whitened_net16-s0"]
     exp = tiny(planned)
-    rec = runner.execute("smoke", exp, device="cpu", data=cifar)
+    rec = runner.execute("smoke", exp, device="cpu", data=cifar_small_test)
     result_files.write_result(exp.path("smoke", tmp_path), rec)
     back = result_files.read_result(exp.path("smoke", tmp_path), exp)
     assert back is not None and back.report == rec.report
@@ -124,7 +124,8 @@ def test_one_tiny_experiment_runs_all_eight_defenses_and_its_file_reads_back(cif
 
 
 @pytest.mark.slow
-def test_a_tiny_clean_model_gets_every_detection_and_no_repair(cifar: data.Cifar10, tmp_path, monkeypatch):
+def test_a_tiny_clean_model_gets_every_detection_and_no_repair(cifar_small_test: data.Cifar10, tmp_path,
+                                                              monkeypatch):
     """The clean models' experiments (the false-alarm row): every defense but Fine-Pruning (a repair only) runs on a
     training set without poison, none repairs, none is credited with a target, and the comparison reads a false
     alarm exactly where a label is named or a filter flags samples."""
@@ -133,7 +134,7 @@ def test_a_tiny_clean_model_gets_every_detection_and_no_repair(cifar: data.Cifar
 
     monkeypatch.setenv("POISONCURE_CACHE", str(tmp_path / "cache"))
     (planned,) = [e for e in plans.plan("smoke", ["compare"]) if e.name == "clean-whitened_net16-s0"]
-    rec = runner.execute("smoke", tiny(planned), device="cpu", data=cifar)
+    rec = runner.execute("smoke", tiny(planned), device="cpu", data=cifar_small_test)
     rep = rec.report
     assert set(rep.defenses) == set(pipeline.ALL_DEFENSES) - {report.PRUNING}
     assert rep.target is None and rep.n_poison == 0 and not rep.details["attack_works"]
@@ -148,7 +149,7 @@ def test_a_tiny_clean_model_gets_every_detection_and_no_repair(cifar: data.Cifar
 
 @pytest.mark.slow
 def test_a_tiny_mislabel_experiment_runs_every_defense_on_a_training_set_without_its_base_class(
-        cifar: data.Cifar10, tmp_path, monkeypatch):
+        cifar_small_test: data.Cifar10, tmp_path, monkeypatch):
     """Mislabel leaves the base class with no training sample of its own (all that is kept of it carries the
     target's label). Every defense must still run: the paper's method leaves the empty class out of its scan (W NaN)
     and tests the target over the other nine."""
@@ -156,7 +157,7 @@ def test_a_tiny_mislabel_experiment_runs_every_defense_on_a_training_set_without
 
     monkeypatch.setenv("POISONCURE_CACHE", str(tmp_path / "cache"))
     (planned,) = [e for e in plans.plan("smoke", ["compare"]) if e.name == "pair1-mislabel-whitened_net16-s0"]
-    rec = runner.execute("smoke", tiny(planned), device="cpu", data=cifar)
+    rec = runner.execute("smoke", tiny(planned), device="cpu", data=cifar_small_test)
     rep = rec.report
     assert set(rep.defenses) == set(pipeline.ALL_DEFENSES)
     assert rep.n_poison > 0 and rep.target is not None and rep.base is not None

@@ -39,6 +39,8 @@ def tiny(exp: Experiment) -> Experiment:
             section.update({k: v for k, v in TINY_NESTED.items() if k in section})
     if "references" in params:
         params["references"]["per_class"] = [20]
+    if "detector" in params:  # the pair search's step limit (2,000 by default: on a tiny model some pairs never stop)
+        params["detector"]["max_iter"] = 20
     return Experiment(exp.grid, exp.name, params)
 
 
@@ -62,12 +64,12 @@ def table_of(grid: str, records: list, classes: tuple[str, ...]):
     ("smoke", "main", "pair1-blend-*"), ("gpu", "main", "pair1-pixel-*"), ("smoke", "reverse", "chessboard-*"),
     ("smoke", "sweep", "pair1-pixel-whitened_net-r0.1-*"), ("cpu-cnn", "hygiene", "cifar-badnets-*"),
     ("smoke", "ensembles", "pair1-pixel-*")])
-def test_the_real_runner_writes_a_verified_record_and_its_table_row(cifar: data.Cifar10, tmp_path, monkeypatch,
-                                                                     profile, grid, name):
+def test_the_real_runner_writes_a_verified_record_and_its_table_row(cifar_small_test: data.Cifar10, tmp_path,
+                                                                     monkeypatch, profile, grid, name):
     monkeypatch.setenv("POISONCURE_CACHE", str(tmp_path / "cache"))
     (planned,) = plans.plan(profile, [grid], [name])
     exp = tiny(planned)
-    record = execute(profile, exp, device="cpu", data=cifar)
+    record = execute(profile, exp, device="cpu", data=cifar_small_test)
     path = exp.path(profile, tmp_path)
     write_result(path, record)
     back = read_result(path, exp)
@@ -80,17 +82,17 @@ def test_the_real_runner_writes_a_verified_record_and_its_table_row(cifar: data.
     # every cached artifact the run used is listed with its own provenance; a fresh cache built them all here
     assert prov["artifacts"] and all(a["commit"] == prov["commit"] and not a["from_cache"] for a in prov["artifacts"])
     assert {a["kind"] for a in prov["artifacts"]} & {"model", "hygiene_suspect"}, prov["artifacts"]
-    rows = table_of(grid, [back], cifar.train.classes)
+    rows = table_of(grid, [back], cifar_small_test.train.classes)
     assert len(rows) >= 1
 
 
-def test_the_learning_grid_records_every_epoch_and_its_table_rows(cifar: data.Cifar10, tmp_path):
+def test_the_learning_grid_records_every_epoch_and_its_table_rows(cifar_small_test: data.Cifar10, tmp_path):
     """Chapter 2's learning curves: the real runner on a tiny configuration of the smoke plan (two epochs)."""
     (planned,) = plans.plan("smoke", ["learning"], ["pair1-pixel-small_cnn_whitened*"])
     exp = tiny(planned)
     exp.params["recipe"]["epochs"] = 2
     exp = Experiment(exp.grid, exp.name, exp.params)
-    record = execute("smoke", exp, device="cpu", data=cifar)
+    record = execute("smoke", exp, device="cpu", data=cifar_small_test)
     path = exp.path("smoke", tmp_path)
     write_result(path, record)
     back = read_result(path, exp)
