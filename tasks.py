@@ -86,8 +86,9 @@ def bootstrap_uv(pip: tuple) -> Path | None:
     """uv, installed into ``.venv`` from its pin and hashes in the lock, or None where that fails.
 
     uv installs the same locked wheels as pip, hash-checked, in about a quarter of the time (bench/README.md,
-    "Installing the lock"); pip stays the fallback, for a machine where uv has no wheel or cannot reach an index
-    (uv does not read pip's configuration, so a machine that has only pip's local wheel folders uses pip)."""
+    "Installing the lock with uv; the tests on every core"); pip stays the fallback, for a machine where uv has no
+    wheel or cannot reach an index (uv does not read pip's configuration, so a machine that has only pip's local
+    wheel folders uses pip)."""
     uv = VENV / "bin" / "uv"
     if uv.exists():
         return uv
@@ -102,7 +103,8 @@ def bootstrap_uv(pip: tuple) -> Path | None:
 
 def lock() -> None:
     """Re-resolve ``requirements/book.lock`` from pyproject.toml's dependencies and extras (keeps the pinned
-    versions that still fit; ``-- --upgrade`` moves them). Needs uv (``pip install uv``)."""
+    versions that still fit; ``-- --upgrade`` moves them) with the uv that ``setup`` installs into ``.venv`` (or one
+    on the PATH)."""
     uv = str(VENV / "bin" / "uv") if (VENV / "bin" / "uv").exists() else shutil.which("uv")
     if uv is None:
         sys.exit("tasks.py lock needs uv: python3 tasks.py setup installs the locked one into .venv")
