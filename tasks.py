@@ -166,8 +166,10 @@ def ensure_fashion_mnist() -> None:
 
 
 #: the tests on every core (pytest-xdist): each worker gets cores / workers torch threads (tests/conftest.py), and
-#: the tests that share an expensive fixture stay in one worker (``--dist loadgroup``, groups set in conftest.py)
-PARALLEL = ("-n", "auto", "--dist", "loadgroup")
+#: each test file runs in one worker, so that its module fixtures are built once. (``--dist loadgroup``, which would
+#: keep the three files that share the trained ``tiny_models`` together, has no effect with pytest 9.2 and xdist 3.8:
+#: xdist marks a group by rewriting ``item._nodeid``, which pytest 9 no longer reads; bench/README.md.)
+PARALLEL = ("-n", "auto", "--dist", "loadfile")
 
 
 def pytest(*args: str) -> None:

@@ -93,18 +93,6 @@ def pytest_configure(config):
         os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
-def pytest_collection_modifyitems(config, items):
-    """Groups for pytest-xdist's ``--dist loadgroup`` (tasks.py runs the tests so): the tests that use the trained
-    ``tiny_models`` (three files) share one worker, so the models are trained once; every other test stays with its
-    file, so that a module's fixtures are built once (the behaviour of ``--dist loadfile``)."""
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    for item in items:
-        group = "tiny_models" if "tiny_models" in getattr(item, "fixturenames", ()) else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
 def pytest_addoption(parser):
     parser.addoption("--fixture-seed", type=int, default=0,
                      help="seed of the slow tests' trained fixtures (tiny_models): bench/slow_margins.py runs several")
