@@ -62,7 +62,9 @@ def setup() -> None:
         venv.create(VENV, with_pip=True)
     pip = (PY, "-m", "pip", "install", "--disable-pip-version-check", "-q")
     uv = bootstrap_uv(pip)
-    if uv is None or run(uv, "pip", "install", "-q", "--python", PY, "--compile-bytecode",
+    # --system-certs: uv reads neither pip's configuration nor SSL_CERT_FILE unless told, so behind a proxy whose CA
+    # is only in the system's store (pip's `cert`) it failed in a clean environment (`env -i`) and pip took over
+    if uv is None or run(uv, "pip", "install", "-q", "--python", PY, "--compile-bytecode", "--system-certs",
                          "--require-hashes", "--no-deps", "-r", LOCK, check=False) != 0:
         run(*pip, "--require-hashes", "--no-deps", "-r", LOCK)
     run(*pip, "--no-deps", "-e", ".")
