@@ -173,24 +173,17 @@ glue("tab_coverage", cover, display=False)
 # %%
 t1 = paper_tables.before_after_table(rows, "blend")
 t2 = paper_tables.before_after_table(rows, "pixel")
-
-
-def shown(frame):
-    """Rounded for display; missing cells as a dash."""
-    return frame.round(1).astype(object).where(frame.notna(), "—")
-
-
-glue("tab_t1", shown(t1), display=False)
-glue("tab_t2", shown(t2), display=False)
+glue("tab_t1", paper_tables.shown(t1), display=False)
+glue("tab_t2", paper_tables.shown(t2), display=False)
 
 # %% [markdown]
 # ```{glue:figure} tab_t1
 # :name: tab-t1
 #
 # Table 1 of the paper (blend poison, 20 % opacity): accuracy in %, paper / ours / difference; "seeds" counts
-# our runs behind each row (a "± sd" column appears when a row has several). Where the paper's method flagged
-# nothing, no repair ran and the model was left as it was: its "after" numbers repeat its "before" ones (the
-# coverage table above marks these "missed (model left unchanged)").
+# our runs behind each row; where a row has several, "ours" is their mean ± standard deviation. Where the paper's
+# method flagged nothing, no repair ran and the model was left as it was: its "after" numbers repeat its "before"
+# ones (the coverage table above marks these "missed (model left unchanged)").
 # ```
 #
 # ```{glue:figure} tab_t2
@@ -210,14 +203,15 @@ glue("tab_t2", shown(t2), display=False)
 # %%
 t3 = paper_tables.detection_table(rows, "blend")
 t4 = paper_tables.detection_table(rows, "pixel")
-glue("tab_t3", shown(t3), display=False)
-glue("tab_t4", shown(t4), display=False)
+glue("tab_t3", paper_tables.shown(t3), display=False)
+glue("tab_t4", paper_tables.shown(t4), display=False)
 
 # %% [markdown]
 # ```{glue:figure} tab_t3
 # :name: tab-t3
 #
-# Table 3 of the paper (blend poison): specificity and sensitivity in %, paper / ours / difference.
+# Table 3 of the paper (blend poison): specificity and sensitivity in %, paper / ours / difference; "seeds" and
+# the spread as in Table 1.
 # ```
 #
 # ```{glue:figure} tab_t4
@@ -235,7 +229,7 @@ glue("tab_t4", shown(t4), display=False)
 
 # %%
 t5 = paper_tables.final_asr_table(rows)
-glue("tab_t5", shown(t5), display=False)
+glue("tab_t5", paper_tables.shown(t5), display=False)
 
 # %% [markdown]
 # ```{glue:figure} tab_t5

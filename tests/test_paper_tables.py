@@ -54,6 +54,29 @@ def test_before_after_table_puts_paper_ours_and_difference_side_by_side():
     assert t2.loc[paper_tables.pair_label(5), ("before: triggered", "ours")] == 5.0
 
 
+def test_shown_tables_put_the_spread_inside_the_ours_cell_and_dash_what_was_not_measured():
+    """The page's view of Tables 1-4: a row with several seeds reads "mean ± sd" in its "ours" cell, other rows their
+    mean; no "± sd" column is left (it made Tables 2 and 4 wider than the text column); numbers rounded, NaN a dash."""
+    rows = paper_tables.experiment_rows([record(pair=2, acc=91.0, trig=4.0), record(pair=2, seed=1, acc=93.0, trig=6.0),
+                                         record(pair=5), record(pair=5, poison="pixel")])
+    t1 = paper_tables.before_after_table(rows, "blend")
+    s1 = paper_tables.shown(t1)
+    assert not any(c[1] == "± sd" for c in s1.columns) and any(c[1] == "± sd" for c in t1.columns)
+    assert list(s1.index) == list(t1.index) and len(s1.columns) == len(t1.columns) - 4
+    sd = np.std([91.0, 93.0], ddof=1)
+    assert s1.loc["2: ship→frog", ("before: all", "ours")] == f"92.0 ± {sd:.1f}"
+    assert s1.loc["2: ship→frog", ("before: all", "Δ")] == round(t1.loc["2: ship→frog", ("before: all", "Δ")], 1)
+    five = paper_tables.pair_label(5)
+    assert s1.loc[five, ("before: all", "ours")] == round(t1.loc[five, ("before: all", "ours")], 1)  # one seed
+    assert s1.loc[paper_tables.pair_label(3), ("before: all", "ours")] == paper_tables.MISSING
+    assert s1.loc[paper_tables.pair_label(3), ("", "seeds")] == 0
+    # a table without several seeds only gets rounded and dashed
+    t2 = paper_tables.before_after_table(rows, "pixel")
+    s2 = paper_tables.shown(t2)
+    assert list(s2.columns) == list(t2.columns)
+    assert s2.loc[paper_tables.pair_label(1), ("before: all", "ours")] == paper_tables.MISSING
+
+
 def test_detection_table_reads_ac_smaller_cluster_and_a_missed_target():
     rows = paper_tables.experiment_rows([record(pair=3, ours=(100.0, 0.0), ac=(62.0, 99.0), found=False)])
     t3 = paper_tables.detection_table(rows, "blend")

@@ -197,6 +197,25 @@ def _compare(rows: pd.DataFrame, columns: tuple[str, ...], table: str, poison: s
     return frame
 
 
+#: what a cell of :func:`shown` holds where the quantity was not measured
+MISSING = "—"
+
+
+def shown(frame: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
+    """A table of :func:`before_after_table` or :func:`detection_table` as a page shows it: rounded to ``digits``, a
+    dash where nothing was measured, and the spread over seeds inside the "ours" cell ("83.7 ± 0.3") instead of a
+    "± sd" column beside it. The spread exists only for rows with several seeds (pair 1 of the compare grid), so its
+    own columns were mostly dashes and made Tables 2 and 4 wider than the text column (755 and 769 px in 688 px)."""
+    out = frame.round(digits).astype(object).where(frame.notna(), MISSING)
+    spread = [c for c in frame.columns if c[1] == "± sd"]
+    for col, _ in spread:
+        sd = frame[(col, "± sd")]
+        has = sd.notna() & frame[(col, "ours")].notna()
+        out.loc[has, (col, "ours")] = [f"{m:.{digits}f} ± {s:.{digits}f}"
+                                       for m, s in zip(frame.loc[has, (col, "ours")], sd[has], strict=True)]
+    return out.drop(columns=spread)
+
+
 def before_after_table(rows: pd.DataFrame, poison: str, rate: float = 0.1, model: str | None = None
                        ) -> pd.DataFrame:
     """Table 1 (``poison='blend'``) or 2 (``'pixel'``): accuracy before/after neutralization, paper vs ours, for
