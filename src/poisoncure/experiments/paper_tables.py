@@ -170,6 +170,10 @@ def select(rows: pd.DataFrame, poison: str | None = None, rate: float = 0.1, mod
     return part if model is None else part[part["model"] == model]
 
 
+#: the second-level column of :func:`_compare` holding a quantity's standard deviation over seeds
+SPREAD = "± sd"
+
+
 def _compare(rows: pd.DataFrame, columns: tuple[str, ...], table: str, poison: str) -> pd.DataFrame:
     """Rows = the 9 pairs; for each quantity the columns (paper, ours, Δ) and, when any cell has more than one
     seed, '± sd'; a last column counts the seeds. ``rows`` holds one poison, rate and model (:func:`select`).
@@ -188,7 +192,7 @@ def _compare(rows: pd.DataFrame, columns: tuple[str, ...], table: str, poison: s
             row[(col, "ours")] = mean
             row[(col, "Δ")] = mean - ref
             if multi:
-                row[(col, "± sd")] = float(vals.std(ddof=1)) if len(vals) > 1 else float("nan")
+                row[(col, SPREAD)] = float(vals.std(ddof=1)) if len(vals) > 1 else float("nan")
         row[("", "seeds")] = len(cells)
         out[pair_label(pair)] = row
     frame = pd.DataFrame.from_dict(out, orient="index")
@@ -202,15 +206,16 @@ MISSING = "—"
 
 
 def shown(frame: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
-    """A table of :func:`before_after_table` or :func:`detection_table` as a page shows it: rounded to ``digits``, a
-    dash where nothing was measured, and the spread over seeds inside the "ours" cell ("83.7 ± 0.3") instead of a
-    "± sd" column beside it. The spread exists only for rows with several seeds (pair 1 of the compare grid), so its
-    own columns were mostly dashes and made Tables 2 and 4 wider than the text column (755 and 769 px in 688 px)."""
+    """A table of this module (Tables 1-5) as a page shows it: rounded to ``digits``, a dash where nothing was
+    measured, and, in :func:`before_after_table` and :func:`detection_table`, the spread over seeds inside the "ours"
+    cell ("83.7 ± 0.3") instead of a :data:`SPREAD` column beside it. The spread exists only for rows with several
+    seeds (pair 1 of the compare grid), so its own columns were mostly dashes and made Tables 2 and 4 wider than the
+    text column (755 and 769 px in 688 px)."""
     out = frame.round(digits).astype(object).where(frame.notna(), MISSING)
-    spread = [c for c in frame.columns if c[1] == "± sd"]
+    spread = [c for c in frame.columns if c[1] == SPREAD]
     for col, _ in spread:
-        sd = frame[(col, "± sd")]
-        has = sd.notna() & frame[(col, "ours")].notna()
+        sd = frame[(col, SPREAD)]
+        has = sd.notna()  # two seeds or more, so "ours" (their mean) is there too
         out.loc[has, (col, "ours")] = [f"{m:.{digits}f} ± {s:.{digits}f}"
                                        for m, s in zip(frame.loc[has, (col, "ours")], sd[has], strict=True)]
     return out.drop(columns=spread)
