@@ -365,7 +365,7 @@ plt.close(fig)
 # :name: tab-compare-all
 #
 # Every defense on every committed attack: the label verdict (✓ names the target, "+k" and k other labels; over
-# several seeds, in how many) and attack success | clean accuracy after the repair (held-out images, %; mean±sd
+# several seeds, in how many) and attack success | clean accuracy after the repair (held-out images, %; mean ± sd
 # over seeds). Below, the clean models' false alarms (a label named, or for the sample filters any sample removed)
 # and the median cost of each defense on the working attacks as a multiple of one training of the same model
 # (wall times within one run; where the machine was shared with other work they vary more than the work does,

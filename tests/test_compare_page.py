@@ -60,12 +60,35 @@ def test_the_table_aggregates_seeds_marks_verdicts_and_counts_false_alarms():
                 for s in (0, 1)]
     table = cp.all_defenses_table(cp.cells(records), ["pair1-blend", "pair1-pixel"])
     assert list(table.index[:2]) == ["pair 1, blend", "pair 1, one pixel (3 seeds)"]  # the plan's order
-    assert table.loc["pair 1, one pixel (3 seeds)", "PaC"] == "2/3 ✓ 1.5±1.0 | 83.0±0.0"
+    assert table.loc["pair 1, one pixel (3 seeds)", "PaC"] == "2/3 ✓ 1.5 ± 1.0 | 83.0 ± 0.0"
     assert table.loc["pair 1, one pixel (3 seeds)", "Xiang"] == "0/3 ✓ no repair"
     assert table.loc["pair 1, blend", "PoisHyg."] == "✓+2 1.0 | 80.0"
     assert table.loc["pair 1, blend", "Xiang"] == "not run"
     assert table.loc["clean models: false alarms", "PaC"] == "1/2"
     assert table.loc["cost (× one training)", "PaC"] == "×0.50"
+
+
+def _long_numeric_words(table, limit=6):
+    """The words holding a digit that are longer than ``limit`` characters, anywhere in the table's cells."""
+    return sorted({w for v in table.to_numpy().ravel() for w in str(v).split() if len(w) > limit
+                   and any(ch.isdigit() for ch in w)})
+
+
+def test_several_seeds_leave_no_long_word_in_a_cell_so_the_tables_can_narrow_to_the_column():
+    """A browser narrows a table column no further than its longest word: written "66.7±57.4", a mean and its spread
+    made chapter 7's every-defense table 698 px wide in the 688-px text column (CI at 9491705). Three seeds as far
+    apart as results go, and the committed smoke grid: no word with a number in it is longer than six characters
+    ("100.0", "57.7", "×4.97"). (The filtering table has four defense columns and room for "(12,730)" samples.)"""
+    records = [result("pixel", s, {report.POISON_CURE: DefenseReport(
+        [5], True, Filtering(500, 100.0, 100.0, 0, 0, "training set"),
+        held_out(10.0 + 75.0 * (s > 0), 100.0 * (s == 0)))}, before=held_out(10.0 + 75.0 * (s > 0), 100.0 * (s > 0)))
+        for s in (0, 1, 2)]
+    cells = [cp.cells(records)]
+    committed = cp.load("smoke")
+    if not committed.cell.empty:
+        cells.append(committed.cell)
+    for cell in cells:
+        assert _long_numeric_words(cp.all_defenses_table(cell)) == []
 
 
 def test_the_reading_names_the_attacks_a_repair_does_not_remove():

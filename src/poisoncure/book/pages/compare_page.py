@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ...experiments import paper, report
+from ...experiments import display, paper, report
 from ...experiments.grids.compare import cell_table
 from .. import plots
 
@@ -108,7 +108,7 @@ def _num(values: pd.Series, digits: int = 1) -> str:
         return "—"
     if len(v) == 1:
         return f"{v[0]:.{digits}f}"
-    return f"{v.mean():.{digits}f}±{v.std(ddof=1):.{digits}f}"
+    return display.mean_sd(v.mean(), v.std(ddof=1), digits)
 
 
 def _mark(group: pd.DataFrame) -> str:
@@ -127,7 +127,7 @@ def _mark(group: pd.DataFrame) -> str:
 def all_defenses_table(cell: pd.DataFrame, planned: list[str] | None = None) -> pd.DataFrame:
     """Rows: attack settings (with their seed count), then the clean models' false alarms and each defense's cost;
     columns: no defense (attack success | clean accuracy) and the eight defenses. A defense's cell: its label verdict
-    (:func:`_mark`) and the attack success | clean accuracy after its repair (mean±sd over seeds, %); 'no repair'
+    (:func:`_mark`) and the attack success | clean accuracy after its repair (mean ± sd over seeds, %); 'no repair'
     where none ran. The cost row is the median over the working attacks (robust to one experiment that shared its
     machine with other work)."""
     attacked = cell[~cell["clean model"]]
@@ -348,7 +348,7 @@ def live_table(live: Report | None, committed: Result | None) -> pd.DataFrame:
 
 def defense_rows(cell: pd.DataFrame, defense: str, planned: list[str] | None = None) -> pd.DataFrame:
     """One defense's row of the comparison, one line per attack setting (chapters 10-12): verdict, filtering, attack
-    success and clean accuracy after its repair (mean±sd over seeds), cost; the clean models' false alarms last."""
+    success and clean accuracy after its repair (mean ± sd over seeds), cost; the clean models' false alarms last."""
     g = cell[cell["defense"] == defense]
     rows = {}
     for s in settings_in_order(g, planned):

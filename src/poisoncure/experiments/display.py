@@ -1,0 +1,29 @@
+"""How the book writes its numbers: the conventions every table shares, in one place.
+
+* :data:`MISSING`, what a cell holds where nothing was measured;
+* :func:`rounded`, a table rounded for reading with :data:`MISSING` where a value is NaN;
+* :func:`mean_sd`, a mean and its spread over seeds.
+
+The module sits in the experiment layer so that the paper's tables (:mod:`.paper_tables`) and the book's pages
+(:mod:`poisoncure.book.pages`) write numbers the same way; the experiment layer may not import the book's.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+#: what a shown cell holds where the quantity was not measured (or the method did not run)
+MISSING = "—"
+
+
+def rounded(frame: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
+    """``frame`` as a page shows it: numbers rounded to ``digits``, :data:`MISSING` for NaN (object dtype, so a
+    column may mix numbers and the dash); text columns pass unchanged."""
+    return frame.round(digits).astype(object).where(frame.notna(), MISSING)
+
+
+def mean_sd(mean: float, sd: float, digits: int = 1) -> str:
+    """A mean and its spread over seeds as every page writes them: "83.7 ± 0.3". The spaces matter: a browser narrows
+    a table column no further than its longest word, and written "66.7±57.4" those words made chapter 7's
+    every-defense table 698 px wide in the 688-px text column."""
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
