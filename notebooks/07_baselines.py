@@ -72,7 +72,7 @@ from poisoncure.defenses.activation_clustering import ActivationClustering
 from poisoncure.defenses.fine_pruning import FinePruning
 from poisoncure.defenses.neural_cleanse import NeuralCleanse
 from poisoncure.defenses.spectral import SpectralSignatures
-from poisoncure.experiments import pipeline
+from poisoncure.experiments import formatting, pipeline
 
 plots.set_style(profile)
 classes = data.CLASSES
@@ -130,8 +130,7 @@ glue("n_held_out", len(held_out), display=False)
 ac_res = {p: runs[p][pipeline.CLUSTERING].artefact for p in models}  # each defense's own result, from the pipeline
 ss_res = {p: runs[p][pipeline.SPECTRAL].artefact for p in models}
 detection = page.with_paper_detection(page.detection_table(runs, trained, poisons), poisons, pair)
-glue("tab_detection", detection.set_index(["poison", "method"]).round(1).astype(object).fillna("—"),
-     display=False)
+glue("tab_detection", formatting.rounded(detection.set_index(["poison", "method"])), display=False)
 for p in models:
     glue(f"ac_flagged_{p}", ", ".join(classes[k] for k in np.flatnonzero(ac_res[p].poisoned)) or "none",
          display=False)
@@ -297,7 +296,7 @@ scorers = {p: pipeline.held_out_scorer(held_out, specs[p], device) for p in atta
 final = page.final_table(runs, trained, attacked, detection, scorers, classes)
 final, repairs_text = page.repairs_text(final, poisons, attacked, pair)
 glue("repairs_text", repairs_text, display=False)
-glue("tab_final", final.set_index(["poison", "defense"]).round(1).astype(object).fillna("—"), display=False)
+glue("tab_final", formatting.rounded(final.set_index(["poison", "defense"])), display=False)
 
 # %% [markdown]
 # ```{glue:figure} tab_final

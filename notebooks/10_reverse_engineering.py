@@ -77,7 +77,7 @@ from poisoncure.book.pages import compare_page
 from poisoncure.book.pages import reverse_page as page
 from poisoncure.defenses.neural_cleanse import NeuralCleanse
 from poisoncure.defenses.reverse_engineer import ReverseEngineeringDetector, pattern_correlation
-from poisoncure.experiments import report, result_files
+from poisoncure.experiments import formatting, report, result_files
 
 plots.set_style(profile)
 classes = data.CLASSES
@@ -308,7 +308,7 @@ full_table = page.reverse_table(full_runs)
 if len(full_table):
     for c in ("p (truncated)", "p (naive)"):
         full_table[c] = full_table[c].map(lambda v: f"{v:.2e}")
-    glue("tab_full", full_table.round(2).astype(object).fillna("—").T, display=False)  # one column per model
+    glue("tab_full", formatting.rounded(full_table, 2).T, display=False)  # one column per model
 else:
     glue("tab_full", pd.DataFrame({"note": ["no committed full-profile results in results/full/reverse"]}),
          display=False)
@@ -342,7 +342,7 @@ for name in shown:
         recipes[name], threshold=threshold, progress=False, device=device), neutralize=False, data=cifar)
     compare += page.comparison_rows(name, tm, results[name], experiments.get_reversed_triggers(tm, nc, clean_set)[0],
                                     cure.result, classes)
-comparison = pd.DataFrame(compare).set_index(["model", "detector"]).astype(object).fillna("—")
+comparison = formatting.dashed(pd.DataFrame(compare).set_index(["model", "detector"]))
 glue("tab_compare", comparison, display=False)
 needs = page.NEEDS
 glue("tab_xiang_needs", needs, display=False)

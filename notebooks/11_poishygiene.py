@@ -93,7 +93,7 @@ from poisoncure.book import plots
 from poisoncure.book.pages import compare_page
 from poisoncure.book.pages import hygiene_page as page
 from poisoncure.defenses.poishygiene import PoisHygiene
-from poisoncure.experiments import plans, report, result_files
+from poisoncure.experiments import formatting, plans, report, result_files
 from poisoncure.experiments.grids import hygiene
 
 
@@ -135,7 +135,7 @@ fm_refs = [hygiene.get_reference(hygiene.ReferenceRecipe("fashion-mnist", k, ref
 fig = page.trigger_examples(fashion.test, suspects, fm_attacks, fm_target)
 glue("fig_fm_examples", fig, display=False)
 plt.close(fig)
-glue("tab_fm_models", page.models_table(fm_models, fm_refs).round(1).astype(object).fillna("—"), display=False)
+glue("tab_fm_models", formatting.rounded(page.models_table(fm_models, fm_refs)), display=False)
 glue("fm_train_size", f"{fm_train_size:,}", display=False)
 glue("fm_rate", f"{100 * fm_poison_rate:g} %", display=False)
 glue("fm_target_name", fclasses[fm_target], display=False)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from poisoncure.experiments import display, paper, paper_tables, report, result_files
+from poisoncure.experiments import formatting, paper, paper_tables, report, result_files
 from poisoncure.experiments.report import DefenseReport, Filtering, Report, Scores
 
 
@@ -69,24 +69,25 @@ def test_shown_tables_put_the_spread_inside_the_ours_cell_and_dash_what_was_not_
     assert s1.loc["2: ship→frog", ("before: all", "Δ")] == round(t1.loc["2: ship→frog", ("before: all", "Δ")], 1)
     five = paper_tables.pair_label(5)
     assert s1.loc[five, ("before: all", "ours")] == round(t1.loc[five, ("before: all", "ours")], 1)  # one seed
-    assert s1.loc[paper_tables.pair_label(3), ("before: all", "ours")] == display.MISSING
+    assert s1.loc[paper_tables.pair_label(3), ("before: all", "ours")] == formatting.MISSING
     assert s1.loc[paper_tables.pair_label(3), ("", "seeds")] == 0
     # a table without several seeds only gets rounded and dashed
     t2 = paper_tables.before_after_table(rows, "pixel")
     s2 = paper_tables.shown(t2)
     assert list(s2.columns) == list(t2.columns)
-    assert s2.loc[paper_tables.pair_label(1), ("before: all", "ours")] == display.MISSING
+    assert s2.loc[paper_tables.pair_label(1), ("before: all", "ours")] == formatting.MISSING
 
 
-def test_display_rounds_numbers_dashes_what_is_missing_and_keeps_text():
+def test_formatting_rounds_numbers_dashes_what_is_missing_and_keeps_text():
     """The one convention every page's table uses: rounded numbers, a dash for NaN, text unchanged; a mean and its
     spread with spaces around "±" (a browser may break a narrow cell there)."""
     frame = pd.DataFrame({"acc": [83.456, np.nan], "source": ["committed file", "live"], "n": [3, 1]})
-    shown = display.rounded(frame, 1)
-    assert shown["acc"].tolist() == [83.5, display.MISSING]
+    shown = formatting.rounded(frame, 1)
+    assert shown["acc"].tolist() == [83.5, formatting.MISSING]
     assert shown["source"].tolist() == ["committed file", "live"] and shown["n"].tolist() == [3, 1]
-    assert display.rounded(frame, 2).loc[0, "acc"] == 83.46
-    assert display.mean_sd(66.66, 57.74) == "66.7 ± 57.7" and display.mean_sd(99.0, 0.5, 0) == "99 ± 0"
+    assert formatting.rounded(frame, 2).loc[0, "acc"] == 83.46
+    assert formatting.dashed(frame).loc[0, "acc"] == 83.456 and formatting.dashed(frame).loc[1, "acc"] == "—"
+    assert formatting.mean_sd(66.66, 57.74) == "66.7 ± 57.7" and formatting.mean_sd(99.0, 0.5, 0) == "99 ± 0"
 
 
 def test_detection_table_reads_ac_smaller_cluster_and_a_missed_target():

@@ -25,7 +25,7 @@ import pandas as pd
 
 from ..attacks import PAPER_PAIRS
 from . import paper, report
-from .display import mean_sd, rounded
+from .formatting import mean_sd, rounded
 
 if TYPE_CHECKING:
     from .report import Result

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ... import attacks, train
-from ...experiments import display, paper, store
+from ...experiments import formatting, paper, store
 
 if TYPE_CHECKING:
     from ...experiments.report import Result
@@ -42,7 +42,7 @@ def attack_table(trained: dict[str, Any], poisons: list[str], pair: int, test, d
     rows.append({"poison": "none (clean model)", "clean accuracy (%)": clean_tm.metrics.clean_accuracy,
                  "lowest class accuracy (%)": min(clean_tm.metrics.per_class_accuracy),
                  "training time (s)": clean_tm.provenance["wall_seconds"]})
-    return display.rounded(pd.DataFrame(rows).set_index("poison")).T
+    return formatting.rounded(pd.DataFrame(rows).set_index("poison")).T
 
 
 def attack_verdict(trained: dict[str, Any], poisons: list[str]) -> str:

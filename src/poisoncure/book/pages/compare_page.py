@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ...experiments import display, paper, report
+from ...experiments import formatting, paper, report
 from ...experiments.grids.compare import cell_table
 from .. import plots
 
@@ -108,7 +108,7 @@ def _num(values: pd.Series, digits: int = 1) -> str:
         return "—"
     if len(v) == 1:
         return f"{v[0]:.{digits}f}"
-    return display.mean_sd(v.mean(), v.std(ddof=1), digits)
+    return formatting.mean_sd(v.mean(), v.std(ddof=1), digits)
 
 
 def _mark(group: pd.DataFrame) -> str:

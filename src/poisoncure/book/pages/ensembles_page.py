@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ... import attacks
-from ...experiments import display, paper, report
+from ...experiments import formatting, paper, report
 from ...experiments.grids import ensembles
 from ...experiments.result_files import provenance_text
 from .. import plots
@@ -106,7 +106,7 @@ def methods_table(live_rec: Result, committed: Result | None, live_methods: tupl
 def shown_methods(table: pd.DataFrame) -> pd.DataFrame:
     """:func:`methods_table` as the page shows it: the reader's columns, rounded, "—" for what did not run."""
     cols = ["method", "clean acc %", "ASR %", "A (Eq. 7) %", "FP", "FN", "removed", "source", "commit"]
-    return display.rounded(table[cols].set_index("method")).rename(columns={"FP": "clean removed (FP)",
+    return formatting.rounded(table[cols].set_index("method")).rename(columns={"FP": "clean removed (FP)",
                                                                            "FN": "poison kept (FN)"})
 
 
@@ -162,7 +162,7 @@ def grid_outputs(records: list[Result], exps: list[Any], results_profile: str
         for t in learned) or "no committed experiment has an attack that the model learned"
     texts["ref_text"] = ref_text or "not run"
     texts["prov_all"] = provenance_text(records)
-    return display.rounded(wide), texts
+    return formatting.rounded(wide), texts
 
 
 def paper_rows(rate: float) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ... import attacks
-from ...experiments import paper, report
+from ...experiments import formatting, paper, report
 from ...experiments.grids import hygiene
 from .. import plots
 from .rows import trained_model_row
@@ -151,7 +151,7 @@ def mitigation_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     if len(table):
         for column, key in zip(T8_COLUMNS, ("acc", "asr"), strict=True):
             table[column] = [paper.HYGIENE_FMNIST.get(a, {}).get(key, "—") for a in table.index]
-    return table.round(2).astype(object).fillna("—").T
+    return formatting.rounded(table, 2).T
 
 
 def mitigation_texts(main: str | None, models: dict[str, Any], mitigated: dict[str, Any],
@@ -291,7 +291,7 @@ def cifar_committed_texts(records: list[Result], classes: tuple[str, ...]) -> di
 
 def table_or_note(table: pd.DataFrame) -> pd.DataFrame:
     """A committed-results table, one column per suspect, or a one-cell note when nothing is committed yet."""
-    return table.round(2).astype(object).fillna("—").T if len(table) else \
+    return formatting.rounded(table, 2).T if len(table) else \
         pd.DataFrame({"note": ["no committed result yet"]})
 
 
@@ -377,7 +377,7 @@ def comparison_table(scans: dict[str, Any], others: dict[str, Any], classes: tup
     rows = [r for name, scan in scans.items()
             for r in comparison_rows(name, hygiene.scan_summary(scan), others[name], classes, targets[name], tau,
                                      threshold)]
-    return pd.DataFrame(rows).set_index(["model", "detector"]).astype(object).fillna("—")
+    return formatting.dashed(pd.DataFrame(rows).set_index(["model", "detector"]))
 
 
 def outcome(result: Report, classes: tuple[str, ...]) -> str:

@@ -11,7 +11,7 @@ import pandas as pd
 from scipy import stats
 
 from ... import data, models
-from ...experiments import display, report, store
+from ...experiments import formatting, report, store
 
 if TYPE_CHECKING:
     from ...experiments.report import Result
@@ -24,7 +24,7 @@ OFF_DIAGONAL = ~np.eye(10, dtype=bool)
 def models_table(trained: dict[str, Any]) -> pd.DataFrame:
     """One row per model: training images, poisons, clean accuracy, attack success, training time."""
     rows = [trained_model_row(name, tm) for name, tm in trained.items()]
-    return display.rounded(pd.DataFrame(rows).set_index("model"))
+    return formatting.rounded(pd.DataFrame(rows).set_index("model"))
 
 
 def heatmaps(results: dict[str, Any], shown: list[str], classes: tuple[str, ...]):

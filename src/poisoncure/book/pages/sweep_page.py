@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm as gauss
 
-from ...experiments import display
+from ...experiments import formatting
 from ...experiments.grids import sweep
 from .. import plots
 
@@ -205,4 +205,4 @@ def live_table(both: list[tuple[str, Result]]) -> pd.DataFrame:
     cmp = cmp.set_index(["defense", "source"])[["ASR before", "sensitivity", "specificity", "clean after",
                                                "ASR after"]]
     cmp = cmp.reindex(pd.MultiIndex.from_product([["none", *sweep.DEFENSES], [s for s, _ in both]]))
-    return display.rounded(cmp, 2)
+    return formatting.rounded(cmp, 2)

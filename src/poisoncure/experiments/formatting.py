@@ -1,7 +1,8 @@
 """How the book writes its numbers: the conventions every table shares, in one place.
 
 * :data:`MISSING`, what a cell holds where nothing was measured;
-* :func:`rounded`, a table rounded for reading with :data:`MISSING` where a value is NaN;
+* :func:`dashed`, a table with :data:`MISSING` where a value is NaN;
+* :func:`rounded`, the same, its numbers rounded for reading;
 * :func:`mean_sd`, a mean and its spread over seeds.
 
 The module sits in the experiment layer so that the paper's tables (:mod:`.paper_tables`) and the book's pages
@@ -16,10 +17,16 @@ import pandas as pd
 MISSING = "—"
 
 
+def dashed(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with :data:`MISSING` for every NaN or None (object dtype, so a column may mix values and the
+    dash)."""
+    return frame.astype(object).where(frame.notna(), MISSING)
+
+
 def rounded(frame: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
-    """``frame`` as a page shows it: numbers rounded to ``digits``, :data:`MISSING` for NaN (object dtype, so a
-    column may mix numbers and the dash); text columns pass unchanged."""
-    return frame.round(digits).astype(object).where(frame.notna(), MISSING)
+    """``frame`` as a page shows it: numbers rounded to ``digits``, :data:`MISSING` for NaN; text columns pass
+    unchanged."""
+    return dashed(frame.round(digits))
 
 
 def mean_sd(mean: float, sd: float, digits: int = 1) -> str:
