@@ -65,14 +65,14 @@ from IPython.display import Markdown
 from myst_nb import glue
 
 from poisoncure import data, experiments, provenance
-from poisoncure.book import plots
+from poisoncure.book import formatting, plots
 from poisoncure.book.pages import baselines_page as page
 from poisoncure.book.pages import compare_page
 from poisoncure.defenses.activation_clustering import ActivationClustering
 from poisoncure.defenses.fine_pruning import FinePruning
 from poisoncure.defenses.neural_cleanse import NeuralCleanse
 from poisoncure.defenses.spectral import SpectralSignatures
-from poisoncure.experiments import formatting, pipeline
+from poisoncure.experiments import pipeline
 
 plots.set_style(profile)
 classes = data.CLASSES

@@ -54,6 +54,7 @@ from myst_nb import glue
 
 from poisoncure import models
 from poisoncure.book import plots
+from poisoncure.book.pages import results_page as page
 from poisoncure.experiments import paper, paper_tables, plans, profiles, result_files, verdict
 
 plots.set_style(profile)
@@ -173,8 +174,8 @@ glue("tab_coverage", cover, display=False)
 # %%
 t1 = paper_tables.before_after_table(rows, "blend")
 t2 = paper_tables.before_after_table(rows, "pixel")
-glue("tab_t1", paper_tables.shown(t1), display=False)
-glue("tab_t2", paper_tables.shown(t2), display=False)
+glue("tab_t1", page.shown(t1), display=False)
+glue("tab_t2", page.shown(t2), display=False)
 
 # %% [markdown]
 # ```{glue:figure} tab_t1
@@ -203,8 +204,8 @@ glue("tab_t2", paper_tables.shown(t2), display=False)
 # %%
 t3 = paper_tables.detection_table(rows, "blend")
 t4 = paper_tables.detection_table(rows, "pixel")
-glue("tab_t3", paper_tables.shown(t3), display=False)
-glue("tab_t4", paper_tables.shown(t4), display=False)
+glue("tab_t3", page.shown(t3), display=False)
+glue("tab_t4", page.shown(t4), display=False)
 
 # %% [markdown]
 # ```{glue:figure} tab_t3
@@ -229,7 +230,7 @@ glue("tab_t4", paper_tables.shown(t4), display=False)
 
 # %%
 t5 = paper_tables.final_asr_table(rows)
-glue("tab_t5", paper_tables.shown(t5), display=False)
+glue("tab_t5", page.shown(t5), display=False)
 
 # %% [markdown]
 # ```{glue:figure} tab_t5

@@ -72,12 +72,12 @@ import pandas as pd
 from myst_nb import glue
 
 from poisoncure import data, experiments
-from poisoncure.book import plots
+from poisoncure.book import formatting, plots
 from poisoncure.book.pages import compare_page
 from poisoncure.book.pages import reverse_page as page
 from poisoncure.defenses.neural_cleanse import NeuralCleanse
 from poisoncure.defenses.reverse_engineer import ReverseEngineeringDetector, pattern_correlation
-from poisoncure.experiments import formatting, report, result_files
+from poisoncure.experiments import report, result_files
 
 plots.set_style(profile)
 classes = data.CLASSES

@@ -89,11 +89,11 @@ import matplotlib.pyplot as plt
 from myst_nb import glue
 
 from poisoncure import attacks, data, experiments
-from poisoncure.book import plots
+from poisoncure.book import formatting, plots
 from poisoncure.book.pages import compare_page
 from poisoncure.book.pages import hygiene_page as page
 from poisoncure.defenses.poishygiene import PoisHygiene
-from poisoncure.experiments import formatting, plans, report, result_files
+from poisoncure.experiments import plans, report, result_files
 from poisoncure.experiments.grids import hygiene
 
 

@@ -7,7 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from poisoncure.experiments import formatting, paper, paper_tables, report, result_files
+from poisoncure.book import formatting
+from poisoncure.book.pages import results_page
+from poisoncure.experiments import paper, paper_tables, report, result_files
 from poisoncure.experiments.report import DefenseReport, Filtering, Report, Scores
 
 
@@ -61,7 +63,7 @@ def test_shown_tables_put_the_spread_inside_the_ours_cell_and_dash_what_was_not_
     rows = paper_tables.experiment_rows([record(pair=2, acc=91.0, trig=4.0), record(pair=2, seed=1, acc=93.0, trig=6.0),
                                          record(pair=5), record(pair=5, poison="pixel")])
     t1 = paper_tables.before_after_table(rows, "blend")
-    s1 = paper_tables.shown(t1)
+    s1 = results_page.shown(t1)
     assert not any(c[1] == "± sd" for c in s1.columns) and any(c[1] == "± sd" for c in t1.columns)
     assert list(s1.index) == list(t1.index) and len(s1.columns) == len(t1.columns) - 4
     sd = np.std([91.0, 93.0], ddof=1)
@@ -73,7 +75,7 @@ def test_shown_tables_put_the_spread_inside_the_ours_cell_and_dash_what_was_not_
     assert s1.loc[paper_tables.pair_label(3), ("", "seeds")] == 0
     # a table without several seeds only gets rounded and dashed
     t2 = paper_tables.before_after_table(rows, "pixel")
-    s2 = paper_tables.shown(t2)
+    s2 = results_page.shown(t2)
     assert list(s2.columns) == list(t2.columns)
     assert s2.loc[paper_tables.pair_label(1), ("before: all", "ours")] == formatting.MISSING
 

@@ -25,7 +25,6 @@ import pandas as pd
 
 from ..attacks import PAPER_PAIRS
 from . import paper, report
-from .formatting import mean_sd, rounded
 
 if TYPE_CHECKING:
     from .report import Result
@@ -200,22 +199,6 @@ def _compare(rows: pd.DataFrame, columns: tuple[str, ...], table: str, poison: s
     frame.columns = pd.MultiIndex.from_tuples(frame.columns)
     frame.index.name = "pair: base→target"
     return frame
-
-
-def shown(frame: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
-    """A table of this module (Tables 1-5) as a page shows it: rounded to ``digits``, a dash where nothing was
-    measured, and, in :func:`before_after_table` and :func:`detection_table`, the spread over seeds inside the "ours"
-    cell ("83.7 ± 0.3") instead of a :data:`SPREAD` column beside it. The spread exists only for rows with several
-    seeds (pair 1 of the compare grid), so its own columns were mostly dashes and made Tables 2 and 4 wider than the
-    text column (755 and 769 px in 688 px)."""
-    out = rounded(frame, digits)
-    spread = [c for c in frame.columns if c[1] == SPREAD]
-    for col, _ in spread:
-        sd = frame[(col, SPREAD)]
-        has = sd.notna()  # two seeds or more, so "ours" (their mean) is there too
-        out.loc[has, (col, "ours")] = [mean_sd(m, s, digits)
-                                       for m, s in zip(frame.loc[has, (col, "ours")], sd[has], strict=True)]
-    return out.drop(columns=spread)
 
 
 def before_after_table(rows: pd.DataFrame, poison: str, rate: float = 0.1, model: str | None = None

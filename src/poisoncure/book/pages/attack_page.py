@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 
 from ... import attacks, train
-from ...experiments import formatting, paper, store
+from ...experiments import paper, store
 
 if TYPE_CHECKING:
     from ...experiments.report import Result
 from ...models import MODEL_NAMES
-from .. import plots
+from .. import formatting, plots
 
 #: an attack "works" from this attack success (%) on
 WORKS = 80

@@ -12,9 +12,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ...experiments import formatting, paper, report
+from ...experiments import paper, report
 from ...experiments.grids.compare import cell_table
-from .. import plots
+from .. import formatting, plots
 
 if TYPE_CHECKING:
     from ...experiments.report import Report, Result

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 
 from ... import attacks
-from ...experiments import formatting, paper, report
+from ...experiments import paper, report
 from ...experiments.grids import ensembles
 from ...experiments.result_files import provenance_text
-from .. import plots
+from .. import formatting, plots
 
 if TYPE_CHECKING:
     from ...experiments.report import Report, Result

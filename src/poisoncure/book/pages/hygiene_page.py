@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 
 from ... import attacks
-from ...experiments import formatting, paper, report
+from ...experiments import paper, report
 from ...experiments.grids import hygiene
-from .. import plots
+from .. import formatting, plots
 from .rows import trained_model_row
 
 if TYPE_CHECKING:

@@ -11,11 +11,11 @@ import pandas as pd
 from scipy import stats
 
 from ... import data, models
-from ...experiments import formatting, report, store
+from ...experiments import report, store
 
 if TYPE_CHECKING:
     from ...experiments.report import Result
-from .. import plots
+from .. import formatting, plots
 from .rows import trained_model_row
 
 OFF_DIAGONAL = ~np.eye(10, dtype=bool)

@@ -12,9 +12,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm as gauss
 
-from ...experiments import formatting
 from ...experiments.grids import sweep
-from .. import plots
+from .. import formatting, plots
 
 if TYPE_CHECKING:
     from ...experiments.report import Result

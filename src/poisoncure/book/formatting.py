@@ -5,8 +5,8 @@
 * :func:`rounded`, the same, its numbers rounded for reading;
 * :func:`mean_sd`, a mean and its spread over seeds.
 
-The module sits in the experiment layer so that the paper's tables (:mod:`.paper_tables`) and the book's pages
-(:mod:`poisoncure.book.pages`) write numbers the same way; the experiment layer may not import the book's.
+The chapters' notebooks and the page modules (:mod:`poisoncure.book.pages`) write their tables through it, so that
+every table of the book reads the same way.
 """
 
 from __future__ import annotations
