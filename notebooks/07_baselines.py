@@ -264,7 +264,7 @@ curve_set = data.balanced_subset(held_out, 200, seed=seed)  # the curve's 20 eva
 fp_res, fp_curves = {}, {}
 for p in attacked:
     fp_res[p] = runs[p][pipeline.PRUNING].artefact
-    fp_curves[p] = page.pruning_curve(fp, trained[p].model, fp_res[p], curve_set, specs[p], device)
+    fp_curves[p] = page.pruning_curve(fp, trained[p].model, fp_res[p], curve_set, specs[p])
 fig = page.fine_pruning_figure(fp_res, fp_curves)
 glue("fig_fp", fig, display=False)
 plt.close(fig)

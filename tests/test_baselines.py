@@ -7,12 +7,14 @@ Toolbox is installed, a cross-check with its implementations on identical featur
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from poisoncure import data, experiments, metrics, train
+from poisoncure import attacks, data, experiments, metrics, models, train
 from poisoncure.defenses import activation_clustering as acm
 from poisoncure.defenses import fine_pruning as fpm
 from poisoncure.defenses import neural_cleanse as ncm
@@ -344,3 +346,53 @@ def models_small():
     from poisoncure.models import small_cnn
 
     return small_cnn(width=8).eval()
+
+
+class _WholeForward(Classifier):
+    """A classifier with its own forward (the same function): Fine-Pruning cannot split it and evaluates it whole."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(self.normalize(x)))
+
+
+@pytest.fixture(scope="module")
+def template_world():
+    """600 images (60 per class), each half its class's random template and half noise, and a whitened network
+    (width 8) trained on them: its clean accuracy falls gradually as Fine-Pruning prunes more channels, and flip
+    test-time augmentation changes some of its predictions."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(10), 60)
+    templates = rng.uniform(0, 255, size=(10, 32, 32, 3))
+    x = (0.5 * templates[y] + 0.5 * rng.uniform(0, 255, size=(len(y), 32, 32, 3))).round().astype(np.uint8)
+    images = data.ImageSet(x, y)
+    torch.manual_seed(0)
+    model = models.whitened_net(width=8)
+    train.fit(model, images, train.TrainConfig(epochs=6, batch_size=50, lr=0.05, augment="none",
+                                               label_smoothing=0.0), "cpu", progress=False)
+    return images, model
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_fine_pruning_curve_evaluates_what_each_pruned_model_predicts(template_world, tta):
+    """The pruning curve runs the layers before the pruned one once per image and only the rest per ratio; its
+    numbers must be those of evaluating each pruned model whole, with and without flip test-time augmentation,
+    and on a model it cannot split (evaluated whole at each ratio)."""
+    images, trained_model = template_world
+    model = copy.deepcopy(trained_model)
+    model.tta = tta
+    spec = attacks.AttackSpec(attacks.PatchTrigger(8, 0, 0), base=1, target=3, rate=0.1, seed=0)
+    fp = fpm.FinePruning(ratios=(0.0, 0.25, 0.5, 0.75, 0.9), device="cpu", progress=False)
+    whole = _WholeForward(model.features, model.head.in_features, 10, tta=tta)
+    whole.head, whole.normalize = model.head, model.normalize
+    assert fpm._split(model, fp.layer_name(model)) is not None and fpm._split(whole, fp.layer_name(whole)) is None
+    pruning = fp.prune_curve(model, images)
+    assert pruning.clean_accuracy[0] - pruning.clean_accuracy[-1] > 30  # pruning changes the predictions
+    for m in (model, whole):
+        curve = fp.evaluate_curve(m, pruning, images, spec)
+        for r, got in zip(pruning.ratios, curve, strict=True):
+            want = train.evaluate(fp.prune(m, pruning, r), images, spec, "cpu")
+            assert got.clean_accuracy == pytest.approx(want.clean_accuracy, abs=0.5)
+            assert got.attack_success_rate == pytest.approx(want.attack_success_rate, abs=2.0)
+            assert got.per_class_accuracy == pytest.approx(want.per_class_accuracy, abs=2.0)
+    assert pruning.clean_accuracy == pytest.approx([c.clean_accuracy for c in fp.evaluate_curve(model, pruning,
+                                                                                                 images)], abs=0.5)

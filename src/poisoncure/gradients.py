@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import check_images
-from .train import autocast, resolve_device, to_float
+from .train import autocast, eval_batch, resolve_device, to_float
 
 
 def _labels(labels: int | np.ndarray, n: int, num_classes: int) -> np.ndarray:
@@ -105,23 +105,25 @@ def frozen_weights(model: nn.Module) -> Iterator[nn.Module]:
             p.requires_grad_(r)
 
 
-def features(model: nn.Module, x_uint8: np.ndarray, layer: str | None = None, batch_size: int = 1000,
+def features(model: nn.Module, x_uint8: np.ndarray, layer: str | None = None, batch_size: int | None = None,
              device: str | torch.device = "auto", pool: bool = False) -> np.ndarray:
     """Representations of images at one layer of a classifier, flattened: float32 (N, d).
 
-    ``pool`` averages a (N, C, H, W) output over its spatial positions first, giving (N, C).
+    ``pool`` averages a (N, C, H, W) output over its spatial positions first, giving (N, C). ``batch_size``:
+    images per pass (None: :func:`train.eval_batch`).
 
     ``layer`` None reads the penultimate features (``model.embed``: what the linear head sees); otherwise it names
     a module of ``model.named_modules()`` whose output is captured with a forward hook. Eval mode (batch-norm
     running statistics), ``torch.inference_mode``, float32 (no autocast: the SVDs downstream need the precision).
     """
     check_images(x_uint8)
+    dev = resolve_device(device)
+    batch_size = eval_batch(dev) if batch_size is None else batch_size
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     modules = dict(model.named_modules())
     if layer is not None and layer not in modules:
         raise ValueError(f"layer {layer!r} is not a module of the model; choose one of {sorted(modules)[:20]} ...")
-    dev = resolve_device(device)
     was_training = model.training
     model.to(dev).eval()
     captured: list[torch.Tensor] = []

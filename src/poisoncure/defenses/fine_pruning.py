@@ -23,9 +23,21 @@ import torch
 from torch import nn
 
 from .. import metrics
+from ..attacks import AttackSpec, triggered_test_set
 from ..data import ImageSet
 from ..gradients import features
-from ..train import TrainConfig, fit, predict, resolve_device
+from ..models import Classifier
+from ..train import (
+    AttackMetrics,
+    TrainConfig,
+    attack_metrics,
+    autocast,
+    eval_batch,
+    fit,
+    predict,
+    resolve_device,
+    to_float,
+)
 from .base import CLEAN_FINETUNE, Arrays, Memo, check_train, scan_key
 
 #: Default candidate pruning ratios: 0, 5, ..., 95 % of the channels.
@@ -145,13 +157,56 @@ class FinePruning:
         check_train(clean, self.num_classes, "clean")
         act, channels = self.activations(model, clean)
         order = np.argsort(act, kind="stable")
-        pruned, mask = self.masked_copy(model)
-        acc = np.zeros(len(self.ratios))
-        for i, r in enumerate(self.ratios):
-            mask.keep.copy_(torch.from_numpy(keep_mask(order, r)))
-            acc[i] = metrics.accuracy(predict(pruned, clean.x, device=self.device), clean.y)
+        acc = np.array([metrics.accuracy(p, clean.y) for p in self.predictions(model, order, self.ratios, clean.x)])
         ok = np.flatnonzero(acc >= acc[0] - self.max_accuracy_drop)
         return Pruning(act, order, self.ratios, acc, float(self.ratios[ok.max()]))
+
+    def predictions(self, model: nn.Module, order: np.ndarray, ratios, x_uint8: np.ndarray,
+                    batch_size: int | None = None, tta: bool | None = None) -> np.ndarray:
+        """Predicted labels (R, N) of ``model`` with the first ``floor(ratio · C)`` channels of ``order`` pruned, for
+        each of ``ratios``, on uint8 images (N, 32, 32, 3): what :func:`train.predict` gives for each pruned model
+        (eval mode, ``inference_mode``, the same arithmetic and batches; ``tta`` None takes the model's own).
+
+        A mask changes nothing before the pruned layer, so on a :class:`~poisoncure.models.Classifier` whose pruned
+        layer is a child of its sequential ``features`` the layers up to it run once per image and only the layers
+        after it (pooling and the head) once per ratio; any other model is evaluated whole at each ratio."""
+        tta = bool(getattr(model, "tta", False)) if tta is None else tta
+        batch_size = eval_batch(self.device) if batch_size is None else batch_size
+        masks = [torch.from_numpy(keep_mask(order, r)).to(self.device) for r in ratios]
+        split = _split(model, self.layer_name(model))
+        if split is None:
+            pruned, mask = self.masked_copy(model)
+            out = []
+            for m in masks:
+                mask.keep.copy_(m)
+                out.append(predict(pruned, x_uint8, batch_size, self.device, tta))
+            return np.stack(out) if out else np.zeros((0, len(x_uint8)), np.int64)
+        before, after = split
+        model.to(self.device).eval()
+        preds = [[] for _ in masks]
+        with torch.inference_mode():
+            for i in range(0, len(x_uint8), batch_size):
+                xb = to_float(torch.from_numpy(x_uint8[i:i + batch_size]).to(self.device))
+                with autocast(self.device):
+                    views = [before(xb), *([before(xb.flip(3))] if tta else [])]
+                    for out, m in zip(preds, masks, strict=True):
+                        keep = m.view(1, -1, 1, 1)
+                        logits = after(views[0] * keep.to(views[0].dtype))
+                        if tta:
+                            logits = logits + after(views[1] * keep.to(views[1].dtype))
+                        out.append(logits.argmax(1).cpu())
+        return torch.stack([torch.cat(p) for p in preds]).numpy() if len(x_uint8) else np.zeros((len(masks), 0),
+                                                                                                     np.int64)
+
+    def evaluate_curve(self, model: nn.Module, pruning: Pruning, test: ImageSet,
+                       spec: AttackSpec | None = None) -> list[AttackMetrics]:
+        """:func:`train.evaluate` of ``model`` pruned at each ratio of ``pruning`` (clean accuracy on ``test`` and,
+        with an attack ``spec``, attack success on its triggered base-class images), computed by
+        :meth:`predictions`."""
+        pred = self.predictions(model, pruning.order, pruning.ratios, test.x)
+        pred_t = (self.predictions(model, pruning.order, pruning.ratios, triggered_test_set(test, spec).x)
+                  if spec is not None else [None] * len(pred))
+        return [attack_metrics(test, p, spec, pt) for p, pt in zip(pred, pred_t, strict=True)]
 
     def prune(self, model: nn.Module, pruning: Pruning, ratio: float | None = None) -> nn.Module:
         """A copy of ``model`` with the ``ratio`` (default: the chosen one) least active channels masked."""
@@ -184,6 +239,20 @@ class FinePruning:
         pruned = self.prune(model, pruning)
         fit(pruned, clean, self.finetune, self.device, progress=self.progress)
         return pruned
+
+
+def _split(model: nn.Module, name: str):
+    """(before, after) for a :class:`~poisoncure.models.Classifier` whose layer ``name`` is ``features.<i>``, a child
+    of a sequential ``features``: ``before(x)`` is that layer's output for inputs in [0, 1], ``after(a)`` the logits
+    from it (``after(before(x)) == model(x)``); None for any other model or layer."""
+    feats = getattr(model, "features", None)
+    prefix, _, index = name.partition(".")
+    if (type(model).forward is not Classifier.forward or not isinstance(feats, nn.Sequential) or prefix != "features"
+            or not index.isdigit() or int(index) >= len(feats)):
+        return None
+    i = int(index)
+    head, tail = feats[:i + 1], feats[i + 1:]
+    return (lambda x: head(model.normalize(x))), (lambda a: model.head(tail(a)))
 
 
 def keep_mask(order: np.ndarray, ratio: float) -> np.ndarray:

@@ -46,21 +46,13 @@ def detection_table(runs: dict[str, Any], trained: dict[str, Any], poisons: list
     return pd.DataFrame(out)
 
 
-def pruning_curve(fp: Any, model: Any, pruning: Any, test: Any, spec: Any, device: Any) -> pd.DataFrame:
+def pruning_curve(fp: Any, model: Any, pruning: Any, test: Any, spec: Any) -> pd.DataFrame:
     """Clean accuracy and attack success of ``model`` pruned at every ratio Fine-Pruning tried (``pruning``, its
-    :meth:`~poisoncure.defenses.fine_pruning.FinePruning.pruning`), on ``test``: one row per ratio."""
-    import torch
-
-    from ...defenses.fine_pruning import keep_mask
-    from ...train import evaluate
-
-    pruned, mask = fp.masked_copy(model)
-    curve = []
-    for r in pruning.ratios:
-        mask.keep.copy_(torch.from_numpy(keep_mask(pruning.order, r)))
-        m = evaluate(pruned, test, spec, device)
-        curve.append({"ratio": r, "clean accuracy (held out)": m.clean_accuracy, "ASR": m.attack_success_rate})
-    return pd.DataFrame(curve)
+    :meth:`~poisoncure.defenses.fine_pruning.FinePruning.pruning`), on ``test`` (computed by
+    :meth:`~poisoncure.defenses.fine_pruning.FinePruning.evaluate_curve`, on ``fp``'s device): one row per ratio."""
+    curve = fp.evaluate_curve(model, pruning, test, spec)
+    return pd.DataFrame([{"ratio": r, "clean accuracy (held out)": m.clean_accuracy, "ASR": m.attack_success_rate}
+                         for r, m in zip(pruning.ratios, curve, strict=True)])
 
 
 #: the comparison table's columns (:func:`final_table`)
