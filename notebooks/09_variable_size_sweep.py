@@ -50,7 +50,7 @@ import pandas as pd
 from myst_nb import glue
 
 from poisoncure import data, experiments
-from poisoncure.book import plots
+from poisoncure.book import formatting, plots
 from poisoncure.book.pages import sweep_page as page
 from poisoncure.experiments import plans, profiles, report, result_files, runner
 from poisoncure.experiments.grids import sweep
@@ -328,9 +328,9 @@ if live is not None:
     glue("live_name", live.name, display=False)
 else:
     glue("tab_live", pd.DataFrame({"note": ["no live point (live_point is empty)"]}), display=False)
-    glue("live_where", "—", display=False)
+    glue("live_where", formatting.MISSING, display=False)
     glue("live_seconds", 0.0, display=False)
-    glue("live_name", "—", display=False)
+    glue("live_name", formatting.MISSING, display=False)
 
 # %% [markdown]
 # ```{glue:figure} tab_live

@@ -15,6 +15,7 @@ import pandas as pd
 from ...experiments import paper, report
 from ...experiments.grids.compare import cell_table
 from .. import formatting, plots
+from ..formatting import MISSING
 
 if TYPE_CHECKING:
     from ...experiments.report import Report, Result
@@ -105,7 +106,7 @@ def settings_in_order(cell: pd.DataFrame, planned: list[str] | None = None) -> l
 def _num(values: pd.Series, digits: int = 1) -> str:
     v = values.dropna().to_numpy(dtype=float)
     if len(v) == 0:
-        return "—"
+        return MISSING
     if len(v) == 1:
         return f"{v[0]:.{digits}f}"
     return formatting.mean_sd(v.mean(), v.std(ddof=1), digits)
@@ -153,12 +154,12 @@ def all_defenses_table(cell: pd.DataFrame, planned: list[str] | None = None) -> 
         row = {"no defense": f"{n_clean} model{'s' if n_clean != 1 else ''}"}
         for d in DEFENSES:
             gd = clean[clean["defense"] == d]
-            row[SHORT[d]] = (f"{int(gd['false alarm'].astype(bool).sum())}/{len(gd)}" if len(gd) else "—")
+            row[SHORT[d]] = (f"{int(gd['false alarm'].astype(bool).sum())}/{len(gd)}" if len(gd) else MISSING)
         rows["clean models: false alarms"] = row
     cost = {"no defense": "1 training"}
     for d in DEFENSES:
         c = cell.loc[(cell["defense"] == d) & cell["attack works"], "cost"].dropna()
-        cost[SHORT[d]] = f"×{c.median():.2f}" if len(c) else "—"
+        cost[SHORT[d]] = f"×{c.median():.2f}" if len(c) else MISSING
     rows["cost (× one training)"] = cost
     out = pd.DataFrame.from_dict(rows, orient="index")
     out.index.name = "attack"
@@ -176,7 +177,7 @@ def filtering_table(cell: pd.DataFrame, planned: list[str] | None = None) -> pd.
         for d in filters:
             gd = g[g["defense"] == d]
             if gd.empty or gd["flagged"].isna().all():
-                row[SHORT[d]] = "—"
+                row[SHORT[d]] = MISSING
             elif s == "clean":
                 row[SHORT[d]] = f"{gd['flagged'].mean():,.0f} flagged"
             else:
@@ -330,17 +331,17 @@ def live_table(live: Report | None, committed: Result | None) -> pd.DataFrame:
     for source, rep in [("this build", live), ("committed file", committed.report if committed else None)]:
         for d in LIVE_DEFENSES:
             if rep is None or d not in rep.defenses:
-                rows.append({"defense": d, "source": source, **{c: "—" for c in LIVE_COLUMNS}})
+                rows.append({"defense": d, "source": source, **{c: MISSING for c in LIVE_COLUMNS}})
                 continue
             r = rep[d]
             f, after = r.filtering, (None if d == report.CLUSTERING else r.after)
             rows.append({"defense": d, "source": source,
-                         "names target": "—" if r.names_target is None else ("yes" if r.names_target else "no"),
-                         "flagged": "—" if f is None else f"{f.flagged:,}",
-                         "sensitivity": "—" if f is None or f.sensitivity is None else f"{f.sensitivity:.2f}",
-                         "specificity": "—" if f is None or f.specificity is None else f"{f.specificity:.2f}",
-                         "clean after": "—" if after is None else f"{after.clean_accuracy:.2f}",
-                         "ASR after": "—" if after is None or after.attack_success_rate is None
+                         "names target": MISSING if r.names_target is None else ("yes" if r.names_target else "no"),
+                         "flagged": MISSING if f is None else f"{f.flagged:,}",
+                         "sensitivity": MISSING if f is None or f.sensitivity is None else f"{f.sensitivity:.2f}",
+                         "specificity": MISSING if f is None or f.specificity is None else f"{f.specificity:.2f}",
+                         "clean after": MISSING if after is None else f"{after.clean_accuracy:.2f}",
+                         "ASR after": MISSING if after is None or after.attack_success_rate is None
                          else f"{after.attack_success_rate:.2f}"})
     out = pd.DataFrame(rows).set_index(["defense", "source"])
     return out.reindex(pd.MultiIndex.from_product([list(LIVE_DEFENSES), ["this build", "committed file"]]))
@@ -355,14 +356,15 @@ def defense_rows(cell: pd.DataFrame, defense: str, planned: list[str] | None = N
         gs = g[g["setting"] == s]
         if s == "clean":
             rows[f"clean models ({len(gs)})"] = {"verdict": f"{int(gs['false alarm'].astype(bool).sum())} false "
-                                                             f"alarm(s)", "ASR before": "—", "ASR after": "—",
-                                                  "clean after": "—", "cost (× training)": f"{gs['cost'].mean():.2f}"}
+                                                             f"alarm(s)", "ASR before": MISSING, "ASR after": MISSING,
+                                                  "clean after": MISSING,
+                                                  "cost (× training)": f"{gs['cost'].mean():.2f}"}
             continue
         first = gs.drop_duplicates("seed")
         rows[attack_name(s) + (f" ({len(gs)} seeds)" if len(gs) > 1 else "")] = {
-            "verdict": _mark(gs) or "—", "ASR before": _num(first["ASR before"]),
+            "verdict": _mark(gs) or MISSING, "ASR before": _num(first["ASR before"]),
             "ASR after": _num(gs["ASR after"]) if gs["ASR after"].notna().any() else "no repair",
-            "clean after": _num(gs["clean after"]) if gs["clean after"].notna().any() else "—",
+            "clean after": _num(gs["clean after"]) if gs["clean after"].notna().any() else MISSING,
             "cost (× training)": f"{gs['cost'].mean():.2f}"}
     out = pd.DataFrame.from_dict(rows, orient="index")
     out.index.name = "attack"
@@ -386,7 +388,7 @@ def live_note(table: pd.DataFrame, committed: Result | None, here: str) -> str:
         return "No committed file has this model's recipe and settings, so nothing is compared."
     pairs = [(table.loc[(d, "this build"), c], table.loc[(d, "committed file"), c])
              for d in LIVE_DEFENSES for c in LIVE_COLUMNS]
-    pairs = [(a, b) for a, b in pairs if not (a == "—" and b == "—")]
+    pairs = [(a, b) for a, b in pairs if not (a == MISSING and b == MISSING)]
     same = sum(a == b for a, b in pairs)
     there = committed.provenance.get("device", "an unrecorded machine")
     where = (f"both on {here}" if there == here else

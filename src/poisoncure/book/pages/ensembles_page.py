@@ -14,6 +14,7 @@ from ...experiments import paper, report
 from ...experiments.grids import ensembles
 from ...experiments.result_files import provenance_text
 from .. import formatting, plots
+from ..formatting import MISSING
 
 if TYPE_CHECKING:
     from ...experiments.report import Report, Result
@@ -143,7 +144,8 @@ def grid_outputs(records: list[Result], exps: list[Any], results_profile: str
         f"class{'' if e.name in done else ' (not run yet)'}" for e in exps) or "empty"}
     all_tab = ensembles.method_table(records) if records else pd.DataFrame()
     if not len(all_tab):
-        texts.update({"ref_text": "not run", "prov_all": "—", "wl_summary": "no committed experiments to summarise"})
+        texts.update({"ref_text": "not run", "prov_all": MISSING,
+                      "wl_summary": "no committed experiments to summarise"})
         return pd.DataFrame({"note": [f"no committed results under results/{results_profile}/ensembles"]}), texts
     wide = all_tab.pivot_table(index="method", columns="trigger", values=["ASR %", "clean acc %", "FN"],
                                aggfunc="first")

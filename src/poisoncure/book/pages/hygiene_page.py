@@ -12,6 +12,7 @@ from ... import attacks
 from ...experiments import paper, report
 from ...experiments.grids import hygiene
 from .. import formatting, plots
+from ..formatting import MISSING
 from .rows import trained_model_row
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ def probes_figure(scan: Any, target: int, classes: tuple[str, ...], probes: int)
     rest = np.ones_like(scan.success)
     rest[target] = False
     return fig, {"corner_ok": f"{corner[target][scan.success[target]].mean():.2f}" if scan.success[target].any()
-                 else "—", "corner_rest": f"{corner[rest.astype(bool)].mean():.2f}"}
+                 else MISSING, "corner_rest": f"{corner[rest.astype(bool)].mean():.2f}"}
 
 
 def detection_table(scans: dict[str, Any], provenance: dict[str, dict], classes: tuple[str, ...],
@@ -88,7 +89,7 @@ def detection_table(scans: dict[str, Any], provenance: dict[str, dict], classes:
         rows.append({"suspect": name, f"Prob({classes[target]})": s.prob[target],
                      "highest Prob (label)": f"{s.prob.max():.1f} ({classes[s.suspect]})",
                      "labels over τ": ", ".join(classes[k] for k in np.flatnonzero(s.infected)) or "none",
-                     "paper, Table 6 (Fashion-MNIST)": paper.HYGIENE_FMNIST.get(name, {}).get("detect", "—"),
+                     "paper, Table 6 (Fashion-MNIST)": paper.HYGIENE_FMNIST.get(name, {}).get("detect", MISSING),
                      "scan (s)": provenance[name].get("wall_seconds", np.nan)})
     return pd.DataFrame(rows).set_index("suspect").round(2)
 
@@ -125,7 +126,7 @@ def detection_texts(scans: dict[str, Any], others: dict[str, Any], main: str | N
             f"labels over τ: {', '.join(classes[k] for k in np.flatnonzero(s.infected)) or 'none'}"
             f" (highest: {classes[s.suspect]})")
     else:
-        out["fm_prob_main"] = "—"
+        out["fm_prob_main"] = MISSING
         out["fm_verdict_main"] = "no attacked suspect in this run (fm_attacks is empty)"
     return out
 
@@ -150,7 +151,7 @@ def mitigation_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     table = pd.DataFrame(rows).set_index("suspect") if rows else pd.DataFrame()
     if len(table):
         for column, key in zip(T8_COLUMNS, ("acc", "asr"), strict=True):
-            table[column] = [paper.HYGIENE_FMNIST.get(a, {}).get(key, "—") for a in table.index]
+            table[column] = [paper.HYGIENE_FMNIST.get(a, {}).get(key, MISSING) for a in table.index]
     return formatting.rounded(table, 2).T
 
 
@@ -209,7 +210,7 @@ def committed_texts(records: list[Result], classes: tuple[str, ...]) -> dict[str
                     key=lambda rec: rec.params["suspect"]["epochs"])
     out["all_blend_epochs"] = " and ".join(
         f"{rec.params['suspect']['epochs']} epochs ({rec.report.before.attack_success_rate:.1f} %)"
-        for rec in blends) or "—"
+        for rec in blends) or MISSING
     f, s = result_of(records, "frog"), result_of(records, "stingray")
     if not (f and s):
         return {**out, **{k: "— (not run yet)" for k in ("all_kept", "all_frog_change", "all_sting_change",
@@ -315,13 +316,13 @@ def results_table(records: list[Result], classes: tuple[str, ...]):
                "Prob(target)": scan["prob"][t] if t is not None else np.nan,
                "labels over τ": ("all" if all(scan["infected"]) else
                                  ", ".join(classes[k] for k, v in enumerate(scan["infected"]) if v) or "none"),
-               "paper, Table 6": numbers.get(attack, {}).get("detect", "—"),
-               "label repaired": classes[mit["label"]] if mit else "—",
+               "paper, Table 6": numbers.get(attack, {}).get("detect", MISSING),
+               "label repaired": classes[mit["label"]] if mit else MISSING,
                "after: acc %": after.clean_accuracy if mit else np.nan,
                "after: ASR %": after.attack_success_rate if mit else np.nan,
                "clean only: ASR %": mit["clean_only"]["attack_success_rate"] if mit else np.nan,
-               T8_COLUMNS[0]: numbers.get(attack, {}).get("acc", "—") if attacked else "—",
-               T8_COLUMNS[1]: numbers.get(attack, {}).get("asr", "—") if attacked else "—",
+               T8_COLUMNS[0]: numbers.get(attack, {}).get("acc", MISSING) if attacked else MISSING,
+               T8_COLUMNS[1]: numbers.get(attack, {}).get("asr", MISSING) if attacked else MISSING,
                "Neural Cleanse flags": ", ".join(classes[k] for k in r[report.CLEANSE].labels) or "none",
                "ours flags": "not run" if report.POISON_CURE not in r.defenses else
                (", ".join(classes[k] for k in r[report.POISON_CURE].labels) or "none"),
@@ -347,24 +348,25 @@ def comparison_rows(name: str, scan: dict[str, Any], others: dict[str, Any], cla
     named = scan["suspect"] if flagged else None
     rows = [{"model": name, "detector": "PoisHygiene (probes)",
              "labels flagged": ", ".join(classes[k] for k in flagged) or "none",
-             "target named": classes[named] if named is not None else "—", "right target": right(named),
+             "target named": classes[named] if named is not None else MISSING, "right target": right(named),
              "statistic": f"highest Prob {max(scan['prob']):.1f} (τ = {tau:g})"}]
     nc = others["neural_cleanse"]
     nc_named = int(np.argmax(nc["anomaly"])) if nc["flagged"] else None
     rows.append({"model": name, "detector": "Neural Cleanse",
                  "labels flagged": ", ".join(classes[k] for k in nc["flagged"]) or "none",
-                 "target named": classes[nc_named] if nc_named is not None else "—", "right target": right(nc_named),
+                 "target named": classes[nc_named] if nc_named is not None else MISSING,
+                 "right target": right(nc_named),
                  "statistic": f"largest anomaly index {max(nc['anomaly']):.2f} (flag above 2)"})
     pc = others["poison_cure"]
     if pc is None:
-        rows.append({"model": name, "detector": "Poison as a Cure", "labels flagged": "—", "target named": "—",
+        rows.append({"model": name, "detector": "Poison as a Cure", "labels flagged": MISSING, "target named": MISSING,
                      "right target": np.nan, "statistic": "not run: no training images of "
                      + ", ".join(classes[k] for k in others["missing"])})
     else:
         pc_named = pc["target"] if pc["poisoned"] else None
         rows.append({"model": name, "detector": "Poison as a Cure",
                      "labels flagged": classes[pc_named] if pc_named is not None else "none",
-                     "target named": classes[pc_named] if pc_named is not None else "—",
+                     "target named": classes[pc_named] if pc_named is not None else MISSING,
                      "right target": right(pc_named),
                      "statistic": f"R = {pc['ratio']:.2f} (λ = {threshold:g}; largest: {classes[pc['target']]})"})
     return rows

@@ -16,6 +16,7 @@ from ...experiments import report, store
 if TYPE_CHECKING:
     from ...experiments.report import Result
 from .. import formatting, plots
+from ..formatting import MISSING
 from .rows import trained_model_row
 
 OFF_DIAGONAL = ~np.eye(10, dtype=bool)
@@ -190,20 +191,20 @@ def comparison_rows(name: str, tm: Any, search: Any, reversed_triggers: Any, cur
     s_true = spec.base if spec else None
     r = search
     rows = [{"model": name, "detector": "Xiang et al. (pairs)", "called attacked": r.detected,
-             "target named": classes[r.target] if r.detected else "—",
-             "source named": classes[r.source] if r.detected else "—",
+             "target named": classes[r.target] if r.detected else MISSING,
+             "source named": classes[r.source] if r.detected else MISSING,
              "right target": (r.target == t_true) if (r.detected and spec) else np.nan,
              "right source": (r.source == s_true) if (r.detected and spec) else np.nan}]
     flagged = np.flatnonzero(reversed_triggers.flagged)
     nc_t = int(np.argmax(reversed_triggers.anomaly)) if len(flagged) else None
     rows.append({"model": name, "detector": "Neural Cleanse (labels)", "called attacked": bool(len(flagged)),
-                 "target named": ", ".join(classes[k] for k in flagged) or "—", "source named": "n/a",
+                 "target named": ", ".join(classes[k] for k in flagged) or MISSING, "source named": "n/a",
                  "right target": (nc_t == t_true) if (nc_t is not None and spec) else np.nan,
                  "right source": np.nan})
     scan, base = cure.scan, cure.base
     rows.append({"model": name, "detector": "Poison as a Cure (gradients)", "called attacked": bool(scan.poisoned),
-                 "target named": classes[scan.target] if scan.poisoned else "—",
-                 "source named": classes[base.base] if (scan.poisoned and base is not None) else "—",
+                 "target named": classes[scan.target] if scan.poisoned else MISSING,
+                 "source named": classes[base.base] if (scan.poisoned and base is not None) else MISSING,
                  "right target": (scan.target == t_true) if (scan.poisoned and spec) else np.nan,
                  "right source": (base.base == s_true) if (scan.poisoned and spec and base is not None)
                  else np.nan})

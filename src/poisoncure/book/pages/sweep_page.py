@@ -14,6 +14,7 @@ from scipy.stats import norm as gauss
 
 from ...experiments.grids import sweep
 from .. import formatting, plots
+from ..formatting import MISSING
 
 if TYPE_CHECKING:
     from ...experiments.report import Result
@@ -118,7 +119,7 @@ def fails_on(breaks: pd.DataFrame, defense: str) -> str:
     if not len(breaks) or defense not in breaks.index.get_level_values(0):
         return "— (no working attack)"
     sub = breaks.loc[defense]
-    parts = [f"{r}: {v}" for r, v in sub["repair fails on"].items() if v != "—"]
+    parts = [f"{r}: {v}" for r, v in sub["repair fails on"].items() if v != MISSING]
     return "; ".join(parts) or "none (its repair works on every working attack)"
 
 
@@ -173,7 +174,7 @@ def theorem_texts(ours: pd.DataFrame, fit_c: float) -> dict[str, str]:
     corr = ours[["snr", "error"]].corr(method="spearman").iloc[0, 1] if len(ours) > 2 else np.nan
     out = {"snr_corr": f"{corr:+.2f}" if np.isfinite(corr) else "undefined (fewer than three points, or a constant "
                                                                   "column)",
-           "snr_range": f"{ours.snr.min():.1f}–{ours.snr.max():.1f}" if len(ours) else "—"}
+           "snr_range": f"{ours.snr.min():.1f}–{ours.snr.max():.1f}" if len(ours) else MISSING}
     works = ours[ours["attack works"] & (ours.error > 0) & (ours.snr > 0)]
     tail_gap = np.log10(works.error / (100 * gauss.cdf(-works.snr / 2))) if len(works) else pd.Series(dtype=float)
     fit_gap = (np.log10(works.error / (fit_c / works.snr ** 2)).abs() if len(works) and np.isfinite(fit_c)
