@@ -388,21 +388,23 @@ def evaluate(model: nn.Module, test: ImageSet, spec: AttackSpec | None = None,
     """Clean accuracy on ``test``; with an attack ``spec`` also attack success and accuracy on triggered
     base-class test images. ``tta``: flip test-time augmentation (:func:`predict`; ``None``: the model's own)."""
     trig = triggered_test_set(test, spec) if spec is not None else None
-    return attack_metrics(test, predict(model, test.x, device=device, tta=tta), spec,
+    return attack_metrics(test, predict(model, test.x, device=device, tta=tta), spec, trig,
                           None if trig is None else predict(model, trig.x, device=device, tta=tta))
 
 
 def attack_metrics(test: ImageSet, pred: np.ndarray, spec: AttackSpec | None = None,
-                   pred_triggered: np.ndarray | None = None) -> AttackMetrics:
+                   triggered: ImageSet | None = None, pred_triggered: np.ndarray | None = None) -> AttackMetrics:
     """:class:`AttackMetrics` from predictions: ``pred`` on ``test``'s images and, with an attack ``spec``,
-    ``pred_triggered`` on ``triggered_test_set(test, spec)``'s (what :func:`evaluate` predicts)."""
+    ``pred_triggered`` on ``triggered`` (``triggered_test_set(test, spec)``, made once by the caller): what
+    :func:`evaluate` computes from its two predictions."""
     per_class = metrics.per_class_accuracy(pred, test.y, len(test.classes))
     asr = pacc = None
     if spec is not None:
-        if pred_triggered is None:
-            raise ValueError("an attack spec needs the predictions on the triggered test set (pred_triggered)")
+        if triggered is None or pred_triggered is None:
+            raise ValueError("an attack spec needs the triggered test set and the predictions on it "
+                             "(triggered, pred_triggered)")
         asr = metrics.attack_success_rate(pred_triggered, spec.target)
-        pacc = metrics.accuracy(pred_triggered, triggered_test_set(test, spec).y)
+        pacc = metrics.accuracy(pred_triggered, triggered.y)
     return AttackMetrics(metrics.accuracy(pred, test.y), [float(v) for v in per_class], asr, pacc)
 
 

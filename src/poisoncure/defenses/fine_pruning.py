@@ -204,9 +204,10 @@ class FinePruning:
         with an attack ``spec``, attack success on its triggered base-class images), computed by
         :meth:`predictions`."""
         pred = self.predictions(model, pruning.order, pruning.ratios, test.x)
-        pred_t = (self.predictions(model, pruning.order, pruning.ratios, triggered_test_set(test, spec).x)
-                  if spec is not None else [None] * len(pred))
-        return [attack_metrics(test, p, spec, pt) for p, pt in zip(pred, pred_t, strict=True)]
+        trig = triggered_test_set(test, spec) if spec is not None else None
+        pred_t = (self.predictions(model, pruning.order, pruning.ratios, trig.x) if trig is not None
+                  else [None] * len(pred))
+        return [attack_metrics(test, p, spec, trig, pt) for p, pt in zip(pred, pred_t, strict=True)]
 
     def prune(self, model: nn.Module, pruning: Pruning, ratio: float | None = None) -> nn.Module:
         """A copy of ``model`` with the ``ratio`` (default: the chosen one) least active channels masked."""
