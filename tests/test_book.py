@@ -43,6 +43,20 @@ def test_the_check_fails_when_a_figure_is_missing(html_dir, tmp_path):
     assert any("02_attack" in p and "figures" in p for p in problems)
 
 
+def test_the_check_fails_when_a_table_shows_pythons_true_or_nan(html_dir, tmp_path):
+    """A cell that reads True or NaN on a chapter page (planted in a copy of the build) is reported; the parameters
+    page, whose table writes values as Python does, is not checked for it."""
+    copy = tmp_path / "html"
+    shutil.copytree(html_dir, copy)
+    page = copy / "book" / "chapters" / "05_class_detection.html"
+    html = page.read_text()
+    at = html.index("<td")
+    page.write_text(html[:at] + "<td>True</td><td>NaN</td>" + html[at:])
+    problems = book.check(copy)
+    assert any("05_class_detection" in p and "'NaN', 'True'" in p for p in problems), problems
+    assert not any("99_parameters" in p for p in problems)
+
+
 def test_pages_and_notebooks_have_no_error_output(html_dir):
     """No traceback on a page nor in an executed notebook's stderr (which the pages do not show)."""
     pages = list((html_dir / "book" / "chapters").glob("*.html"))

@@ -268,3 +268,44 @@ def test_a_compare_scan_that_flagged_nothing_left_the_model_unchanged_even_thoug
     assert not rows.loc[0, "repaired"] and rows.loc[0, "after: all"] == rows.loc[0, "before: all"]
     cover = paper_tables.coverage(rows, [rec.name])
     assert cover.iloc[0, 0] == "missed (model left unchanged)"
+
+
+def test_a_table_reads_check_marks_and_dashes_not_pythons_words():
+    """``for_reading``: booleans become ✓ / ✗ and NaN / None a dash, in the columns that hold them only; a number
+    column keeps its dtype (so pandas still formats it), and text that merely reads "True" stays."""
+    frame = pd.DataFrame({"R": [4.12, 1.15], "flagged": [True, False], "right target": [np.bool_(True), np.nan],
+                          "base": ["ship", None], "written": ["True", "None"]})
+    shown = formatting.for_reading(frame)
+    assert shown["flagged"].tolist() == [formatting.YES, formatting.NO]
+    assert shown["right target"].tolist() == [formatting.YES, formatting.MISSING]
+    assert shown["base"].tolist() == ["ship", formatting.MISSING]
+    assert shown["written"].tolist() == ["True", "None"]
+    assert shown["R"].dtype == np.float64 and shown["R"].tolist() == [4.12, 1.15]
+    assert frame["flagged"].dtype == bool  # the input is not changed
+
+
+def test_a_notebook_kernel_shows_every_dataframe_in_the_books_conventions(monkeypatch):
+    """``set_style`` (every chapter calls it) makes ``for_reading`` the HTML of any DataFrame a kernel displays,
+    glued or not; outside a kernel nothing is installed."""
+    import warnings
+
+    import IPython
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from poisoncure.book import plots
+
+    assert plots.tables_for_reading() is False  # pytest is no IPython kernel
+    shell = InteractiveShell.instance()
+    monkeypatch.setattr(IPython, "get_ipython", lambda: shell)
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # set_style redirects it in a kernel
+    frame = pd.DataFrame({"flagged": [True, False], "acc": [83.4, np.nan]}, index=["blend", "pixel"])
+    html = shell.display_formatter.format(frame)[0]["text/html"]
+    assert ">True<" in html  # IPython's own display, before
+    try:
+        plots.set_style()
+        html = shell.display_formatter.format(frame)[0]["text/html"]
+        assert ">True<" not in html and ">False<" not in html and ">NaN<" not in html
+        assert f">{formatting.YES}<" in html and f">{formatting.NO}<" in html and f">{formatting.MISSING}<" in html
+    finally:
+        shell.display_formatter.formatters["text/html"].pop(pd.DataFrame, None)
+        InteractiveShell.clear_instance()

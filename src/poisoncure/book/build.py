@@ -510,10 +510,18 @@ def stderr_problems(nb: dict) -> list[str]:
     return problems
 
 
+#: a table cell that shows Python's own words for yes, no or nothing rather than the book's (formatting.YES, NO,
+#: MISSING)
+RAW_CELL = re.compile(r"<td[^>]*>\s*(True|False|NaN|nan|None|<NA>|&lt;NA&gt;)\s*</td>")
+#: pages whose tables show parameter values as written in Python (``None``, ``True``), on purpose
+LITERAL_PAGES = frozenset({"99_parameters"})
+
+
 def check(html_dir: Path | None = None) -> list[str]:
     """Problems with the built HTML: a chapter page missing, fewer figures or tables on a page than its
     executed notebook produced, an image file missing or empty, an error output, a traceback on the page or in
-    the notebook's stderr."""
+    the notebook's stderr, a table cell that reads ``True``, ``False``, ``NaN`` or ``None`` (outside
+    :data:`LITERAL_PAGES`)."""
     html_dir = html_dir or build_dir() / "html"
     problems = []
     for name in notebook_sources():
@@ -543,6 +551,11 @@ def check(html_dir: Path | None = None) -> list[str]:
             problems.append(f"{name}: notebook has {n_tab} tables, page shows {html.count('<table')}")
         if "Traceback (most recent call last)" in html:
             problems.append(f"{name}: page shows a traceback")
+        if name not in LITERAL_PAGES:
+            raw = sorted(set(RAW_CELL.findall(html)))
+            if raw:
+                problems.append(f"{name}: table cells read {raw} (the book writes ✓ / ✗ and a dash: "
+                                "poisoncure.book.formatting)")
         if n_img == 0:
             problems.append(f"{name}: chapter has no figure")
     return problems

@@ -1,6 +1,9 @@
 """How the book writes its numbers: the conventions every table shares, in one place.
 
 * :data:`MISSING`, what a cell holds where nothing was measured;
+* :data:`YES` and :data:`NO`, what a yes-or-no cell reads (never Python's ``True`` / ``False``);
+* :func:`for_reading`, both applied to a table; every table a chapter shows passes through it
+  (:func:`poisoncure.book.plots.set_style` makes it the notebooks' HTML display of a DataFrame);
 * :func:`dashed`, a table with :data:`MISSING` where a value is NaN;
 * :func:`rounded`, the same, its numbers rounded for reading;
 * :func:`mean_sd`, a mean and its spread over seeds.
@@ -11,10 +14,30 @@ every table of the book reads the same way.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 #: what a shown cell holds where the quantity was not measured (or the method did not run)
 MISSING = "—"
+#: what a shown yes-or-no cell reads (a flag raised, a target named right, a test passed)
+YES, NO = "✓", "✗"
+
+
+def for_reading(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the book's cell conventions: :data:`YES` / :data:`NO` for a boolean cell, :data:`MISSING` for
+    NaN or None. Only the columns that hold such a cell change (to object dtype); the others keep their dtype, and so
+    pandas' formatting of their numbers. Text that merely reads "True" (a parameter's written value) is left alone."""
+    out = frame.copy()
+    for i in range(out.shape[1]):
+        col = out.iloc[:, i]
+        is_bool = col.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(dtype=bool)
+        missing = col.isna().to_numpy(dtype=bool)
+        if is_bool.any() or missing.any():
+            cells = col.astype(object).to_numpy(copy=True)
+            cells[is_bool] = [YES if v else NO for v in cells[is_bool]]
+            cells[missing] = MISSING
+            out.isetitem(i, pd.Series(cells, index=out.index, dtype=object))
+    return out
 
 
 def dashed(frame: pd.DataFrame) -> pd.DataFrame:

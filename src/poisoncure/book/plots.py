@@ -51,6 +51,15 @@ def note_html(kind: str, title: str, body: str) -> str:
             f"<p>{body}</p></div>")
 
 
+def _kernel() -> Any:
+    """The IPython shell this code runs in, or None (no IPython, or not inside a kernel)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    return get_ipython()
+
+
 def show_reader_warnings() -> bool:
     """In a notebook kernel, show the warnings a reader must see — a cache entry rebuilt (:class:`CacheWarning`), a
     result file refused (:class:`ResultWarning`) — as a visible note in the cell's output. The pages drop stderr
@@ -58,13 +67,10 @@ def show_reader_warnings() -> bool:
     stderr too, for the build log. Returns whether the hook was installed (False outside IPython)."""
     import warnings
 
-    try:
-        from IPython import get_ipython
-        from IPython.display import HTML, display
-    except ImportError:
+    if _kernel() is None:
         return False
-    if get_ipython() is None:
-        return False
+    from IPython.display import HTML, display
+
     original = getattr(warnings.showwarning, "_poisoncure_original", warnings.showwarning)
     kinds = _reader_warning_types()
 
@@ -94,7 +100,8 @@ def scale_note(profile: str) -> str | None:
 
 def set_style(profile: str | None = None) -> None:
     """The book's one figure style: seaborn 'whitegrid', colour-blind-safe palette, readable sizes, figures drawn for
-    the text column (:func:`fit_figures_to_column`), tables shown whole (no cell or row cut by pandas); in a notebook
+    the text column (:func:`fit_figures_to_column`), tables shown whole (no cell or row cut by pandas) and in the
+    book's cell conventions (:func:`tables_for_reading`); in a notebook
     kernel also :func:`show_reader_warnings` and, given the build's ``profile``, its :func:`scale_note`."""
     if show_reader_warnings() and profile is not None:
         note = scale_note(profile)
@@ -106,6 +113,7 @@ def set_style(profile: str | None = None) -> None:
                   rc={"figure.dpi": FIGURE_DPI, "savefig.dpi": FIGURE_DPI, "axes.titlesize": 11, "axes.labelsize": 10,
                       "figure.autolayout": False})
     fit_figures_to_column()
+    tables_for_reading()
     # tables show every cell whole: no "..." inside a cell, no rows or columns left out
     pd.set_option("display.max_colwidth", None)
     pd.set_option("display.max_rows", 500)
@@ -301,17 +309,26 @@ def reflow_row(fig, max_width: float = MAX_FIGURE_WIDTH, min_share: float = 0.75
     return True
 
 
+def tables_for_reading() -> bool:
+    """In a notebook kernel, show every DataFrame's HTML through :func:`poisoncure.book.formatting.for_reading`
+    (✓ / ✗ for a yes-or-no cell, a dash where nothing was measured), whichever code built the table: ``glue`` and
+    inline display both use this formatter. Returns whether it was installed (False outside IPython)."""
+    ip = _kernel()
+    if ip is None:
+        return False
+    from .formatting import for_reading
+
+    ip.display_formatter.formatters["text/html"].for_type(pd.DataFrame, lambda df: for_reading(df)._repr_html_())
+    return True
+
+
 def fit_figures_to_column() -> bool:
     """In a notebook kernel, show every matplotlib figure through :func:`fit_to_column` (the PNG formatter that
     ``glue`` and inline display use). Returns whether the formatter was installed (False outside IPython)."""
-    try:
-        from IPython import get_ipython
-        from IPython.core.pylabtools import print_figure
-    except ImportError:
-        return False
-    ip = get_ipython()
+    ip = _kernel()
     if ip is None:
         return False
+    from IPython.core.pylabtools import print_figure
     from matplotlib.figure import Figure
 
     # the inline backend registers its own PNG formatter when it is first imported (lazily, at the first figure);
