@@ -15,7 +15,7 @@ import pandas as pd
 from ...experiments import paper, report
 from ...experiments.grids.compare import cell_table
 from .. import formatting, plots
-from ..formatting import MISSING
+from ..formatting import MISSING, NO, YES
 
 if TYPE_CHECKING:
     from ...experiments.report import Report, Result
@@ -120,9 +120,9 @@ def _mark(group: pd.DataFrame) -> str:
         return ""
     hits = int(verdicts.astype(bool).sum())
     if len(verdicts) > 1:
-        return f"{hits}/{len(verdicts)} ✓"
+        return f"{hits}/{len(verdicts)} {YES}"
     extra = len(group["labels"].iloc[0] or []) - hits
-    return ("✓" + (f"+{extra}" if extra > 0 else "")) if hits else "✗"
+    return (YES + (f"+{extra}" if extra > 0 else "")) if hits else NO
 
 
 def all_defenses_table(cell: pd.DataFrame, planned: list[str] | None = None) -> pd.DataFrame:
@@ -209,7 +209,7 @@ def heatmap_figure(cell: pd.DataFrame, planned: list[str] | None = None):
                 continue
             values[i, j] = gd["ASR after"].mean()
             verdicts = gd["names target"].dropna()  # over seeds: the majority's verdict
-            mark = "" if verdicts.empty else ("✓" if verdicts.astype(bool).mean() >= 0.5 else "✗")
+            mark = "" if verdicts.empty else (YES if verdicts.astype(bool).mean() >= 0.5 else NO)
             num = "" if math.isnan(values[i, j]) else f"{values[i, j]:.0f}"
             text[i][j] = f"{num}\n{mark}" if num and mark else (num or mark)  # the mark under the number: a
             # cell of the text column's width holds "100" but not "100✗"

@@ -14,7 +14,7 @@ from scipy.stats import norm as gauss
 
 from ...experiments.grids import sweep
 from .. import formatting, plots
-from ..formatting import MISSING
+from ..formatting import MISSING, NO, YES
 
 if TYPE_CHECKING:
     from ...experiments.report import Result
@@ -104,11 +104,11 @@ def flags_figure(table: pd.DataFrame, order: list[str]):
             if np.isnan(v):
                 continue
             ok = bool(working.get((r, t), False))
-            ax.text(j, i, ("✓" if v >= 0.5 else "✗") + ("" if ok else "*"), ha="center", va="center", fontsize=10,
+            ax.text(j, i, (YES if v >= 0.5 else NO) + ("" if ok else "*"), ha="center", va="center", fontsize=10,
                     color="black")
     ax.set_title("names the target label (* = attack not learned)", fontsize=9)
-    ax.legend(handles=[mpatches.Patch(color=hit_colours[1], label="✓ names the target"),
-                       mpatches.Patch(color=hit_colours[0], label="✗ does not")],
+    ax.legend(handles=[mpatches.Patch(color=hit_colours[1], label=f"{YES} names the target"),
+                       mpatches.Patch(color=hit_colours[0], label=f"{NO} does not")],
               loc="upper center", bbox_to_anchor=(0.5, -0.3), ncols=2, fontsize=8, frameon=False)
     fig.tight_layout()
     return fig
