@@ -25,24 +25,24 @@ YES, NO = "✓", "✗"
 
 def for_reading(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` with the book's cell conventions: :data:`YES` / :data:`NO` for a boolean cell, :data:`MISSING` for
-    NaN or None. Only the columns that hold such a cell change (to object dtype); the others keep their dtype, and so
-    pandas' formatting of their numbers. Text that merely reads "True" (a parameter's written value) is left alone."""
+    NaN or None (:func:`dashed`). Only the columns that hold such a cell change (to object dtype); the others keep their
+    dtype, and so pandas' formatting of their numbers. Text that merely reads "True" (a parameter's written value) is
+    left alone."""
     out = frame.copy()
     for i in range(out.shape[1]):
         col = out.iloc[:, i]
-        is_bool = col.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(dtype=bool)
-        missing = col.isna().to_numpy(dtype=bool)
-        if is_bool.any() or missing.any():
-            cells = col.astype(object).to_numpy(copy=True)
-            cells[is_bool] = [YES if v else NO for v in cells[is_bool]]
-            cells[missing] = MISSING
-            out.isetitem(i, pd.Series(cells, index=out.index, dtype=object))
+        if col.isna().any() or col.map(_is_bool).any():
+            out.isetitem(i, dashed(col).map(lambda v: (YES if v else NO) if _is_bool(v) else v))
     return out
 
 
-def dashed(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with :data:`MISSING` for every NaN or None (object dtype, so a column may mix values and the
-    dash)."""
+def _is_bool(value) -> bool:
+    return isinstance(value, bool | np.bool_)
+
+
+def dashed(frame: pd.DataFrame | pd.Series) -> pd.DataFrame | pd.Series:
+    """``frame`` (a table or one column) with :data:`MISSING` for every NaN or None (object dtype, so a column may
+    mix values and the dash)."""
     return frame.astype(object).where(frame.notna(), MISSING)
 
 
