@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The paper's main grid on one GPU in one command (issue: "one short GPU run for the paper's scale"):
-# the `gpu` profile (whitened fast network) with every defense of the grid and Spectral Signatures' retraining,
-# as SHARDS processes sharing the GPU. Results go to $RESULTS/gpu/main/*.json and a tar of them; the runner
-# resumes, so a second call finishes what a first one left.
+# One grid of the `gpu` profile (whitened fast network) on one GPU in one command (issue: "one short GPU run for
+# the paper's scale"): GRID=main (default; the paper's 18 with every defense of the grid and Spectral Signatures'
+# retraining), then, as GPU time allows and in this order, GRID=sweep, hygiene, ensembles, and compare (every
+# defense of the book on the same models; more than one slot, so run it with ONLY patterns or repeat the call).
+# SHARDS processes share the GPU. Results go to $RESULTS/gpu/$GRID/*.json and a tar of them; the runner resumes,
+# so a second call finishes what a first one left.
 #
 #   RESULTS=/tmp/res TAR=/tmp/gpu-main.tar.gz SHARDS=1 LIMIT=540 bash bench/gpu_grid.sh
+#   GRID=compare ONLY='pair1-*' RESULTS=/tmp/res TAR=/tmp/gpu-compare.tar.gz LIMIT=540 bash bench/gpu_grid.sh
 #
 # Measured on one H200 (README): about 40 s an experiment in one process, so the 18 need about 12 minutes (two
 # calls, or --only subsets). Nine shards with every process using all 16 cores' threads finished nothing in 500 s;
@@ -14,9 +17,14 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RESULTS=${RESULTS:-results}
+GRID=${GRID:-main}
+ONLY=${ONLY:-}
 SHARDS=${SHARDS:-1}
 LIMIT=${LIMIT:-480}
-TAR=${TAR:-$RESULTS/gpu-main.tar.gz}
+TAR=${TAR:-$RESULTS/gpu-$GRID.tar.gz}
+case "$GRID" in main|reverse|sweep|hygiene|ensembles|compare) ;;
+  *) echo "GRID must be one of the gpu profile's grids: main, reverse, sweep, hygiene, ensembles, compare (got '$GRID')" >&2; exit 2;;
+esac
 mkdir -p "$RESULTS/gpu/logs"
 PY=${PY:-python3}
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -32,14 +40,14 @@ PY
 echo "data ready after $(( $(date +%s) - start )) s"
 pids=()
 for k in $(seq 1 "$SHARDS"); do
-  timeout "$LIMIT" $PY -m poisoncure.experiments.runner --profile gpu --grid main --shard "$k/$SHARDS" \
-    --results "$RESULTS" > "$RESULTS/gpu/logs/shard$k.log" 2>&1 &
+  timeout "$LIMIT" $PY -m poisoncure.experiments.runner --profile gpu --grid "$GRID" ${ONLY:+--only "$ONLY"} \
+    --shard "$k/$SHARDS" --results "$RESULTS" > "$RESULTS/gpu/logs/$GRID-shard$k.log" 2>&1 &
   pids+=($!)
 done
 rc=0
 for p in "${pids[@]}"; do wait "$p" || rc=$?; done
 echo "grid finished after $(( $(date +%s) - start )) s (last non-zero exit: $rc)"
-ls "$RESULTS/gpu/main" | wc -l
-tail -n 3 "$RESULTS"/gpu/logs/shard*.log
+ls "$RESULTS/gpu/$GRID" 2>/dev/null | wc -l
+tail -n 3 "$RESULTS"/gpu/logs/"$GRID"-shard*.log
 tar -C "$RESULTS" -czf "$TAR" gpu
 exit "$rc"

@@ -255,3 +255,30 @@ def test_execute_lists_the_cached_artifacts_a_runner_used(tmp_path, monkeypatch)
     assert [a["from_cache"] for a in first["artifacts"]] == [False]
     assert [a["from_cache"] for a in second["artifacts"]] == [True]
     assert second["artifacts"][0]["commit"] == first["commit"] and second["artifacts"][0]["key"]
+
+
+def test_the_gpu_command_runs_the_named_grid_in_shards_and_refuses_an_unknown_one(tmp_path):
+    """bench/gpu_grid.sh, the one command of a GPU slot (main, then sweep, hygiene, ensembles, compare): every shard
+    runs the runner on the grid it is given, with the pattern, and the results are packed as that grid's archive; a
+    misspelt grid is refused before anything runs. A stand-in Python records the calls instead of computing."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    calls, res = tmp_path / "calls", tmp_path / "res"
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> "{calls}"\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PY": str(fake), "RESULTS": str(res), "GRID": "compare", "ONLY": "pair1-*", "SHARDS": "2",
+           "LIMIT": "60"}
+    subprocess.run(["bash", "bench/gpu_grid.sh"], cwd=root, env=env, check=True, capture_output=True, text=True)
+    lines = calls.read_text().splitlines()
+    assert lines[0] == "-"  # the data, decoded once before the shards
+    assert sorted(lines[1:]) == [f"-m poisoncure.experiments.runner --profile gpu --grid compare --only pair1-* "
+                                 f"--shard {k}/2 --results {res}" for k in (1, 2)]
+    assert (res / "gpu-compare.tar.gz").is_file()
+    bad = subprocess.run(["bash", "bench/gpu_grid.sh"], cwd=root, env={**env, "GRID": "comprae"},
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "GRID must be one of" in bad.stderr
+    assert len(calls.read_text().splitlines()) == 3  # nothing ran
