@@ -14,6 +14,8 @@
 # each shard now gets nproc/SHARDS threads.
 #
 # Without the project installed it runs from src/ (PYTHONPATH); CIFAR-10 comes from POISONCURE_CIFAR10 or shared/.
+# GRID=hygiene also needs Fashion-MNIST: the device machine is offline, so carry a folder with its four files and
+# point POISONCURE_FASHION_MNIST at it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RESULTS=${RESULTS:-results}
