@@ -1,7 +1,10 @@
 """The reproduction runner: planning, result files (typed, atomic, checked, never trusted when damaged), resuming."""
 
 import dataclasses
+import os
+import subprocess
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -261,10 +264,6 @@ def test_the_gpu_command_runs_the_named_grid_in_shards_and_refuses_an_unknown_on
     """bench/gpu_grid.sh, the one command of a GPU slot (main, then sweep, hygiene, ensembles, compare): every shard
     runs the runner on the grid it is given, with the pattern, and the results are packed as that grid's archive; a
     misspelt grid is refused before anything runs. A stand-in Python records the calls instead of computing."""
-    import os
-    import subprocess
-    from pathlib import Path
-
     root = Path(__file__).resolve().parents[1]
     calls, res = tmp_path / "calls", tmp_path / "res"
     fake = tmp_path / "python"
