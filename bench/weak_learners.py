@@ -23,8 +23,10 @@ from poisoncure.experiments.grids import ensembles
 from poisoncure.train import resolve_device
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def chapter12_settings(description: str) -> tuple[argparse.Namespace, dict, dict]:
+    """Parse ``--profile``, ``--per-class`` and ``--device``; return (arguments, the chapter's parameters with the
+    per-class override, the live experiment's parameters of :func:`ensembles.experiment_params`)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--profile", default="smoke", help="whose chapter-12 settings to use")
     parser.add_argument("--per-class", type=int, default=None, help="training images per class (default: the "
                         "profile's wl_train_per_class)")
@@ -35,6 +37,11 @@ def main() -> None:
     if args.per_class is not None:
         nb["wl_train_per_class"] = args.per_class
     params = ensembles.experiment_params(nb, ensembles.live_trigger(nb), nb["wl_poison_rate"], nb["seed"], False)
+    return args, nb, params
+
+
+def main() -> None:
+    args, _, params = chapter12_settings(__doc__.splitlines()[0])
     dev = resolve_device(args.device)
     data = experiments.load_cifar10()
     recipe = experiments.Recipe(**params["recipe"])

@@ -27,6 +27,14 @@ interrupted run resumes at the learner where it stopped.
 Deviation: the ISPL iterations of a component continue one network, but each calls :func:`train.fit`, which builds
 a fresh SGD optimiser, so the momentum buffer restarts every iteration (the authors keep one optimiser per
 component). Weak learners and self-training rounds get a fresh optimiser in both.
+
+A limitation of the authors' vote rule, kept as published: a weak learner does not predict a label it never trained
+on, so a label held by one component only can collect at most one vote, and ``cnt > 1`` removes every sample of it;
+self-training trains on the kept set only and cannot bring the label back. ISPL's per-class extras (``q/8`` of each
+class) come from the *unassigned* samples, so they do not help once a component has taken a class whole. On a toy
+whose first component takes two easy classes whole, the defense removes both from a clean training set
+(``tests/test_weak_learners.py``). On CIFAR-10 at the chapters' scale every component holds every class, and the clean
+samples the vote removes are lost to weak learners instead (``bench/weak_learner_votes.py``, bench/README).
 """
 
 from __future__ import annotations
