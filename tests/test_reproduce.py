@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from poisoncure.book.pages import reverse_page
-from poisoncure.experiments import plans, result_files, runner
+from poisoncure.experiments import plans, profiles, result_files, runner
 from poisoncure.experiments.plans import plan
 from poisoncure.experiments.report import Report, Result, Scores
 from poisoncure.experiments.result_files import ResultWarning, load_results, read_result
@@ -281,3 +281,11 @@ def test_the_gpu_command_runs_the_named_grid_in_shards_and_refuses_an_unknown_on
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "GRID must be one of" in bad.stderr
     assert len(calls.read_text().splitlines()) == 3  # nothing ran
+
+
+def test_the_gpu_command_accepts_exactly_the_gpu_profiles_grids():
+    """bench/gpu_grid.sh lists the grids it accepts (it checks before the data are decoded); the list must be the
+    `gpu` profile's `reproduce` grids, so a grid added to the profile cannot be refused by the command."""
+    root = Path(__file__).resolve().parents[1]
+    line = next(ln for ln in (root / "bench" / "gpu_grid.sh").read_text().splitlines() if ln.startswith("GRIDS="))
+    assert line.split("=", 1)[1].strip('"').split() == list(profiles.load("gpu")["reproduce"])
