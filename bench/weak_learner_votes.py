@@ -15,7 +15,7 @@ vote removes under three rules computed from the same learners' predictions:
 If the abstaining rules remove about as much as the authors' rule, the clean samples are not lost to labels the
 learners never saw but to learners too weak to recognise clean data they did not train on. Nothing is asserted.
 
-    .venv/bin/python bench/weak_learner_votes.py [--per-class 1000] [--profile smoke]
+    .venv/bin/python bench/weak_learner_votes.py [--per-class 1000] [--profile smoke] [--set wl_learner_epochs=20 ...]
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def main() -> None:
         seconds = time.perf_counter() - t0
     print(f"{provenance.device_name(dev)}, commit {provenance.git_commit()}, profile {args.profile}, "
           f"{len(train):,} clean training images ({per_class} per class), {len(res.components)} weak learners, "
-          f"{seconds:.0f} s")
+          f"{seconds:.0f} s{'; overrides ' + ' '.join(args.set) if args.set else ''}")
     preds = res.preds
     held = np.stack([np.bincount(y[c.rows], minlength=10) for c in res.components])  # learners x classes
     for j, c in enumerate(res.components):

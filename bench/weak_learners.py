@@ -6,7 +6,7 @@ earlier runs): the undefended model of the recipe, then the whole defense (ISPL 
 self-training), and, separately, the final model on the kept set. Everything is timed in this one run and printed;
 nothing is asserted (timings never go in tests).
 
-    .venv/bin/python bench/weak_learners.py [--per-class 1000] [--profile smoke]
+    .venv/bin/python bench/weak_learners.py [--per-class 1000] [--profile smoke] [--set wl_learner_epochs=20 ...]
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+
+import yaml
 
 from poisoncure import experiments, provenance
 from poisoncure.cache import Cache
@@ -24,18 +26,25 @@ from poisoncure.train import resolve_device
 
 
 def chapter12_settings(description: str) -> tuple[argparse.Namespace, dict, dict]:
-    """Parse ``--profile``, ``--per-class`` and ``--device``; return (arguments, the chapter's parameters with the
-    per-class override, the live experiment's parameters of :func:`ensembles.experiment_params`)."""
+    """Parse ``--profile``, ``--per-class``, ``--device`` and ``--set``; return (arguments, the chapter's parameters
+    with the overrides, the live experiment's parameters of :func:`ensembles.experiment_params`)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--profile", default="smoke", help="whose chapter-12 settings to use")
     parser.add_argument("--per-class", type=int, default=None, help="training images per class (default: the "
                         "profile's wl_train_per_class)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--set", nargs="+", default=[], metavar="NAME=VALUE",
+                        help="chapter-12 parameters to override, e.g. wl_learner_epochs=20 wl_lr=0.1")
     args = parser.parse_args()
     prof = profiles.load(args.profile)
     nb = {**prof["experiment"], **prof["notebooks"]["12_weak_learners"]}
     if args.per_class is not None:
         nb["wl_train_per_class"] = args.per_class
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep or name not in nb:
+            parser.error(f"--set takes NAME=VALUE with a chapter-12 parameter of the profile, got {item!r}")
+        nb[name] = yaml.safe_load(value)
     params = ensembles.experiment_params(nb, ensembles.live_trigger(nb), nb["wl_poison_rate"], nb["seed"], False)
     return args, nb, params
 

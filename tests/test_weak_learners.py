@@ -247,7 +247,7 @@ def test_the_authors_vote_removes_whole_the_labels_at_most_one_learner_trained_o
     in_lonely = np.isin(train.y, lonely)
     for kept in (res.vote_kept, res.kept):
         assert not kept[in_lonely].any(), np.bincount(train.y[kept & in_lonely], minlength=10)
-    # of the labels two or more learners trained on, the vote removes few samples and self-training keeps them all
+    # of the labels two or more learners trained on, the vote removes few samples and self-training wins them back
     assert (~res.vote_kept[~in_lonely]).mean() < 0.15, np.bincount(train.y[~res.vote_kept], minlength=10)
     assert (~res.kept[~in_lonely]).mean() < 0.05, np.bincount(train.y[~res.kept], minlength=10)
 
