@@ -33,8 +33,10 @@ on, so a label held by one component only can collect at most one vote, and ``cn
 self-training trains on the kept set only and cannot bring the label back. ISPL's per-class extras (``q/8`` of each
 class) come from the *unassigned* samples, so they do not help once a component has taken a class whole. On a toy
 whose first component takes two easy classes whole, the defense removes both from a clean training set
-(``tests/test_weak_learners.py``). On CIFAR-10 at the chapters' scale every component holds every class, and the clean
-samples the vote removes are lost to weak learners instead (``bench/weak_learner_votes.py``, bench/README).
+(``tests/test_weak_learners.py``). On clean CIFAR-10 at chapter 12's settings every component holds every class, but
+unevenly, and the clean samples the vote removes (more than half) are lost to learners too weak on the labels their
+component holds few of; at four times the learning rate, self-training loses four classes whole
+(``bench/weak_learner_votes.py``, bench/README).
 """
 
 from __future__ import annotations
