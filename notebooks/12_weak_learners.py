@@ -285,6 +285,11 @@ glue("fig_growth", fig, display=False)
 plt.close(fig)
 for name, text in growth_texts.items():
     glue(name, text, display=False)
+fig, composition_texts = page.composition_figure(rep, classes)
+glue("fig_composition", fig, display=False)
+plt.close(fig)
+for name, text in composition_texts.items():
+    glue(name, text, display=False)
 
 # %% [markdown]
 # The live experiment: {glue:text}`live_attack`; recomputed in {glue:text}`live_seconds` s of wall time on this
@@ -301,6 +306,23 @@ for name, text in growth_texts.items():
 # The weak learners are weak indeed: each predicts the label of {glue:text}`learner_acc` of the clean training
 # samples (its own component included). The vote leaves {glue:text}`vote_text`; after self-training,
 # {glue:text}`spl_text`.
+#
+# ```{glue:figure} fig_composition
+# :name: fig-wl-composition
+#
+# (a) How many images of each label every ISPL component holds (colour), and how often the weak learner trained on
+# that component predicts the class of a clean image of it (number, %). (b) The share of each class's clean training
+# images the defense removes in the end.
+# ```
+#
+# Why so many clean samples go: the components are far from class-balanced. Trimming to the lowest losses takes
+# the classes the model already fits first, so each component holds {glue:text}`comp_range`, and a learner trained
+# on few images of a class rarely recognises it: on average a weak learner is right on {glue:text}`skew_acc`. The
+# vote needs two learners to agree with a sample's label, so the classes most components hold little of lose the
+# most clean images; in the end the defense removes {glue:text}`removed_range`. A class can be lost whole:
+# self-training learns only from what the vote kept, so it rarely wins back a class the vote thinned out, and a class
+# that only one component holds can never collect two votes at all (the library's tests show this on a toy;
+# `bench/weak_learner_votes.py` measures both effects on a clean training set).
 
 # %%
 records = result_files.load_results(results_profile, "ensembles")

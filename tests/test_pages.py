@@ -181,3 +181,35 @@ def test_the_hygiene_comparison_table_lists_three_detectors_per_model():
     assert len(t) == 6 and t.index.names == ["model", "detector"]
     assert (t.loc["badnets", "right target"] == True).all()  # noqa: E712
     assert (t.loc["healthy", "right target"] == "—").all()  # nothing to be right about on a healthy model
+
+
+def test_the_component_reading_follows_the_classes_each_component_holds():
+    """Chapter 12's composition figure: the sentences compare the learners' accuracy on the classes their component
+    holds little of with the classes it holds plenty of, and name the classes losing the least and the most clean
+    images; a record without the per-class numbers (written before they were measured) gives dashes, not a crash."""
+    from poisoncure.book.pages import ensembles_page
+    from poisoncure.experiments.report import DefenseReport, Report
+
+    held = [[300, 300, 300, 10, 10, 10, 10, 10, 10, 40], [10, 10, 10, 300, 300, 300, 10, 10, 10, 40]]
+    acc = [[80, 80, 80, 5, 5, 5, 5, 5, 5, 50], [5, 5, 5, 90, 90, 90, 5, 5, 5, 50]]
+    comps = [{"bag": 0, "index": i, "size": sum(h), "poison": 0, "per_label": h, "learner_accuracy_per_class": a}
+             for i, (h, a) in enumerate(zip(held, acc, strict=True))]
+    details = {"components": comps, "clean_per_class": [100] * 10,
+               "clean_removed_per_class": [10, 10, 10, 20, 20, 20, 90, 90, 95, 50]}
+    rep = Report(None, None, 1000, 0, None, {report_name(): DefenseReport(details=details)})
+    fig, texts = ensembles_page.composition_figure(rep, CLASSES)
+    assert len(fig.axes) >= 2
+    # scarce: under a quarter of an even share (100 / 4 = 25 images): the 10s, at 5 % accuracy; ample: >= 100 images
+    assert texts["skew_acc"].startswith("5 % of the clean images") and "against 85 % on" in texts["skew_acc"]
+    assert "between 10 and 300 images" in texts["comp_range"]
+    assert texts["removed_range"] == "from 10 % of the clean c0 images to 95 % of the clean c8 images"
+    old = Report(None, None, 1000, 0, None, {report_name(): DefenseReport(details={"components": [
+        {k: v for k, v in comps[0].items() if k not in ("per_label", "learner_accuracy_per_class")}]})})
+    _, dashes = ensembles_page.composition_figure(old, CLASSES)
+    assert set(dashes.values()) == {"—"}
+
+
+def report_name() -> str:
+    from poisoncure.experiments import report
+
+    return report.ENSEMBLE

@@ -92,6 +92,57 @@ def growth_figure(live: Report) -> tuple[Any, dict[str, str]]:
         "learner_size": f"{comp['size'].mean():,.0f}"}
 
 
+def composition_figure(live: Report, classes: tuple[str, ...]) -> tuple[Any, dict[str, str]]:
+    """Why the vote removes clean samples: (a) each ISPL component's images per label (colour) with its weak learner's
+    accuracy on that class's clean images (number, %); (b) the share of each class's clean images the defense removes
+    in the end. With the sentences reading them (``comp_range``, ``skew_acc``, ``removed_range``). A record written
+    before these were measured (no ``per_label``) gives a placeholder figure and dashes."""
+    ens = live[ENSEMBLES].details
+    comps = ens.get("components", [])
+    if not comps or "per_label" not in comps[0] or "clean_removed_per_class" not in ens:
+        return plots.placeholder("this record holds no per-class measurements of the components"), {
+            "comp_range": MISSING, "skew_acc": MISSING, "removed_range": MISSING}
+    held = np.array([c["per_label"] for c in comps], dtype=float)  # components x labels
+    acc = np.array([c["learner_accuracy_per_class"] for c in comps], dtype=float)
+    removed = 100 * np.array(ens["clean_removed_per_class"], float) / np.maximum(ens["clean_per_class"], 1)
+    names = [plots.short(c) for c in classes]
+    rows = [f"bag {c['bag']}, #{c['index']}" for c in comps]
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(6.0, 2.2 + 0.5 * len(rows) + 2.2),
+                                   gridspec_kw={"height_ratios": [max(len(rows), 2), 3]})
+    im = ax1.imshow(held, cmap="Blues", aspect="auto")
+    ax1.set_xticks(range(len(names)), names, rotation=45, ha="right", rotation_mode="anchor")
+    ax1.set_yticks(range(len(rows)), rows)
+    ax1.grid(False)
+    for i in range(held.shape[0]):
+        for j in range(held.shape[1]):
+            ax1.text(j, i, f"{acc[i, j]:.0f}", ha="center", va="center", fontsize=9,
+                     color="white" if held[i, j] > 0.6 * held.max() else "black")
+    fig.colorbar(im, ax=ax1, label="images", fraction=0.05, pad=0.02)
+    ax1.set_title("learner accuracy per class (%)")
+    ax2.bar(names, removed, color="C3")
+    ax2.set_ylim(0, 100)
+    ax2.set_ylabel("removed (%)")
+    ax2.set_xticks(range(len(names)), names, rotation=45, ha="right", rotation_mode="anchor")
+    ax2.set_title("clean images removed, per class")
+    plots.label_panels([ax1, ax2])
+    fig.tight_layout()
+    even = held.sum(axis=1, keepdims=True) / held.shape[1]
+    scarce, ample = held < even / 4, held >= even
+    if scarce.any() and ample.any():
+        skew = (f"{acc[scarce].mean():.0f} % of the clean images of the classes its component holds little of (under "
+                f"a quarter of an even share: {int(scarce.sum())} of {held.size} component–class pairs), against "
+                f"{acc[ample].mean():.0f} % on the classes it holds an even share or more of")
+    else:
+        skew = f"{acc.min():.0f}–{acc.max():.0f} % per class; no component holds a class far below an even share"
+    lo, hi = int(np.argmin(removed)), int(np.argmax(removed))
+    return fig, {
+        "comp_range": f"between {int(held.min()):,} and {int(held.max()):,} images of one label (an even share "
+                      f"would be about {float(even.mean()):,.0f})",
+        "skew_acc": skew,
+        "removed_range": f"from {removed[lo]:.0f} % of the clean {classes[lo]} images to {removed[hi]:.0f} % of the "
+                         f"clean {classes[hi]} images"}
+
+
 def methods_table(live_rec: Result, committed: Result | None, live_methods: tuple[str, ...]
                   ) -> pd.DataFrame:
     """Every method on the live experiment: the methods run in this build, the others from the committed file of

@@ -210,14 +210,22 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
         with stage(stages, "ensemble"):
             ens = WeakLearnerEnsemble(cfg, device=dev, progress=progress).run(
                 model_factory(recipe), train.as_imageset(), f"{recipe.model}-w{recipe.width}")
+        n_classes = len(data.train.classes)
+        clean_y = np.where(is_poison, -1, train.y)  # the clean samples' labels; -1 for the poison
         out["ensemble"] = {
             "components": [{"bag": c.bag, "index": c.index, "size": len(c.rows), "active": c.active,
                             "poison": int(is_poison[c.rows].sum()), "seconds": c.seconds,
                             "learner_accuracy_clean": float(np.mean(c.preds[~is_poison] == train.y[~is_poison]) * 100),
-                            "learner_target_on_poison": float(np.mean(c.preds[is_poison] == spec.target) * 100)}
+                            "learner_target_on_poison": float(np.mean(c.preds[is_poison] == spec.target) * 100),
+                            # the labels the learner trained on (as given), and its accuracy per clean class
+                            "per_label": np.bincount(train.y[c.rows], minlength=n_classes).tolist(),
+                            "learner_accuracy_per_class": [float(np.mean(c.preds[clean_y == k] == k) * 100)
+                                                           for k in range(n_classes)]}
                            for c in ens.components],
             "vote": removal_counts(ens.vote_kept, is_poison),
-            "spl": [removal_counts(k, is_poison) for k in ens.spl_kept], "seconds": ens.seconds}
+            "spl": [removal_counts(k, is_poison) for k in ens.spl_kept], "seconds": ens.seconds,
+            "clean_per_class": np.bincount(clean_y[clean_y >= 0], minlength=n_classes).tolist(),
+            "clean_removed_per_class": np.bincount(clean_y[~ens.kept & (clean_y >= 0)], minlength=n_classes).tolist()}
         retrained("Ensembles of weak learners", ens.kept)
 
     if "ITLM" in methods:
