@@ -33,9 +33,10 @@ from poisoncure.experiments.grids import ensembles
 from poisoncure.train import resolve_device
 
 
-def abstaining_vote(preds: np.ndarray, y: np.ndarray, eligible: np.ndarray, min_count: int = 2) -> np.ndarray:
+def abstaining_vote(preds: np.ndarray, y: np.ndarray, eligible: np.ndarray, num_classes: int,
+                    min_count: int = 2) -> np.ndarray:
     """Keep-mask of a vote where learner j votes on sample i only if ``eligible[j, i]``."""
-    counts = np.zeros((len(y), 10), dtype=np.int64)
+    counts = np.zeros((len(y), num_classes), dtype=np.int64)
     for row, ok in zip(preds, eligible, strict=True):
         np.add.at(counts, (np.flatnonzero(ok), row[ok]), 1)
     best = counts.max(axis=1)
@@ -58,21 +59,20 @@ def main() -> None:
     print(f"{provenance.device_name(dev)}, commit {provenance.git_commit()}, profile {args.profile}, "
           f"{len(train):,} clean training images ({per_class} per class), {len(res.components)} weak learners, "
           f"{seconds:.0f} s{'; overrides ' + ' '.join(args.set) if args.set else ''}")
-    preds = res.preds
-    held = np.stack([np.bincount(y[c.rows], minlength=10) for c in res.components])  # learners x classes
+    preds, n = res.preds, len(train.classes)
+    held, acc = res.per_class(y, n)  # learners x classes
     for j, c in enumerate(res.components):
-        acc = [np.mean(preds[j, y == k] == k) for k in range(10)]
         print(f"component {j}: {len(c.rows):5d} images, per class {held[j].tolist()}")
-        print(f"   its learner's accuracy per class (%): {np.round(100 * np.array(acc)).astype(int).tolist()}")
-    even = held.sum(axis=1, keepdims=True) / 10
-    rules = {"authors' rule": vote_keep(preds, y, 10, min_count=2)}
+        print(f"   its learner's accuracy per class (%): {np.round(acc[j]).astype(int).tolist()}")
+    even = held.sum(axis=1, keepdims=True) / n
+    rules = {"authors' rule": vote_keep(preds, y, n, min_count=2)}
     for s in (0.0, 0.25, 0.5):
-        rules[f"abstain, under {s:g}"] = abstaining_vote(preds, y, held[:, y] > s * even)
+        rules[f"abstain, under {s:g}"] = abstaining_vote(preds, y, held[:, y] > s * even, n)
     for name, kept in rules.items():
         print(f"{name:20s} removes {int((~kept).sum()):5d} ({100 * np.mean(~kept):4.1f} %), per class "
-              f"{np.bincount(y[~kept], minlength=10).tolist()}")
+              f"{np.bincount(y[~kept], minlength=n).tolist()}")
     print(f"after self-training (authors' rule) {int((~res.kept).sum()):5d} removed, per class "
-          f"{np.bincount(y[~res.kept], minlength=10).tolist()}")
+          f"{np.bincount(y[~res.kept], minlength=n).tolist()}")
 
 
 if __name__ == "__main__":

@@ -205,6 +205,18 @@ def test_the_defense_removes_planted_poison_and_resumes_from_its_cache(cache):
         defense.run(model_fn, train.subset(np.arange(50)), "toy-linear")
 
 
+def test_per_class_counts_each_components_labels_and_scores_its_learner_on_the_clean_samples_only():
+    y = np.array([0, 0, 1, 1, 2, 2])
+    comps = [wl.Component(0, 0, np.array([0, 1, 2]), 6, np.array([0, 1, 1, 1, 2, 0]), 0.0),
+             wl.Component(0, 1, np.array([3, 4, 5]), 3, np.array([0, 0, 0, 0, 2, 2]), 0.0)]
+    res = wl.EnsembleResult(comps, np.ones(6, bool))
+    held, acc = res.per_class(y, 3)
+    np.testing.assert_array_equal(held, [[2, 1, 0], [0, 1, 2]])
+    np.testing.assert_allclose(acc, [[50, 100, 50], [100, 0, 100]])
+    _, acc_clean = res.per_class(y, 3, clean=np.array([True, False, True, True, True, True]))  # sample 1 poisoned
+    np.testing.assert_allclose(acc_clean, [[100, 100, 50], [100, 0, 100]])
+
+
 _TOY_CONFIG = dict(components=4, bags=1, warmup_epochs=3, iter_epochs=2, learner_epochs=30, min_active=60,
                    spl_rounds=3, spl_epochs=5, lr=0.5, batch_size=32, augment="none", eval_augment=False)
 
@@ -241,7 +253,7 @@ def test_the_authors_vote_removes_whole_the_labels_at_most_one_learner_trained_o
     modal vote) removes every sample of it; self-training, which trains on the kept set only, cannot bring the label
     back. Everything else the vote removes on clean data is a small remainder."""
     train, res = clean_toy_run
-    trained_on = np.stack([np.bincount(train.y[c.rows], minlength=10) > 0 for c in res.components]).sum(axis=0)
+    trained_on = (res.per_class(train.y, 10)[0] > 0).sum(axis=0)
     lonely = np.flatnonzero(trained_on <= 1)
     assert len(lonely) >= 1, trained_on  # the toy's easy first component takes whole classes
     in_lonely = np.isin(train.y, lonely)

@@ -277,6 +277,17 @@ class EnsembleResult:
     def preds(self) -> np.ndarray:
         return np.stack([c.preds for c in self.components])
 
+    def per_class(self, y: np.ndarray, num_classes: int, clean: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """(components × classes) the images of each label (as given, ``y``) in each component, and each component's
+        weak learner's accuracy (%) on the ``clean`` samples (a mask; default: all) of each class."""
+        y = np.asarray(y)
+        clean = np.ones(len(y), dtype=bool) if clean is None else np.asarray(clean, dtype=bool)
+        held = np.stack([np.bincount(y[c.rows], minlength=num_classes) for c in self.components])
+        acc = np.array([[np.mean(c.preds[clean & (y == k)] == k) * 100 for k in range(num_classes)]
+                        for c in self.components])
+        return held, acc
+
 
 class WeakLearnerEnsemble:
     """The defense of Part II A: :meth:`run` returns which training samples to keep (:class:`EnsembleResult`).

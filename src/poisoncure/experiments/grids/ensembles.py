@@ -212,16 +212,15 @@ def run_point(params: dict[str, Any], device: str = "auto", data=None, progress:
                 model_factory(recipe), train.as_imageset(), f"{recipe.model}-w{recipe.width}")
         n_classes = len(data.train.classes)
         clean_y = np.where(is_poison, -1, train.y)  # the clean samples' labels; -1 for the poison
+        # the labels each learner trained on (as given), and its accuracy per clean class
+        held, acc = ens.per_class(train.y, n_classes, clean=~is_poison)
         out["ensemble"] = {
             "components": [{"bag": c.bag, "index": c.index, "size": len(c.rows), "active": c.active,
                             "poison": int(is_poison[c.rows].sum()), "seconds": c.seconds,
                             "learner_accuracy_clean": float(np.mean(c.preds[~is_poison] == train.y[~is_poison]) * 100),
                             "learner_target_on_poison": float(np.mean(c.preds[is_poison] == spec.target) * 100),
-                            # the labels the learner trained on (as given), and its accuracy per clean class
-                            "per_label": np.bincount(train.y[c.rows], minlength=n_classes).tolist(),
-                            "learner_accuracy_per_class": [float(np.mean(c.preds[clean_y == k] == k) * 100)
-                                                           for k in range(n_classes)]}
-                           for c in ens.components],
+                            "per_label": held[j].tolist(), "learner_accuracy_per_class": acc[j].tolist()}
+                           for j, c in enumerate(ens.components)],
             "vote": removal_counts(ens.vote_kept, is_poison),
             "spl": [removal_counts(k, is_poison) for k in ens.spl_kept], "seconds": ens.seconds,
             "clean_per_class": np.bincount(clean_y[clean_y >= 0], minlength=n_classes).tolist(),
