@@ -196,20 +196,14 @@ def test_the_component_reading_follows_the_classes_each_component_holds():
              for i, (h, a) in enumerate(zip(held, acc, strict=True))]
     details = {"components": comps, "clean_per_class": [100] * 10,
                "clean_removed_per_class": [10, 10, 10, 20, 20, 20, 90, 90, 95, 50]}
-    rep = Report(None, None, 1000, 0, None, {report_name(): DefenseReport(details=details)})
+    rep = Report(None, None, 1000, 0, None, {ensembles_page.ENSEMBLES: DefenseReport(details=details)})
     fig, texts = ensembles_page.composition_figure(rep, CLASSES)
     assert len(fig.axes) >= 2
     # scarce: under a quarter of an even share (100 / 4 = 25 images): the 10s, at 5 % accuracy; ample: >= 100 images
     assert texts["skew_acc"].startswith("5 % of the clean images") and "against 85 % on" in texts["skew_acc"]
     assert "between 10 and 300 images" in texts["comp_range"]
     assert texts["removed_range"] == "from 10 % of the clean c0 images to 95 % of the clean c8 images"
-    old = Report(None, None, 1000, 0, None, {report_name(): DefenseReport(details={"components": [
+    old = Report(None, None, 1000, 0, None, {ensembles_page.ENSEMBLES: DefenseReport(details={"components": [
         {k: v for k, v in comps[0].items() if k not in ("per_label", "learner_accuracy_per_class")}]})})
     _, dashes = ensembles_page.composition_figure(old, CLASSES)
     assert set(dashes.values()) == {"—"}
-
-
-def report_name() -> str:
-    from poisoncure.experiments import report
-
-    return report.ENSEMBLE

@@ -15,6 +15,8 @@ from poisoncure.experiments.report import Report, Result, Scores
 from poisoncure.experiments.result_files import ResultWarning, load_results, read_result
 from poisoncure.experiments.runner import run
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def value_report(value, **details) -> Report:
     """A report holding one number (what the fake runners measure)."""
@@ -264,20 +266,19 @@ def test_the_gpu_command_runs_the_named_grid_in_shards_and_refuses_an_unknown_on
     """bench/gpu_grid.sh, the one command of a GPU slot (main, then sweep, hygiene, ensembles, compare): every shard
     runs the runner on the grid it is given, with the pattern, and the results are packed as that grid's archive; a
     misspelt grid is refused before anything runs. A stand-in Python records the calls instead of computing."""
-    root = Path(__file__).resolve().parents[1]
     calls, res = tmp_path / "calls", tmp_path / "res"
     fake = tmp_path / "python"
     fake.write_text(f'#!/bin/sh\necho "$@" >> "{calls}"\n')
     fake.chmod(0o755)
     env = {**os.environ, "PY": str(fake), "RESULTS": str(res), "GRID": "compare", "ONLY": "pair1-*", "SHARDS": "2",
            "LIMIT": "60"}
-    subprocess.run(["bash", "bench/gpu_grid.sh"], cwd=root, env=env, check=True, capture_output=True, text=True)
+    subprocess.run(["bash", "bench/gpu_grid.sh"], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
     lines = calls.read_text().splitlines()
     assert lines[0] == "-"  # the data, decoded once before the shards
     assert sorted(lines[1:]) == [f"-m poisoncure.experiments.runner --profile gpu --grid compare --only pair1-* "
                                  f"--shard {k}/2 --results {res}" for k in (1, 2)]
     assert (res / "gpu-compare.tar.gz").is_file()
-    bad = subprocess.run(["bash", "bench/gpu_grid.sh"], cwd=root, env={**env, "GRID": "comprae"},
+    bad = subprocess.run(["bash", "bench/gpu_grid.sh"], cwd=ROOT, env={**env, "GRID": "comprae"},
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "GRID must be one of" in bad.stderr
     assert len(calls.read_text().splitlines()) == 3  # nothing ran
@@ -286,6 +287,5 @@ def test_the_gpu_command_runs_the_named_grid_in_shards_and_refuses_an_unknown_on
 def test_the_gpu_command_accepts_exactly_the_gpu_profiles_grids():
     """bench/gpu_grid.sh lists the grids it accepts (it checks before the data are decoded); the list must be the
     `gpu` profile's `reproduce` grids, so a grid added to the profile cannot be refused by the command."""
-    root = Path(__file__).resolve().parents[1]
-    line = next(ln for ln in (root / "bench" / "gpu_grid.sh").read_text().splitlines() if ln.startswith("GRIDS="))
+    line = next(ln for ln in (ROOT / "bench" / "gpu_grid.sh").read_text().splitlines() if ln.startswith("GRIDS="))
     assert line.split("=", 1)[1].strip('"').split() == list(profiles.load("gpu")["reproduce"])
