@@ -134,6 +134,37 @@ def test_whitened_net_parameter_counts_match_its_docstring():
                                                                                             1_972_490]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
+def test_the_layout_aware_gelu_is_torchs_gelu_and_keeps_the_layout(dtype, approximate, layout):
+    """models.GELU computes a channels_last batch through a permuted view (a speed fix, bench/gelu_layout.py): its
+    values and input gradients equal nn.GELU's in either layout within rounding (torch's kernels compute erf and
+    tanh in more than one way), and the output keeps the input's layout. H != W, so a permutation back in the wrong
+    order fails it."""
+    x = (torch.randn(4, 6, 5, 7, generator=torch.Generator().manual_seed(0)) * 3).to(dtype)
+    grad = torch.randn(4, 6, 5, 7, generator=torch.Generator().manual_seed(1)).to(dtype)
+
+    def run(module, memory_format):
+        xi = x.clone(memory_format=memory_format).requires_grad_(True)
+        y = module(xi)
+        y.backward(grad.contiguous(memory_format=memory_format))
+        return y.detach(), xi.grad
+
+    y, g = run(models.GELU(approximate=approximate), layout)
+    assert y.shape == x.shape and y.is_contiguous(memory_format=layout)
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        y_ref, g_ref = run(torch.nn.GELU(approximate=approximate), memory_format)
+        torch.testing.assert_close(y, y_ref)
+        torch.testing.assert_close(g, g_ref)
+
+
+def test_the_whitened_networks_use_the_layout_aware_gelu():
+    for net in (models.whitened_net(width=4), models.small_cnn_whitened(width=4)):
+        acts = [m for m in net.modules() if isinstance(m, torch.nn.GELU)]
+        assert acts and all(type(m) is models.GELU for m in acts)
+
+
 def _toy_images(n: int = 60) -> train.ImageSet:
     rng = np.random.default_rng(0)
     return train.ImageSet(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), np.arange(n) % 10)

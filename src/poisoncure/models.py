@@ -63,6 +63,22 @@ class Classifier(nn.Module):
         return self.head(self.embed(x))
 
 
+class GELU(nn.GELU):
+    """:class:`torch.nn.GELU` that passes a channels_last batch to the kernel as the contiguous NHWC tensor it is
+    in memory, and returns it in channels_last again.
+
+    PyTorch's CPU GELU kernels, forward and backward, take a slow path on a 4-d channels_last tensor: twice the
+    time of the same elements in NCHW on the 2-core Intel Xeon (bench/gelu_layout.py, bench/README.md), and every
+    batch of the library is channels_last. A permuted view makes the same elements contiguous, so the vectorised
+    kernel runs; values and gradients equal ``nn.GELU``'s within rounding (its slow path computes erf and tanh
+    another way, so the last bits may differ; tested). No parameters: state dicts are those of ``nn.GELU``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            return F.gelu(x.permute(0, 2, 3, 1), approximate=self.approximate).permute(0, 3, 1, 2)
+        return super().forward(x)
+
+
 def small_cnn(num_classes: int = 10, width: int = 32, whiten: bool = False) -> Classifier:
     """A fast CPU network: four conv-bn-relu stages at widths w, 2w, 4w, 8w, each followed by 2x2
     max-pooling (32 -> 16 -> 8 -> 4 -> 2), then global max-pooling. 0.39 M parameters at ``width=32``,
@@ -74,7 +90,7 @@ def small_cnn(num_classes: int = 10, width: int = 32, whiten: bool = False) -> C
     front of the first stage (model name ``small_cnn_whitened``): the same network with the one change that decides
     whether a one-pixel trigger is learned (chapter 2 measures it)."""
     w = width
-    stem: list[nn.Module] = [PatchWhitening(3, 2), nn.GELU()] if whiten else []
+    stem: list[nn.Module] = [PatchWhitening(3, 2), GELU()] if whiten else []
     features = nn.Sequential(
         *stem,
         conv_bn(24 if whiten else 3, w), nn.MaxPool2d(2),
@@ -150,7 +166,7 @@ def _frozen_scale_bn(channels: int) -> nn.BatchNorm2d:
 
 def _whitened_group(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.MaxPool2d(2), _frozen_scale_bn(cout),
-                         nn.GELU(), nn.Conv2d(cout, cout, 3, 1, 1, bias=False), _frozen_scale_bn(cout), nn.GELU())
+                         GELU(), nn.Conv2d(cout, cout, 3, 1, 1, bias=False), _frozen_scale_bn(cout), GELU())
 
 
 def whitened_net(num_classes: int = 10, width: int = 32, widths: tuple[int, int, int] | None = None) -> Classifier:
@@ -165,7 +181,7 @@ def whitened_net(num_classes: int = 10, width: int = 32, widths: tuple[int, int,
         raise ValueError(f"widths must be positive, got {(w1, w2, w3)}")
     whiten = PatchWhitening(3, 2)
     features = nn.Sequential(
-        whiten, nn.GELU(),
+        whiten, GELU(),
         _whitened_group(whiten.weight.shape[0], w1), _whitened_group(w1, w2), _whitened_group(w2, w3),
         nn.AdaptiveMaxPool2d(1), nn.Flatten(),
     )
