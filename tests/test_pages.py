@@ -207,3 +207,32 @@ def test_the_component_reading_follows_the_classes_each_component_holds():
         {k: v for k, v in comps[0].items() if k not in ("per_label", "learner_accuracy_per_class")}]})})
     _, dashes = ensembles_page.composition_figure(old, CLASSES)
     assert set(dashes.values()) == {"—"}
+
+
+def test_the_base_reading_names_the_base_its_lead_and_compares_it_with_the_target_tests():
+    """Chapter 5's base sentence: the base named, whether it is the attack's, its lead over the runner-up (the
+    target itself excluded), that lead beside the target test's, and the clean model's false alarm."""
+    from poisoncure.book.pages import detection_page
+
+    def run(m, distances, target, base, spec):
+        scan_ = SimpleNamespace(distances=np.asarray(distances, float), target=target)
+        b = SimpleNamespace(m=np.asarray(m, float), base=base, target=target)
+        return SimpleNamespace(result=SimpleNamespace(scan=scan_, base=b),
+                               trained=SimpleNamespace(train_set=SimpleNamespace(spec=spec)))
+
+    dist = [1.0, 1.0, 1.0, 1.0, 1.0, 6.0, 1.5, 1.0, 1.0, 1.0]  # target 5 leads the runner-up 6 by 4x
+    m = [0.2, 0.5, 0.3, 0.3, 0.3, 0.9, 0.3, 0.4, 0.3, 0.3]  # base 1 leads 7 by 1.25x (the target 5 excluded)
+    spec = SimpleNamespace(base=1, target=5)
+    text = detection_page.base_reading({"blend": run(m, dist, 5, 1, spec)}, list(CLASSES))
+    assert "names c1, the attack's base" in text and "0.500 against 0.400 for c7" in text
+    assert "1.25 times as large" in text and "4.00 times the next class's" in text
+    assert "least robust step" in text
+    wrong = detection_page.base_reading({"pixel": run(m, dist, 5, 1, SimpleNamespace(base=3, target=5))},
+                                        list(CLASSES))
+    assert "not the attack's base c3" in wrong
+    close = [1.0, 1.0, 1.0, 1.0, 1.0, 6.0, 5.5, 1.0, 1.0, 1.0]  # the target leads by 1.09x only
+    assert "not all smaller" in detection_page.base_reading({"blend": run(m, close, 5, 1, spec)}, list(CLASSES))
+    clean = detection_page.base_reading({"clean": run(m, dist, 5, 1, None)}, list(CLASSES))
+    assert clean.startswith("The clean model was flagged (c5)") and "attack that is not there: c1" in clean
+    nothing = SimpleNamespace(result=SimpleNamespace(scan=None, base=None))
+    assert detection_page.base_reading({"clean": nothing}, list(CLASSES)).startswith("No model was flagged")
