@@ -6,7 +6,7 @@ take a slow path for a 4-d channels_last tensor, while ReLU, batch norm and max-
 untrained networks (the work does not depend on the weights), alternating the two variants ``--repeats`` times and
 keeping the best of each:
 
-1. GELU alone, forward and backward, on a batch of the smoke network's first group (256 x 64 x 15 x 15) in NCHW, in
+1. GELU alone, forward and backward, on a batch of the width-64 network's first group (256 x 64 x 15 x 15) in NCHW, in
    channels_last with ``nn.GELU`` and in channels_last with ``models.GELU``;
 2. one training step (batch 256, Nesterov SGD) of the whitened network at widths 16 (the smoke profile) and 64
    (``cpu-full``), in the library's precision (bf16 where the CPU has it natively);
