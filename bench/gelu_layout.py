@@ -12,9 +12,11 @@ keeping the best of each:
    (``cpu-full``), in the library's precision (bf16 where the CPU has it natively);
 3. the input gradients of 2,048 images (``gradients.input_gradients``, the paper's scans), width 16;
 4. PoisHygiene's λ calibration on the CIFAR-10 setting of chapter 11 (suspect the whitened network of width 16,
-   reference the small CNN of width 24; 100 ascent steps, 10 probes per label).
+   reference the small CNN of width 24; 100 ascent steps, 10 probes per label);
+5. with ``--fit``: whole ``train.fit`` runs of the smoke recipe (width 16, 2 epochs of 20,000 random images: data
+   loading, augmentation, schedule and lookahead included), the real training loop rather than one step.
 
-    python bench/gelu_layout.py [--repeats 3]
+    python bench/gelu_layout.py [--repeats 3] [--fit] [--only-fit]
 """
 
 from __future__ import annotations
@@ -106,13 +108,43 @@ def hygiene_lambda(variant: str) -> float:
     return seconds(lambda: ph.calibrate(suspect, [ref]), 0, 1)
 
 
+def fit_seconds(variant: str, images: np.ndarray, labels: np.ndarray) -> float:
+    """Seconds of one ``train.fit`` of the smoke recipe (2 epochs) on ``images``."""
+    from poisoncure.experiments import profiles
+    from poisoncure.experiments.store import Recipe
+
+    recipe = Recipe.from_params({**profiles.load("smoke")["experiment"], "epochs": 2}, poison="clean")
+    torch.manual_seed(0)
+    net = models.whitened_net(width=16)
+    if variant == VARIANTS[0]:
+        with_torch_gelu(net)
+    start = time.perf_counter()
+    train.fit(net, train.ImageSet(images, labels), recipe.train_config(), "cpu", progress=False)
+    return time.perf_counter() - start
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3, help="alternating rounds; the best of each variant is kept")
+    ap.add_argument("--fit", action="store_true", help="also time whole train.fit runs (part 5)")
+    ap.add_argument("--only-fit", action="store_true", help="time only the train.fit runs (part 5)")
     args = ap.parse_args()
     prec = train.precision("cpu")
     print(f"{provenance.device_name('cpu')}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"precision {prec}; best of {args.repeats} alternating rounds")
+    if args.fit or args.only_fit:
+        g = np.random.default_rng(0)
+        images, labels = g.integers(0, 256, (20_000, 32, 32, 3), dtype=np.uint8), g.integers(0, 10, 20_000)
+        secs: dict[str, list[float]] = {v: [] for v in VARIANTS}
+        for _ in range(args.repeats):
+            for v in VARIANTS:
+                secs[v].append(fit_seconds(v, images, labels))
+        before, now = min(secs[VARIANTS[0]]), min(secs[VARIANTS[1]])
+        print(f"\n5. train.fit, smoke recipe, 2 epochs of 20,000 images (s; every round: "
+              f"{', '.join(f'{a:.1f}/{b:.1f}' for a, b in zip(*secs.values(), strict=True))})\n"
+              f"   {VARIANTS[0]}: {before:8.1f}   {VARIANTS[1]}: {now:8.1f}   ({before / now:.2f}x)")
+        if args.only_fit:
+            return
     dtype = torch.bfloat16 if prec == "bf16" else torch.float32
     alone: dict[str, float] = {}
     for _ in range(args.repeats):
