@@ -342,13 +342,14 @@ if len(rows):
                      + (f" (where nothing was flagged, the target ratio stayed below λ = {lam:g}: "
                         f"{paper_tables.by_poison(quiet, 'ratio', '{:.2f}')}; a weaker backdoor separates the target "
                         "class's gradients less)" if len(quiet) else "") + "."))
+    claims.append(page.wrong_base_text(rows))
     if n_done < n_plan:
         claims.append(f"{n_plan - n_done} of the grid's {n_plan} experiments have no readable result yet "
                       f"({len(refused)} refused, {n_plan - n_done - len(refused)} not run); rerunning the runner "
                       "fills them in and this page picks them up.")
     else:
         claims.append(f"All {n_plan} experiments of the grid have a result.")
-    claims_text = " ".join(claims)
+    claims_text = " ".join(c for c in claims if c)
 else:
     claims_text = (f"No result of the {results_profile} profile yet: run the runner with --profile {results_profile} "
                    "(the commands are below) and rebuild this page.")

@@ -309,3 +309,20 @@ def test_a_notebook_kernel_shows_every_dataframe_in_the_books_conventions(monkey
     finally:
         shell.display_formatter.formatters["text/html"].pop(pd.DataFrame, None)
         InteractiveShell.clear_instance()
+
+
+def test_the_wrong_base_sentence_reads_the_experiments_that_named_another_base():
+    """Chapter 8 ties a wrong base class to its filtering and repair numbers: only repaired experiments whose target
+    was found but not the base are named, with their sensitivity and attack success after, beside the medians of
+    those where both were found; nothing when no such experiment exists."""
+    rows = pd.DataFrame({
+        "pair": [1, 2, 3, 4, 5], "poison": ["blend", "blend", "pixel", "blend", "blend"],
+        "target found": [True, True, True, True, False], "base found": [True, True, True, False, False],
+        "repaired": [True, True, True, True, False],
+        "ours: sensitivity": [95.0, 97.0, 99.0, 51.8, 0.0], "ASR after ours": [1.0, 2.0, 0.5, 19.8, 90.0]})
+    text = results_page.wrong_base_text(rows)
+    assert "(blend on pair 4)" in text and "sensitivity blend on pair 4 (51.8 %)" in text
+    assert "attack success after the defense blend on pair 4 (19.8 %)" in text
+    assert "medians of 97.0 % and 1.0 % over the 3 experiments where both were found" in text
+    assert "pair 5" not in text  # not found and not repaired: the claim above it names that miss
+    assert results_page.wrong_base_text(rows[rows["base found"] | ~rows["target found"]]) == ""

@@ -27,3 +27,24 @@ def shown(frame: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
         out.loc[has, (col, "ours")] = [formatting.mean_sd(m, s, digits)
                                        for m, s in zip(frame.loc[has, (col, "ours")], sd[has], strict=True)]
     return out.drop(columns=spread)
+
+
+def wrong_base_text(rows: pd.DataFrame) -> str:
+    """The sentence that ties the paper's method's wrong base classes to its filtering and repair numbers: in the
+    experiments of ``rows`` (:func:`~poisoncure.experiments.paper_tables.experiment_rows`) whose target was found
+    but not the base, the filter scores the target class with the wrong label's gradients and the neutralization
+    relabels the filtered images to that class. Their sensitivity and attack success after the defense, beside the
+    medians of the experiments where both were found; ``""`` when no repaired experiment named a wrong base."""
+    repaired = rows[rows["target found"] & rows["repaired"]]
+    wrong, right = repaired[~repaired["base found"]], repaired[repaired["base found"]]
+    if not len(wrong):
+        return ""
+    text = (f"Where the target was found but another class was named as the base "
+            f"({paper_tables.by_poison(wrong)}), the filter scores the target class with that label's gradients and "
+            "the neutralization relabels the filtered images to it: sensitivity "
+            f"{paper_tables.by_poison(wrong, 'ours: sensitivity')}, attack success after the defense "
+            f"{paper_tables.by_poison(wrong, 'ASR after ours')}")
+    if len(right):
+        text += (f", against medians of {right['ours: sensitivity'].median():.1f} % and "
+                 f"{right['ASR after ours'].median():.1f} % over the {len(right)} experiments where both were found")
+    return text + "."
