@@ -36,7 +36,7 @@ def wrong_base_text(rows: pd.DataFrame) -> str:
     relabels the filtered images to that class. Their sensitivity and attack success after the defense, beside the
     medians of the experiments where both were found; ``""`` when no repaired experiment named a wrong base."""
     repaired = rows[rows["target found"] & rows["repaired"]]
-    wrong, right = repaired[~repaired["base found"]], repaired[repaired["base found"]]
+    wrong, both = repaired[~repaired["base found"]], repaired[repaired["base found"]]
     if not len(wrong):
         return ""
     text = (f"Where the target was found but another class was named as the base "
@@ -44,7 +44,7 @@ def wrong_base_text(rows: pd.DataFrame) -> str:
             "the neutralization relabels the filtered images to it: sensitivity "
             f"{paper_tables.by_poison(wrong, 'ours: sensitivity')}, attack success after the defense "
             f"{paper_tables.by_poison(wrong, 'ASR after ours')}")
-    if len(right):
-        text += (f", against medians of {right['ours: sensitivity'].median():.1f} % and "
-                 f"{right['ASR after ours'].median():.1f} % over the {len(right)} experiments where both were found")
+    if len(both):
+        text += (f", against medians of {both['ours: sensitivity'].median():.1f} % and "
+                 f"{both['ASR after ours'].median():.1f} % over the {len(both)} experiments where both were found")
     return text + "."
