@@ -326,3 +326,125 @@ def test_the_wrong_base_sentence_reads_the_experiments_that_named_another_base()
     assert "medians of 97.0 % and 1.0 % over the 3 experiments where both were found" in text
     assert "pair 5" not in text  # not found and not repaired: the claim above it names that miss
     assert results_page.wrong_base_text(rows[rows["base found"] | ~rows["target found"]]) == ""
+
+
+# ------------------------------------------------------------------- why a pair's one pixel is learned or not
+def grey_images(n: int, grey: np.ndarray, seed: int = 0, colour_noise: float = 1.0) -> np.ndarray:
+    """uint8 (n, 32, 32, 3) images whose patches vary mostly in brightness, as natural patches do: around ``grey``
+    (one level per image) a blocky grey field and grey pixel noise (the same in the three channels), plus a little
+    independent noise per channel (``colour_noise``)."""
+    rng = np.random.default_rng(seed)
+    field = np.stack([np.kron(c, np.ones((4, 4))) for c in rng.normal(0.0, 30.0, (n, 8, 8))])
+    field += rng.normal(0.0, 8.0, (n, 32, 32))
+    x = grey[:, None, None, None] + field[..., None] + rng.normal(0.0, colour_noise, (n, 32, 32, 3))
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+def test_whitening_amplifies_a_change_of_hue_far_more_than_a_change_of_brightness():
+    """The contrast chapters 2 and 8 measure: on images whose patches vary mostly in brightness, a pixel change of
+    hue moves a whitened patch many times further than a brightness change of the same length, while on the raw
+    pixels the two are alike."""
+    import torch
+
+    from poisoncure import models, train
+
+    x = grey_images(400, np.full(400, 120.0))
+    stem = models.PatchWhitening(3, 2)
+    norm = models.Normalize((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    stem.fit(norm(train.to_float(torch.from_numpy(x))))
+    step = 40.0 / np.sqrt(3)
+    changes = {"brightness": np.array([step, step, step]),
+               "hue": np.array([step * np.sqrt(1.5), -step * np.sqrt(1.5), 0.0])}  # the same length, 40
+    seen = {}
+    for name, change in changes.items():
+        y = x.astype(np.float64)
+        y[:, 16, 16, :] += change
+        y = np.clip(np.rint(y), 0, 255).astype(np.uint8)
+        seen[name] = models.trigger_contrast(stem, norm, train.to_float(torch.from_numpy(x)),
+                                             train.to_float(torch.from_numpy(y)))
+    raw = seen["hue"]["raw"].median() / seen["brightness"]["raw"].median()
+    white = seen["hue"]["whitened"].median() / seen["brightness"]["whitened"].median()
+    assert 0.8 < raw < 1.25, raw
+    assert white > 4.0, white  # measured 16.4 (seeds 0-2 alike)
+
+
+def test_pixel_contrast_measures_each_pairs_own_trigger_on_its_base_class():
+    """One row per pair, with that pair's trigger; the brightness share is read on the pair's base-class images
+    (each class here has its own grey level, so the base class and any other give different shares), and the
+    whitened contrast of these hue-rich triggers exceeds the raw one on images that vary mostly in brightness."""
+    from poisoncure import attacks, data
+
+    levels = 25.0 * np.arange(10)
+    y = np.repeat(np.arange(10), 30)
+    test = data.ImageSet(grey_images(len(y), levels[y], seed=1, colour_noise=0.5), y)
+    train_y = np.repeat(np.arange(10), 60)
+    train_set = data.ImageSet(grey_images(len(train_y), levels[train_y], seed=2), train_y)
+    frame = paper_tables.pixel_contrast(train_set, test, per_class=30)
+    assert list(frame.index) == list(attacks.PAPER_PAIRS)
+    for pair, (base, target) in attacks.PAPER_PAIRS.items():
+        t = attacks.random_pixel_trigger(seed=1000 + pair)
+        row = frame.loc[pair]
+        assert row["position"] == (t.row, t.col) and row["colour"] == t.colour
+        assert row["base → target"] == f"{base}→{target}"
+
+        def share(level, colour=t.colour):
+            d = np.asarray(colour, float) - level
+            return d.sum() ** 2 / 3 / (d ** 2).sum()
+        b, other = attacks.class_index(base), attacks.class_index(target)
+        # the smooth field moves each pixel a little around the class's level: a tolerance, and a test only where
+        # the base class and the target class would give clearly different shares
+        if abs(share(levels[b]) - share(levels[other])) > 0.15:
+            assert abs(row["brightness share"] - share(levels[b])) < abs(row["brightness share"] - share(levels[other]))
+        assert 0.0 <= row["brightness share"] <= 1.0
+    assert (frame["whitened"] > frame["raw"]).all()
+    with pytest.raises(ValueError, match="per_class"):
+        paper_tables.pixel_contrast(train_set, test, per_class=0)
+
+
+def pixel_frame(whitened, share, raw=None):
+    """A :func:`paper_tables.pixel_contrast`-shaped frame for the nine pairs."""
+    from poisoncure import attacks
+
+    raw = np.linspace(0.4, 0.9, 9) if raw is None else raw
+    return pd.DataFrame({"base → target": [f"{b}→{t}" for b, t in attacks.PAPER_PAIRS.values()],
+                         "position": [(0, 0)] * 9, "colour": [(30, 33, 49)] * 9, "brightness share": share,
+                         "raw": raw, "whitened": whitened}, index=pd.Index(range(1, 10), name="pair"))
+
+
+def test_pixel_success_averages_seeds_of_the_one_pixel_experiments_at_the_rate_and_knows_the_network():
+    # record's trig is the triggered images' accuracy: attack success 100 - trig
+    sets = {"w": [record(1, "pixel", 0, model="whitened_net", trig=10.0),
+                  record(1, "pixel", 1, model="whitened_net", trig=0.0),
+                  record(1, "blend", 0, model="whitened_net", trig=90.0),
+                  record(2, "pixel", 0, rate=0.05, model="whitened_net", trig=90.0),
+                  record(3, "pixel", 0, model="whitened_net", trig=96.0)],
+            "c": [record(1, "pixel", 0, model="small_cnn", trig=98.0)], "none": []}
+    out = paper_tables.pixel_success(sets)
+    assert list(zip(out["set"], out["pair"], out["seeds"], strict=True)) == [("w", 1, 2), ("w", 3, 1), ("c", 1, 1)]
+    assert out["ASR"].tolist() == [95.0, 4.0, 2.0]
+    assert out["whitened"].tolist() == [True, True, False]
+
+
+def test_the_pixel_sentence_names_the_missed_pair_with_its_ranks_and_the_networks_that_see_raw_pixels():
+    whitened = np.array([17.0, 16.0, 7.0, 4.2, 10.0, 10.5, 5.2, 9.5, 8.0])
+    share = np.array([0.3, 0.5, 0.6, 0.98, 0.8, 0.3, 0.94, 0.65, 0.67])
+    contrast = pixel_frame(whitened, share, raw=np.array([0.7, 0.6, 0.4, 0.9, 0.8, 0.6, 0.55, 0.5, 0.45]))
+    asr_w = [99.8, 100.0, 95.8, 5.0, 98.8, 98.4, 90.2, 98.0, 95.2]
+    asr_c = [1.7, 3.6, 1.5, 44.3, 11.1, 1.3, 41.9, 24.6, 17.2]
+    success = pd.DataFrame({"set": ["smoke"] * 9 + ["cpu-cnn"] * 9, "pair": list(range(1, 10)) * 2,
+                            "model": ["whitened_net"] * 9 + ["small_cnn"] * 9, "whitened": [True] * 9 + [False] * 9,
+                            "ASR": asr_w + asr_c, "seeds": 1})
+    text = results_page.pixel_text(contrast, success, {"smoke": "whitened 16", "cpu-cnn": "small CNN"})
+    assert "0.95 for smoke (whitened 16, 9 pairs, whitened contrast)" in text
+    assert "Pair 4's pixel (airplane→bird) was not learned by the whitened networks of smoke (5.0 %)" in text
+    assert "4.2 typical patch sizes after whitening, the lowest of the 9 (5.2–17.0 for the others)" in text
+    assert "a share of 0.98, the highest of the 9 (0.30–0.94)" in text
+    assert "learned pair 4's pixel best (44.3 %; raw contrast the highest of the 9), the very pair" in text
+    assert "none of its 9 pixels reached 50 %" in text
+    # a whitened network that learned every pixel: no missed pair, the weakest one named instead
+    learned = success.assign(ASR=np.where(success["pair"] == 4, 60.0, success["ASR"]))
+    text = results_page.pixel_text(contrast, learned, {})
+    assert "was not learned" not in text and "lowest attack success, 60.0 % (pair 4, smoke)" in text
+    table = results_page.pixel_table(contrast, success[success["pair"] != 9])
+    assert table.loc["4: airplane→bird", ("attack success %", "cpu-cnn")] == 44.3
+    assert table.loc["9: cat→dog", ("attack success %", "smoke")] == formatting.MISSING

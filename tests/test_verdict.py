@@ -132,4 +132,4 @@ def test_the_profile_summary_has_one_column_per_committed_set_of_the_papers_grid
     assert list(summary.columns) == [ev.label for ev in grid_sets]
     for ev in grid_sets:
         assert summary.loc["experiments with a result", ev.label] == f"{len(ev.rows)} of {ev.planned}"
-        assert summary.loc["network", ev.label] == verdict._network(ev.records)
+        assert summary.loc["network", ev.label] == verdict.network_name(ev.records)

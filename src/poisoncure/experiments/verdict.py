@@ -193,7 +193,7 @@ class Evidence:
     planned: int
 
 
-def _network(records: list[Result], short: bool = False) -> str:
+def network_name(records: list[Result], short: bool = False) -> str:
     """The networks of a set of records: 'whitened fast network 64/256/256' (``short``: 'whitened 64')."""
     nets = []
     for rec in (r.params["recipe"] for r in records):
@@ -232,9 +232,9 @@ def evidence(root=None, order: tuple[str, ...] = PROFILE_ORDER) -> list[Evidence
                 continue
             per_class = records[0].params["recipe"].get("train_per_class")
             data = f"{per_class:,} images per class" if per_class else "all of CIFAR-10"
-            label = f"{grid + ' · ' if grid != 'main' else ''}{_network(records, short=True)} ({prof}) · " \
+            label = f"{grid + ' · ' if grid != 'main' else ''}{network_name(records, short=True)} ({prof}) · " \
                     f"{len(records)}/{planned}"
-            description = f"{label}: {_network(records)} trained on {data}, {what[grid]}; {len(records)} of the " \
+            description = f"{label}: {network_name(records)} trained on {data}, {what[grid]}; {len(records)} of the " \
                           f"{planned} planned experiments have a result"
             out.append(Evidence(prof, grid, label, description, records, to_rows(records), planned))
     return out
@@ -279,7 +279,7 @@ def profile_summary(sets: list[Evidence] | None = None) -> pd.DataFrame:
         repaired = r[_found(r) & r["asr_after"].notna()]
         drop = repaired["clean_before"] - repaired["clean_after"]
         out[ev.label] = {
-            "network": _network(ev.records),
+            "network": network_name(ev.records),
             "experiments with a result": f"{len(r)} of {ev.planned}",
             "clean accuracy before, mean (range) %": f"{r['clean_before'].mean():.1f} ({r['clean_before'].min():.1f}"
                                                     f"–{r['clean_before'].max():.1f})",
