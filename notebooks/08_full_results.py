@@ -316,59 +316,75 @@ glue("gap_text", gap_text, display=False)
 # ```
 
 # %% [markdown]
-# (sec-pixel-contrast)=
-# ## Why one pixel is learned on some pairs and not on others
+# (sec-trigger-contrast)=
+# ## Why a trigger is learned on some pairs and not on others
 #
-# Each pair has its own one-pixel trigger, a position and a colour drawn at random as in the paper, and a network
-# can learn one pair's pixel on every triggered image and another's on almost none. Chapter 2 measured why for
-# pair 1: the pixel moves the 2×2 patch it changes most by less than one typical natural patch on the raw pixels,
-# and by many after the whitening layer. Here the same measurement is made for the pixels of all nine pairs, on the
-# test images of each pair's base class, and set beside the attack success that every profile with results
-# reached. One more number describes each colour: its *brightness share*, how much of the pixel's change only
-# darkens or lightens it (all three channels moving alike) rather than changing its hue. Natural patches vary most
-# in brightness, so whitening scales such a change down; a sharp change of hue at one pixel is rare in natural
-# images, and whitening scales it up.
+# Each pair has its own triggers: a one-pixel trigger whose position and colour were drawn at random, as in the
+# paper, and a blend of its own out-of-distribution photo. A network can learn one pair's trigger on every
+# triggered image and another pair's on almost none. Chapter 2 measured why for pair 1: its pixel moves the 2×2
+# patch it changes most by less than one typical natural patch on the raw pixels, and by many after the whitening
+# layer. Here the same measurement is made for the triggers of all nine pairs, on the test images of each pair's
+# base class, and set beside the attack success that every profile with results reached. One more number
+# describes each trigger: its *brightness share*, how much of its change only darkens or lightens the pixels (the
+# three channels moving alike) rather than changing their hue. Natural patches vary most in brightness, so whitening
+# scales such a change down; a sharp change of hue is rare in natural images, and whitening scales it up.
 
 # %%
 cifar = data.load_cifar10()
-contrast = paper_tables.pixel_contrast(cifar.train, cifar.test)
 main_sets = [ev for ev in verdict_sets if ev.grid in ("main", "compare")]
 set_profiles = [ev.profile for ev in main_sets]
 set_label = {id(ev): ev.profile if set_profiles.count(ev.profile) == 1 else f"{ev.profile} {ev.grid}"
              for ev in main_sets}
-pixel_success = paper_tables.pixel_success({set_label[id(ev)]: ev.records for ev in main_sets})
 networks = {set_label[id(ev)]: verdict.network_name(ev.records, short=True) for ev in main_sets}
-fig = page.pixel_figure(contrast, pixel_success)
-glue("fig_pixel_contrast", fig, display=False)
+contrasts, successes = {}, {}
+whitening = paper_tables.fitted_whitening(cifar.train)
+for poison in ("pixel", "blend"):
+    contrasts[poison] = paper_tables.pair_trigger_contrast(cifar.train, cifar.test, poison, whitening=whitening)
+    successes[poison] = paper_tables.attack_success({set_label[id(ev)]: ev.records for ev in main_sets}, poison)
+    glue(f"tab_contrast_{poison}", page.trigger_table(contrasts[poison], successes[poison]), display=False)
+    glue(f"contrast_text_{poison}", page.trigger_text(contrasts[poison], successes[poison], networks, poison),
+         display=False)
+fig = page.trigger_figure(contrasts, successes)
+glue("fig_trigger_contrast", fig, display=False)
 plt.close(fig)
-glue("tab_pixel_contrast", page.pixel_table(contrast, pixel_success), display=False)
-glue("pixel_contrast_text", page.pixel_text(contrast, pixel_success, networks), display=False)
-glue("pixel_networks", "; ".join(f"{k}: {v}" for k, v in networks.items()), display=False)
+glue("contrast_networks", "; ".join(f"{k}: {v}" for k, v in networks.items()), display=False)
 
 # %% [markdown]
-# ```{glue:figure} fig_pixel_contrast
-# :name: fig-pixel-contrast
+# ```{glue:figure} fig_trigger_contrast
+# :name: fig-trigger-contrast
 #
-# Attack success of the one-pixel trigger before the defense, one point per pair and profile, against how far the
-# trigger moves the patch it changes most (median over the base class's test images): (a) networks whose first
-# layer whitens patches, against the contrast after whitening; (b) networks that learn their first layer, against
-# the contrast on the raw pixels. The dotted line marks 50 %; pairs a whitened network did not learn are named.
+# Attack success before the defense, one point per pair and profile, against how far the trigger moves the patch it
+# changes most (median over the base class's test images): the one-pixel trigger in (a) and (b), the blend in (c)
+# and (d). (a, c) Networks whose first layer whitens patches, against the contrast after whitening; (b, d) networks
+# that learn their first layer, against the contrast on the raw pixels. The dotted line marks 50 %; pairs a whitened
+# network did not learn are named.
 # ```
 #
-# ```{glue:figure} tab_pixel_contrast
-# :name: tab-pixel-contrast
+# The profiles' networks: {glue:text}`contrast_networks`.
+#
+# **One pixel.** {glue:text}`contrast_text_pixel`
+#
+# **Blend.** {glue:text}`contrast_text_blend`
+#
+# ```{glue:figure} tab_contrast_pixel
+# :name: tab-contrast-pixel
 #
 # The nine one-pixel triggers: brightness share of the change (1: the pixel only darkens or lightens), contrast on
 # the raw pixels and after whitening (typical patch sizes), and the attack success each profile reached (%; a dash
 # where it has no result).
 # ```
 #
-# The profiles' networks: {glue:text}`pixel_networks`. {glue:text}`pixel_contrast_text`
+# ```{glue:figure} tab_contrast_blend
+# :name: tab-contrast-blend
+#
+# The nine blend triggers (each pair's photo at 20 % opacity), as the table above.
+# ```
 
 # %% [markdown]
 # ## What the paper's claims need, and what we measured
 #
-# {glue:text}`claims_text`
+# {glue:text}`claims_text` Which pairs' triggers a network learns, and why, is measured above
+# ({ref}`sec-trigger-contrast`).
 
 # %%
 if len(rows):

@@ -368,10 +368,11 @@ def test_whitening_amplifies_a_change_of_hue_far_more_than_a_change_of_brightnes
     assert white > 4.0, white  # measured 16.4 (seeds 0-2 alike)
 
 
-def test_pixel_contrast_measures_each_pairs_own_trigger_on_its_base_class():
+def test_pair_trigger_contrast_measures_each_pairs_own_trigger_on_its_base_class():
     """One row per pair, with that pair's trigger; the brightness share is read on the pair's base-class images
-    (each class here has its own grey level, so the base class and any other give different shares), and the
-    whitened contrast of these hue-rich triggers exceeds the raw one on images that vary mostly in brightness."""
+    (each class here has its own grey level, so the base class and the target give different shares), the whitened
+    contrast of these hue-rich pixels exceeds the raw one on images that vary mostly in brightness; a blend is
+    measured with its own pattern and opacity."""
     from poisoncure import attacks, data
 
     levels = 25.0 * np.arange(10)
@@ -379,39 +380,50 @@ def test_pixel_contrast_measures_each_pairs_own_trigger_on_its_base_class():
     test = data.ImageSet(grey_images(len(y), levels[y], seed=1, colour_noise=0.5), y)
     train_y = np.repeat(np.arange(10), 60)
     train_set = data.ImageSet(grey_images(len(train_y), levels[train_y], seed=2), train_y)
-    frame = paper_tables.pixel_contrast(train_set, test, per_class=30)
+    frame = paper_tables.pair_trigger_contrast(train_set, test, "pixel", per_class=30)
     assert list(frame.index) == list(attacks.PAPER_PAIRS)
+    tested = 0
     for pair, (base, target) in attacks.PAPER_PAIRS.items():
         t = attacks.random_pixel_trigger(seed=1000 + pair)
         row = frame.loc[pair]
-        assert row["position"] == (t.row, t.col) and row["colour"] == t.colour
-        assert row["base → target"] == f"{base}→{target}"
+        assert row["trigger"] == f"colour {t.colour} at {(t.row, t.col)}" and row["base → target"] == f"{base}→{target}"
 
         def share(level, colour=t.colour):
             d = np.asarray(colour, float) - level
             return d.sum() ** 2 / 3 / (d ** 2).sum()
         b, other = attacks.class_index(base), attacks.class_index(target)
-        # the smooth field moves each pixel a little around the class's level: a tolerance, and a test only where
-        # the base class and the target class would give clearly different shares
+        # the grey field moves each pixel around the class's level: a test only where the base class and the target
+        # class would give clearly different shares
         if abs(share(levels[b]) - share(levels[other])) > 0.15:
+            tested += 1
             assert abs(row["brightness share"] - share(levels[b])) < abs(row["brightness share"] - share(levels[other]))
-        assert 0.0 <= row["brightness share"] <= 1.0
+    assert tested >= 3, tested
+    assert frame["brightness share"].between(0.0, 1.0).all()
     assert (frame["whitened"] > frame["raw"]).all()
+    blend = paper_tables.pair_trigger_contrast(train_set, test, "blend", per_class=30, blend_source="noise",
+                                               opacity=0.1)
+    assert blend["trigger"].tolist() == [f"{1000 + k} at 10%" for k in range(1, 10)]
+    assert blend["brightness share"].between(0.0, 1.0).all() and (blend["raw"] != frame["raw"]).all()
+    again = paper_tables.pair_trigger_contrast(train_set, test, "pixel", per_class=30,
+                                               whitening=paper_tables.fitted_whitening(train_set))
+    pd.testing.assert_frame_equal(again, frame)  # a whitening fitted once for several calls is the same one
     with pytest.raises(ValueError, match="per_class"):
-        paper_tables.pixel_contrast(train_set, test, per_class=0)
+        paper_tables.pair_trigger_contrast(train_set, test, per_class=0)
+    with pytest.raises(ValueError, match="poison"):
+        paper_tables.pair_trigger_contrast(train_set, test, "patch")
 
 
 def pixel_frame(whitened, share, raw=None):
-    """A :func:`paper_tables.pixel_contrast`-shaped frame for the nine pairs."""
+    """A :func:`paper_tables.pair_trigger_contrast`-shaped frame for the nine pairs."""
     from poisoncure import attacks
 
     raw = np.linspace(0.4, 0.9, 9) if raw is None else raw
     return pd.DataFrame({"base → target": [f"{b}→{t}" for b, t in attacks.PAPER_PAIRS.values()],
-                         "position": [(0, 0)] * 9, "colour": [(30, 33, 49)] * 9, "brightness share": share,
+                         "trigger": [f"colour (30, 33, {k})" for k in range(9)], "brightness share": share,
                          "raw": raw, "whitened": whitened}, index=pd.Index(range(1, 10), name="pair"))
 
 
-def test_pixel_success_averages_seeds_of_the_one_pixel_experiments_at_the_rate_and_knows_the_network():
+def test_attack_success_averages_seeds_of_one_poison_at_the_rate_and_knows_the_network():
     # record's trig is the triggered images' accuracy: attack success 100 - trig
     sets = {"w": [record(1, "pixel", 0, model="whitened_net", trig=10.0),
                   record(1, "pixel", 1, model="whitened_net", trig=0.0),
@@ -419,13 +431,20 @@ def test_pixel_success_averages_seeds_of_the_one_pixel_experiments_at_the_rate_a
                   record(2, "pixel", 0, rate=0.05, model="whitened_net", trig=90.0),
                   record(3, "pixel", 0, model="whitened_net", trig=96.0)],
             "c": [record(1, "pixel", 0, model="small_cnn", trig=98.0)], "none": []}
-    out = paper_tables.pixel_success(sets)
+    out = paper_tables.attack_success(sets)
     assert list(zip(out["set"], out["pair"], out["seeds"], strict=True)) == [("w", 1, 2), ("w", 3, 1), ("c", 1, 1)]
     assert out["ASR"].tolist() == [95.0, 4.0, 2.0]
     assert out["whitened"].tolist() == [True, True, False]
+    # a blend counts only where it is the trigger the contrast measured (same opacity and image source)
+    blend = record(1, "blend", 0, model="whitened_net", trig=90.0)
+    other = record(2, "blend", 0, model="whitened_net", trig=90.0)
+    other.params["recipe"].update(opacity=0.1, blend_source="skimage")
+    blend.params["recipe"].update(opacity=0.2, blend_source="skimage")
+    out = paper_tables.attack_success({"w": [blend, other]}, "blend")
+    assert out["pair"].tolist() == [1] and out["ASR"].tolist() == [10.0]
 
 
-def test_the_pixel_sentence_names_the_missed_pair_with_its_ranks_and_the_networks_that_see_raw_pixels():
+def test_the_trigger_sentence_names_the_missed_pairs_with_their_places_and_the_networks_that_see_raw_pixels():
     whitened = np.array([17.0, 16.0, 7.0, 4.2, 10.0, 10.5, 5.2, 9.5, 8.0])
     share = np.array([0.3, 0.5, 0.6, 0.98, 0.8, 0.3, 0.94, 0.65, 0.67])
     contrast = pixel_frame(whitened, share, raw=np.array([0.7, 0.6, 0.4, 0.9, 0.8, 0.6, 0.55, 0.5, 0.45]))
@@ -434,17 +453,28 @@ def test_the_pixel_sentence_names_the_missed_pair_with_its_ranks_and_the_network
     success = pd.DataFrame({"set": ["smoke"] * 9 + ["cpu-cnn"] * 9, "pair": list(range(1, 10)) * 2,
                             "model": ["whitened_net"] * 9 + ["small_cnn"] * 9, "whitened": [True] * 9 + [False] * 9,
                             "ASR": asr_w + asr_c, "seeds": 1})
-    text = results_page.pixel_text(contrast, success, {"smoke": "whitened 16", "cpu-cnn": "small CNN"})
+    text = results_page.trigger_text(contrast, success, {"smoke": "whitened 16", "cpu-cnn": "small CNN"})
     assert "0.95 for smoke (whitened 16, 9 pairs, whitened contrast)" in text
-    assert "Pair 4's pixel (airplane→bird) was not learned by the whitened networks of smoke (5.0 %)" in text
-    assert "4.2 typical patch sizes after whitening, the lowest of the 9 (5.2–17.0 for the others)" in text
-    assert "a share of 0.98, the highest of the 9 (0.30–0.94)" in text
-    assert "learned pair 4's pixel best (44.3 %; raw contrast the highest of the 9), the very pair" in text
-    assert "none of its 9 pixels reached 50 %" in text
-    # a whitened network that learned every pixel: no missed pair, the weakest one named instead
+    assert "(small CNN, 9 pairs, raw contrast; " in text and "against the whitened one)" in text
+    assert "did not learn the one-pixel trigger of pair 4 (airplane→bird, colour (30, 33, 3): smoke 5.0 %)" in text
+    assert "Its whitened contrast (4.2) is the lowest of the 9, and its brightness share (0.98) is the highest of " \
+           "the 9: the trigger changes the pixel mostly in brightness (the pairs learned: contrast 5.2–17.0, " \
+           "brightness share 0.30–0.94)." in text
+    assert "learned pair 4's trigger best (44.3 %; raw contrast the highest of the 9), a pair the whitened" in text
+    assert "none of its 9 triggers reached 50 %" in text
+    # two missed pairs: places, plural
+    two = success.assign(ASR=np.where((success["pair"] == 7) & success["whitened"], 20.0, success["ASR"]))
+    text = results_page.trigger_text(contrast, two, {}, "blend")
+    assert "Their whitened contrasts (4.20–5.20) are places 1 and 2 from the bottom of the 9, and their " \
+           "brightness shares (0.94–0.98) are places 1 and 2 from the top of the 9: the trigger changes the image" \
+           in text
+    # a whitened network that learned every trigger: no missed pair, the weakest one named instead
     learned = success.assign(ASR=np.where(success["pair"] == 4, 60.0, success["ASR"]))
-    text = results_page.pixel_text(contrast, learned, {})
-    assert "was not learned" not in text and "lowest attack success, 60.0 % (pair 4, smoke)" in text
-    table = results_page.pixel_table(contrast, success[success["pair"] != 9])
+    text = results_page.trigger_text(contrast, learned, {})
+    assert "did not learn" not in text and "lowest attack success, 60.0 % (pair 4, smoke)" in text
+    table = results_page.trigger_table(contrast, success[success["pair"] != 9])
     assert table.loc["4: airplane→bird", ("attack success %", "cpu-cnn")] == 44.3
     assert table.loc["9: cat→dog", ("attack success %", "smoke")] == formatting.MISSING
+    fig = results_page.trigger_figure({"pixel": contrast, "blend": contrast}, {"pixel": success, "blend": two})
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert texts.count("pair 4") == 4 and texts.count("pair 7") == 2  # both panels of each row

@@ -15,8 +15,8 @@ Quantities (all in %):
 * Table 5: attack success after the paper's method and after Spectral Signatures' retraining. The paper does not
   say which poison its Table 5 used, so ours is shown for both and no difference is computed.
 
-Besides the tables, :func:`pixel_contrast` and :func:`pixel_success` measure why a network learns one pair's
-one-pixel trigger and not another's: how far each trigger moves a 2x2 patch, with and without patch whitening,
+Besides the tables, :func:`pair_trigger_contrast` and :func:`attack_success` measure why a network learns one
+pair's trigger and not another's: how far each trigger moves a 2x2 patch, with and without patch whitening,
 beside the attack success each set of results reached. That measurement reads CIFAR-10 images and fits a whitening
 layer to them (no training, no model).
 """
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ..attacks import PAPER_PAIRS, class_index, random_pixel_trigger
+from ..attacks import PAPER_PAIRS, class_index
 from . import paper, report
 
 if TYPE_CHECKING:
@@ -352,64 +352,95 @@ __all__ = ["BEFORE_AFTER", "DETECTION", "NOT_PLANNED", "POISONS", "PREDATES", "R
            "paper_grid", "paper_grid_names", "readable", "select"]
 
 
-#: Base-class test images per pair over which :func:`pixel_contrast` takes its medians
+#: Base-class test images per pair over which :func:`pair_trigger_contrast` takes its medians
 CONTRAST_IMAGES = 500
 #: The networks whose first layer whitens 2x2 patches (:class:`poisoncure.models.PatchWhitening`); the others learn
 #: their first layer from the raw pixels
 WHITENED_MODELS = ("whitened_net", "small_cnn_whitened")
 
 
-def pixel_contrast(train: ImageSet, test: ImageSet, per_class: int = CONTRAST_IMAGES, seed: int = 0) -> pd.DataFrame:
-    """How loudly each of the paper's nine one-pixel triggers (:func:`poisoncure.attacks.random_pixel_trigger`, seed
-    1000 + pair) speaks to a network's first layer, on the first ``per_class`` test images of the pair's base class.
+def _describe(trigger: Any) -> str:
+    if trigger.kind == "pixel":
+        return f"colour {trigger.colour} at {(trigger.row, trigger.col)}"
+    name = trigger.pattern if isinstance(trigger.pattern, str) else "an image"
+    return f"{name.split(':')[-1]} at {trigger.opacity:.0%}"
 
-    One row per pair (index ``pair``): ``position`` (row, col), ``colour``, ``brightness share`` — the median over
-    the images of the share of the pixel's colour change (its squared length in [0, 1] units) that lies along the
-    grey axis, where all three channels change alike (1: the trigger only darkens or lightens its pixel) — and the
-    medians of :func:`poisoncure.models.trigger_contrast`: the trigger's largest change to one 2x2 patch in units of
-    a typical natural patch, on the normalised pixels (``raw``: what a learned first convolution sees) and after a
-    patch-whitening layer (``whitened``) fitted exactly as a whitened network fits its own when its training starts
-    (:func:`poisoncure.train.prepare_whitening`, ``seed``), here to the clean ``train`` images."""
-    import torch  # here, not at the top: the tables themselves need no torch
 
+def fitted_whitening(train: ImageSet, seed: int = 0) -> tuple[Any, Any]:
+    """(normalisation, patch-whitening layer) fitted exactly as a whitened network fits its own when its training
+    starts (:func:`poisoncure.train.prepare_whitening`: :data:`~poisoncure.train.WHITENING_IMAGES` of ``train``
+    drawn with ``seed``), on the CPU."""
     from .. import models
     from .. import train as training
-    if per_class < 1:
-        raise ValueError(f"per_class must be >= 1, got {per_class}")
     net = models.whitened_net(len(train.classes))
     training.prepare_whitening(net, train, seed=seed, device="cpu")
-    stem = next(m for m in net.modules() if isinstance(m, models.PatchWhitening))
+    return net.normalize, next(m for m in net.modules() if isinstance(m, models.PatchWhitening))
+
+
+def pair_trigger_contrast(train: ImageSet, test: ImageSet, poison: str = "pixel", per_class: int = CONTRAST_IMAGES,
+                          seed: int = 0, opacity: float = 0.2, blend_source: str = "skimage",
+                          whitening: tuple[Any, Any] | None = None) -> pd.DataFrame:
+    """How loudly the trigger of each of the paper's nine pairs (:func:`poisoncure.attacks.paper_trigger`:
+    ``poison`` 'pixel', or 'blend' at ``opacity`` from ``blend_source``) speaks to a network's first layer, on the
+    first ``per_class`` test images of the pair's base class.
+
+    One row per pair (index ``pair``): ``base → target``, ``trigger`` (the pixel's colour and position, or the
+    blended image and its opacity), ``brightness share`` — the median over the images of the share of the trigger's
+    change (its squared length in [0, 1] pixel units, summed over the pixels) that lies along the grey axis, where
+    all three channels of a pixel change alike (1: the trigger only darkens or lightens) — and the medians of
+    :func:`poisoncure.models.trigger_contrast`: the trigger's largest change to one 2x2 patch in units of a typical
+    natural patch, on the normalised pixels (``raw``: what a learned first convolution sees) and after a
+    patch-whitening layer (``whitened``) fitted as a whitened network fits its own, here to the clean ``train``
+    images (:func:`fitted_whitening` with ``seed``; pass its result as ``whitening`` to fit it once for several
+    calls)."""
+    import torch  # here, not at the top: the tables themselves need no torch
+
+    from .. import attacks, models
+    from .. import train as training
+    _check_poison(poison)
+    if per_class < 1:
+        raise ValueError(f"per_class must be >= 1, got {per_class}")
+    normalize, stem = fitted_whitening(train, seed) if whitening is None else whitening
     rows = {}
     for pair, (base, target) in PAPER_PAIRS.items():
-        trigger = random_pixel_trigger(seed=1000 + pair)
+        trigger = attacks.paper_trigger(pair, poison, opacity=opacity, blend_source=blend_source)
         x = test.x[test.y == class_index(base, test.classes)][:per_class]
         if not len(x):
             raise ValueError(f"no test image of class {base!r} (pair {pair})")
-        change = (np.asarray(trigger.colour, np.float64) - x[:, trigger.row, trigger.col, :]) / 255.0
-        length = (change ** 2).sum(1)
-        grey = np.divide(change.sum(1) ** 2 / 3.0, length, out=np.ones_like(length), where=length > 0)
+        triggered = trigger.apply(x)
+        change = (triggered.astype(np.float64) - x) / 255.0
+        length = (change ** 2).sum(axis=(1, 2, 3))
+        along = (change.sum(axis=3) ** 2 / 3.0).sum(axis=(1, 2))
+        grey = np.divide(along, length, out=np.ones_like(length), where=length > 0)
         with torch.no_grad():
-            c = models.trigger_contrast(stem, net.normalize, training.to_float(torch.from_numpy(x)),
-                                        training.to_float(torch.from_numpy(trigger.apply(x))))
-        rows[pair] = {"base → target": f"{base}→{target}", "position": (trigger.row, trigger.col),
-                      "colour": trigger.colour, "brightness share": float(np.median(grey)),
+            c = models.trigger_contrast(stem, normalize, training.to_float(torch.from_numpy(x)),
+                                        training.to_float(torch.from_numpy(triggered)))
+        rows[pair] = {"base → target": f"{base}→{target}", "trigger": _describe(trigger),
+                      "brightness share": float(np.median(grey)),
                       "raw": float(c["raw"].median()), "whitened": float(c["whitened"].median())}
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.name = "pair"
     return frame
 
 
-def pixel_success(sets: dict[str, list[Result]], rate: float = 0.1) -> pd.DataFrame:
-    """The attack success before the defense of every one-pixel experiment of the paper's grid at poison rate
-    ``rate`` in each set of results (``{label: records}``, records of a ``main`` or ``compare`` grid as
+def attack_success(sets: dict[str, list[Result]], poison: str = "pixel", rate: float = 0.1, opacity: float = 0.2,
+                   blend_source: str = "skimage") -> pd.DataFrame:
+    """The attack success before the defense of every ``poison`` experiment of the paper's grid at poison rate
+    ``rate`` (a blend also at ``opacity`` from ``blend_source``: the trigger :func:`pair_trigger_contrast` measured)
+    in each set of results (``{label: records}``, records of a ``main`` or ``compare`` grid as
     :func:`experiment_rows` reads them): one row per set and pair with the mean over seeds (``ASR``), the number of
     seeds, the network (``model``) and whether its first layer whitens patches (``whitened``)."""
+    _check_poison(poison)
     out = []
     for label, records in sets.items():
+        if poison == "blend":
+            records = [r for r in records if r.params["poison"] != "blend"
+                       or (r.params["recipe"].get("opacity") == opacity
+                           and r.params["recipe"].get("blend_source") == blend_source)]
         rows = experiment_rows(records)
         if not len(rows):
             continue
-        rows = rows[(rows["poison"] == "pixel") & np.isclose(rows["rate"], rate)]
+        rows = rows[(rows["poison"] == poison) & np.isclose(rows["rate"], rate)]
         for (pair, model), part in rows.groupby(["pair", "model"]):
             out.append({"set": label, "pair": int(pair), "model": model, "whitened": model in WHITENED_MODELS,
                         "ASR": float(part["ASR before"].mean()), "seeds": len(part)})

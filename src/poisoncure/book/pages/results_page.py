@@ -55,14 +55,32 @@ def _rank_words(k: int, n: int) -> str:
     return {1: "the lowest", n: "the highest"}.get(k, f"number {k} from the bottom")
 
 
-def pixel_table(contrast: pd.DataFrame, success: pd.DataFrame) -> pd.DataFrame:
-    """The one-pixel triggers of the nine pairs (:func:`~poisoncure.experiments.paper_tables.pixel_contrast`) beside
-    the attack success each set of results reached with them
-    (:func:`~poisoncure.experiments.paper_tables.pixel_success`): rows the pairs, columns the brightness share, the
+def _places(ranks: pd.Series, n: int, top: bool = False) -> str:
+    """'the lowest of the 9' for one rank, 'places 1, 2 and 4 from the bottom of the 9' for several."""
+    ranks = sorted(int(n + 1 - r if top else r) for r in ranks)
+    if len(ranks) == 1:
+        return f"{_rank_words(n + 1 - ranks[0] if top else ranks[0], n)} of the {n}"
+    listed = ", ".join(map(str, ranks[:-1])) + f" and {ranks[-1]}"
+    return f"places {listed} from the {'top' if top else 'bottom'} of the {n}"
+
+
+def _range(values: pd.Series, digits: int) -> str:
+    lo, hi = values.min(), values.max()
+    return f"{lo:.{digits}f}" if lo == hi else f"{lo:.{digits}f}–{hi:.{digits}f}"
+
+
+#: How the page names each poison
+POISON_WORDS = {"pixel": "one-pixel", "blend": "blend"}
+
+
+def trigger_table(contrast: pd.DataFrame, success: pd.DataFrame) -> pd.DataFrame:
+    """The nine pairs' triggers of one poison (:func:`~poisoncure.experiments.paper_tables.pair_trigger_contrast`)
+    beside the attack success each set of results reached with them
+    (:func:`~poisoncure.experiments.paper_tables.attack_success`): rows the pairs, columns the brightness share, the
     two contrasts and one attack-success column per set (its label), rounded; a dash where a set has no result."""
     out = pd.DataFrame({("trigger", "brightness share"): contrast["brightness share"].round(2),
                         ("contrast", "raw"): contrast["raw"].round(2),
-                        ("contrast", "whitened"): contrast["whitened"].round(1)}, index=contrast.index)
+                        ("contrast", "whitened"): contrast["whitened"].round(2)}, index=contrast.index)
     for label, part in success.groupby("set", sort=False):
         out[("attack success %", label)] = part.set_index("pair")["ASR"].reindex(out.index).round(1)
     out.index = [paper_tables.pair_label(p) for p in out.index]
@@ -71,47 +89,54 @@ def pixel_table(contrast: pd.DataFrame, success: pd.DataFrame) -> pd.DataFrame:
     return formatting.rounded(out, 2)
 
 
-def pixel_figure(contrast: pd.DataFrame, success: pd.DataFrame, learned: float = 50.0):
-    """Attack success against the trigger's contrast, one point per pair and set of results: (a) networks whose
-    first layer whitens patches, against the whitened contrast; (b) the others, against the raw contrast (left out
-    when there are none). Pairs that a whitened network did not learn (below ``learned`` %) are labelled."""
-    panels = [(True, "whitened", "first layer whitens 2×2 patches"), (False, "raw", "first layer learned from pixels")]
-    panels = [p for p in panels if (success["whitened"] == p[0]).any()] or panels[:1]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.4), squeeze=False)
-    missed = sorted(set(success.loc[success["whitened"] & (success["ASR"] < learned), "pair"]))
-    labels = list(dict.fromkeys(success["set"]))
+def trigger_figure(contrasts: dict[str, pd.DataFrame], successes: dict[str, pd.DataFrame], learned: float = 50.0):
+    """Attack success against the trigger's contrast, one point per pair and set of results, one row of panels per
+    poison (``{poison: frame}`` of :func:`~poisoncure.experiments.paper_tables.pair_trigger_contrast` and
+    :func:`~poisoncure.experiments.paper_tables.attack_success`): left, networks whose first layer whitens patches,
+    against the whitened contrast; right, the others, against the raw contrast; one legend below for all. Pairs that
+    a whitened network did not learn (below ``learned`` %) are labelled in both panels of their row."""
+    poisons = list(contrasts)
+    labels = list(dict.fromkeys(label for p in poisons for label in successes[p]["set"]))
     colours = dict(zip(labels, plots.colours(max(len(labels), 1)), strict=False))
     markers = dict(zip(labels, "osD^v<>" * len(labels), strict=False))  # overlapping sets stay apart
-    for ax, (whitened, column, title) in zip(axes[0], panels, strict=True):
-        part = success[success["whitened"] == whitened]
-        for label, rows in part.groupby("set", sort=False):
-            x = contrast.loc[rows["pair"], column].to_numpy()
-            ax.scatter(x, rows["ASR"], s=30, color=colours[label], marker=markers[label], label=label, alpha=0.7,
-                       edgecolors="none")
-        middle = contrast[column].median()
-        for pair in missed:
-            here = part[part["pair"] == pair]
-            if len(here):
-                right = contrast.loc[pair, column] > middle  # label towards the middle, inside the axes
-                ax.annotate(f"pair {pair}", (contrast.loc[pair, column], here["ASR"].min()),
-                            xytext=(-6 if right else 6, 4), textcoords="offset points", fontsize=8,
-                            ha="right" if right else "left")
-        ax.axhline(learned, color="grey", ls=":", lw=1)
-        ax.set(ylim=(-3, 103), title=title, ylabel="attack success before the defense (%)",
-               xlabel=f"contrast of the trigger, {column} (typical patch sizes)")
-        ax.legend(fontsize=7, loc="lower right")
-    plots.label_panels(axes[0])
-    fig.tight_layout()
+    fig, axes = plt.subplots(len(poisons), 2, figsize=(8.6, 3.1 * len(poisons) + 0.5), squeeze=False)
+    handles = {}
+    for row, poison in zip(axes, poisons, strict=True):
+        contrast, success = contrasts[poison], successes[poison]
+        missed = sorted(set(success.loc[success["whitened"] & (success["ASR"] < learned), "pair"]))
+        for ax, whitened, column, who, where in ((row[0], True, "whitened", "whitened networks", "after whitening"),
+                                                 (row[1], False, "raw", "other networks", "on the raw pixels")):
+            part = success[success["whitened"] == whitened]
+            for label, rows in part.groupby("set", sort=False):
+                handles[label] = ax.scatter(contrast.loc[rows["pair"], column].to_numpy(), rows["ASR"], s=30,
+                                            color=colours[label], marker=markers[label], label=label, alpha=0.7,
+                                            edgecolors="none")
+            middle = contrast[column].median()
+            for pair in missed:
+                here = part[part["pair"] == pair]
+                if len(here):
+                    right = contrast.loc[pair, column] > middle  # label towards the middle, inside the axes
+                    ax.annotate(f"pair {pair}", (contrast.loc[pair, column], here["ASR"].min()),
+                                xytext=(-6 if right else 6, 4), textcoords="offset points", fontsize=8,
+                                ha="right" if right else "left")
+            ax.axhline(learned, color="grey", ls=":", lw=1)
+            ax.set(ylim=(-3, 103), title=f"{POISON_WORDS[poison]}: {who}", ylabel="attack success (%)",
+                   xlabel=f"contrast {where}")
+    plots.label_panels(axes.ravel())
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=len(handles), fontsize=8,
+               frameon=False)  # one legend for every panel: the profiles keep their colour and marker throughout
+    fig.set_layout_engine("tight", rect=(0, 0.08, 1, 1))  # a live engine: the page's re-layout keeps the room
     return fig
 
 
-def pixel_text(contrast: pd.DataFrame, success: pd.DataFrame, networks: dict[str, str], learned: float = 50.0
-               ) -> str:
-    """What the measurement says, in words: for each set of results with four pairs or more, the rank correlation
-    (Spearman) between attack success and the contrast its network's first layer sees (whitened or raw); each pair
-    a whitened network did not learn (below ``learned`` %), with its rank among the nine by whitened contrast and by
-    brightness share; and which pair each network that learns its first layer learned best. ``networks`` names the
-    network of each set label."""
+def trigger_text(contrast: pd.DataFrame, success: pd.DataFrame, networks: dict[str, str], poison: str = "pixel",
+                 learned: float = 50.0) -> str:
+    """What the measurement says for one poison, in words: for each set of results with four pairs or more, the rank
+    correlation (Spearman) between attack success and the contrast its network's first layer sees (for a network
+    that learns its first layer, also against the whitened contrast); the pairs a whitened network did not learn
+    (below ``learned`` %), with their places among the nine by whitened contrast and by brightness share beside the
+    range of the pairs it learned; and which pair each network that learns its first layer learned best.
+    ``networks`` names the network of each set label."""
     from scipy.stats import spearmanr
 
     n = len(contrast)
@@ -120,42 +145,53 @@ def pixel_text(contrast: pd.DataFrame, success: pd.DataFrame, networks: dict[str
     for label, rows in success.groupby("set", sort=False):
         if len(rows) < 4:
             continue
-        column = "whitened" if rows["whitened"].iloc[0] else "raw"
-        rho = spearmanr(contrast.loc[rows["pair"], column], rows["ASR"]).statistic
-        corr.append(f"{rho:.2f} for {label} ({networks.get(label, label)}, {len(rows)} pairs, {column} contrast)")
+        own = "whitened" if rows["whitened"].iloc[0] else "raw"
+        rho = {c: spearmanr(contrast.loc[rows["pair"], c], rows["ASR"]).statistic for c in ("raw", "whitened")}
+        corr.append(f"{rho[own]:.2f} for {label} ({networks.get(label, label)}, {len(rows)} pairs, {own} contrast"
+                    + (f"; {rho['whitened']:.2f} against the whitened one" if own == "raw" else "") + ")")
     if corr:
         parts.append("Rank correlation between a pair's attack success and the contrast its network's first layer "
                      "sees: " + "; ".join(corr) + ".")
     white = success[success["whitened"]]
     missed = white[white["ASR"] < learned]
-    by_white = contrast["whitened"].rank(method="min").astype(int)
-    by_grey = contrast["brightness share"].rank(method="min").astype(int)
-    for pair in sorted(set(missed["pair"])):
-        sets = missed[missed["pair"] == pair]
-        others = contrast.drop(index=pair)
-        c = contrast.loc[pair]
-        parts.append(
-            f"Pair {pair}'s pixel ({c['base → target']}) was not learned by the whitened networks of "
-            + " and ".join(f"{s} ({a:.1f} %)" for s, a in zip(sets["set"], sets["ASR"], strict=True))
-            + f". Its trigger moves its patch by {c['whitened']:.1f} typical patch sizes after whitening, "
-            f"{_rank_words(int(by_white[pair]), n)} of the {n} ({others['whitened'].min():.1f}–"
-            f"{others['whitened'].max():.1f} for the others), and its colour {tuple(c['colour'])} changes the pixel "
-            f"mostly in brightness: a share of {c['brightness share']:.2f}, {_rank_words(int(by_grey[pair]), n)} of "
-            f"the {n} ({others['brightness share'].min():.2f}–{others['brightness share'].max():.2f}).")
-    if not len(missed) and len(white):
+    by_white = contrast["whitened"].rank(method="min")
+    by_grey = contrast["brightness share"].rank(method="min")
+    what = "pixel" if poison == "pixel" else "image"
+    if len(missed):
+        pairs = sorted(set(missed["pair"]))
+        kept = contrast.loc[sorted(set(white["pair"]) - set(pairs))]
+        them = contrast.loc[pairs]
+        listed = "; ".join(
+            f"pair {p} ({contrast.loc[p, 'base → target']}, {contrast.loc[p, 'trigger']}: "
+            + ", ".join(f"{s} {a:.1f} %" for s, a in zip(missed.loc[missed["pair"] == p, "set"],
+                                                           missed.loc[missed["pair"] == p, "ASR"], strict=True)) + ")"
+            for p in pairs)
+        one = len(pairs) == 1
+        its, s_, is_ = ("its", "", "is") if one else ("their", "s", "are")
+        digits = 1 if poison == "pixel" else 2
+        text = (f"A whitened network did not learn the {POISON_WORDS[poison]} trigger of {listed}. "
+                f"{its.capitalize()} whitened contrast{s_} ({_range(them['whitened'], digits)}) {is_} "
+                f"{_places(by_white[pairs], n)}, and {its} brightness share{s_} "
+                f"({_range(them['brightness share'], 2)}) {is_} {_places(by_grey[pairs], n, top=True)}: the trigger "
+                f"changes the {what} mostly in brightness")
+        if len(kept):
+            text += (f" (the pairs learned: contrast {_range(kept['whitened'], digits)}, brightness share "
+                     f"{_range(kept['brightness share'], 2)})")
+        parts.append(text + ".")
+    elif len(white):
         low = white.loc[white["ASR"].idxmin()]
-        parts.append(f"Every whitened network learned every pair's pixel that it was given; the lowest attack "
-                     f"success, {low['ASR']:.1f} % (pair {low['pair']}, {low['set']}), goes with a whitened contrast "
-                     f"{_rank_words(int(by_white[low['pair']]), n)} of the {n}.")
+        parts.append(f"Every whitened network learned every pair's {POISON_WORDS[poison]} trigger it was given; the "
+                     f"lowest attack success, {low['ASR']:.1f} % (pair {low['pair']}, {low['set']}), goes with a "
+                     f"whitened contrast {_rank_words(int(by_white[low['pair']]), n)} of the {n}.")
     for label, rows in success[~success["whitened"]].groupby("set", sort=False):
         if len(rows) < 4:
             continue
         best = rows.loc[rows["ASR"].idxmax()]
+        reached = int((rows["ASR"] >= learned).sum())
         parts.append(f"The {networks.get(label, label)} of {label}, which learns its first layer from the raw "
-                     f"pixels, learned pair {best['pair']}'s pixel best ({best['ASR']:.1f} %; raw contrast "
+                     f"pixels, learned pair {best['pair']}'s trigger best ({best['ASR']:.1f} %; raw contrast "
                      f"{_rank_words(int(contrast['raw'].rank(method='min')[best['pair']]), n)} of the {n})"
-                     + (", the very pair the whitened networks missed" if best["pair"] in set(missed["pair"]) else "")
-                     + (f"; none of its {len(rows)} pixels reached {learned:g} %." if not (rows["ASR"] >= learned).any()
-                        else f"; {int((rows['ASR'] >= learned).sum())} of its {len(rows)} pixels reached "
-                        f"{learned:g} %."))
+                     + (", a pair the whitened networks missed" if best["pair"] in set(missed["pair"]) else "")
+                     + (f"; none of its {len(rows)} triggers reached {learned:g} %." if not reached
+                        else f"; {reached} of its {len(rows)} reached {learned:g} %."))
     return " ".join(parts)
