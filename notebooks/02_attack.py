@@ -268,8 +268,9 @@ for name, value in medians.items():
 # every network (more slowly by the small CNN). This is a property of the network's first layer, not of the
 # defense: the paper's ResNet-18 learns the one pixel with a long schedule, and the defense sees either model the
 # same way, through its input gradients.
-# Chapter 8 makes the same measurement for the triggers of all nine pairs of the paper, one pixel and blend, and sets
-# it beside the attack success every profile reached with them ({ref}`sec-trigger-contrast`).
+# Pairs differ in how readily their triggers are learned: chapter 8 makes the same measurement for the
+# triggers of all nine pairs of the paper, one pixel and blend, and sets it beside the attack success every profile
+# reached with them ({ref}`sec-trigger-contrast`).
 
 # %% [markdown]
 # ## Provenance
