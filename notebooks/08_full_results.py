@@ -321,10 +321,10 @@ glue("gap_text", gap_text, display=False)
 #
 # Each pair has its own triggers: a one-pixel trigger whose position and colour were drawn at random, as in the
 # paper, and a blend of its own out-of-distribution photo. A network can learn one pair's trigger on every
-# triggered image and another pair's on almost none. Chapter 2 measured why for pair 1: its pixel moves the 2×2
-# patch it changes most by less than one typical natural patch on the raw pixels, and by many after the whitening
-# layer. Here the same measurement is made for the triggers of all nine pairs, on the test images of each pair's
-# base class, and set beside the attack success that every profile with results reached. One more number
+# triggered image and another pair's on almost none. Chapter 2 measured, for pair 1, how far each trigger moves the
+# 2×2 patch it changes most, in typical natural patches, on the raw pixels and after the whitening layer of the
+# whitened network. Here the same measurement is made for the triggers of all nine pairs, on the test images of
+# each pair's base class, and set beside the attack success that every profile with results reached. One more number
 # describes each trigger: its *brightness share*, how much of its change only darkens or lightens the pixels (the
 # three channels moving alike) rather than changing their hue. Natural patches vary most in brightness, so whitening
 # scales such a change down; a sharp change of hue is rare in natural images, and whitening scales it up.
