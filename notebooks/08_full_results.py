@@ -404,10 +404,7 @@ if len(rows):
     quiet = missed[~missed["repaired"]]  # the scan flagged nothing: every ratio stayed below λ
     claims.append(f"The paper's method names the target and the base class in {found} of {len(rows)} experiments"
                   + ("." if not len(missed) else
-                     f"; it misses {paper_tables.by_poison(missed)}"
-                     + (f" (where nothing was flagged, the target ratio stayed below λ = {lam:g}: "
-                        f"{paper_tables.by_poison(quiet, 'ratio', '{:.2f}')}; a weaker backdoor separates the target "
-                        "class's gradients less)" if len(quiet) else "") + "."))
+                     f"; it misses {paper_tables.by_poison(missed)}" + page.quiet_text(quiet, lam) + "."))
     claims.append(page.wrong_base_text(rows))
     if n_done < n_plan:
         claims.append(f"{n_plan - n_done} of the grid's {n_plan} experiments have no readable result yet "

@@ -478,3 +478,17 @@ def test_the_trigger_sentence_names_the_missed_pairs_with_their_places_and_the_n
     fig = results_page.trigger_figure({"pixel": contrast, "blend": contrast}, {"pixel": success, "blend": two})
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert texts.count("pair 4") == 4 and texts.count("pair 7") == 2  # both panels of each row
+
+
+def test_the_misses_bracket_tells_a_weak_backdoor_from_a_firmly_learned_one_the_scan_missed():
+    rows = pd.DataFrame({"pair": [3, 5, 7], "poison": ["blend", "blend", "pixel"], "ratio": [1.10, 1.07, 1.5],
+                         "ASR before": [9.1, 99.1, 95.0]})
+    text = results_page.quiet_text(rows, 2.0)
+    assert text.startswith(" (where nothing was flagged, the largest ratio stayed below λ = 2: blend on pairs 3 "
+                           "(1.10), 5 (1.07); one pixel on pair 7 (1.50)")
+    assert "; blend on pair 3 (9.1 %) attack success: a weaker backdoor" in text
+    assert "; blend on pair 5 (99.1 %); one pixel on pair 7 (95.0 %) attack success, learned firmly and still " \
+           "missed" in text and text.endswith("for one experiment))")
+    assert "learned firmly" not in results_page.quiet_text(rows[rows["pair"] == 3], 2.0)
+    assert "weaker" not in results_page.quiet_text(rows[rows["pair"] != 3], 2.0)
+    assert results_page.quiet_text(rows.iloc[:0], 2.0) == ""

@@ -195,3 +195,25 @@ def trigger_text(contrast: pd.DataFrame, success: pd.DataFrame, networks: dict[s
                      + (f"; none of its {len(rows)} triggers reached {learned:g} %." if not reached
                         else f"; {reached} of its {len(rows)} reached {learned:g} %."))
     return " ".join(parts)
+
+
+def quiet_text(quiet: pd.DataFrame, lam: float, firm: float = 90.0) -> str:
+    """The bracket after the count of the paper's method's misses, for the experiments of ``quiet`` (rows of
+    :func:`~poisoncure.experiments.paper_tables.experiment_rows`) where its scan flagged nothing: their largest ratio
+    R against ``lam``, then why, told apart by how firmly the attack was learned (attack success before the defense
+    below or from ``firm`` %): a weak backdoor separates the target class's gradients less; a firmly learned one the
+    scan missed did not show on the first principal direction. ``""`` when ``quiet`` is empty."""
+    if not len(quiet):
+        return ""
+    weak, strong = quiet[quiet["ASR before"] < firm], quiet[quiet["ASR before"] >= firm]
+    text = (f" (where nothing was flagged, the largest ratio stayed below λ = {lam:g}: "
+            f"{paper_tables.by_poison(quiet, 'ratio', '{:.2f}')}")
+    if len(weak):
+        text += (f"; {paper_tables.by_poison(weak, 'ASR before')} attack success: a weaker backdoor separates the "
+                 "target class's gradients less")
+    if len(strong):
+        text += (f"; {paper_tables.by_poison(strong, 'ASR before')} attack success, learned firmly and still missed: "
+                 "the scan reads only the first principal direction of each class's gradients, and a poison that "
+                 "adds less variance than the largest directions of the clean gradients does not show on it "
+                 "(bench/scan_diagnosis.py measures this for one experiment)")
+    return text + ")"
