@@ -468,6 +468,12 @@ def test_the_trigger_sentence_names_the_missed_pairs_with_their_places_and_the_n
     assert "Their whitened contrasts (4.20–5.20) are places 1 and 2 from the bottom of the 9, and their " \
            "brightness shares (0.94–0.98) are places 1 and 2 from the top of the 9: the trigger changes the image" \
            in text
+    # a missed trigger that changes hue as much as brightness: no word on brightness; a constant column: no correlation
+    hue = contrast.assign(**{"brightness share": np.where(contrast.index == 4, 0.4, share)})
+    text = results_page.trigger_text(hue, success, {})
+    assert "its brightness share (0.40) is" in text and "mostly in brightness" not in text
+    flat = success.assign(ASR=np.where(success["set"] == "smoke", 100.0, success["ASR"]))
+    assert "— for smoke (smoke, 9 pairs, whitened contrast)" in results_page.trigger_text(contrast, flat, {})
     # a whitened network that learned every trigger: no missed pair, the weakest one named instead
     learned = success.assign(ASR=np.where(success["pair"] == 4, 60.0, success["ASR"]))
     text = results_page.trigger_text(contrast, learned, {})

@@ -347,9 +347,6 @@ def _check_poison(poison: str) -> None:
         raise ValueError(f"poison must be one of {POISONS}, got {poison!r}")
 
 
-__all__ = ["BEFORE_AFTER", "DETECTION", "NOT_PLANNED", "POISONS", "PREDATES", "REASONS", "before_after_table",
-           "coverage", "detection_table", "experiment_rows", "final_asr_table", "large_gaps", "pair_label",
-           "paper_grid", "paper_grid_names", "readable", "select"]
 
 
 #: Base-class test images per pair over which :func:`pair_trigger_contrast` takes its medians
@@ -445,3 +442,9 @@ def attack_success(sets: dict[str, list[Result]], poison: str = "pixel", rate: f
             out.append({"set": label, "pair": int(pair), "model": model, "whitened": model in WHITENED_MODELS,
                         "ASR": float(part["ASR before"].mean()), "seeds": len(part)})
     return pd.DataFrame(out, columns=["set", "pair", "model", "whitened", "ASR", "seeds"])
+
+
+__all__ = ["BEFORE_AFTER", "CONTRAST_IMAGES", "DETECTION", "NOT_PLANNED", "POISONS", "PREDATES", "REASONS",
+           "WHITENED_MODELS", "attack_success", "before_after_table", "coverage", "detection_table",
+           "experiment_rows", "final_asr_table", "fitted_whitening", "large_gaps", "pair_label",
+           "pair_trigger_contrast", "paper_grid", "paper_grid_names", "readable", "select"]

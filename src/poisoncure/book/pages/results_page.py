@@ -56,11 +56,13 @@ def _rank_words(k: int, n: int) -> str:
 
 
 def _places(ranks: pd.Series, n: int, top: bool = False) -> str:
-    """'the lowest of the 9' for one rank, 'places 1, 2 and 4 from the bottom of the 9' for several."""
-    ranks = sorted(int(n + 1 - r if top else r) for r in ranks)
+    """Ranks (1: the lowest value) in words: 'the lowest of the 9' for one, 'places 1, 2 and 4 from the bottom of the
+    9' for several (``top``: counted from the highest value instead)."""
+    ranks = [int(r) for r in ranks]
     if len(ranks) == 1:
-        return f"{_rank_words(n + 1 - ranks[0] if top else ranks[0], n)} of the {n}"
-    listed = ", ".join(map(str, ranks[:-1])) + f" and {ranks[-1]}"
+        return f"{_rank_words(ranks[0], n)} of the {n}"
+    places = sorted(n + 1 - r if top else r for r in ranks)
+    listed = ", ".join(map(str, places[:-1])) + f" and {places[-1]}"
     return f"places {listed} from the {'top' if top else 'bottom'} of the {n}"
 
 
@@ -129,6 +131,15 @@ def trigger_figure(contrasts: dict[str, pd.DataFrame], successes: dict[str, pd.D
     return fig
 
 
+def _spearman(x: pd.Series, y: pd.Series) -> str:
+    """Spearman's rank correlation to two decimals; a dash where it is undefined (one side constant)."""
+    from scipy.stats import spearmanr
+
+    if x.nunique() < 2 or y.nunique() < 2:
+        return formatting.MISSING
+    return f"{spearmanr(x, y).statistic:.2f}"
+
+
 def trigger_text(contrast: pd.DataFrame, success: pd.DataFrame, networks: dict[str, str], poison: str = "pixel",
                  learned: float = 50.0) -> str:
     """What the measurement says for one poison, in words: for each set of results with four pairs or more, the rank
@@ -137,8 +148,6 @@ def trigger_text(contrast: pd.DataFrame, success: pd.DataFrame, networks: dict[s
     (below ``learned`` %), with their places among the nine by whitened contrast and by brightness share beside the
     range of the pairs it learned; and which pair each network that learns its first layer learned best.
     ``networks`` names the network of each set label."""
-    from scipy.stats import spearmanr
-
     n = len(contrast)
     parts = []
     corr = []
@@ -146,9 +155,9 @@ def trigger_text(contrast: pd.DataFrame, success: pd.DataFrame, networks: dict[s
         if len(rows) < 4:
             continue
         own = "whitened" if rows["whitened"].iloc[0] else "raw"
-        rho = {c: spearmanr(contrast.loc[rows["pair"], c], rows["ASR"]).statistic for c in ("raw", "whitened")}
-        corr.append(f"{rho[own]:.2f} for {label} ({networks.get(label, label)}, {len(rows)} pairs, {own} contrast"
-                    + (f"; {rho['whitened']:.2f} against the whitened one" if own == "raw" else "") + ")")
+        rho = {c: _spearman(contrast.loc[rows["pair"], c], rows["ASR"]) for c in ("raw", "whitened")}
+        corr.append(f"{rho[own]} for {label} ({networks.get(label, label)}, {len(rows)} pairs, {own} contrast"
+                    + (f"; {rho['whitened']} against the whitened one" if own == "raw" else "") + ")")
     if corr:
         parts.append("Rank correlation between a pair's attack success and the contrast its network's first layer "
                      "sees: " + "; ".join(corr) + ".")
@@ -172,8 +181,9 @@ def trigger_text(contrast: pd.DataFrame, success: pd.DataFrame, networks: dict[s
         text = (f"A whitened network did not learn the {POISON_WORDS[poison]} trigger of {listed}. "
                 f"{its.capitalize()} whitened contrast{s_} ({_range(them['whitened'], digits)}) {is_} "
                 f"{_places(by_white[pairs], n)}, and {its} brightness share{s_} "
-                f"({_range(them['brightness share'], 2)}) {is_} {_places(by_grey[pairs], n, top=True)}: the trigger "
-                f"changes the {what} mostly in brightness")
+                f"({_range(them['brightness share'], 2)}) {is_} {_places(by_grey[pairs], n, top=True)}"
+                + (f": the trigger changes the {what} mostly in brightness" if them["brightness share"].min() > 0.5
+                   else ""))
         if len(kept):
             text += (f" (the pairs learned: contrast {_range(kept['whitened'], digits)}, brightness share "
                      f"{_range(kept['brightness share'], 2)})")
