@@ -402,7 +402,7 @@ def test_pair_trigger_contrast_measures_each_pairs_own_trigger_on_its_base_class
     assert (frame["whitened"] > frame["raw"]).all()
     blend = paper_tables.pair_trigger_contrast(train_set, test, "blend", per_class=30, blend_source="noise",
                                                opacity=0.1)
-    assert blend["trigger"].tolist() == [f"{1000 + k} at 10%" for k in range(1, 10)]
+    assert blend["trigger"].tolist() == [f"{1000 + k} at 10 %" for k in range(1, 10)]
     assert blend["brightness share"].between(0.0, 1.0).all() and (blend["raw"] != frame["raw"]).all()
     again = paper_tables.pair_trigger_contrast(train_set, test, "pixel", per_class=30,
                                                whitening=paper_tables.fitted_whitening(train_set))

@@ -360,7 +360,7 @@ def _describe(trigger: Any) -> str:
     if trigger.kind == "pixel":
         return f"colour {trigger.colour} at {(trigger.row, trigger.col)}"
     name = trigger.pattern if isinstance(trigger.pattern, str) else "an image"
-    return f"{name.split(':')[-1]} at {trigger.opacity:.0%}"
+    return f"{name.split(':')[-1]} at {trigger.opacity * 100:g} %"
 
 
 def fitted_whitening(train: ImageSet, seed: int = 0) -> tuple[Any, Any]:
