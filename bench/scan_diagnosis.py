@@ -70,7 +70,6 @@ def main(argv: list[str] | None = None) -> int:
     sigma2 = noise.mean()
     spike = eps * (1 - eps) * float(v @ v)
     sig, mf = signal.extract_and_filter(g, 0)
-    flagged = mf.flagged
     apart = (along[truth].mean() - along[~truth].mean()) / clean_sd
 
     print(f"{args.profile} {exp.name}: target class {cifar.train.classes[target]}, {n} rows ({truth.sum()} poisoned, "
@@ -82,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"isotropic threshold (chapter 3): l = eps(1-eps)|v|^2 / sigma^2 = {spike / sigma2:.1f} against "
           f"sqrt(d/n) = {np.sqrt(d / n):.2f}")
     print(f"first principal direction: |cos(PC1, v)| = {abs(sig.v_hat @ unit):.3f}; mixture on PC1: sensitivity "
-          f"{metrics.sensitivity(flagged, truth):.1f} %, specificity {metrics.specificity(flagged, truth):.1f} %, "
-          f"W = {mf.wasserstein:.4f}")
+          f"{metrics.sensitivity(mf.flagged, truth):.1f} %, specificity "
+          f"{metrics.specificity(mf.flagged, truth):.1f} %, W = {mf.wasserstein:.4f}")
     return 0
 
 

@@ -333,14 +333,14 @@ glue("gap_text", gap_text, display=False)
 cifar = data.load_cifar10()
 main_sets = [ev for ev in verdict_sets if ev.grid in ("main", "compare")]
 set_profiles = [ev.profile for ev in main_sets]
-set_label = {id(ev): ev.profile if set_profiles.count(ev.profile) == 1 else f"{ev.profile} {ev.grid}"
-             for ev in main_sets}
-networks = {set_label[id(ev)]: verdict.network_name(ev.records, short=True) for ev in main_sets}
+labelled = {ev.profile if set_profiles.count(ev.profile) == 1 else f"{ev.profile} {ev.grid}": ev for ev in main_sets}
+set_records = {label: ev.records for label, ev in labelled.items()}
+networks = {label: verdict.network_name(ev.records, short=True) for label, ev in labelled.items()}
 contrasts, successes = {}, {}
 whitening = paper_tables.fitted_whitening(cifar.train)
 for poison in ("pixel", "blend"):
     contrasts[poison] = paper_tables.pair_trigger_contrast(cifar.train, cifar.test, poison, whitening=whitening)
-    successes[poison] = paper_tables.attack_success({set_label[id(ev)]: ev.records for ev in main_sets}, poison)
+    successes[poison] = paper_tables.attack_success(set_records, poison)
     glue(f"tab_contrast_{poison}", page.trigger_table(contrasts[poison], successes[poison]), display=False)
     glue(f"contrast_text_{poison}", page.trigger_text(contrasts[poison], successes[poison], networks, poison),
          display=False)
