@@ -21,17 +21,13 @@ noise, not ``v``, and the class looks like any other to the scan, although the p
 from __future__ import annotations
 
 import argparse
-import fnmatch
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from _cached import cached_experiment
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from poisoncure import cache, data, gradients, metrics, provenance, signal  # noqa: E402
-from poisoncure.experiments import plans, store  # noqa: E402
+from poisoncure import data, gradients, metrics, provenance, signal
+from poisoncure.experiments import store
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,15 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top", type=int, default=3, help="noise eigenvalues to print")
     args = ap.parse_args(argv)
 
-    found = [e for e in plans.plan(args.profile, ["main"]) if fnmatch.fnmatch(e.name, args.name)]
-    if len(found) != 1:
-        ap.error(f"--name must match one experiment of {args.profile}'s main grid; it matches "
-                 f"{[e.name for e in found]}")
-    exp = found[0]
-    recipe = store.Recipe(poison=exp.params["poison"], **exp.params["recipe"])
-    if cache.Cache().lookup("model", recipe.cache_config()) is None:
-        ap.error(f"{exp.name}: its model is not in the cache at this commit (run the grid first; this script never "
-                 "trains)")
+    exp, recipe = cached_experiment(ap, args.profile, args.name)
     cifar = data.load_cifar10()
     tm = store.get_model(recipe, data=cifar, progress=False)
     ps = tm.train_set

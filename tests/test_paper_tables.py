@@ -20,13 +20,14 @@ def result(grid, name, params, rep, profile="full", device="NVIDIA H100", commit
 
 
 def record(pair=1, poison="blend", seed=0, rate=0.1, model="resnet18", acc=90.0, trig=5.0, acc_after=88.0,
-           trig_after=90.0, ours=(99.0, 95.0), ac=(70.0, 50.0), asr_ours=1.0, asr_ss=2.0, found=True):
-    """A minimal ``main`` result with the fields the tables read (rates as (specificity, sensitivity))."""
+           trig_after=90.0, ours=(99.0, 95.0), ac=(70.0, 50.0), asr_ours=1.0, asr_ss=2.0, found=True, base_found=None):
+    """A minimal ``main`` result with the fields the tables read (rates as (specificity, sensitivity)); the base is
+    found with the target unless ``base_found`` says otherwise."""
     rep = Report(5, 1, 50000, 500, Scores(acc, 100 - trig, None, trig), {
         report.POISON_CURE: DefenseReport(
             [5] if found else [], found, Filtering(None, ours[1], ours[0]),
             Scores(acc_after, asr_ours, None, trig_after) if found else None,
-            {"ratio": 3.0 if found else 1.2, "base_found": found}),
+            {"ratio": 3.0 if found else 1.2, "base_found": found if base_found is None else base_found}),
         report.CLUSTERING: DefenseReport([], False, Filtering(None, 0.0, 0.0),
                                          details={"smaller_cluster": {"specificity": ac[0], "sensitivity": ac[1]}}),
         report.SPECTRAL: DefenseReport(None, None, Filtering(None, 90.0, 90.0), Scores(89.0, asr_ss))})
@@ -127,7 +128,6 @@ def test_large_gaps_lists_exactly_the_cells_beyond_the_tolerance():
     gaps = paper_tables.large_gaps({"T1": t1}, tolerance=3.0)
     assert gaps["quantity"].tolist() == ["before: all"]
     assert gaps["Δ"].iloc[0] == pytest.approx(-4.5)
-    assert gaps["likely reason"].iloc[0] == paper_tables.REASONS["all"]
     assert len(paper_tables.large_gaps({"T1": t1}, tolerance=0.5)) == 2  # the triggered cell (+1) joins
     with pytest.raises(ValueError):
         paper_tables.large_gaps({"T1": t1}, tolerance=-1)
@@ -313,19 +313,83 @@ def test_a_notebook_kernel_shows_every_dataframe_in_the_books_conventions(monkey
 
 def test_the_wrong_base_sentence_reads_the_experiments_that_named_another_base():
     """Chapter 8 ties a wrong base class to its filtering and repair numbers: only repaired experiments whose target
-    was found but not the base are named, with their sensitivity and attack success after, beside the medians of
-    those where both were found; nothing when no such experiment exists."""
+    was found but not the base are named, with their sensitivity, attack success after and accuracy on the triggered
+    base images after, beside the medians of those where both were found; the ones whose triggered images did not go
+    back to their class are called moved, not removed; nothing when no such experiment exists."""
     rows = pd.DataFrame({
-        "pair": [1, 2, 3, 4, 5], "poison": ["blend", "blend", "pixel", "blend", "blend"],
-        "target found": [True, True, True, True, False], "base found": [True, True, True, False, False],
-        "repaired": [True, True, True, True, False],
-        "ours: sensitivity": [95.0, 97.0, 99.0, 51.8, 0.0], "ASR after ours": [1.0, 2.0, 0.5, 19.8, 90.0]})
+        "pair": [1, 2, 3, 4, 5, 6], "poison": ["blend", "blend", "pixel", "blend", "blend", "blend"],
+        "target found": [True, True, True, True, False, True], "base found": [True, True, True, False, False, False],
+        "repaired": [True, True, True, True, False, True],
+        "ours: sensitivity": [95.0, 97.0, 99.0, 51.8, 0.0, 88.6], "ASR after ours": [1.0, 2.0, 0.5, 19.8, 90.0, 1.2],
+        "after: triggered": [90.0, 92.0, 96.0, 65.2, 6.4, 5.7]})
     text = results_page.wrong_base_text(rows)
-    assert "(blend on pair 4)" in text and "sensitivity blend on pair 4 (51.8 %)" in text
-    assert "attack success after the defense blend on pair 4 (19.8 %)" in text
-    assert "medians of 97.0 % and 1.0 % over the 3 experiments where both were found" in text
+    assert "(blend on pairs 4, 6)" in text and "sensitivity blend on pairs 4 (51.8 %), 6 (88.6 %)" in text
+    assert "attack success after the defense blend on pairs 4 (19.8 %), 6 (1.2 %)" in text
+    assert "classified as their class after it blend on pairs 4 (65.2 %), 6 (5.7 %)" in text
+    assert "medians of 97.0, 1.0 and 92.0 % over the 3 experiments where both were found" in text
+    assert "the backdoor was moved rather than removed (blend on pair 6)" in text  # 65.2 % went back: not moved
     assert "pair 5" not in text  # not found and not repaired: the claim above it names that miss
+    assert "moved" not in results_page.wrong_base_text(rows[rows["pair"] != 6])
     assert results_page.wrong_base_text(rows[rows["base found"] | ~rows["target found"]]) == ""
+
+
+def test_every_large_gap_gets_the_cause_its_own_experiments_point_to():
+    """Chapter 8 explains each cell beyond the tolerance from the experiments behind it, not by the kind of
+    quantity alone: one experiment per cause, placed against the paper's numbers."""
+    b = {k: paper.before("blend", k) for k in range(1, 10)}
+    a = {k: paper.after("blend", k) for k in range(1, 10)}
+    d = {k: paper.detection("blend", k) for k in range(1, 10)}  # (specificity, sensitivity)
+    recs = [
+        # 1: clean accuracy 5 points low before and after (carried over); learned more firmly; repaired well, triggered
+        # images back at 8 points above the paper's; the filter catches 5 points more (mixture boundary)
+        record(pair=1, acc=b[1][0] - 5, trig=b[1][1] - 4, acc_after=a[1][0] - 5, trig_after=a[1][1] + 8,
+               ours=(d[1][0], d[1][1] + 5), ac=(70.7, 46.6)),
+        # 2: same clean accuracy before, 5 points lost by the repair (repair cost); learned less firmly
+        record(pair=2, acc=b[2][0], trig=b[2][1] + 20, acc_after=a[2][0] - 5, trig_after=a[2][1], ours=d[2],
+               ac=(73.4, 96.2)),
+        # 3: not learned (attack success 10 %)
+        record(pair=3, acc=b[3][0], trig=90.0, acc_after=a[3][0], trig_after=90.0, found=False, ours=(100.0, 0.0),
+               ac=(99.8, 93.4)),
+        # 4: learned, but the scan named nothing: no repair, the backdoor stays
+        record(pair=4, acc=b[4][0], trig=b[4][1], trig_after=b[4][1], found=False, ours=(100.0, 0.0),
+               ac=(50.6, 13.0)),
+        # 5: target found, a wrong base: the trigger moved (5.7 % back in their class), sensitivity 30 points low
+        record(pair=5, acc=b[5][0], trig=b[5][1], acc_after=a[5][0], trig_after=5.7, base_found=False,
+               ours=(d[5][0], d[5][1] - 30), ac=(72.4, 70.8)),
+        # 6: target and base found, repaired, but 30 % attack success left
+        record(pair=6, acc=b[6][0], trig=b[6][1], acc_after=a[6][0], trig_after=60.0, asr_ours=30.0, ours=d[6],
+               ac=(68.4 + 20, 79.8))]
+    rows = paper_tables.experiment_rows(recs)
+    tables = {"T1": paper_tables.before_after_table(rows, "blend"), "T3": paper_tables.detection_table(rows, "blend")}
+    gaps = paper_tables.large_gaps(tables, 3.0)
+    causes = results_page.gap_causes(gaps, rows, tables, 3.0)
+    got = {(g["table"], int(g["pair"].split(":")[0]), g["quantity"]): c
+           for (_, g), c in zip(gaps.iterrows(), causes, strict=True)}
+    expected = {
+        ("T1", 1, "before: all"): "network and training", ("T1", 1, "after: all"): "carried over",
+        ("T1", 1, "before: triggered"): "learned more firmly", ("T1", 1, "after: triggered"): "base-class accuracy",
+        ("T3", 1, "ours: sensitivity"): "mixture boundary",
+        ("T1", 2, "after: all"): "repair cost", ("T1", 2, "before: triggered"): "learned less firmly",
+        ("T1", 3, "before: triggered"): "not learned", ("T1", 3, "after: triggered"): "not learned",
+        ("T3", 3, "ours: sensitivity"): "not learned",
+        ("T1", 4, "after: triggered"): "scan missed", ("T3", 4, "ours: sensitivity"): "scan missed",
+        ("T1", 5, "after: triggered"): "wrong base", ("T3", 5, "ours: sensitivity"): "wrong base",
+        ("T1", 6, "after: triggered"): "backdoor left", ("T3", 6, "AC: specificity"): "AC clusters"}
+    assert got == expected
+    assert set(causes) <= set(results_page.CAUSES)
+    explained = results_page.cause_table(gaps, causes)
+    assert list(explained.index) == [c for c in results_page.CAUSES if c in set(causes)]  # the order of CAUSES
+    assert explained.loc["not learned", "cells (table, pairs)"] == "T1 3; T3 3"
+    assert explained.loc["wrong base", "what it means"] == results_page.CAUSES["wrong base"]
+    # a cell with no experiment behind it cannot be explained
+    with pytest.raises(ValueError, match="no experiment"):
+        results_page.gap_causes(gaps, rows[rows["pair"] != 6], tables, 3.0)
+
+
+def test_runs_of_consecutive_numbers_read_as_ranges():
+    assert formatting.runs([1, 2, 3, 4, 6, 8, 9]) == "1–4, 6, 8, 9"
+    assert formatting.runs([1, 2]) == "1, 2" and formatting.runs([5]) == "5" and formatting.runs([]) == ""
+    assert formatting.runs([1, 2, 3, 5, 6, 7]) == "1–3, 5–7"
 
 
 # ------------------------------------------------------------------- why a pair's one pixel is learned or not

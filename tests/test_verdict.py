@@ -54,6 +54,19 @@ def test_claims_apply_to_learned_attacks_only_and_count_what_holds():
     assert verdict.cell(claim("§7"), costly) == (verdict.NOT_HELD, 0, 1)
 
 
+def test_a_repair_that_sends_the_trigger_to_another_class_does_not_count_as_removing_the_backdoor():
+    # a wrong base class: the target's attack success falls to 1 %, but only 5.7 % of the triggered base images are
+    # classified as their class again (the rest follow the trigger to the class the filtered images were relabelled to)
+    moved = record(trig=1.0, asr_ours=1.0, trig_after=5.7)
+    kept = record(pair=2, trig=1.0, asr_ours=1.0, trig_after=verdict.RECOVERED + 1)
+    rows = verdict.main_rows([moved, kept])
+    assert list(rows["triggered_after"]) == [5.7, verdict.RECOVERED + 1]
+    assert verdict.cell(claim("§7"), rows) == (verdict.PARTLY, 1, 2)
+    assert verdict.cell(claim("§7"), verdict.main_rows([moved])) == (verdict.NOT_HELD, 0, 1)
+    # where the grid does not measure it (the sweep), the other two conditions decide
+    assert verdict.cell(claim("§7"), rows.assign(triggered_after=float("nan"))) == (verdict.HELD, 2, 2)
+
+
 def test_comparisons_use_the_tolerance_and_need_both_measurements():
     ours_worse = record(trig=1.0, ours=(99.0, 60.0), ac=(70.0, 60.0 + verdict.TOLERANCE + 1),
                         asr_ours=5.0, asr_ss=5.0 - verdict.TOLERANCE - 1)

@@ -6,7 +6,8 @@
   (:func:`poisoncure.book.plots.set_style` makes it the notebooks' HTML display of a DataFrame);
 * :func:`dashed`, a table with :data:`MISSING` where a value is NaN;
 * :func:`rounded`, the same, its numbers rounded for reading;
-* :func:`mean_sd`, a mean and its spread over seeds.
+* :func:`mean_sd`, a mean and its spread over seeds;
+* :func:`runs`, a list of integers with its consecutive runs as ranges ("1–4, 6").
 
 The chapters' notebooks and the page modules (:mod:`poisoncure.book.pages`) write their tables through it, so that
 every table of the book reads the same way.
@@ -57,3 +58,21 @@ def mean_sd(mean: float, sd: float, digits: int = 1) -> str:
     a table column no further than its longest word, and written "66.7±57.4" those words made chapter 7's
     every-defense table 698 px wide in the 688-px text column."""
     return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+def runs(numbers: list[int]) -> str:
+    """Sorted integers as a reader writes them, three or more consecutive ones as a range: [1, 2, 3, 4, 6, 8, 9] ->
+    "1–4, 6, 8, 9"."""
+    out: list[str] = []
+    i = 0
+    while i < len(numbers):
+        j = i
+        while j + 1 < len(numbers) and numbers[j + 1] == numbers[j] + 1:
+            j += 1
+        if j - i >= 2:
+            out.append(f"{numbers[i]}–{numbers[j]}")
+            i = j + 1
+        else:
+            out.append(str(numbers[i]))
+            i += 1
+    return ", ".join(out)

@@ -41,21 +41,6 @@ BEFORE_AFTER = ("before: all", "before: triggered", "after: all", "after: trigge
 DETECTION = ("ours: specificity", "ours: sensitivity", "AC: specificity", "AC: sensitivity")
 #: Why a cell may differ from the paper's by more than the tolerance: one reason per kind of quantity, stated in
 #: the results chapter next to the list of such cells (the reasons are ours, from the SPEC's documented choices).
-REASONS = {
-    "all": "clean accuracy: a shorter training than the paper's (the full profile's 40-epoch budget schedule, "
-           "chosen to fit the GPU time there is, or the smaller networks of the CPU profiles; the paper does not "
-           "state its schedule, the public code it builds on trains 200 epochs or more) and the JPEG copy of "
-           "CIFAR-10 (about one point)",
-    "triggered": "accuracy on triggered base images: before the defense it is lower the more firmly this training "
-                 "run learned the trigger; after it, it rises as the neutralization removes the backdoor, up to "
-                 "about the base class's clean accuracy",
-    "specificity": "specificity: the share of clean target-class images a method flags; it depends on where the "
-                   "mixture (ours) or k-means (AC) puts the boundary on this model's features",
-    "sensitivity": "sensitivity: a method that does not flag the target class, or splits it elsewhere, finds few "
-                   "of the poisoned images",
-}
-
-
 def pair_label(pair: int) -> str:
     """``'1: automobile→dog'`` (base → target, the paper's pair table)."""
     base, target = PAPER_PAIRS[pair]
@@ -242,9 +227,9 @@ def final_asr_table(rows: pd.DataFrame, rate: float = 0.1, model: str | None = N
 
 
 def large_gaps(tables: dict[str, pd.DataFrame], tolerance: float = 3.0) -> pd.DataFrame:
-    """Every cell whose |Δ| exceeds ``tolerance`` points, with the reason for its kind of quantity
-    (:data:`REASONS`). ``tables`` maps a table's title to a frame from :func:`before_after_table` or
-    :func:`detection_table`."""
+    """Every cell whose |Δ| exceeds ``tolerance`` points. ``tables`` maps a table's title to a frame from
+    :func:`before_after_table` or :func:`detection_table`. (Chapter 8 gives each its cause from the experiments
+    behind it: :func:`poisoncure.book.pages.results_page.gap_causes`.)"""
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
     out = []
@@ -254,11 +239,10 @@ def large_gaps(tables: dict[str, pd.DataFrame], tolerance: float = 3.0) -> pd.Da
                 continue
             for pair, delta in frame[(col, "Δ")].items():
                 if np.isfinite(delta) and abs(delta) > tolerance:
-                    kind = col.split(": ")[-1]
                     out.append({"table": title, "pair": pair, "quantity": col,
                                 "paper": frame.loc[pair, (col, "paper")], "ours": frame.loc[pair, (col, "ours")],
-                                "Δ": delta, "likely reason": REASONS[kind]})
-    return pd.DataFrame(out, columns=["table", "pair", "quantity", "paper", "ours", "Δ", "likely reason"])
+                                "Δ": delta})
+    return pd.DataFrame(out, columns=["table", "pair", "quantity", "paper", "ours", "Δ"])
 
 
 def _name_parts(rest: str) -> tuple[str, str] | None:
@@ -444,7 +428,7 @@ def attack_success(sets: dict[str, list[Result]], poison: str = "pixel", rate: f
     return pd.DataFrame(out, columns=["set", "pair", "model", "whitened", "ASR", "seeds"])
 
 
-__all__ = ["BEFORE_AFTER", "CONTRAST_IMAGES", "DETECTION", "NOT_PLANNED", "POISONS", "PREDATES", "REASONS",
+__all__ = ["BEFORE_AFTER", "CONTRAST_IMAGES", "DETECTION", "NOT_PLANNED", "POISONS", "PREDATES",
            "WHITENED_MODELS", "attack_success", "before_after_table", "coverage", "detection_table",
            "experiment_rows", "final_asr_table", "fitted_whitening", "large_gaps", "pair_label",
            "pair_trigger_contrast", "paper_grid", "paper_grid_names", "readable", "select"]

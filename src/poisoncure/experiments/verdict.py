@@ -40,6 +40,10 @@ LEARNED = 50.0  #: attack success (%) before the defense from which an attack co
 MIN_SENSITIVITY = 80.0  #: filtering: share of the poison caught (%), at least
 MIN_SPECIFICITY = 90.0  #: filtering: share of the clean target-class images kept (%), at least
 NEUTRALIZED = 10.0  #: attack success (%) after the repair, at most
+#: triggered base-class images classified as their own class after the repair (%), at least, where measured: a repair
+#: that relabels the filtered images to a wrong base class sends the triggered images there instead of to the target,
+#: so the attack success falls while the trigger still decides the prediction (the backdoor is moved, not removed)
+RECOVERED = 50.0
 MAX_DROP = 3.0  #: clean accuracy lost by the repair (points), at most
 TOLERANCE = 3.0  #: comparisons with another defense: ours may be worse by at most this many points
 
@@ -50,7 +54,7 @@ PROFILE_ORDER = ("full", "gpu", "cpu-full", "cpu-cnn", "smoke")
 
 #: the normalised per-experiment quantities every claim is tested on (NaN where a grid does not measure one)
 COLUMNS = ("name", "asr_before", "clean_before", "target_found", "base_found", "sensitivity", "specificity",
-           "asr_after", "clean_after", "ac_sensitivity", "ss_asr_after")
+           "asr_after", "clean_after", "triggered_after", "ac_sensitivity", "ss_asr_after")
 
 
 def main_rows(records: list[Result]) -> pd.DataFrame:
@@ -62,12 +66,14 @@ def main_rows(records: list[Result]) -> pd.DataFrame:
         "name": r["name"], "asr_before": r["ASR before"], "clean_before": r["before: all"],
         "target_found": r["target found"].astype(float), "base_found": r["base found"].astype(float),
         "sensitivity": r["ours: sensitivity"], "specificity": r["ours: specificity"],
-        "asr_after": r["ASR after ours"], "clean_after": r["after: all"], "ac_sensitivity": r["AC: sensitivity"],
+        "asr_after": r["ASR after ours"], "clean_after": r["after: all"], "triggered_after": r["after: triggered"],
+        "ac_sensitivity": r["AC: sensitivity"],
         "ss_asr_after": r["ASR after SS"]})[list(COLUMNS)]
 
 
 def sweep_rows(records: list[Result]) -> pd.DataFrame:
-    """The :data:`COLUMNS` of ``sweep``-grid records (the sweep does not look for the base class)."""
+    """The :data:`COLUMNS` of ``sweep``-grid records (the sweep does not look for the base class, nor measure the
+    accuracy on triggered images)."""
     rows = []
     for rec in records:
         if rec.grid != "sweep":
@@ -80,6 +86,7 @@ def sweep_rows(records: list[Result]) -> pd.DataFrame:
                      "specificity": ours.filtering.specificity,
                      "asr_after": None if ours.after is None else ours.after.attack_success_rate,
                      "clean_after": None if ours.after is None else ours.after.clean_accuracy,
+                     "triggered_after": None if ours.after is None else ours.after.poisoned_accuracy,
                      "ac_sensitivity": ac.filtering.sensitivity,
                      "ss_asr_after": None if ss.after is None else ss.after.attack_success_rate})
     return pd.DataFrame(rows, columns=COLUMNS).astype({c: float for c in COLUMNS[1:]})
@@ -114,9 +121,18 @@ def _paper_vs_ac() -> tuple[int, int, str]:
     return sum(ours >= ac - TOLERANCE for ours, ac in vals), len(vals), "Tables 3–4"
 
 
+def _repaired(r: pd.DataFrame) -> pd.Series:
+    """The repair test of §7 on every row: the target's attack success down to :data:`NEUTRALIZED`, the clean
+    accuracy down by at most :data:`MAX_DROP`, and, where the grid measures it, at least :data:`RECOVERED` % of the
+    triggered base images classified as their own class again."""
+    recovered = ~(r["triggered_after"] < RECOVERED)  # NaN (not measured) passes
+    return (r["asr_after"] <= NEUTRALIZED) & (r["clean_before"] - r["clean_after"] <= MAX_DROP) & recovered
+
+
 def _paper_neutralized() -> tuple[int, int, str]:
     ok = [paper.final_asr(k, "ours") <= NEUTRALIZED
-          and all(paper.before(p, k)[0] - paper.after(p, k)[0] <= MAX_DROP for p in ("blend", "pixel"))
+          and all(paper.before(p, k)[0] - paper.after(p, k)[0] <= MAX_DROP and paper.after(p, k)[1] >= RECOVERED
+                  for p in ("blend", "pixel"))
           for k in PAPER_PAIRS]
     return sum(ok), len(ok), "Tables 1, 2, 5"
 
@@ -144,11 +160,11 @@ CLAIMS: tuple[Claim, ...] = (
           "the learned attacks whose target was found", _found,
           lambda r: (r["sensitivity"] >= MIN_SENSITIVITY) & (r["specificity"] >= MIN_SPECIFICITY), _paper_filtering),
     Claim("§7, Tables 1–2: one epoch of counter-poison removes the backdoor",
-          f"attack success after ≤ {NEUTRALIZED:g} % and clean accuracy down by ≤ {MAX_DROP:g} points, over the "
-          "learned attacks whose target was found (the paper's: Table 5 and Tables 1–2, per pair)",
-          lambda r: _found(r) & r["asr_after"].notna(),
-          lambda r: (r["asr_after"] <= NEUTRALIZED) & (r["clean_before"] - r["clean_after"] <= MAX_DROP),
-          _paper_neutralized),
+          f"attack success after ≤ {NEUTRALIZED:g} %, clean accuracy down by ≤ {MAX_DROP:g} points and at least "
+          f"{RECOVERED:g} % of the triggered base images classified as their class again (so that the trigger was "
+          "not merely sent to another class; the sweep does not measure this part), over the learned attacks whose "
+          "target was found (the paper's: Table 5 and Tables 1–2, per pair)",
+          lambda r: _found(r) & r["asr_after"].notna(), _repaired, _paper_neutralized),
     Claim("Tables 3–4: filters at least as well as Activation Clustering",
           f"sensitivity no more than {TOLERANCE:g} points below Activation Clustering's, over the learned attacks",
           lambda r: _learned(r) & r["ac_sensitivity"].notna(),

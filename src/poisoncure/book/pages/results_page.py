@@ -9,7 +9,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from ...experiments import paper_tables
+from ...experiments import paper_tables, verdict
 from .. import formatting, plots
 
 
@@ -34,8 +34,10 @@ def wrong_base_text(rows: pd.DataFrame) -> str:
     """The sentence that ties the paper's method's wrong base classes to its filtering and repair numbers: in the
     experiments of ``rows`` (:func:`~poisoncure.experiments.paper_tables.experiment_rows`) whose target was found
     but not the base, the filter scores the target class with the wrong label's gradients and the neutralization
-    relabels the filtered images to that class. Their sensitivity and attack success after the defense, beside the
-    medians of the experiments where both were found; ``""`` when no repaired experiment named a wrong base."""
+    relabels the filtered images to that class. Their sensitivity, attack success after the defense and accuracy on
+    the triggered base images after it (low where the trigger now sends them to the wrong base instead of the
+    target), beside the medians of the experiments where both were found; ``""`` when no repaired experiment named a
+    wrong base."""
     repaired = rows[rows["target found"] & rows["repaired"]]
     wrong, both = repaired[~repaired["base found"]], repaired[repaired["base found"]]
     if not len(wrong):
@@ -44,11 +46,115 @@ def wrong_base_text(rows: pd.DataFrame) -> str:
             f"({paper_tables.by_poison(wrong)}), the filter scores the target class with that label's gradients and "
             "the neutralization relabels the filtered images to it: sensitivity "
             f"{paper_tables.by_poison(wrong, 'ours: sensitivity')}, attack success after the defense "
-            f"{paper_tables.by_poison(wrong, 'ASR after ours')}")
+            f"{paper_tables.by_poison(wrong, 'ASR after ours')}, and triggered base images classified as their class "
+            f"after it {paper_tables.by_poison(wrong, 'after: triggered')}")
     if len(both):
-        text += (f", against medians of {both['ours: sensitivity'].median():.1f} % and "
-                 f"{both['ASR after ours'].median():.1f} % over the {len(both)} experiments where both were found")
+        text += (f", against medians of {both['ours: sensitivity'].median():.1f}, "
+                 f"{both['ASR after ours'].median():.1f} and {both['after: triggered'].median():.1f} % over the "
+                 f"{len(both)} experiments where both were found")
+    moved = wrong[wrong["after: triggered"] < verdict.RECOVERED]
+    if len(moved):
+        text += (f". There the backdoor was moved rather than removed ({paper_tables.by_poison(moved)}): fewer than "
+                 f"{verdict.RECOVERED:g} % of the triggered base images went back to their class: the trigger still "
+                 "takes them away from it, towards the class the filtered images were relabelled to "
+                 "(bench/repair_destination.py follows them in one such experiment), and the verdict's repair test "
+                 "counts such an experiment as not repaired")
     return text + "."
+
+
+#: Why a cell of Tables 1-4 differs from the paper's by more than the tolerance: cause -> what it means. Each large
+#: difference gets one cause, chosen from what its own experiment measured (:func:`gap_causes`).
+CAUSES = {
+    "network and training": "our network and training are not the paper's: a smaller network than its ResNet-18 on "
+                            "the CPU profiles, a shorter schedule than the public code it builds on (200 epochs or "
+                            "more) on the GPU ones, and the JPEG copy of CIFAR-10 (about one point)",
+    "carried over": "the clean-accuracy difference before the defense, carried through the defense: the repair "
+                    "changed clean accuracy by about as much as the paper's did, or no repair ran",
+    "repair cost": "one epoch of fine-tuning on the counter-poisoned set moved this network's clean accuracy by more "
+                   "(or less) than it moved the paper's",
+    "learned less firmly": "this run learned the trigger on fewer triggered images than the paper's did (lower "
+                           "attack success); the section on triggers measures why some pairs' triggers are learned "
+                           "less",
+    "learned more firmly": "this run sent more triggered images to the target than the paper's did (higher attack "
+                           "success), so fewer kept their class",
+    "not learned": f"the attack was not learned (attack success below {verdict.LEARNED:g} %): the scan rightly named "
+                   "no class, so there was no poison to find and no repair; triggered images keep about the base "
+                   "class's own accuracy",
+    "scan missed": "the attack was learned but the paper's scan did not name its target (every ratio below λ, or "
+                   "another class named): no filter and no repair ran on the target class, so the backdoor stayed "
+                   "and no poison was caught",
+    "wrong base": "the scan found the target but named another class as the base: the filter scores the target class "
+                  "with that label's gradients, and the repair relabels the filtered images to that class, so the "
+                  "triggered base images follow the trigger there instead of going back to their class",
+    "backdoor left": f"the base was found and the repair ran, but more than {verdict.NEUTRALIZED:g} % of the "
+                     "triggered images still go to the target after its one epoch",
+    "base-class accuracy": "the repair worked: triggered base images are classified about as well as clean images "
+                           "of their class, and the difference follows that class's accuracy in each network (and "
+                           "how much of the backdoor each repair left)",
+    "mixture boundary": "the mixture's boundary on this model's gradients (chapter 4): where the poisoned and clean "
+                        "gradients of the target class overlap more or less than in the paper's model, the filter "
+                        "catches fewer or more of the poison and keeps fewer or more clean images",
+    "AC clusters": "Activation Clustering's two k-means clusters on this network's features split the target class "
+                   "elsewhere than on the paper's ResNet-18 (its smaller cluster is flagged, whatever it holds)",
+}
+
+
+def _cell_cause(quantity: str, delta: float, cell: pd.DataFrame, before_delta: float, tolerance: float) -> str:
+    """The :data:`CAUSES` key of one large difference: ``quantity`` (a column of Tables 1-4), its difference to the
+    paper, the experiments behind the cell (its seeds; booleans must hold in all of them, rates are averaged) and,
+    for the clean accuracy after the defense, the same cell's difference before it."""
+    learned = cell["ASR before"].mean() >= verdict.LEARNED
+    found, base, repaired = cell["target found"].all(), cell["base found"].all(), cell["repaired"].all()
+    if quantity.startswith("AC: "):
+        return "AC clusters"
+    if quantity == "before: all":
+        return "network and training"
+    if quantity == "after: all":
+        return "carried over" if not repaired or abs(delta - before_delta) <= tolerance else "repair cost"
+    if not learned:
+        return "not learned"
+    if quantity == "before: triggered":
+        return "learned less firmly" if delta > 0 else "learned more firmly"
+    if not (found and repaired):
+        return "scan missed"
+    if not base:
+        return "wrong base"
+    if quantity == "after: triggered":
+        return "backdoor left" if cell["ASR after ours"].mean() > verdict.NEUTRALIZED else "base-class accuracy"
+    return "mixture boundary"  # the filter's sensitivity or specificity with target and base found
+
+
+def gap_causes(gaps: pd.DataFrame, rows: pd.DataFrame, tables: dict[str, pd.DataFrame],
+               tolerance: float = 3.0) -> pd.Series:
+    """One :data:`CAUSES` key per row of ``gaps`` (:func:`~poisoncure.experiments.paper_tables.large_gaps` of
+    ``tables``: T1 and T2 from ``before_after_table``, T3 and T4 from ``detection_table``), read off the experiments
+    behind the cell in ``rows`` (:func:`~poisoncure.experiments.paper_tables.experiment_rows`): whether the attack
+    was learned, whether the scan found target and base, whether the repair ran and what it left, and for the clean
+    accuracy after the defense whether the same difference was there before it."""
+    poison_of = {"T1": "blend", "T2": "pixel", "T3": "blend", "T4": "pixel"}
+    causes = []
+    for _, g in gaps.iterrows():
+        pair = int(str(g["pair"]).split(":")[0])
+        cell = rows[(rows["pair"] == pair) & (rows["poison"] == poison_of[g["table"]])]
+        if not len(cell):
+            raise ValueError(f"no experiment behind the gap {g['table']} {g['pair']} {g['quantity']}")
+        before = (tables[g["table"]].loc[g["pair"], ("before: all", "Δ")] if g["quantity"] == "after: all"
+                  else float("nan"))
+        causes.append(_cell_cause(g["quantity"], g["Δ"], cell, before, tolerance))
+    return pd.Series(causes, index=gaps.index, name="cause", dtype=object)
+
+
+def cause_table(gaps: pd.DataFrame, causes: pd.Series) -> pd.DataFrame:
+    """What each cause among ``causes`` means (:data:`CAUSES`) and which cells it explains, by table and pair ('T1
+    1–3, 6; T2 4'), in the order of :data:`CAUSES`."""
+    out = []
+    for key, text in CAUSES.items():
+        mine = gaps[causes == key]
+        if len(mine):
+            cells = "; ".join(f"{t} " + formatting.runs(sorted({int(str(p).split(":")[0]) for p in grp["pair"]}))
+                              for t, grp in mine.groupby("table", sort=True))
+            out.append({"cause": key, "what it means": text, "cells (table, pairs)": cells})
+    return pd.DataFrame(out).set_index("cause") if out else pd.DataFrame(columns=["what it means"])
 
 
 def _rank_words(k: int, n: int) -> str:
