@@ -356,19 +356,22 @@ plt.close(fig)
 #
 # Attack success (%) with no defense and after each defense's repair, on the held-out test images (mean over
 # seeds). ✓ under the number: the defense names the attacked target among its labels; ✗: it does not (a verdict
-# per label; the sample filters and Fine-Pruning give none). Grey: no repair ran (Xiang et al.'s search only
-# detects, and no defense repairs an attack the model did not learn).
+# per label; the sample filters and Fine-Pruning give none). †: the attack success fell but the backdoor moved rather
+# than went away (see the table below). Grey: no repair ran (Xiang et al.'s search only detects, and no defense
+# repairs an attack the model did not learn).
 # ```
 #
 # ```{glue:figure} tab_compare_all
 # :name: tab-compare-all
 #
-# Every defense on every committed attack: the label verdict (✓ names the target, "+k" and k other labels; over
-# several seeds, in how many) and attack success | clean accuracy after the repair (held-out images, %; mean ± sd
-# over seeds). Below, the clean models' false alarms (a label named, or for the sample filters any sample removed)
-# and the median cost of each defense on the working attacks as a multiple of one training of the same model
-# (wall times within one run; where the machine was shared with other work they vary more than the work does,
-# which the median tempers; every file's provenance holds its stage times).
+# Every defense on every committed attack: the label verdict (✓ names the target, "+k" and k other labels; over several
+# seeds, in how many) and attack success | clean accuracy after the repair (held-out images, %; mean ± sd over seeds; †
+# after the attack success: it fell, but fewer than half of the triggered images went back to their class, so the
+# trigger still takes them away from it: the backdoor moved rather than went away). Below, the clean models' false
+# alarms (a label named, or for the sample filters any sample removed) and the median cost of each defense on the
+# working attacks as a multiple of one training of the same model (wall times within one run; where the machine was
+# shared with other work they vary more than the work does, which the median tempers; every file's provenance holds its
+# stage times).
 # ```
 #
 # ```{glue:figure} tab_compare_filter

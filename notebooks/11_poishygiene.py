@@ -464,7 +464,8 @@ glue("compare_profile_hygiene", compare_profile, display=False)
 #
 # PoisHygiene in the all-defenses comparison: per attack, whether it names the target (✓ / ✗; over seeds, in how
 # many), the attack success before and after its repair and the clean accuracy after (held-out test images, %;
-# mean ± sd over seeds), its cost as a multiple of one training; last, its false alarms on the clean models.
+# mean ± sd over seeds; † where the backdoor moved rather than went away, as in chapter 7), its cost as a multiple of
+# one training; last, its false alarms on the clean models.
 # ```
 #
 # ## Exercises

@@ -68,6 +68,30 @@ def test_the_table_aggregates_seeds_marks_verdicts_and_counts_false_alarms():
     assert table.loc["cost (× one training)", "PaC"] == "×0.50"
 
 
+def test_a_repair_that_sends_the_triggered_images_to_another_class_is_marked_as_moving_the_backdoor():
+    """Attack success 0.3 % after the repair, but 0.6 % of the triggered images back in their class (as on the smoke
+    compare grid's 3x3 patch): marked † and named in the reading; 90 % back is a removal; Mislabel, whose source
+    class has no label left to go back to, is never counted as moved."""
+    def repaired(asr_after, back):
+        return DefenseReport([5], True, Filtering(500, 100.0, 100.0, 0, 0, "training set"),
+                             Scores(83.0, asr_after, None, back, test_set="held-out"))
+
+    records = [result("blend", 0, {report.POISON_CURE: repaired(0.3, 0.6), report.SPECTRAL: repaired(0.8, 90.0)}),
+               result("mislabel", 0, {report.POISON_CURE: repaired(0.5, 0.0)})]
+    cell = cp.cells(records).set_index(["setting", "defense"])
+    assert cell.loc[("pair1-blend", report.POISON_CURE), "moved"]
+    assert not cell.loc[("pair1-blend", report.SPECTRAL), "moved"]
+    assert not cell.loc[("pair1-mislabel", report.POISON_CURE), "moved"]
+    table = cp.all_defenses_table(cp.cells(records))
+    assert table.loc["pair 1, blend", "PaC"] == f"✓ 0.3{cp.MOVED} | 83.0"
+    assert table.loc["pair 1, blend", "SS"] == "✓ 0.8 | 83.0"
+    text = cp.reading(cp.cells(records))
+    pac_line = next(line for line in text.splitlines() if line.startswith(f"- **{report.POISON_CURE}**"))
+    assert "leaves at most 10\u00a0% attack success in 2 of 2 models" in pac_line
+    assert f"but on pair 1, blend fewer than {cp.RECOVERED:g}\u00a0% of the triggered images" in pac_line
+    assert "moved" not in next(line for line in text.splitlines() if line.startswith(f"- **{report.SPECTRAL}**"))
+
+
 def _long_numeric_words(table, limit=6):
     """The words holding a digit that are longer than ``limit`` characters, anywhere in the table's cells."""
     return sorted({w for v in table.to_numpy().ravel() for w in str(v).split() if len(w) > limit

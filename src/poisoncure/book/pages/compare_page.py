@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ...experiments import paper, report
+from ...experiments import paper, report, verdict
 from ...experiments.grids.compare import cell_table
 from .. import formatting, plots
 from ..formatting import MISSING, NO, YES
@@ -27,6 +27,11 @@ SHORT = {report.POISON_CURE: "PaC", report.SPECTRAL: "SS", report.CLUSTERING: "A
          report.PRUNING: "FP", report.XIANG: "Xiang", report.HYGIENE: "PoisHyg.", report.ENSEMBLE: "Ensemble"}
 #: attack success after a repair at or below which the backdoor counts as removed (the paper's neutralization bar)
 REMOVED = 10.0
+#: ... provided at least this share (%) of the triggered images went back to their class (the verdict's rule): a
+#: repair can lower the attack success by sending them to yet another class, which moves the backdoor
+RECOVERED = verdict.RECOVERED
+#: the mark of an "after" cell where the attack success fell but the backdoor moved (:data:`RECOVERED`)
+MOVED = "†"
 
 #: what each defense is given besides the model, what it answers and how it repairs (as the compare grid runs it)
 NEEDS = pd.DataFrame([
@@ -87,10 +92,22 @@ def load(profile: str) -> Comparison:
     return Comparison(records, cells(records), [setting(e.params) for e in exps], [e.name for e in exps])
 
 
+def _triggered_after(rec: Result) -> list[float]:
+    """Per defense of ``rec`` (in its report's order), the share (%) of triggered base images its repaired model
+    classifies as their own class; NaN where no repair ran, where it was not measured, and for Mislabel, whose
+    source class is not among the training labels (no model can give it back)."""
+    return [float("nan") if rec.params["poison"] == "mislabel" or d.after is None or d.after.poisoned_accuracy is None
+            else float(d.after.poisoned_accuracy) for d in rec.report.defenses.values()]
+
+
 def cells(records: list[Result]) -> pd.DataFrame:
     """The long table of every (experiment, defense) (:func:`..grids.compare.cell_table`), defenses in the book's
-    order."""
+    order, with ``triggered after`` (:func:`_triggered_after`) and ``moved``: the repair brought the attack success
+    to :data:`REMOVED` % or less, but fewer than :data:`RECOVERED` % of the triggered images went back to their
+    class."""
     out = cell_table(records)
+    out["triggered after"] = [v for rec in records for v in _triggered_after(rec)]
+    out["moved"] = (out["ASR after"] <= REMOVED) & (out["triggered after"] < RECOVERED)
     order = {d: i for i, d in enumerate(DEFENSES)}
     return out.sort_values(["setting", "seed", "defense"], key=lambda s: s.map(order) if s.name == "defense" else s,
                            kind="stable").reset_index(drop=True)
@@ -128,9 +145,10 @@ def _mark(group: pd.DataFrame) -> str:
 def all_defenses_table(cell: pd.DataFrame, planned: list[str] | None = None) -> pd.DataFrame:
     """Rows: attack settings (with their seed count), then the clean models' false alarms and each defense's cost;
     columns: no defense (attack success | clean accuracy) and the eight defenses. A defense's cell: its label verdict
-    (:func:`_mark`) and the attack success | clean accuracy after its repair (mean ± sd over seeds, %); 'no repair'
-    where none ran. The cost row is the median over the working attacks (robust to one experiment that shared its
-    machine with other work)."""
+    (:func:`_mark`) and the attack success | clean accuracy after its repair (mean ± sd over seeds, %; :data:`MOVED`
+    after the attack success where, in a seed, the backdoor moved rather than went away); 'no repair' where none
+    ran. The cost row is the median over the working attacks (robust to one experiment that shared its machine with
+    other work)."""
     attacked = cell[~cell["clean model"]]
     rows = {}
     for s in settings_in_order(attacked, planned):
@@ -144,8 +162,8 @@ def all_defenses_table(cell: pd.DataFrame, planned: list[str] | None = None) -> 
             if gd.empty:
                 row[SHORT[d]] = "not run"
                 continue
-            after = (f"{_num(gd['ASR after'])} | {_num(gd['clean after'])}" if gd["ASR after"].notna().any()
-                     else "no repair")
+            after = (f"{_num(gd['ASR after'])}{MOVED if gd['moved'].any() else ''} | {_num(gd['clean after'])}"
+                     if gd["ASR after"].notna().any() else "no repair")
             row[SHORT[d]] = f"{_mark(gd)} {after}".strip()
         rows[label] = row
     clean = cell[cell["clean model"]]
@@ -191,7 +209,8 @@ def filtering_table(cell: pd.DataFrame, planned: list[str] | None = None) -> pd.
 
 def heatmap_figure(cell: pd.DataFrame, planned: list[str] | None = None):
     """Attack success (%) without a defense and after each defense's repair, attacks × defenses (mean over seeds),
-    with each label verdict (✓ names the target, ✗ does not); grey where no repair ran."""
+    with each label verdict (✓ names the target, ✗ does not) and :data:`MOVED` where the backdoor moved; grey where no
+    repair ran."""
     attacked = cell[~cell["clean model"]]
     order = settings_in_order(attacked, planned)
     if not order:
@@ -210,7 +229,7 @@ def heatmap_figure(cell: pd.DataFrame, planned: list[str] | None = None):
             values[i, j] = gd["ASR after"].mean()
             verdicts = gd["names target"].dropna()  # over seeds: the majority's verdict
             mark = "" if verdicts.empty else (YES if verdicts.astype(bool).mean() >= 0.5 else NO)
-            num = "" if math.isnan(values[i, j]) else f"{values[i, j]:.0f}"
+            num = "" if math.isnan(values[i, j]) else f"{values[i, j]:.0f}" + (MOVED if gd["moved"].any() else "")
             text[i][j] = f"{num}\n{mark}" if num and mark else (num or mark)  # the mark under the number: a
             # cell of the text column's width holds "100" but not "100✗"
     fig, ax = plt.subplots(figsize=(6.1, 1.6 + 0.5 * len(order)))
@@ -253,10 +272,19 @@ def backdoorbench_table(cell: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["attack (ours / BackdoorBench)", "defense"])
 
 
+def _named(rows: pd.DataFrame, of: pd.DataFrame, planned: list[str] | None) -> str:
+    """The attack settings of ``rows`` in words, in plan order, with 'k of n seeds' where ``of`` (the rows they were
+    drawn from) has several seeds of the setting: 'one pixel (1 of 3 seeds) / 3×3 patch'."""
+    counts, totals = rows.groupby("setting").size(), of.groupby("setting").size()
+    return " / ".join(attack_name(s) + (f" ({counts[s]} of {totals[s]} seeds)" if totals[s] > 1 else "")
+                      for s in settings_in_order(of, planned) if s in counts.index)
+
+
 def reading(cell: pd.DataFrame, planned: list[str] | None = None) -> str:
     """One Markdown bullet per defense, from the numbers: in how many attacked models it names the target, in how many
     its repair brings attack success to :data:`REMOVED` % or less (and on which attacks, with how many seeds, it
-    does not), its false alarms on the clean models and its median cost."""
+    does not, and on which the backdoor moved instead: ``moved`` of :func:`cells`), its false alarms on the clean
+    models and its median cost."""
     works = cell[cell["attack works"] & ~cell["clean model"]]
     clean = cell[cell["clean model"]]
     n_attacks = works["setting"].nunique()
@@ -273,13 +301,15 @@ def reading(cell: pd.DataFrame, planned: list[str] | None = None) -> str:
         repaired = g.dropna(subset=["ASR after"])
         if len(repaired):
             removed = repaired["ASR after"] <= REMOVED
-            fails = repaired[~removed].groupby("setting").size()
-            totals = repaired.groupby("setting").size()
-            failed = [attack_name(s) + (f" ({fails[s]} of {totals[s]} seeds)" if totals[s] > 1 else "")
-                      for s in settings_in_order(repaired, planned) if s in fails.index]
+            failed = _named(repaired[~removed], repaired, planned)
+            moved = _named(repaired[repaired["moved"]], repaired, planned)
             parts.append(f"its repair leaves at most {REMOVED:g}\u00a0% attack success in {int(removed.sum())} of "
                          f"{len(repaired)} model{'s' if len(repaired) != 1 else ''}"
-                         + (f" (not on: {' / '.join(failed)})" if failed else ""))
+                         + (f" (not on: {failed})" if failed else ""))
+            if moved:
+                parts.append(f"but on {moved} fewer than {RECOVERED:g}\u00a0% of the triggered images went back to "
+                             "their class: the trigger still takes them away from it, so the backdoor moved rather "
+                             f"than went away ({MOVED} in the table)")
         else:
             parts.append("it repairs nothing (a detector only)")
         gc = clean[clean["defense"] == d]
@@ -349,7 +379,8 @@ def live_table(live: Report | None, committed: Result | None) -> pd.DataFrame:
 
 def defense_rows(cell: pd.DataFrame, defense: str, planned: list[str] | None = None) -> pd.DataFrame:
     """One defense's row of the comparison, one line per attack setting (chapters 10-12): verdict, filtering, attack
-    success and clean accuracy after its repair (mean ± sd over seeds), cost; the clean models' false alarms last."""
+    success and clean accuracy after its repair (mean ± sd over seeds; :data:`MOVED` where the backdoor moved), cost;
+    the clean models' false alarms last."""
     g = cell[cell["defense"] == defense]
     rows = {}
     for s in settings_in_order(g, planned):
@@ -363,7 +394,8 @@ def defense_rows(cell: pd.DataFrame, defense: str, planned: list[str] | None = N
         first = gs.drop_duplicates("seed")
         rows[attack_name(s) + (f" ({len(gs)} seeds)" if len(gs) > 1 else "")] = {
             "verdict": _mark(gs) or MISSING, "ASR before": _num(first["ASR before"]),
-            "ASR after": _num(gs["ASR after"]) if gs["ASR after"].notna().any() else "no repair",
+            "ASR after": (_num(gs["ASR after"]) + (MOVED if gs["moved"].any() else "")) if gs["ASR after"].notna().any()
+            else "no repair",
             "clean after": _num(gs["clean after"]) if gs["clean after"].notna().any() else MISSING,
             "cost (× training)": f"{gs['cost'].mean():.2f}"}
     out = pd.DataFrame.from_dict(rows, orient="index")
