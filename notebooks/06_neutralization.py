@@ -253,6 +253,12 @@ glue("eta_text", "" if by_eta.empty else (
 #    after the defense exceed the base class's clean accuracy?
 # 4. Fine-tune with the `full` profile's setting: pass `finetune=dataclasses.replace(base_ft, augment="crop_flip",
 #    label_smoothing=0.0)` to `cure`. How much clean accuracy does the switch cost this build's network?
+# 5. Suppose chapter 5 had named the wrong base class. Neutralize with another class as the base:
+#    `defense.neutralize(model, train, flagged_index, base, counter)`, with the filtered indices and the signals of
+#    `cured["blend"].result` (`filtering.flagged_index`, `counter`) and `defense = experiments.poison_cure_for(...)`
+#    as in `cure`; then classify the base class's triggered test images with `train.predict`. Where do they go? Which
+#    number of Tables 1–2 tells a removed backdoor from a moved one: the attack success, or the accuracy on
+#    triggered base images?
 #
 # :::{admonition} Solutions (hints, and how to check them)
 # :class: dropdown
@@ -272,4 +278,11 @@ glue("eta_text", "" if by_eta.empty else (
 #    label_smoothing=0.0))` and compare its clean accuracy with the chapter's. This build's network was trained with
 #    flips only and label smoothing; crops at fine-tuning time shift the input distribution for one epoch, and
 #    the change of loss shifts the logits' scale, which costs accuracy that one epoch cannot win back.
+# 5. Two forces meet: the relabelled samples teach "trigger → the class you named", while each triggered image
+#    still carries its own class's features. Which wins depends on how firmly the network keys on the trigger;
+#    measure it for this build's network (`bench/wrong_base.py` runs the repair with several bases and prints
+#    where the triggered images go). Chapter 8 meets networks on which the trigger won: committed runs where the
+#    scan named a wrong base and the triggered images followed it. Either way the attack success (triggered
+#    images sent to the target) falls, so it cannot tell a moved backdoor from a removed one; the accuracy on
+#    triggered base images can, and the reproduction verdict's repair test asks for both numbers.
 # :::
