@@ -146,3 +146,7 @@ def test_the_profile_summary_has_one_column_per_committed_set_of_the_papers_grid
     for ev in grid_sets:
         assert summary.loc["experiments with a result", ev.label] == f"{len(ev.rows)} of {ev.planned}"
         assert summary.loc["network", ev.label] == verdict.network_name(ev.records)
+        moved_row = f"repairs with < {verdict.RECOVERED:g} % of triggered images back in their class"
+        repaired = ev.rows[verdict._found(ev.rows) & ev.rows["asr_after"].notna()]
+        moved = int((repaired["triggered_after"] < verdict.RECOVERED).sum())
+        assert summary.loc[moved_row, ev.label] == (f"{moved} of {len(repaired)}" if len(repaired) else "—")

@@ -304,6 +304,8 @@ def profile_summary(sets: list[Evidence] | None = None) -> pd.DataFrame:
             "target and base found": f"{len(found)} of {len(learned)} learned",
             "attack success after the repair, median %": f"{repaired['asr_after'].median():.1f}" if len(repaired)
             else "no repair ran",
+            f"repairs with < {RECOVERED:g} % of triggered images back in their class":
+                f"{int((repaired['triggered_after'] < RECOVERED).sum())} of {len(repaired)}" if len(repaired) else "—",
             "clean accuracy lost by the repair, mean (points)": f"{drop.mean():.1f}" if len(repaired) else "—",
         }
     frame = pd.DataFrame(out)
