@@ -83,11 +83,14 @@ CAUSES = {
     "scan missed": "the attack was learned but the paper's scan did not name its target (every ratio below λ, or "
                    "another class named): no filter and no repair ran on the target class, so the backdoor stayed "
                    "and no poison was caught",
-    "wrong base": "the scan found the target but named another class as the base: the filter scores the target class "
-                  "with that label's gradients, and the repair relabels the filtered images to that class, so the "
-                  "triggered base images follow the trigger there instead of going back to their class",
-    "backdoor left": f"the base was found and the repair ran, but more than {verdict.NEUTRALIZED:g} % of the "
-                     "triggered images still go to the target after its one epoch",
+    "wrong base": "the scan found the target but named another class as the base, and the filter scores the target "
+                  "class with that label's gradients instead of the base's",
+    "backdoor left": f"the repair ran, but more than {verdict.NEUTRALIZED:g} % of the triggered images still go to the "
+                     "target after its one epoch",
+    "backdoor moved": f"the repair brought the attack success to {verdict.NEUTRALIZED:g} % or less, but fewer than "
+                      f"{verdict.RECOVERED:g} % of the triggered images went back to their class: the trigger still "
+                      "takes them away from it (where the scan named a wrong base, towards that class, to which the "
+                      "repair relabels the filtered images)",
     "base-class accuracy": "the repair worked: triggered base images are classified about as well as clean images "
                            "of their class, and the difference follows that class's accuracy in each network (and "
                            "how much of the backdoor each repair left)",
@@ -117,11 +120,11 @@ def _cell_cause(quantity: str, delta: float, cell: pd.DataFrame, before_delta: f
         return "learned less firmly" if delta > 0 else "learned more firmly"
     if not (found and repaired):
         return "scan missed"
-    if not base:
-        return "wrong base"
     if quantity == "after: triggered":
-        return "backdoor left" if cell["ASR after ours"].mean() > verdict.NEUTRALIZED else "base-class accuracy"
-    return "mixture boundary"  # the filter's sensitivity or specificity with target and base found
+        if cell["ASR after ours"].mean() > verdict.NEUTRALIZED:
+            return "backdoor left"
+        return "backdoor moved" if cell["after: triggered"].mean() < verdict.RECOVERED else "base-class accuracy"
+    return "wrong base" if not base else "mixture boundary"  # the filter's sensitivity or specificity
 
 
 def gap_causes(gaps: pd.DataFrame, rows: pd.DataFrame, tables: dict[str, pd.DataFrame],
