@@ -248,17 +248,17 @@ glue("eta_text", "" if by_eta.empty else (
 #
 # 1. Replace the per-class signals by one signal (the base-label $\hat v$ of chapter 4) for every class. Does
 #    the backdoor still go?
-# 2. Skip the relabelling, or skip the counter-poison copies. Which of the two removes the backdoor?
+# 2. Skip the relabelling, or skip the counter-poison copies. Which of the two removes the backdoor? Then suppose
+#    chapter 5 had named the wrong base class: neutralize with another class as the base,
+#    `defense.neutralize(model, train, flagged_index, base, counter)`, with the filtered indices and the signals of
+#    `cured["blend"].result` (`filtering.flagged_index`, `counter`) and `defense = experiments.poison_cure_for(...)`
+#    as in `cure`, and classify the base class's triggered test images with `train.predict`. Where do they go?
+#    Which number of Tables 1–2 tells a removed backdoor from a moved one: the attack success, or the accuracy on
+#    triggered base images?
 # 3. The relabelled poisoned samples teach "trigger → base". Why can the accuracy on triggered base images
 #    after the defense exceed the base class's clean accuracy?
 # 4. Fine-tune with the `full` profile's setting: pass `finetune=dataclasses.replace(base_ft, augment="crop_flip",
 #    label_smoothing=0.0)` to `cure`. How much clean accuracy does the switch cost this build's network?
-# 5. Suppose chapter 5 had named the wrong base class. Neutralize with another class as the base:
-#    `defense.neutralize(model, train, flagged_index, base, counter)`, with the filtered indices and the signals of
-#    `cured["blend"].result` (`filtering.flagged_index`, `counter`) and `defense = experiments.poison_cure_for(...)`
-#    as in `cure`; then classify the base class's triggered test images with `train.predict`. Where do they go? Which
-#    number of Tables 1–2 tells a removed backdoor from a moved one: the attack success, or the accuracy on
-#    triggered base images?
 #
 # :::{admonition} Solutions (hints, and how to check them)
 # :class: dropdown
@@ -271,6 +271,13 @@ glue("eta_text", "" if by_eta.empty else (
 #    "perturbation → own label" for every class. Attack success is measured on triggered base-class test images
 #    (chapter 2's definition), where both act; switch each off in turn and compare which one the attack success
 #    follows, and what each costs in clean accuracy on the other classes.
+#    With a wrong base, two forces meet: the relabelled samples teach "trigger → the class you named", while each
+#    triggered image still carries its own class's features. Which wins depends on how firmly the network keys on the
+#    trigger; measure it for this build's network (`bench/wrong_base.py` runs the repair with several bases and prints
+#    where the triggered images go). Chapter 8 meets networks on which the trigger won: committed runs where the scan
+#    named a wrong base and the triggered images followed it. Either way the attack success (triggered images sent to
+#    the target) falls, so it cannot tell a moved backdoor from a removed one; the accuracy on triggered base images
+#    can, and the reproduction verdict's repair test asks for both numbers.
 # 3. After the defense the trigger has become evidence *for* the base class (the relabelled samples taught
 #    exactly that), so a triggered base image carries its own base features plus a cue pointing the same way;
 #    a clean base image has only the former.
@@ -278,11 +285,4 @@ glue("eta_text", "" if by_eta.empty else (
 #    label_smoothing=0.0))` and compare its clean accuracy with the chapter's. This build's network was trained with
 #    flips only and label smoothing; crops at fine-tuning time shift the input distribution for one epoch, and
 #    the change of loss shifts the logits' scale, which costs accuracy that one epoch cannot win back.
-# 5. Two forces meet: the relabelled samples teach "trigger → the class you named", while each triggered image
-#    still carries its own class's features. Which wins depends on how firmly the network keys on the trigger;
-#    measure it for this build's network (`bench/wrong_base.py` runs the repair with several bases and prints
-#    where the triggered images go). Chapter 8 meets networks on which the trigger won: committed runs where the
-#    scan named a wrong base and the triggered images followed it. Either way the attack success (triggered
-#    images sent to the target) falls, so it cannot tell a moved backdoor from a removed one; the accuracy on
-#    triggered base images can, and the reproduction verdict's repair test asks for both numbers.
 # :::

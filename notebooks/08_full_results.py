@@ -139,8 +139,8 @@ glue("tab_profiles", verdict.profile_summary(verdict_sets), display=False)
 #
 # Each profile's results of the paper's grid: coverage, clean accuracy before the defense (and the paper's), how
 # many attacks the network learned, how many of those the paper's method traced to their target and base, and what
-# its one-epoch repair left: the attack success, and in how many repairs fewer than half of the triggered images went
-# back to their class (the backdoor moved rather than went away).
+# its one-epoch repair achieved: the attack success after it, and in how many repairs fewer than half of the
+# triggered images went back to their class (the backdoor moved rather than went away).
 # ```
 
 # %% [markdown]
