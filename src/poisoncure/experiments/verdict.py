@@ -41,8 +41,9 @@ MIN_SENSITIVITY = 80.0  #: filtering: share of the poison caught (%), at least
 MIN_SPECIFICITY = 90.0  #: filtering: share of the clean target-class images kept (%), at least
 NEUTRALIZED = 10.0  #: attack success (%) after the repair, at most
 #: triggered base-class images classified as their own class after the repair (%), at least, where measured: a repair
-#: that relabels the filtered images to a wrong base class sends the triggered images there instead of to the target,
-#: so the attack success falls while the trigger still decides the prediction (the backdoor is moved, not removed)
+#: that relabels the filtered images to a wrong base class can send the triggered images there instead of to the
+#: target, so the attack success falls while the trigger still decides the prediction (the backdoor is moved, not
+#: removed; bench/README.md, "A repair that moves the backdoor")
 RECOVERED = 50.0
 MAX_DROP = 3.0  #: clean accuracy lost by the repair (points), at most
 TOLERANCE = 3.0  #: comparisons with another defense: ours may be worse by at most this many points
