@@ -19,12 +19,10 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
-from _cached import cached_experiment
+from _cached import cached_experiment, destinations
 
 from poisoncure import cache, data, provenance
 from poisoncure.experiments import store
-from poisoncure.train import predict
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,10 +61,8 @@ def main(argv: list[str] | None = None) -> int:
           f"triggered test images of the base class; {provenance.device_name()}, commit {provenance.git_commit()}")
     for label, model in (("before the repair", tm.model), ("after the repair", cure.result.model)):
         start = time.perf_counter()
-        share = np.bincount(predict(model, triggered, device=defense.device), minlength=len(names)) / len(triggered)
-        top = np.argsort(-share)[:args.top]
-        print(f"  {label}: " + ", ".join(f"{names[c]} {100 * share[c]:.1f} %" for c in top)
-              + f" ({time.perf_counter() - start:.1f} s)")
+        print(f"  {label}: {destinations(model, triggered, names, defense.device, args.top)} "
+              f"({time.perf_counter() - start:.1f} s)")
     return 0
 
 

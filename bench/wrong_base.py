@@ -15,17 +15,12 @@ the backdoor"). Nothing is asserted; this is a measurement.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-import numpy as np
+from _cached import destinations
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from poisoncure import data, experiments, provenance  # noqa: E402
-from poisoncure.experiments import profiles  # noqa: E402
-from poisoncure.train import predict  # noqa: E402
+from poisoncure import data, experiments, provenance
+from poisoncure.experiments import profiles
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,15 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.profile} {args.poison}: base {names[spec.base]}, target {names[spec.target]}; the scan named "
           f"{names[res.base.base]} as the base; {len(triggered)} triggered test images of the base class; "
           f"{provenance.device_name(defense.device)}, commit {provenance.git_commit()}")
-    share = np.bincount(predict(tm.model, triggered, device=defense.device), minlength=len(names)) / len(triggered)
-    print("  no repair: " + ", ".join(f"{names[c]} {100 * share[c]:.1f} %" for c in np.argsort(-share)[:args.top]))
+    print(f"  no repair: {destinations(tm.model, triggered, names, defense.device, args.top)}")
     for base in sorted(args.bases, key=lambda b: b != res.base.base):
         start = time.perf_counter()
         model, _ = defense.neutralize(tm.model, train, res.filtering.flagged_index, base, res.counter)
-        share = np.bincount(predict(model, triggered, device=defense.device), minlength=len(names)) / len(triggered)
-        print(f"  relabelled to {names[base]}{' (the scan' + chr(39) + 's)' if base == res.base.base else ''}: "
-              + ", ".join(f"{names[c]} {100 * share[c]:.1f} %" for c in np.argsort(-share)[:args.top])
-              + f" ({time.perf_counter() - start:.0f} s)")
+        told = " (the scan's)" if base == res.base.base else ""
+        print(f"  relabelled to {names[base]}{told}: {destinations(model, triggered, names, defense.device, args.top)} "
+              f"({time.perf_counter() - start:.0f} s)")
     return 0
 
 

@@ -39,8 +39,6 @@ POISONS = ("blend", "pixel")
 #: The quantities of Tables 1-2 and 3-4: (column label, paper accessor index)
 BEFORE_AFTER = ("before: all", "before: triggered", "after: all", "after: triggered")
 DETECTION = ("ours: specificity", "ours: sensitivity", "AC: specificity", "AC: sensitivity")
-#: Why a cell may differ from the paper's by more than the tolerance: one reason per kind of quantity, stated in
-#: the results chapter next to the list of such cells (the reasons are ours, from the SPEC's documented choices).
 def pair_label(pair: int) -> str:
     """``'1: automobile→dog'`` (base → target, the paper's pair table)."""
     base, target = PAPER_PAIRS[pair]

@@ -122,6 +122,12 @@ def _paper_vs_ac() -> tuple[int, int, str]:
     return sum(ours >= ac - TOLERANCE for ours, ac in vals), len(vals), "Tables 3–4"
 
 
+def backdoor_moved(asr_after: pd.Series | float, triggered_after: pd.Series | float) -> pd.Series | bool:
+    """Per repair: the attack success fell to :data:`NEUTRALIZED` % or less, but fewer than :data:`RECOVERED` % of
+    the triggered base images went back to their class (False where the latter was not measured)."""
+    return (asr_after <= NEUTRALIZED) & (triggered_after < RECOVERED)
+
+
 def _repaired(r: pd.DataFrame) -> pd.Series:
     """The repair test of §7 on every row: the target's attack success down to :data:`NEUTRALIZED`, the clean
     accuracy down by at most :data:`MAX_DROP`, and, where the grid measures it, at least :data:`RECOVERED` % of the

@@ -26,7 +26,7 @@ DEFENSES = (report.POISON_CURE, report.SPECTRAL, report.CLUSTERING, report.CLEAN
 SHORT = {report.POISON_CURE: "PaC", report.SPECTRAL: "SS", report.CLUSTERING: "AC", report.CLEANSE: "NC",
          report.PRUNING: "FP", report.XIANG: "Xiang", report.HYGIENE: "PoisHyg.", report.ENSEMBLE: "Ensemble"}
 #: attack success after a repair at or below which the backdoor counts as removed (the paper's neutralization bar)
-REMOVED = 10.0
+REMOVED = verdict.NEUTRALIZED
 #: ... provided at least this share (%) of the triggered images went back to their class (the verdict's rule): a
 #: repair can lower the attack success by sending them to yet another class, which moves the backdoor
 RECOVERED = verdict.RECOVERED
@@ -107,7 +107,7 @@ def cells(records: list[Result]) -> pd.DataFrame:
     class."""
     out = cell_table(records)
     out["triggered after"] = [v for rec in records for v in _triggered_after(rec)]
-    out["moved"] = (out["ASR after"] <= REMOVED) & (out["triggered after"] < RECOVERED)
+    out["moved"] = verdict.backdoor_moved(out["ASR after"], out["triggered after"])
     order = {d: i for i, d in enumerate(DEFENSES)}
     return out.sort_values(["setting", "seed", "defense"], key=lambda s: s.map(order) if s.name == "defense" else s,
                            kind="stable").reset_index(drop=True)

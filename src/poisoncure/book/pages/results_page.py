@@ -123,7 +123,8 @@ def _cell_cause(quantity: str, delta: float, cell: pd.DataFrame, before_delta: f
     if quantity == "after: triggered":
         if cell["ASR after ours"].mean() > verdict.NEUTRALIZED:
             return "backdoor left"
-        return "backdoor moved" if cell["after: triggered"].mean() < verdict.RECOVERED else "base-class accuracy"
+        moved = verdict.backdoor_moved(cell["ASR after ours"].mean(), cell["after: triggered"].mean())
+        return "backdoor moved" if moved else "base-class accuracy"
     return "wrong base" if not base else "mixture boundary"  # the filter's sensitivity or specificity
 
 
